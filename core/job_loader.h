@@ -1,0 +1,44 @@
+#pragma once
+// Building a Job from what the user wrote: a JSON config file, Megatron flags, --cluster, --gpus.
+// Precedence, lowest first: Megatron defaults < model preset < JSON config < Megatron flags <
+// tandem options (--cluster, --gpus). The result is resolved (every derived field filled) and
+// validated; any problem throws UserError naming the field and the value.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/job.h"
+
+namespace tandem {
+
+struct JobRequest {
+  std::optional<std::string> config_file;     // JSON job file, or a model preset name
+  std::vector<std::string> megatron_flags;    // everything after "--"
+  std::optional<std::string> cluster;         // cluster name (clusters/NAME.json) or file
+  std::optional<int64_t> gpus;                // world size
+};
+
+// The documented default cluster when --cluster is not given.
+inline constexpr const char* kDefaultCluster = "dgx-a100";
+
+Job load_job(const JobRequest& request);
+
+// Pieces of load_job, usable on their own.
+void apply_job_json(Job& job, const nlohmann::json& doc, const std::string& source);
+void apply_megatron_flags(Job& job, const std::vector<std::string>& flags);
+void resolve_job(Job& job);                    // Megatron's derivations + validation
+
+// Presets and clusters are data files: models/presets/NAME.json, clusters/NAME.json.
+std::string data_dir();                        // $TANDEM_DATA_DIR or the source tree
+std::vector<std::string> list_model_presets();
+std::vector<std::string> list_clusters();
+ModelConfig load_model_preset(const std::string& name_or_file);
+ClusterSpec load_cluster(const std::string& name_or_file);
+ClusterSpec cluster_from_json(const nlohmann::json& doc, const std::string& source);
+
+// The resolved job as JSON (every field, derived ones included).
+nlohmann::json job_to_json(const Job& job);
+
+}  // namespace tandem
