@@ -19,6 +19,8 @@ enum class RecomputeGranularity { None, Selective, Full };
 enum class RecomputeMethod { Uniform, Block };
 enum class LrDecayStyle { Constant, Linear, Cosine, InverseSquareRoot, WSD };
 enum class TokenDispatcher { AllGather, AllToAll, Alltoall_Seq, Flex };
+// Megatron's --attention-backend. auto/flash/fused never materialise the s x s score matrix.
+enum class AttentionBackend { Auto, Flash, Fused, Unfused, Local };
 
 // Transformer architecture. Sizes are element counts; 0 means "derive Megatron's default".
 struct ModelConfig {
@@ -97,6 +99,9 @@ struct TrainingConfig {
   int64_t train_iters = 0;
   DType params_dtype = DType::FP32;           // --bf16 / --fp16 switch to mixed precision
   Fp8Format fp8_format = Fp8Format::None;
+  AttentionBackend attention_backend = AttentionBackend::Auto;  // Megatron-Core default (TE picks flash/fused)
+  double attention_dropout = 0.1;             // Megatron's defaults; dropout masks are saved activations
+  double hidden_dropout = 0.1;
   RecomputeGranularity recompute_granularity = RecomputeGranularity::None;
   RecomputeMethod recompute_method = RecomputeMethod::Uniform;
   int64_t recompute_num_layers = 0;
@@ -104,6 +109,8 @@ struct TrainingConfig {
   double min_lr = 0.0;
   LrDecayStyle lr_decay_style = LrDecayStyle::Linear;
   int64_t lr_warmup_iters = 0;
+  double lr_warmup_fraction = 0.0;            // alternative to lr_warmup_iters
+  int64_t train_samples = 0;                  // alternative to train_iters (sequences)
   int64_t lr_decay_iters = 0;                 // default train_iters
   double weight_decay = 0.01;
   double clip_grad = 1.0;
@@ -174,6 +181,9 @@ std::string to_string(RecomputeGranularity v);
 std::string to_string(RecomputeMethod v);
 std::string to_string(LrDecayStyle v);
 std::string to_string(TokenDispatcher v);
+std::string to_string(AttentionBackend v);
+// True when attention never stores the s x s probabilities (flash / fused kernels).
+bool uses_flash_attention(AttentionBackend v);
 
 // Bytes per element of the parameters/activations in the job's training precision.
 int64_t bytes_per_element(DType d);

@@ -61,6 +61,27 @@ template <> TokenDispatcher parse_enum<TokenDispatcher>(const std::string& f, co
                                        {"alltoall_seq", TokenDispatcher::Alltoall_Seq}, {"flex", TokenDispatcher::Flex}});
 }
 
+template <> AttentionBackend parse_enum<AttentionBackend>(const std::string& f, const std::string& t) {
+  return lookup<AttentionBackend>(f, t, {{"auto", AttentionBackend::Auto}, {"flash", AttentionBackend::Flash},
+                                        {"fused", AttentionBackend::Fused}, {"unfused", AttentionBackend::Unfused},
+                                        {"local", AttentionBackend::Local}});
+}
+
+std::string to_string(AttentionBackend v) {
+  switch (v) {
+    case AttentionBackend::Auto: return "auto";
+    case AttentionBackend::Flash: return "flash";
+    case AttentionBackend::Fused: return "fused";
+    case AttentionBackend::Unfused: return "unfused";
+    case AttentionBackend::Local: return "local";
+  }
+  return "?";
+}
+
+bool uses_flash_attention(AttentionBackend v) {
+  return v == AttentionBackend::Auto || v == AttentionBackend::Flash || v == AttentionBackend::Fused;
+}
+
 std::string to_string(Normalization v) { return v == Normalization::LayerNorm ? "LayerNorm" : "RMSNorm"; }
 std::string to_string(PositionEmbedding v) {
   switch (v) {

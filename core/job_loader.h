@@ -35,6 +35,10 @@ std::string data_dir();                        // $TANDEM_DATA_DIR or the source
 std::vector<std::string> list_model_presets();
 std::vector<std::string> list_clusters();
 ModelConfig load_model_preset(const std::string& name_or_file);
+// Sets job.model from a preset and applies the preset's "defaults" (published layout/training).
+void apply_model_preset(Job& job, const std::string& name_or_file);
+bool is_model_preset(const std::string& name);
+nlohmann::json read_json_file(const std::string& path);   // UserError on missing/malformed file
 ClusterSpec load_cluster(const std::string& name_or_file);
 ClusterSpec cluster_from_json(const nlohmann::json& doc, const std::string& source);
 

@@ -1,0 +1,42 @@
+#include "core/job_loader.h"
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "core/check.h"
+
+namespace tandem {
+
+Job load_job(const JobRequest& request) {
+  Job job;
+  job.cluster = load_cluster(kDefaultCluster);
+  if (request.config_file) {
+    const std::string& cfg = *request.config_file;
+    if (!std::filesystem::exists(cfg) && is_model_preset(cfg)) {
+      apply_model_preset(job, cfg);
+    } else if (!std::filesystem::exists(cfg)) {
+      std::string known;
+      for (const auto& n : list_model_presets()) known += (known.empty() ? "" : ", ") + n;
+      throw UserError("CONFIG '" + cfg + "' is neither a file nor a model preset (presets: " + known + ")");
+    } else {
+      apply_job_json(job, read_json_file(cfg), cfg);
+    }
+  }
+  apply_megatron_flags(job, request.megatron_flags);
+  if (request.cluster) {
+    try {
+      job.cluster = load_cluster(*request.cluster);
+    } catch (const UserError& e) {
+      throw UserError("--cluster = " + *request.cluster + ": " + e.what());
+    }
+  }
+  if (request.gpus) {
+    if (*request.gpus <= 0) throw_field_error("--gpus", *request.gpus, "must be a positive integer");
+    job.world_size = *request.gpus;
+  }
+  resolve_job(job);
+  return job;
+}
+
+}  // namespace tandem

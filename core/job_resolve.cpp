@@ -1,0 +1,211 @@
+// Megatron-LM's derivations (arguments.py, transformer_config.py) and layout validation.
+// After resolve_job() every derived field is filled and the job is a consistent description.
+#include <cmath>
+
+#include "core/check.h"
+#include "core/job_fields.h"
+#include "core/job_loader.h"
+
+namespace tandem {
+namespace {
+
+std::string flag(const char* key) { return key_to_flag(key); }
+
+void require_divides(const char* what_key, int64_t divisor, const char* of_key, int64_t value) {
+  if (divisor <= 0 || value % divisor != 0)
+    throw UserError(flag(of_key) + " = " + std::to_string(value) + " must be divisible by " + flag(what_key) +
+                    " = " + std::to_string(divisor));
+}
+
+void resolve_attention(ModelConfig& m, const ParallelConfig& p, std::vector<std::string>& notes) {
+  if (m.num_layers <= 0) throw UserError("--num-layers is required (a positive integer)");
+  if (m.hidden_size <= 0) throw UserError("--hidden-size is required (a positive integer)");
+  if (m.num_attention_heads <= 0) throw UserError("--num-attention-heads is required (a positive integer)");
+  if (m.seq_length <= 0) throw UserError("--seq-length is required (a positive integer)");
+  if (!m.group_query_attention && m.num_query_groups > 0 && m.num_query_groups != m.num_attention_heads) {
+    m.group_query_attention = true;
+    notes.push_back("--num-query-groups given without --group-query-attention: GQA enabled");
+  }
+  if (!m.group_query_attention) m.num_query_groups = m.num_attention_heads;
+  if (m.num_query_groups <= 0) m.num_query_groups = 1;  // Megatron's default with GQA
+  if (m.num_query_groups > m.num_attention_heads)
+    throw UserError(flag("num_query_groups") + " = " + std::to_string(m.num_query_groups) +
+                    " exceeds --num-attention-heads = " + std::to_string(m.num_attention_heads));
+  require_divides("num_query_groups", m.num_query_groups, "num_attention_heads", m.num_attention_heads);
+  if (m.kv_channels == 0) {
+    require_divides("num_attention_heads", m.num_attention_heads, "hidden_size", m.hidden_size);
+    m.kv_channels = m.hidden_size / m.num_attention_heads;
+  }
+  require_divides("tensor_model_parallel_size", p.tensor_model_parallel_size, "num_attention_heads",
+                  m.num_attention_heads);
+  if (!m.multi_latent_attention)
+    require_divides("tensor_model_parallel_size", p.tensor_model_parallel_size, "num_query_groups", m.num_query_groups);
+  if (m.max_position_embeddings == 0) m.max_position_embeddings = m.seq_length;
+  if (m.position_embedding == PositionEmbedding::LearnedAbsolute && m.seq_length > m.max_position_embeddings)
+    throw UserError("--seq-length = " + std::to_string(m.seq_length) + " exceeds --max-position-embeddings = " +
+                    std::to_string(m.max_position_embeddings) + " (learned absolute positions)");
+  if (p.context_parallel_size > 1 && m.seq_length % (2 * p.context_parallel_size) != 0)
+    throw UserError("--seq-length = " + std::to_string(m.seq_length) + " must be divisible by 2 x " +
+                    "--context-parallel-size = " + std::to_string(2 * p.context_parallel_size) +
+                    " (causal load balancing splits the sequence into 2·CP chunks)");
+}
+
+void resolve_mlp_and_vocab(ModelConfig& m, const ParallelConfig& p, std::vector<std::string>& notes) {
+  if (m.ffn_hidden_size == 0) {
+    m.ffn_hidden_size = m.swiglu ? ((4 * m.hidden_size * 2 / 3) / 64) * 64 : 4 * m.hidden_size;
+    if (m.ffn_hidden_size == 0) m.ffn_hidden_size = 4 * m.hidden_size;
+  }
+  if (m.vocab_size == 0) {
+    m.vocab_size = 50257;
+    notes.push_back("--vocab-size not given: using the GPT-2 BPE tokenizer's 50257");
+  }
+  const int64_t multiple = m.make_vocab_size_divisible_by * p.tensor_model_parallel_size;
+  m.padded_vocab_size = (m.vocab_size + multiple - 1) / multiple * multiple;
+}
+
+void resolve_moe(ModelConfig& m, const ParallelConfig& p) {
+  if (!m.is_moe()) {
+    m.moe_layer_pattern.clear();
+    if (p.expert_model_parallel_size > 1)
+      throw UserError("--expert-model-parallel-size = " + std::to_string(p.expert_model_parallel_size) +
+                      " needs an MoE model (--num-experts is 0)");
+    return;
+  }
+  if (m.moe_ffn_hidden_size == 0) m.moe_ffn_hidden_size = m.ffn_hidden_size;
+  if (m.moe_router_topk > m.num_experts)
+    throw UserError("--moe-router-topk = " + std::to_string(m.moe_router_topk) + " exceeds --num-experts = " +
+                    std::to_string(m.num_experts));
+  require_divides("expert_model_parallel_size", p.expert_model_parallel_size, "num_experts", m.num_experts);
+  if (m.moe_layer_pattern.size() == 1 && m.moe_layer_pattern[0] < 0) {
+    const int every = -m.moe_layer_pattern[0];
+    m.moe_layer_pattern.assign(static_cast<size_t>(m.num_layers), 0);
+    for (int64_t l = 0; l < m.num_layers; ++l) m.moe_layer_pattern[static_cast<size_t>(l)] = (l % every == 0) ? 1 : 0;
+  } else if (m.moe_layer_pattern.empty()) {
+    m.moe_layer_pattern.assign(static_cast<size_t>(m.num_layers), 1);
+  } else if (static_cast<int64_t>(m.moe_layer_pattern.size()) != m.num_layers) {
+    throw UserError("--moe-layer-freq lists " + std::to_string(m.moe_layer_pattern.size()) +
+                    " layers but --num-layers = " + std::to_string(m.num_layers));
+  }
+}
+
+void resolve_pipeline(const ModelConfig& m, ParallelConfig& p, std::vector<std::string>& notes) {
+  const int64_t pp = p.pipeline_model_parallel_size;
+  const int64_t first = p.decoder_first_pipeline_num_layers, last = p.decoder_last_pipeline_num_layers;
+  if (pp == 1 && (first || last)) throw UserError("--decoder-first/last-pipeline-num-layers need --pipeline-model-parallel-size > 1");
+  int64_t middle_stages = pp - (first ? 1 : 0) - (last ? 1 : 0);
+  int64_t middle_layers = m.num_layers - first - last;
+  if (middle_layers < 0 || (middle_stages == 0 && middle_layers != 0) ||
+      (middle_stages > 0 && middle_layers % middle_stages != 0))
+    throw UserError("--num-layers = " + std::to_string(m.num_layers) + " cannot be split over --pipeline-model-parallel-size = " +
+                    std::to_string(pp) +
+                    (first ? " with --decoder-first-pipeline-num-layers = " + std::to_string(first) : "") +
+                    (last ? " with --decoder-last-pipeline-num-layers = " + std::to_string(last) : "") +
+                    " (the layers of the even stages must divide evenly)");
+  const int64_t per_stage = middle_stages > 0 ? middle_layers / middle_stages : 0;
+  if (p.num_layers_per_virtual_pipeline_stage > 0) {
+    if (first || last) throw UserError("--num-layers-per-virtual-pipeline-stage cannot be combined with uneven first/last stages; use --num-virtual-stages-per-pipeline-rank");
+    if (pp == 1) throw UserError("--num-layers-per-virtual-pipeline-stage needs --pipeline-model-parallel-size > 1");
+    require_divides("num_layers_per_virtual_pipeline_stage", p.num_layers_per_virtual_pipeline_stage,
+                    "num_layers (per pipeline stage)", per_stage);
+    const int64_t v = per_stage / p.num_layers_per_virtual_pipeline_stage;
+    if (p.virtual_pipeline_model_parallel_size > 1 && p.virtual_pipeline_model_parallel_size != v)
+      throw UserError("--num-virtual-stages-per-pipeline-rank = " + std::to_string(p.virtual_pipeline_model_parallel_size) +
+                      " disagrees with --num-layers-per-virtual-pipeline-stage (gives " + std::to_string(v) + ")");
+    p.virtual_pipeline_model_parallel_size = v;
+  } else if (p.virtual_pipeline_model_parallel_size > 1) {
+    if (pp == 1) throw UserError("--num-virtual-stages-per-pipeline-rank needs --pipeline-model-parallel-size > 1");
+    if (!first && !last) require_divides("virtual_pipeline_model_parallel_size", p.virtual_pipeline_model_parallel_size,
+                                         "num_layers (per pipeline stage)", per_stage);
+    p.num_layers_per_virtual_pipeline_stage = per_stage / p.virtual_pipeline_model_parallel_size;
+  }
+  if (p.pipeline_schedule.empty()) p.pipeline_schedule = p.virtual_pipeline_model_parallel_size > 1 ? "interleaved" : "1f1b";
+  if (p.sequence_parallel && p.tensor_model_parallel_size == 1) {
+    p.sequence_parallel = false;
+    notes.push_back("--sequence-parallel has no effect with --tensor-model-parallel-size 1 (disabled, as Megatron does)");
+  }
+}
+
+void resolve_world(Job& job) {
+  auto& p = job.parallel;
+  const int64_t model_parallel = p.tensor_model_parallel_size * p.pipeline_model_parallel_size * p.context_parallel_size;
+  if (model_parallel > (int64_t{1} << 24))
+    throw UserError("TP x PP x CP = " + std::to_string(model_parallel) + " exceeds 16,777,216 GPUs");
+  if (job.world_size == 0) job.world_size = model_parallel;
+  if (job.world_size % model_parallel != 0)
+    throw UserError("--gpus = " + std::to_string(job.world_size) + " is not divisible by TP x PP x CP = " +
+                    std::to_string(p.tensor_model_parallel_size) + " x " + std::to_string(p.pipeline_model_parallel_size) +
+                    " x " + std::to_string(p.context_parallel_size) + " = " + std::to_string(model_parallel));
+  p.data_parallel_size = job.world_size / model_parallel;
+  if (p.expert_tensor_parallel_size == 0) p.expert_tensor_parallel_size = p.tensor_model_parallel_size;
+  const int64_t expert_mp = p.expert_tensor_parallel_size * p.expert_model_parallel_size * p.pipeline_model_parallel_size;
+  if (job.world_size % expert_mp != 0)
+    throw UserError("--gpus = " + std::to_string(job.world_size) + " is not divisible by ETP x EP x PP = " +
+                    std::to_string(expert_mp) + " (expert layers)");
+  if (job.cluster.max_gpus > 0 && job.world_size > job.cluster.max_gpus)
+    throw UserError("--gpus = " + std::to_string(job.world_size) + " exceeds the " + std::to_string(job.cluster.max_gpus) +
+                    " GPUs of cluster " + job.cluster.name);
+  if (job.model.is_moe() && p.tensor_model_parallel_size > 1 && p.expert_model_parallel_size > 1 && !p.sequence_parallel)
+    throw UserError("--expert-model-parallel-size = " + std::to_string(p.expert_model_parallel_size) +
+                    " with --tensor-model-parallel-size = " + std::to_string(p.tensor_model_parallel_size) +
+                    " requires --sequence-parallel (as in Megatron)");
+  if (p.overlap_param_gather && !p.use_distributed_optimizer)
+    throw UserError("--overlap-param-gather requires --use-distributed-optimizer");
+}
+
+void resolve_batch(Job& job) {
+  auto& t = job.training;
+  const int64_t dp = job.parallel.data_parallel_size;
+  if (t.global_batch_size == 0) t.global_batch_size = t.micro_batch_size * dp;
+  if (t.global_batch_size % (t.micro_batch_size * dp) != 0)
+    throw UserError("--global-batch-size = " + std::to_string(t.global_batch_size) +
+                    " is not divisible by --micro-batch-size x data-parallel size = " + std::to_string(t.micro_batch_size) +
+                    " x " + std::to_string(dp));
+  t.num_microbatches = t.global_batch_size / (t.micro_batch_size * dp);
+  const double tokens = double(job.model.seq_length) * double(t.micro_batch_size) * double(job.model.hidden_size);
+  if (tokens > 9.0e15)
+    throw UserError("--seq-length x --micro-batch-size x --hidden-size = " + std::to_string(tokens) +
+                    " is too large to account for exactly (activation tensor beyond 2^53 elements)");
+}
+
+void resolve_optimizer(Job& job) {
+  auto& t = job.training;
+  if (t.train_samples > 0) {
+    if (t.train_iters > 0) throw UserError("--train-iters and --train-samples are mutually exclusive");
+    t.train_iters = (t.train_samples + t.global_batch_size - 1) / t.global_batch_size;
+  }
+  if (t.lr_decay_iters == 0) t.lr_decay_iters = t.train_iters;
+  if (t.lr_warmup_fraction > 0) {
+    if (t.lr_warmup_iters > 0) throw UserError("--lr-warmup-iters and --lr-warmup-fraction are mutually exclusive");
+    t.lr_warmup_iters = static_cast<int64_t>(t.lr_warmup_fraction * double(t.lr_decay_iters));
+  }
+  if (t.min_lr > t.lr && t.lr > 0)
+    throw UserError("--min-lr = " + std::to_string(t.min_lr) + " exceeds --lr = " + std::to_string(t.lr));
+  if (t.recompute_granularity == RecomputeGranularity::Full && t.recompute_num_layers == 0) {
+    t.recompute_num_layers = 1;
+    job.notes.push_back("--recompute-granularity full without --recompute-num-layers: recomputing every layer (uniform, 1)");
+  }
+  if (t.fp8_format != Fp8Format::None && t.params_dtype == DType::FP32)
+    throw UserError("--fp8-format = " + to_string(t.fp8_format) + " needs --bf16 or --fp16");
+}
+
+}  // namespace
+
+bool ModelConfig::layer_is_moe(int64_t layer) const {
+  if (!is_moe()) return false;
+  if (moe_layer_pattern.empty()) return true;
+  TANDEM_CHECK(layer >= 0 && layer < static_cast<int64_t>(moe_layer_pattern.size()));
+  return moe_layer_pattern[static_cast<size_t>(layer)] != 0;
+}
+
+void resolve_job(Job& job) {
+  if (job.world_size < 0) throw_field_error("--gpus", job.world_size, "must be positive");
+  resolve_attention(job.model, job.parallel, job.notes);
+  resolve_mlp_and_vocab(job.model, job.parallel, job.notes);
+  resolve_moe(job.model, job.parallel);
+  resolve_pipeline(job.model, job.parallel, job.notes);
+  resolve_world(job);
+  resolve_batch(job);
+  resolve_optimizer(job);
+}
+
+}  // namespace tandem
