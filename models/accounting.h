@@ -107,12 +107,16 @@ IterationFlops flops_per_iteration(const Job& job);
 // ---------------------------------------------------------------------------------------------
 // Memory
 
-// Choices that the Job does not describe (yet). Defaults reproduce Korthikanti et al. 2022.
+// What the saved activations depend on beyond shapes. Defaults reproduce Korthikanti et al.
+// 2022 (dropout, no flash attention); memory_options_for(job) reads them from the job.
 struct MemoryOptions {
   bool attention_dropout = true;  // dropout on attention probabilities (mask + output saved)
   bool hidden_dropout = true;     // dropout after attention/MLP and on embeddings (1-byte masks)
   bool flash_attention = false;   // fused attention: no s x s tensors saved, an fp32 row statistic instead
 };
+
+// From the job: attention_backend (auto/flash/fused: flash attention), dropout probabilities > 0.
+MemoryOptions memory_options_for(const Job& job);
 
 // Which decoder layers one pipeline rank holds: chunks[c] = global layer indices of its model
 // chunk c (virtual stage c·p + r). Even split, or first/last virtual stage sizes from

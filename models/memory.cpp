@@ -221,6 +221,14 @@ const StageMemory& MemoryEstimate::peak() const {
                            [](const StageMemory& a, const StageMemory& b) { return a.total_bytes < b.total_bytes; });
 }
 
+MemoryOptions memory_options_for(const Job& job) {
+  MemoryOptions o;
+  o.flash_attention = uses_flash_attention(job.training.attention_backend);
+  o.attention_dropout = job.training.attention_dropout > 0;
+  o.hidden_dropout = job.training.hidden_dropout > 0;
+  return o;
+}
+
 MemoryEstimate memory_per_rank(const Job& job, const MemoryOptions& options) {
   const ParameterCount pc = parameter_count(job.model);
   MemoryEstimate est;
