@@ -114,6 +114,20 @@ nlohmann::json outcomes_to_golden(const std::vector<GridOutcome>& outcomes) {
                         {"entries", entries}};
 }
 
+std::string golden_text(const nlohmann::json& golden) {
+  std::string out = "{\n";
+  for (auto& [key, value] : golden.items()) {
+    if (key == "entries") continue;
+    out += " " + nlohmann::json(key).dump() + ": " + value.dump() + ",\n";
+  }
+  out += " \"entries\": {\n";
+  const nlohmann::json& entries = golden.at("entries");
+  size_t i = 0;
+  for (auto& [key, value] : entries.items())
+    out += "  " + nlohmann::json(key).dump() + ": " + value.dump() + (++i < entries.size() ? ",\n" : "\n");
+  return out + " }\n}\n";
+}
+
 GoldenComparison compare_with_golden(const std::vector<GridOutcome>& outcomes,
                                      const nlohmann::json& golden, double tolerance) {
   GoldenComparison out;

@@ -40,6 +40,9 @@ std::string golden_key(const GridPoint& point);
 // peak_activations}}}; invalid points are left out (they fail the check anyway).
 nlohmann::json outcomes_to_golden(const std::vector<GridOutcome>& outcomes);
 
+// The golden document as text: one entry per line, so that diffs show which points changed.
+std::string golden_text(const nlohmann::json& golden);
+
 struct GoldenComparison {
   size_t compared = 0;
   std::vector<std::string> problems;  // invalid points, mismatches, points missing in the goldens
