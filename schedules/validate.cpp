@@ -297,8 +297,8 @@ void check_deadlock(const Schedule& s, const ScheduleGraph& g, const ActionTable
       if (done[d]) continue;
       const ActionRef w = g.ref(d);
       if (w.rank == r) {
-        why = "it needs action #" + std::to_string(w.index) + " " + describe(s.actions[r][w.index]) +
-              " of the same rank, which is ordered after it";
+        why = "it needs this rank's action #" + std::to_string(w.index) + " " +
+              describe(s.actions[r][w.index]) + ", which is ordered after it";
       } else {
         const ActionRef wb = g.ref(blocked[w.rank]);
         why = "it waits for rank " + std::to_string(w.rank) + ", action #" + std::to_string(w.index) +
