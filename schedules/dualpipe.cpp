@@ -8,7 +8,14 @@
 // Accepted: p even, m even and m >= 2p (the repository's asserts).
 // Bubble (report, Table 2): (p/2-1)(F&B + B - 3W) with B the full backward; activations p+1.
 //
-// TIMELINE_PLACEHOLDER
+// Timeline, p = 4, m = 8, unit costs F = B = W = 1 (`tandem schedule dualpipe --pp 4 --microbatches 8`):
+//   F forward, B backward (full when followed by --, else input gradient), W weight gradient,
+//   number = microbatch; lower case = chunk 1; steady-state F B neighbours are overlapped F&B pairs; . idle
+//   rank 0 | F0 F1 F2 f4 b4 w4 f5 F3 b5 -- .  f6 B0 -- b6 -- .  f7 B1 -- b7 -- B2 W2 B3 W3
+//   rank 1 | .  F0 f4 F1 f5 F2 b4 -- f6 B0 -- F3 b5 -- f7 B1 -- b6 -- B2 -- .  b7 B3 w7 W3
+//   rank 2 | .  f4 F0 f5 F1 f6 B0 -- F2 b4 -- f7 B1 -- F3 b5 -- B2 -- b6 -- .  B3 b7 W3 w7
+//   rank 3 | f4 f5 f6 F0 B0 W0 F1 f7 B1 -- .  F2 b4 -- B2 -- .  F3 b5 -- B3 -- b6 w6 b7 w7
+//   makespan 26, bubble fraction 0.0769
 #include <algorithm>
 
 #include "schedules/dualpipe_order.h"

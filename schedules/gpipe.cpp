@@ -3,7 +3,13 @@
 // (full backward, no weight-gradient split). Peak activations: m microbatches on every rank.
 // Unit costs (F=1, full B=2): makespan 3(m+p-1).
 //
-// TIMELINE_PLACEHOLDER
+// Timeline, p = 4, m = 8, unit costs F = B = W = 1 (`tandem schedule gpipe --pp 4 --microbatches 8`):
+//   F forward, B full backward, number = microbatch; -- continues; . idle
+//   rank 0 | F0 F1 F2 F3 F4 F5 F6 F7 .  .  .  .  .  .  .  .  .  B0 -- B1 -- B2 -- B3 -- B4 -- B5 -- B6 -- B7 --
+//   rank 1 | .  F0 F1 F2 F3 F4 F5 F6 F7 .  .  .  .  .  .  B0 -- B1 -- B2 -- B3 -- B4 -- B5 -- B6 -- B7 -- .  .
+//   rank 2 | .  .  F0 F1 F2 F3 F4 F5 F6 F7 .  .  .  B0 -- B1 -- B2 -- B3 -- B4 -- B5 -- B6 -- B7 -- .  .  .  .
+//   rank 3 | .  .  .  F0 F1 F2 F3 F4 F5 F6 F7 B0 -- B1 -- B2 -- B3 -- B4 -- B5 -- B6 -- B7 -- .  .  .  .  .  .
+//   makespan 33, bubble fraction 0.2727
 #include "schedules/schedule_util.h"
 
 namespace tandem {

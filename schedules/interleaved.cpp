@@ -12,7 +12,13 @@
 // holds at least p microbatches. So m need not be a multiple of p when N is chosen, e.g. N = m.
 // Unit costs (chunk = 1/v of a stage): makespan 3(m + (p-1)/v) when m is a multiple of p.
 //
-// TIMELINE_PLACEHOLDER
+// Timeline, p = 4, m = 8 (chunks 2), unit costs F = B = W = 1 (`tandem schedule interleaved --pp 4 --microbatches 8`):
+//   F forward, B full backward, number = microbatch; lower case = chunk 1; -- continues; . idle
+//   rank 0 | F0 F1 F2 F3 f0 f1 f2 f3 F4 F5 F6 .  .  .  b0 -- F7 b1 -- .  f4 b2 -- f5 b3 -- f6 B0 -- f7 B1 -- B2 -- .  B3 -- .  b4 -- .  b5 -- .  b6 -- .  b7 -- B4 -- B5 -- B6 -- B7 --
+//   rank 1 | .  F0 F1 F2 F3 f0 f1 f2 f3 F4 .  .  b0 -- F5 b1 -- F6 b2 -- F7 b3 -- f4 B0 -- f5 B1 -- f6 B2 -- f7 B3 -- .  b4 -- .  b5 -- .  b6 -- .  b7 -- B4 -- B5 -- B6 -- B7 -- .  .
+//   rank 2 | .  .  F0 F1 F2 F3 f0 f1 f2 .  b0 -- f3 b1 -- F4 b2 -- F5 b3 -- F6 B0 -- F7 B1 -- f4 B2 -- f5 B3 -- f6 b4 -- f7 b5 -- .  b6 -- .  b7 -- B4 -- B5 -- B6 -- B7 -- .  .  .  .
+//   rank 3 | .  .  .  F0 F1 F2 F3 f0 b0 -- f1 b1 -- f2 b2 -- f3 b3 -- F4 B0 -- F5 B1 -- F6 B2 -- F7 B3 -- f4 b4 -- f5 b5 -- f6 b6 -- f7 b7 -- B4 -- B5 -- B6 -- B7 -- .  .  .  .  .  .
+//   makespan 28.5, bubble fraction 0.1579
 #include <algorithm>
 #include <utility>
 #include <vector>

@@ -5,7 +5,13 @@
 // Unit costs (F=1, full B=2): makespan 3(m+p-1), the same as GPipe, with p instead of m
 // activations in flight.
 //
-// TIMELINE_PLACEHOLDER
+// Timeline, p = 4, m = 8, unit costs F = B = W = 1 (`tandem schedule 1f1b --pp 4 --microbatches 8`):
+//   F forward, B full backward, number = microbatch; -- continues; . idle
+//   rank 0 | F0 F1 F2 F3 .  .  .  .  .  .  B0 -- F4 B1 -- F5 B2 -- F6 B3 -- F7 B4 -- .  B5 -- .  B6 -- .  B7 --
+//   rank 1 | .  F0 F1 F2 .  .  .  .  B0 -- F3 B1 -- F4 B2 -- F5 B3 -- F6 B4 -- F7 B5 -- .  B6 -- .  B7 -- .  .
+//   rank 2 | .  .  F0 F1 .  .  B0 -- F2 B1 -- F3 B2 -- F4 B3 -- F5 B4 -- F6 B5 -- F7 B6 -- .  B7 -- .  .  .  .
+//   rank 3 | .  .  .  F0 B0 -- F1 B1 -- F2 B2 -- F3 B3 -- F4 B4 -- F5 B5 -- F6 B6 -- F7 B7 -- .  .  .  .  .  .
+//   makespan 33, bubble fraction 0.2727
 #include <algorithm>
 
 #include "schedules/schedule_util.h"

@@ -7,7 +7,13 @@
 // 1F1B's (the DeepSeek-V3 report writes (p-1)(F+B-2W) with B the full backward). With unit
 // costs this makespan is the lower bound (the last rank starts at p-1 and has 3m of work).
 //
-// TIMELINE_PLACEHOLDER
+// Timeline, p = 4, m = 8, unit costs F = B = W = 1 (`tandem schedule zb-h1 --pp 4 --microbatches 8`):
+//   F forward, B input-gradient backward, W weight gradient, number = microbatch; -- continues; . idle
+//   rank 0 | F0 F1 F2 F3 .  .  .  B0 W0 F4 B1 W1 F5 B2 W2 F6 B3 W3 F7 B4 W4 B5 W5 B6 W6 B7 W7
+//   rank 1 | .  F0 F1 F2 .  .  B0 F3 B1 W0 F4 B2 W1 F5 B3 W2 F6 B4 W3 F7 B5 W4 B6 W5 B7 W6 W7
+//   rank 2 | .  .  F0 F1 .  B0 F2 B1 F3 B2 W0 F4 B3 W1 F5 B4 W2 F6 B5 W3 F7 B6 W4 B7 W5 W6 W7
+//   rank 3 | .  .  .  F0 B0 F1 B1 F2 B2 F3 B3 W0 F4 B4 W1 F5 B5 W2 F6 B6 W3 F7 B7 W4 W5 W6 W7
+//   makespan 27, bubble fraction 0.1111
 #include "schedules/schedule_util.h"
 #include "schedules/zero_bubble_order.h"
 

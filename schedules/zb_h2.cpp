@@ -6,7 +6,13 @@
 // optimizer step synchronisation bypassed (the paper's post-validation) the per-rank bubble is
 // 0; the one-iteration makespan stays 3m + p - 1.
 //
-// TIMELINE_PLACEHOLDER
+// Timeline, p = 4, m = 8, unit costs F = B = W = 1 (`tandem schedule zb-h2 --pp 4 --microbatches 8`):
+//   F forward, B input-gradient backward, W weight gradient, number = microbatch; -- continues; . idle
+//   rank 0 | F0 F1 F2 F3 F4 F5 F6 B0 W0 F7 B1 W1 B2 W2 B3 W3 B4 W4 B5 W5 B6 W6 B7 W7 .  .  .
+//   rank 1 | .  F0 F1 F2 F3 F4 B0 F5 B1 F6 B2 W0 F7 B3 W1 B4 W2 B5 W3 B6 W4 B7 W5 W6 W7 .  .
+//   rank 2 | .  .  F0 F1 F2 B0 F3 B1 F4 B2 F5 B3 F6 B4 W0 F7 B5 W1 B6 W2 B7 W3 W4 W5 W6 W7 .
+//   rank 3 | .  .  .  F0 B0 F1 B1 F2 B2 F3 B3 F4 B4 F5 B5 F6 B6 W0 F7 B7 W1 W2 W3 W4 W5 W6 W7
+//   makespan 27, bubble fraction 0.1111
 #include "schedules/schedule_util.h"
 #include "schedules/zero_bubble_order.h"
 
