@@ -1,0 +1,406 @@
+#include "backends/sim/collectives.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <utility>
+
+#include <simgrid/s4u.hpp>
+
+#include "core/check.h"
+
+namespace tandem::sim {
+namespace sg4 = simgrid::s4u;
+
+namespace {
+
+// Share of the buffer that crosses each ring edge: 2(p-1)/p for all-reduce, (p-1)/p otherwise.
+double ring_factor(CollectiveKind kind, int p) {
+  const double f = static_cast<double>(p - 1) / static_cast<double>(p);
+  return kind == CollectiveKind::AllReduce ? 2 * f : f;
+}
+
+// Sequential ring steps: 2(p-1) for all-reduce (reduce-scatter then all-gather), p-1 otherwise.
+int ring_steps(CollectiveKind kind, int p) { return kind == CollectiveKind::AllReduce ? 2 * (p - 1) : p - 1; }
+
+// The group's members per node, nodes in order of first appearance.
+struct NodeLayout {
+  std::vector<std::vector<int>> members;  // [node][local rank in group] -> member index
+  bool uniform = true;                    // every node holds the same number of members
+  int per_node() const { return members.empty() ? 0 : static_cast<int>(members.front().size()); }
+  int nodes() const { return static_cast<int>(members.size()); }
+};
+
+NodeLayout node_layout(const Platform& platform, const Group& group) {
+  NodeLayout layout;
+  std::map<int64_t, size_t> slot;  // platform node -> index in layout.members
+  for (size_t m = 0; m < group.gpus.size(); ++m) {
+    const int64_t node = platform.place(group.gpus[m]).node;
+    auto [it, fresh] = slot.emplace(node, layout.members.size());
+    if (fresh) layout.members.emplace_back();
+    layout.members[it->second].push_back(static_cast<int>(m));
+  }
+  for (const auto& on_node : layout.members) layout.uniform = layout.uniform && on_node.size() == layout.members[0].size();
+  return layout;
+}
+
+// Accumulates flows, merging those between the same pair; tracks the slowest hop per phase.
+class PlanBuilder {
+ public:
+  PlanBuilder(const Platform& platform, const Group& group, const CommOptions& options)
+      : platform_(platform), group_(group), options_(options) {}
+
+  // Adds `bytes` from member src to member dst; returns the hop latency (s) incl. step latency.
+  double add(int src, int dst, double bytes) {
+    if (src == dst) return 0;
+    bytes_[{src, dst}] += bytes;
+    return platform_.route_latency(group_.gpus[static_cast<size_t>(src)], group_.gpus[static_cast<size_t>(dst)]) +
+           options_.step_latency;
+  }
+
+  FlowPlan finish(double latency) const {
+    FlowPlan plan;
+    for (const auto& [pair, bytes] : bytes_) plan.flows.push_back({pair.first, pair.second, bytes});
+    plan.latency = latency;
+    plan.bandwidth_time = bandwidth_time(plan.flows);
+    return plan;
+  }
+
+ private:
+  // Max over links of the bytes they carry / their bandwidth (fat pipes: per flow).
+  double bandwidth_time(const std::vector<Flow>& flows) const {
+    std::unordered_map<const sg4::Link*, double> load;  // bytes
+    for (const Flow& f : flows) {
+      for (const sg4::Link* link :
+           platform_.route(group_.gpus[static_cast<size_t>(f.src)], group_.gpus[static_cast<size_t>(f.dst)])) {
+        double& l = load[link];
+        l = link->get_sharing_policy() == sg4::Link::SharingPolicy::FATPIPE ? std::max(l, f.bytes) : l + f.bytes;
+      }
+    }
+    double time = 0;
+    for (const auto& [link, bytes] : load) time = std::max(time, bytes / link->get_bandwidth());
+    return time;
+  }
+
+  const Platform& platform_;
+  const Group& group_;
+  const CommOptions& options_;
+  std::map<std::pair<int, int>, double> bytes_;
+};
+
+// Ring. With L members on each of N > 1 nodes, L channels as NCCL builds them: channel c visits
+// each node's members starting at local rank c, so a member sends L-1 channels to its local
+// successor over NVLink and one channel to the next node's member over its NIC.
+FlowPlan ring_plan(const Platform& platform, CollectiveKind kind, const Group& group, double bytes,
+                   const CommOptions& options) {
+  const int p = static_cast<int>(group.gpus.size());
+  PlanBuilder builder(platform, group, options);
+  if (p < 2) return builder.finish(0);
+  const double edge_bytes = ring_factor(kind, p) * bytes;  // per ring edge, all channels together
+  const NodeLayout layout = node_layout(platform, group);
+  double hop = 0;  // s, slowest hop
+  if (layout.uniform && layout.nodes() > 1) {
+    const int n = layout.nodes();
+    const int l = layout.per_node();
+    const double channel = edge_bytes / l;
+    for (int i = 0; i < n; ++i) {
+      for (int k = 0; k < l; ++k) {
+        const int me = layout.members[static_cast<size_t>(i)][static_cast<size_t>(k)];
+        const auto next = static_cast<size_t>((k + 1) % l);
+        if (l > 1) hop = std::max(hop, builder.add(me, layout.members[static_cast<size_t>(i)][next], channel * (l - 1)));
+        hop = std::max(hop, builder.add(me, layout.members[static_cast<size_t>((i + 1) % n)][next], channel));
+      }
+    }
+  } else {
+    for (int m = 0; m < p; ++m) hop = std::max(hop, builder.add(m, (m + 1) % p, edge_bytes));
+  }
+  return builder.finish(ring_steps(kind, p) * hop);
+}
+
+// Double binary tree (all-reduce): two trees over the group order, the second mirrored, each
+// reducing half of the buffer up to its root and broadcasting it back down.
+FlowPlan tree_plan(const Platform& platform, const Group& group, double bytes, const CommOptions& options) {
+  const int p = static_cast<int>(group.gpus.size());
+  PlanBuilder builder(platform, group, options);
+  if (p < 2) return builder.finish(0);
+  double hop = 0;  // s
+  for (int tree = 0; tree < 2; ++tree) {
+    auto member = [&](int position) { return tree == 0 ? position : p - 1 - position; };
+    for (int pos = 1; pos < p; ++pos) {
+      const int child = member(pos);
+      const int parent = member((pos - 1) / 2);
+      hop = std::max(hop, builder.add(child, parent, bytes / 2));  // reduce
+      hop = std::max(hop, builder.add(parent, child, bytes / 2));  // broadcast
+    }
+  }
+  const int depth = static_cast<int>(std::floor(std::log2(static_cast<double>(p))));
+  return builder.finish(2 * depth * hop);
+}
+
+// Hierarchical: a ring inside each node (NVLink) and, for each local rank, a ring across nodes
+// carrying 1/L of the buffer (rails). Pipelined as NCCL does, so both run concurrently.
+FlowPlan hierarchical_plan(const Platform& platform, CollectiveKind kind, const Group& group, double bytes,
+                           const CommOptions& options) {
+  const NodeLayout layout = node_layout(platform, group);
+  if (!layout.uniform || layout.nodes() < 2 || layout.per_node() < 2)
+    return ring_plan(platform, kind, group, bytes, options);
+  const int n = layout.nodes();
+  const int l = layout.per_node();
+  PlanBuilder builder(platform, group, options);
+  double intra_hop = 0;  // s
+  double inter_hop = 0;  // s
+  for (int i = 0; i < n; ++i) {
+    for (int k = 0; k < l; ++k) {
+      const int me = layout.members[static_cast<size_t>(i)][static_cast<size_t>(k)];
+      const int local_next = layout.members[static_cast<size_t>(i)][static_cast<size_t>((k + 1) % l)];
+      const int remote_next = layout.members[static_cast<size_t>((i + 1) % n)][static_cast<size_t>(k)];
+      intra_hop = std::max(intra_hop, builder.add(me, local_next, ring_factor(kind, l) * bytes));
+      inter_hop = std::max(inter_hop, builder.add(me, remote_next, ring_factor(kind, n) * bytes / l));
+    }
+  }
+  return builder.finish(ring_steps(kind, l) * intra_hop + ring_steps(kind, n) * inter_hop);
+}
+
+uint64_t payload(double bytes) { return static_cast<uint64_t>(std::llround(std::max(0.0, bytes))); }
+
+std::string mailbox_name(const std::string& channel, int64_t src, int64_t dst) {
+  return channel + "#" + std::to_string(src) + ">" + std::to_string(dst);
+}
+
+}  // namespace
+
+std::string to_string(CollectiveKind kind) {
+  switch (kind) {
+    case CollectiveKind::AllReduce: return "all-reduce";
+    case CollectiveKind::ReduceScatter: return "reduce-scatter";
+    case CollectiveKind::AllGather: return "all-gather";
+  }
+  return "?";
+}
+
+std::string to_string(Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::Ring: return "ring";
+    case Algorithm::Tree: return "tree";
+    case Algorithm::Hierarchical: return "hierarchical";
+  }
+  return "?";
+}
+
+FlowPlan plan_collective(const Platform& platform, CollectiveKind kind, Algorithm algorithm, const Group& group,
+                         double bytes, const CommOptions& options) {
+  TANDEM_CHECK_MSG(bytes >= 0, "negative collective size " << bytes);
+  switch (algorithm) {
+    case Algorithm::Tree:
+      if (kind == CollectiveKind::AllReduce) return tree_plan(platform, group, bytes, options);
+      return ring_plan(platform, kind, group, bytes, options);
+    case Algorithm::Hierarchical: return hierarchical_plan(platform, kind, group, bytes, options);
+    case Algorithm::Ring: break;
+  }
+  return ring_plan(platform, kind, group, bytes, options);
+}
+
+double ideal_time(const Platform& platform, CollectiveKind kind, Algorithm algorithm, const Group& group,
+                  double bytes, const CommOptions& options) {
+  return plan_collective(platform, kind, algorithm, group, bytes, options).ideal_time();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pending
+
+Pending::Pending() = default;
+Pending::~Pending() = default;
+Pending::Pending(Pending&&) noexcept = default;
+Pending& Pending::operator=(Pending&&) noexcept = default;
+
+double Pending::ready_time() const {
+  double t = start_;
+  for (size_t i = 0; i < comms_.size(); ++i) t = std::max(t, comms_[i]->get_finish_time() + delays_[i]);
+  return t;
+}
+
+bool Pending::test() {
+  if (finish_ >= 0) return true;
+  for (const auto& comm : comms_)
+    if (!comm->test()) return false;
+  const double t = ready_time();
+  if (sg4::Engine::get_clock() < t) return false;
+  finish_ = t;
+  return true;
+}
+
+void Pending::wait() {
+  if (finish_ >= 0) return;
+  if (!comms_.empty()) sg4::Comm::wait_all(comms_);
+  const double t = ready_time();
+  if (t > sg4::Engine::get_clock()) sg4::this_actor::sleep_until(t);
+  finish_ = t;
+}
+
+double Pending::finish_time() const {
+  TANDEM_CHECK_MSG(finish_ >= 0, "Pending::finish_time() before the operation is done");
+  return finish_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collectives
+
+// A cached plan for one buffer byte, with each member's outgoing and incoming flows.
+struct Collectives::GroupPlan {
+  std::vector<int64_t> gpus;
+  std::unordered_map<int64_t, int> member;  // GPU -> member index
+  FlowPlan unit;                            // for a 1-byte buffer
+  std::vector<std::vector<size_t>> out;     // member -> indices into unit.flows it sends
+  std::vector<std::vector<size_t>> in;      // member -> indices into unit.flows it receives
+};
+
+Collectives::Collectives(const Platform& platform, const CommOptions& options)
+    : platform_(platform), options_(options) {}
+
+Collectives::~Collectives() = default;
+
+const Collectives::GroupPlan& Collectives::group_plan(CollectiveKind kind, Algorithm algorithm, const Group& group) {
+  const std::string key = group.name + "|" + to_string(kind) + "|" + to_string(algorithm);
+  auto it = plans_.find(key);
+  if (it != plans_.end()) {
+    TANDEM_CHECK_MSG(it->second->gpus.size() == group.gpus.size(),
+                     "group '" << group.name << "' used with two different member lists");
+    return *it->second;
+  }
+  auto plan = std::make_unique<GroupPlan>();
+  plan->gpus = group.gpus;
+  for (size_t m = 0; m < group.gpus.size(); ++m) {
+    const bool fresh = plan->member.emplace(group.gpus[m], static_cast<int>(m)).second;
+    TANDEM_CHECK_MSG(fresh, "group '" << group.name << "' lists GPU " << group.gpus[m] << " twice");
+  }
+  plan->unit = plan_collective(platform_, kind, algorithm, group, 1.0, options_);
+  plan->out.resize(group.gpus.size());
+  plan->in.resize(group.gpus.size());
+  for (size_t f = 0; f < plan->unit.flows.size(); ++f) {
+    plan->out[static_cast<size_t>(plan->unit.flows[f].src)].push_back(f);
+    plan->in[static_cast<size_t>(plan->unit.flows[f].dst)].push_back(f);
+  }
+  return *plans_.emplace(key, std::move(plan)).first->second;
+}
+
+FlowPlan Collectives::plan(CollectiveKind kind, Algorithm algorithm, const Group& group, double bytes) {
+  FlowPlan scaled = group_plan(kind, algorithm, group).unit;
+  for (Flow& f : scaled.flows) f.bytes *= bytes;
+  scaled.bandwidth_time *= bytes;
+  return scaled;
+}
+
+double Collectives::latency(int64_t src_gpu, int64_t dst_gpu) {
+  const uint64_t key = (static_cast<uint64_t>(src_gpu) << 32) | static_cast<uint64_t>(dst_gpu);
+  auto it = latency_.find(key);
+  if (it != latency_.end()) return it->second;
+  const double value = platform_.route_latency(src_gpu, dst_gpu) + options_.step_latency;
+  latency_.emplace(key, value);
+  return value;
+}
+
+void Collectives::add_put(Pending& pending, const std::string& channel, int64_t src, int64_t dst, double bytes,
+                          double rate, double delay) {
+  sg4::CommPtr comm = sg4::Mailbox::by_name(mailbox_name(channel, src, dst))->put_init(&token_, payload(bytes));
+  if (rate > 0) comm->set_rate(rate);
+  comm->start();
+  pending.comms_.push_back(std::move(comm));
+  pending.delays_.push_back(delay);
+}
+
+void Collectives::add_get(Pending& pending, const std::string& channel, int64_t src, int64_t dst, double rate,
+                          double delay) {
+  sg4::CommPtr comm = sg4::Mailbox::by_name(mailbox_name(channel, src, dst))->get_init();
+  comm->set_dst_data(&sink_, sizeof(void*));
+  if (rate > 0) comm->set_rate(rate);
+  comm->start();
+  pending.comms_.push_back(std::move(comm));
+  pending.delays_.push_back(delay);
+}
+
+Pending Collectives::start_collective(CollectiveKind kind, Algorithm algorithm, const Group& group, int64_t self_gpu,
+                                      double bytes) {
+  TANDEM_CHECK_MSG(bytes >= 0, "negative collective size " << bytes);
+  const GroupPlan& gp = group_plan(kind, algorithm, group);
+  auto me = gp.member.find(self_gpu);
+  TANDEM_CHECK_MSG(me != gp.member.end(), "GPU " << self_gpu << " is not in group '" << group.name << "'");
+  Pending pending;
+  pending.start_ = sg4::Engine::get_clock();
+  // Pace every flow to end with the bottleneck: rate = its bytes / the plan's bandwidth time.
+  const double time_per_byte = gp.unit.bandwidth_time;  // s per buffer byte
+  for (size_t f : gp.out[static_cast<size_t>(me->second)]) {
+    const Flow& flow = gp.unit.flows[f];
+    const double rate = time_per_byte > 0 ? flow.bytes / time_per_byte : -1;
+    add_put(pending, group.name, self_gpu, gp.gpus[static_cast<size_t>(flow.dst)], flow.bytes * bytes, rate,
+            gp.unit.latency);
+  }
+  for (size_t f : gp.in[static_cast<size_t>(me->second)]) {
+    const Flow& flow = gp.unit.flows[f];
+    const double rate = time_per_byte > 0 ? flow.bytes / time_per_byte : -1;
+    add_get(pending, group.name, gp.gpus[static_cast<size_t>(flow.src)], self_gpu, rate, gp.unit.latency);
+  }
+  return pending;
+}
+
+Pending Collectives::start_all_reduce(const Group& group, int64_t self_gpu, double bytes, Algorithm algorithm) {
+  return start_collective(CollectiveKind::AllReduce, algorithm, group, self_gpu, bytes);
+}
+
+Pending Collectives::start_reduce_scatter(const Group& group, int64_t self_gpu, double bytes, Algorithm algorithm) {
+  return start_collective(CollectiveKind::ReduceScatter, algorithm, group, self_gpu, bytes);
+}
+
+Pending Collectives::start_all_gather(const Group& group, int64_t self_gpu, double bytes, Algorithm algorithm) {
+  return start_collective(CollectiveKind::AllGather, algorithm, group, self_gpu, bytes);
+}
+
+Pending Collectives::start_all_to_all_v(const Group& group, int64_t self_gpu, const std::vector<double>& send_bytes) {
+  TANDEM_CHECK_MSG(send_bytes.size() == group.gpus.size(),
+                   "all-to-all on '" << group.name << "': " << send_bytes.size() << " sizes for "
+                                     << group.gpus.size() << " members");
+  TANDEM_CHECK_MSG(std::find(group.gpus.begin(), group.gpus.end(), self_gpu) != group.gpus.end(),
+                   "GPU " << self_gpu << " is not in group '" << group.name << "'");
+  Pending pending;
+  pending.start_ = sg4::Engine::get_clock();
+  for (size_t j = 0; j < group.gpus.size(); ++j) {
+    const int64_t peer = group.gpus[j];
+    if (peer != self_gpu) add_put(pending, group.name, self_gpu, peer, send_bytes[j], -1, latency(self_gpu, peer));
+  }
+  for (const int64_t peer : group.gpus)
+    if (peer != self_gpu) add_get(pending, group.name, peer, self_gpu, -1, latency(peer, self_gpu));
+  return pending;
+}
+
+Pending Collectives::start_all_to_all(const Group& group, int64_t self_gpu, double bytes_per_peer) {
+  return start_all_to_all_v(group, self_gpu, std::vector<double>(group.gpus.size(), bytes_per_peer));
+}
+
+Pending Collectives::start_send(int64_t self_gpu, int64_t peer_gpu, double bytes, const std::string& tag) {
+  TANDEM_CHECK_MSG(self_gpu != peer_gpu, "send from GPU " << self_gpu << " to itself");
+  Pending pending;
+  pending.start_ = sg4::Engine::get_clock();
+  add_put(pending, "p2p" + tag, self_gpu, peer_gpu, bytes, -1, latency(self_gpu, peer_gpu));
+  return pending;
+}
+
+Pending Collectives::start_recv(int64_t self_gpu, int64_t peer_gpu, const std::string& tag) {
+  TANDEM_CHECK_MSG(self_gpu != peer_gpu, "receive by GPU " << self_gpu << " from itself");
+  Pending pending;
+  pending.start_ = sg4::Engine::get_clock();
+  add_get(pending, "p2p" + tag, peer_gpu, self_gpu, -1, latency(peer_gpu, self_gpu));
+  return pending;
+}
+
+Pending Collectives::start_all_flows(const FlowPlan& plan, const Group& group) {
+  Pending pending;
+  pending.start_ = sg4::Engine::get_clock();
+  for (const Flow& flow : plan.flows) {
+    sg4::Host* src = platform_.host(group.gpus[static_cast<size_t>(flow.src)]);
+    sg4::Host* dst = platform_.host(group.gpus[static_cast<size_t>(flow.dst)]);
+    pending.comms_.push_back(sg4::Comm::sendto_async(src, dst, payload(flow.bytes)));
+    pending.delays_.push_back(plan.latency);
+  }
+  return pending;
+}
+
+}  // namespace tandem::sim

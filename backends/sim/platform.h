@@ -1,0 +1,104 @@
+#pragma once
+// The simulated machine: a SimGrid S4U platform built programmatically from a ClusterSpec.
+//
+// Topology (one `Platform` per process: SimGrid has one engine per process):
+//
+//   root (full zone) ── WAN link per pair of datacenters ("wan0-1"), bandwidth/latency from the spec
+//    └─ dc<d> (star zone)                 + dc<d>-port zone holding the border router (when > 1 DC)
+//        └─ pod<p> (star zone, optional)  + pod<p>-port zone holding the core router; uplink "pod<p>-up"
+//            └─ leaf<x> (full zone)       + leaf<x>-port zone holding the spine-side router
+//                └─ node<n> (full zone): hosts gpu<g>, routers node<n>-leaf and node<n>-spine
+//
+// Links (bandwidth in bytes/s per direction, latency in s):
+//   gpu<g>-nvl           split-duplex, GPU <-> NVSwitch, nvlink_bandwidth, nvlink_latency / 2
+//   node<n>-nic<r>       split-duplex, NIC on rail r, nic_bandwidth, nic_latency / 2
+//   leaf<x>              fat pipe: the leaf switch (non-blocking)
+//   leaf<x>-rail<r>-up   split-duplex, leaf-to-spine uplink of rail r,
+//                        nodes_per_leaf * NIC bandwidth / oversubscription, PlatformOptions::uplink_latency
+//   spine<s>-up/-down    fat pipes: the spine of a pod (or of a datacenter without pods)
+//   pod<p>-up            split-duplex, pod-to-core uplink, sum of the pod's leaf uplinks
+//   wan<a>-<b>           split-duplex, wan_bandwidth, wan_latency
+//
+// Routes: same node: NVLink out, NVLink in. Same leaf: NIC, leaf, NIC. Other leaf: NIC, leaf rail
+// uplink, spine, leaf rail uplink, NIC (plus pod uplinks across pods, plus the WAN link across
+// datacenters). Cross-rail traffic inside a leaf group stays in the leaf (as with NCCL's PXN).
+//
+// Sharing: CM02 max-min with equal weights. SimGrid's CM02 weights each flow by the inverse of its
+// route latency (TCP RTT unfairness) and charges latency itself; we set its latency factor to 0 so
+// that flows share links evenly, and the communication layer (collectives.h) charges latency
+// explicitly from route_latency(). Links still carry their latency, so routes report it.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <simgrid/forward.h>
+
+#include "core/job.h"
+
+namespace tandem::sim {
+
+struct PlatformOptions {
+  double uplink_latency = 0.5e-6;  // s, one traversal of a leaf-spine or pod-core uplink
+  double host_speed = 0;           // FLOP/s of a GPU host; 0: the GPU's dense BF16 peak (1e12 if unknown)
+  double switch_bandwidth = 1e15;  // bytes/s, per-flow cap of the non-blocking switch fat pipes
+};
+
+// Where one GPU sits. All indices are global and 0-based.
+struct GpuPlace {
+  int64_t local = 0;  // index inside its node, 0..gpus_per_node-1
+  int64_t node = 0;
+  int64_t rail = 0;   // NIC index inside the node (the rail it is cabled to)
+  int64_t leaf = 0;   // leaf group (nodes_per_leaf nodes)
+  int64_t pod = 0;    // pod (a datacenter is one pod when nodes_per_pod is 0)
+  int64_t dc = 0;     // datacenter
+};
+
+// The fabric tier that separates two GPUs.
+enum class Tier { SameGpu, Node, Leaf, Pod, Datacenter, Wan };
+
+// Checks a cluster description for building `num_gpus` GPUs; throws UserError naming the field.
+void validate_cluster(const ClusterSpec& cluster, int64_t num_gpus);
+
+// Places every GPU (contiguous blocks of nodes per datacenter, pods, leaves). Pure, no SimGrid.
+std::vector<GpuPlace> place_gpus(const ClusterSpec& cluster, int64_t num_gpus);
+
+class Platform {
+ public:
+  // Creates the SimGrid engine, configures it (CM02, TCP-gamma 1e12, no cross-traffic, quiet logs)
+  // and builds the platform. At most one Platform may exist in a process, ever.
+  Platform(const ClusterSpec& cluster, int64_t num_gpus, const PlatformOptions& options = {});
+  ~Platform();
+  Platform(const Platform&) = delete;
+  Platform& operator=(const Platform&) = delete;
+
+  int64_t num_gpus() const { return static_cast<int64_t>(hosts_.size()); }
+  int64_t num_nodes() const;
+  const ClusterSpec& cluster() const { return cluster_; }
+  const PlatformOptions& options() const { return options_; }
+  const GpuPlace& place(int64_t gpu) const;
+  simgrid::s4u::Host* host(int64_t gpu) const;
+  Tier tier(int64_t src_gpu, int64_t dst_gpu) const;
+
+  // The links a flow from src_gpu to dst_gpu crosses, in path order (source side first).
+  std::vector<simgrid::s4u::Link*> route(int64_t src_gpu, int64_t dst_gpu) const;
+  // Same, as SimGrid link names ("gpu3-nvl_UP", "node0-nic2_UP", "leaf0", ...).
+  std::vector<std::string> route_names(int64_t src_gpu, int64_t dst_gpu) const;
+  double route_latency(int64_t src_gpu, int64_t dst_gpu) const;    // s, sum over the route's links
+  double route_bandwidth(int64_t src_gpu, int64_t dst_gpu) const;  // bytes/s, narrowest link
+
+  simgrid::s4u::Engine& engine() { return *engine_; }
+  // Runs the simulation until every actor has finished; returns the simulated clock (s).
+  double run();
+
+ private:
+  ClusterSpec cluster_;
+  PlatformOptions options_;
+  std::unique_ptr<simgrid::s4u::Engine> engine_;
+  std::vector<GpuPlace> places_;
+  std::vector<simgrid::s4u::Host*> hosts_;  // indexed by global GPU index
+  std::unordered_map<const simgrid::s4u::Link*, int> hop_rank_;  // position of a link along routes
+};
+
+}  // namespace tandem::sim
