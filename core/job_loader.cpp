@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "core/parallel_grid.h"
 
 namespace tandem {
 
@@ -36,6 +37,7 @@ Job load_job(const JobRequest& request) {
     job.world_size = *request.gpus;
   }
   resolve_job(job);
+  ParallelGrid::from_job(job);  // validates the rank order and the expert-side layout
   return job;
 }
 

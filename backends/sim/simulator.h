@@ -1,0 +1,70 @@
+#pragma once
+// The simulator's entry point: play one training iteration of a job on a SimGrid platform built
+// from its cluster, and report time, throughput, utilisation, memory and where the time went.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/job.h"
+
+namespace tandem::sim {
+
+struct SimOptions {
+  bool all_ranks = false;                 // faithful mode: play every rank, no symmetry reduction
+  std::optional<std::string> profile;     // measured per-op profile replacing the analytical compute model
+  std::optional<std::string> trace_path;  // Chrome-trace JSON of the played ranks
+  std::optional<std::string> op_trace_path;  // per-rank op trace (kind, shapes, group, bytes)
+  // Called now and then with (fraction done in [0, 1], message); may be empty.
+  std::function<void(double, const std::string&)> progress;
+};
+
+// Seconds of one iteration attributed to each cause, on the critical rank (the slowest played
+// rank); they add up to iteration_time_s.
+struct Breakdown {
+  double compute = 0;          // compute kernels (incl. recompute)
+  double tp_comm = 0;          // exposed (not overlapped) tensor-parallel communication
+  double cp_comm = 0;
+  double ep_comm = 0;
+  double pp_comm = 0;          // exposed pipeline send/recv beyond the bubble
+  double dp_comm = 0;          // exposed data-parallel gradient / parameter communication
+  double pipeline_bubble = 0;  // idle waiting for pipeline neighbours
+  double optimizer = 0;
+};
+
+struct RankResult {
+  int64_t rank = 0;
+  double busy_s = 0;           // compute time
+  double peak_memory_bytes = 0;
+  int64_t symmetry_class = 0;
+};
+
+struct SimResult {
+  double iteration_time_s = 0;
+  double tokens_per_s = 0;
+  double model_tflops_per_gpu = 0;      // Megatron's model FLOPs (no recompute) / time / GPUs
+  double hardware_tflops_per_gpu = 0;   // with recompute
+  double mfu = 0;                       // model TFLOP/s / peak (job dtype)
+  double hfu = 0;
+  double peak_memory_gib = 0;           // max over ranks, from the program's Alloc/Free
+  bool oom = false;                     // some rank exceeds the GPU's memory
+  Breakdown breakdown;
+  int64_t ranks_played = 0;             // actors simulated
+  int64_t symmetry_classes = 0;
+  bool symmetry_reduced = false;        // true when not every rank was played
+  double wall_seconds = 0;              // host time the simulation took
+  std::vector<RankResult> ranks;        // played ranks
+  std::vector<std::string> notes;       // approximations the user should know about
+};
+
+// UserError for a job the simulator cannot play (e.g. unknown GPU model file).
+SimResult simulate(const Job& job, const SimOptions& options = {});
+
+// JSON fields documented in README: iteration_time_s, tokens_per_s, model_tflops_per_gpu, mfu,
+// hfu, peak_memory_gib, oom, breakdown{...}, ranks_played, symmetry_reduced, notes.
+nlohmann::json result_to_json(const SimResult& result);
+
+}  // namespace tandem::sim
