@@ -45,9 +45,14 @@ std::string resolved_job_text(const Job& job) {
   std::vector<std::pair<std::string, std::string>> rows = {
       {"model", m.name},
       {"layers x hidden", std::to_string(m.num_layers) + " x " + std::to_string(m.hidden_size)},
-      {"attention", std::to_string(m.num_attention_heads) + " heads, " + std::to_string(m.num_query_groups) +
-                        " query groups, head dim " + std::to_string(m.kv_channels) +
-                        (m.multi_latent_attention ? " (multi-latent)" : "")},
+      {"attention", m.multi_latent_attention
+                        ? std::to_string(m.num_attention_heads) + " heads, multi-latent (kv rank " +
+                              std::to_string(m.kv_lora_rank) + ", q rank " + std::to_string(m.q_lora_rank) +
+                              ", q/k head dim " + std::to_string(m.qk_head_dim) + "+" +
+                              std::to_string(m.qk_pos_emb_head_dim) + " rope, v head dim " +
+                              std::to_string(m.v_head_dim) + ")"
+                        : std::to_string(m.num_attention_heads) + " heads, " + std::to_string(m.num_query_groups) +
+                              " query groups, head dim " + std::to_string(m.kv_channels)},
       {"MLP", std::to_string(m.ffn_hidden_size) + (m.swiglu ? " (SwiGLU)" : " (GeLU)")},
       {"vocabulary", std::to_string(m.vocab_size) + " padded to " + std::to_string(m.padded_vocab_size)},
       {"sequence", std::to_string(m.seq_length) + " tokens, " + to_string(m.position_embedding) + " positions, " +
