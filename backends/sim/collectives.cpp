@@ -44,48 +44,55 @@ NodeLayout node_layout(const Platform& platform, const Group& group) {
   return layout;
 }
 
-// Accumulates flows, merging those between the same pair; tracks the slowest hop per phase.
+// Accumulates flows, merging those between the same pair. Each flow belongs to a phase (a run
+// of sequential algorithm steps); a phase's step latency is its slowest hop's route latency.
 class PlanBuilder {
  public:
   PlanBuilder(const Platform& platform, const Group& group, const CommOptions& options)
       : platform_(platform), group_(group), options_(options) {}
 
-  // Adds `bytes` from member src to member dst; returns the hop latency (s) incl. step latency.
-  double add(int src, int dst, double bytes) {
-    if (src == dst) return 0;
-    bytes_[{src, dst}] += bytes;
-    return platform_.route_latency(group_.gpus[static_cast<size_t>(src)], group_.gpus[static_cast<size_t>(dst)]) +
-           options_.step_latency;
+  void add(int src, int dst, double bytes, unsigned phase = 0) {
+    if (src == dst) return;
+    Entry& e = flows_[{src, dst}];
+    e.bytes += bytes;
+    e.phases |= 1u << phase;
   }
 
-  FlowPlan finish(double latency) const {
+  // Routes every flow once: the latency is sum over phases of steps[phase] x slowest hop (s);
+  // the bandwidth time is the max over links of the bytes they carry / bandwidth (fat pipes:
+  // per flow, they do not share).
+  FlowPlan finish(const std::vector<int>& steps) const {
     FlowPlan plan;
-    for (const auto& [pair, bytes] : bytes_) plan.flows.push_back({pair.first, pair.second, bytes});
-    plan.latency = latency;
-    plan.bandwidth_time = bandwidth_time(plan.flows);
+    std::vector<double> hop(steps.size(), 0.0);                // s, per phase
+    std::unordered_map<const sg4::Link*, double> load;        // bytes
+    std::vector<sg4::Link*> links;
+    for (const auto& [pair, e] : flows_) {
+      plan.flows.push_back({pair.first, pair.second, e.bytes});
+      links.clear();
+      double latency = 0;
+      platform_.host(group_.gpus[static_cast<size_t>(pair.first)])
+          ->route_to(platform_.host(group_.gpus[static_cast<size_t>(pair.second)]), links, &latency);
+      for (size_t k = 0; k < steps.size(); ++k)
+        if (e.phases & (1u << k)) hop[k] = std::max(hop[k], latency + options_.step_latency);
+      for (const sg4::Link* link : links) {
+        double& l = load[link];
+        l = link->get_sharing_policy() == sg4::Link::SharingPolicy::FATPIPE ? std::max(l, e.bytes) : l + e.bytes;
+      }
+    }
+    for (size_t k = 0; k < steps.size(); ++k) plan.latency += steps[k] * hop[k];
+    for (const auto& [link, bytes] : load) plan.bandwidth_time = std::max(plan.bandwidth_time, bytes / link->get_bandwidth());
     return plan;
   }
 
  private:
-  // Max over links of the bytes they carry / their bandwidth (fat pipes: per flow).
-  double bandwidth_time(const std::vector<Flow>& flows) const {
-    std::unordered_map<const sg4::Link*, double> load;  // bytes
-    for (const Flow& f : flows) {
-      for (const sg4::Link* link :
-           platform_.route(group_.gpus[static_cast<size_t>(f.src)], group_.gpus[static_cast<size_t>(f.dst)])) {
-        double& l = load[link];
-        l = link->get_sharing_policy() == sg4::Link::SharingPolicy::FATPIPE ? std::max(l, f.bytes) : l + f.bytes;
-      }
-    }
-    double time = 0;
-    for (const auto& [link, bytes] : load) time = std::max(time, bytes / link->get_bandwidth());
-    return time;
-  }
-
+  struct Entry {
+    double bytes = 0;
+    unsigned phases = 0;  // bit k: the flow takes part in phase k
+  };
   const Platform& platform_;
   const Group& group_;
   const CommOptions& options_;
-  std::map<std::pair<int, int>, double> bytes_;
+  std::map<std::pair<int, int>, Entry> flows_;
 };
 
 // Ring. With L members on each of N > 1 nodes, L channels as NCCL builds them: channel c visits
@@ -95,10 +102,9 @@ FlowPlan ring_plan(const Platform& platform, CollectiveKind kind, const Group& g
                    const CommOptions& options) {
   const int p = static_cast<int>(group.gpus.size());
   PlanBuilder builder(platform, group, options);
-  if (p < 2) return builder.finish(0);
+  if (p < 2) return builder.finish({});
   const double edge_bytes = ring_factor(kind, p) * bytes;  // per ring edge, all channels together
   const NodeLayout layout = node_layout(platform, group);
-  double hop = 0;  // s, slowest hop
   if (layout.uniform && layout.nodes() > 1) {
     const int n = layout.nodes();
     const int l = layout.per_node();
@@ -107,14 +113,14 @@ FlowPlan ring_plan(const Platform& platform, CollectiveKind kind, const Group& g
       for (int k = 0; k < l; ++k) {
         const int me = layout.members[static_cast<size_t>(i)][static_cast<size_t>(k)];
         const auto next = static_cast<size_t>((k + 1) % l);
-        if (l > 1) hop = std::max(hop, builder.add(me, layout.members[static_cast<size_t>(i)][next], channel * (l - 1)));
-        hop = std::max(hop, builder.add(me, layout.members[static_cast<size_t>((i + 1) % n)][next], channel));
+        if (l > 1) builder.add(me, layout.members[static_cast<size_t>(i)][next], channel * (l - 1));
+        builder.add(me, layout.members[static_cast<size_t>((i + 1) % n)][next], channel);
       }
     }
   } else {
-    for (int m = 0; m < p; ++m) hop = std::max(hop, builder.add(m, (m + 1) % p, edge_bytes));
+    for (int m = 0; m < p; ++m) builder.add(m, (m + 1) % p, edge_bytes);
   }
-  return builder.finish(ring_steps(kind, p) * hop);
+  return builder.finish({ring_steps(kind, p)});
 }
 
 // Double binary tree (all-reduce): two trees over the group order, the second mirrored, each
@@ -122,19 +128,18 @@ FlowPlan ring_plan(const Platform& platform, CollectiveKind kind, const Group& g
 FlowPlan tree_plan(const Platform& platform, const Group& group, double bytes, const CommOptions& options) {
   const int p = static_cast<int>(group.gpus.size());
   PlanBuilder builder(platform, group, options);
-  if (p < 2) return builder.finish(0);
-  double hop = 0;  // s
+  if (p < 2) return builder.finish({});
   for (int tree = 0; tree < 2; ++tree) {
     auto member = [&](int position) { return tree == 0 ? position : p - 1 - position; };
     for (int pos = 1; pos < p; ++pos) {
       const int child = member(pos);
       const int parent = member((pos - 1) / 2);
-      hop = std::max(hop, builder.add(child, parent, bytes / 2));  // reduce
-      hop = std::max(hop, builder.add(parent, child, bytes / 2));  // broadcast
+      builder.add(child, parent, bytes / 2);  // reduce
+      builder.add(parent, child, bytes / 2);  // broadcast
     }
   }
   const int depth = static_cast<int>(std::floor(std::log2(static_cast<double>(p))));
-  return builder.finish(2 * depth * hop);
+  return builder.finish({2 * depth});
 }
 
 // Hierarchical: a ring inside each node (NVLink) and, for each local rank, a ring across nodes
@@ -147,18 +152,16 @@ FlowPlan hierarchical_plan(const Platform& platform, CollectiveKind kind, const 
   const int n = layout.nodes();
   const int l = layout.per_node();
   PlanBuilder builder(platform, group, options);
-  double intra_hop = 0;  // s
-  double inter_hop = 0;  // s
   for (int i = 0; i < n; ++i) {
     for (int k = 0; k < l; ++k) {
       const int me = layout.members[static_cast<size_t>(i)][static_cast<size_t>(k)];
       const int local_next = layout.members[static_cast<size_t>(i)][static_cast<size_t>((k + 1) % l)];
       const int remote_next = layout.members[static_cast<size_t>((i + 1) % n)][static_cast<size_t>(k)];
-      intra_hop = std::max(intra_hop, builder.add(me, local_next, ring_factor(kind, l) * bytes));
-      inter_hop = std::max(inter_hop, builder.add(me, remote_next, ring_factor(kind, n) * bytes / l));
+      builder.add(me, local_next, ring_factor(kind, l) * bytes, 0);
+      builder.add(me, remote_next, ring_factor(kind, n) * bytes / l, 1);
     }
   }
-  return builder.finish(ring_steps(kind, l) * intra_hop + ring_steps(kind, n) * inter_hop);
+  return builder.finish({ring_steps(kind, l), ring_steps(kind, n)});
 }
 
 uint64_t payload(double bytes) { return static_cast<uint64_t>(std::llround(std::max(0.0, bytes))); }
@@ -379,7 +382,7 @@ Pending Collectives::start_send(int64_t self_gpu, int64_t peer_gpu, double bytes
   TANDEM_CHECK_MSG(self_gpu != peer_gpu, "send from GPU " << self_gpu << " to itself");
   Pending pending;
   pending.start_ = sg4::Engine::get_clock();
-  add_put(pending, "p2p" + tag, self_gpu, peer_gpu, bytes, -1, latency(self_gpu, peer_gpu));
+  add_put(pending, "p2p:" + tag, self_gpu, peer_gpu, bytes, -1, latency(self_gpu, peer_gpu));
   return pending;
 }
 
@@ -387,7 +390,7 @@ Pending Collectives::start_recv(int64_t self_gpu, int64_t peer_gpu, const std::s
   TANDEM_CHECK_MSG(self_gpu != peer_gpu, "receive by GPU " << self_gpu << " from itself");
   Pending pending;
   pending.start_ = sg4::Engine::get_clock();
-  add_get(pending, "p2p" + tag, peer_gpu, self_gpu, -1, latency(peer_gpu, self_gpu));
+  add_get(pending, "p2p:" + tag, peer_gpu, self_gpu, -1, latency(peer_gpu, self_gpu));
   return pending;
 }
 

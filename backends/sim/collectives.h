@@ -107,7 +107,8 @@ class Collectives {
   explicit Collectives(const Platform& platform, const CommOptions& options = {});
   ~Collectives();
 
-  // Collectives, started by the actor playing group member `self_gpu`.
+  // Collectives, started by the actor playing group member `self_gpu`. Pending::comms() holds
+  // the member's puts then its gets, each charged the plan's latency after it ends.
   Pending start_all_reduce(const Group& group, int64_t self_gpu, double bytes, Algorithm algorithm = Algorithm::Ring);
   Pending start_reduce_scatter(const Group& group, int64_t self_gpu, double bytes,
                                Algorithm algorithm = Algorithm::Ring);
@@ -117,10 +118,13 @@ class Collectives {
 
   // All-to-all(v): pairwise flows, send_bytes[j] to member j (entry for self ignored); receives
   // from every other member whatever they send. Zero-byte flows still cost one latency.
+  // Pending::comms() holds the puts to the other members in group order, then the gets from
+  // them in group order; each is charged latency(src, dst) after it ends.
   Pending start_all_to_all_v(const Group& group, int64_t self_gpu, const std::vector<double>& send_bytes);
   Pending start_all_to_all(const Group& group, int64_t self_gpu, double bytes_per_peer);
 
-  // Point-to-point. Sends and receives between a pair match in order, per tag.
+  // Point-to-point. Sends and receives between a pair match in order, per tag. Group names must
+  // not start with "p2p:", which names these channels.
   Pending start_send(int64_t self_gpu, int64_t peer_gpu, double bytes, const std::string& tag = "");
   Pending start_recv(int64_t self_gpu, int64_t peer_gpu, const std::string& tag = "");
 

@@ -88,8 +88,8 @@ sg4::NetZone* child_zone(sg4::NetZone* zone, sg4::NetZone* parent) {
 }
 
 // Every link of the platform. They are all created in the root zone before any other zone exists:
-// SimGrid 3.32 checks a new link's name by walking the whole zone tree, so creating links inside
-// thousands of node zones would cost O(zones) each and make the build quadratic.
+// SimGrid 3.32 checks a new link's name by walking the whole zone tree, so creating links once
+// many zones exist would cost O(zones) each and make the build quadratic.
 struct Links {
   std::vector<sg4::Link*> nvl;                    // per GPU
   std::vector<std::vector<sg4::Link*>> nic;       // per node, per rail
