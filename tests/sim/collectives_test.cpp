@@ -164,6 +164,27 @@ TEST(AllToAll, PairwiseFlowsShareEachGpusNvlink) {
   for (double f : t) EXPECT_NEAR(f, want, 0.01 * want);
 }
 
+// One actor plays every member's flows one-sided (ranks that are not played, symmetry).
+TEST(AllFlows, OneActorPlaysAWholeCollective) {
+  const ClusterSpec c = h100_cluster();
+  const auto t = decode(run_isolated([&] {
+    Platform platform(c, 32);
+    Collectives coll(platform);
+    const Group g = make_group("dp3", 3, 4, 8);
+    std::vector<double> out(2);
+    sg4::Actor::create("ghost", platform.host(0), [&] {
+      const FlowPlan plan = coll.plan(CollectiveKind::AllReduce, Algorithm::Ring, g, kGiB);
+      Pending p = coll.start_all_flows(plan, g);
+      p.wait();
+      out = {p.finish_time(), plan.ideal_time()};
+    });
+    platform.run();
+    return encode(out);
+  }));
+  EXPECT_NEAR(t[0], t[1], 1e-9 * t[1]);
+  EXPECT_NEAR(t[1], ring_all_reduce(4, kGiB, c.nic_latency, c.nic_bandwidth), 1e-9 * t[1]);
+}
+
 // Started, then overlapped with compute on the same actor: the wait costs only what is left.
 TEST(Overlap, CollectiveRunsWhileTheActorComputes) {
   const ClusterSpec c = h100_cluster();
