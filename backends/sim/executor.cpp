@@ -1,0 +1,387 @@
+// The executor's per-rank event loop (executor.h): streams, dependencies, compute runs, the local
+// clock, and the time breakdown of the compute stream.
+#include "backends/sim/executor.h"
+
+#include <algorithm>
+#include <map>
+#include <sstream>
+#include <tuple>
+
+#include <simgrid/s4u.hpp>
+
+#include "backends/sim/executor_internal.h"
+#include "core/check.h"
+#include "schedules/analysis.h"
+
+namespace tandem::sim {
+namespace sg4 = simgrid::s4u;
+
+namespace detail {
+
+void add_to(Breakdown& b, Category category, double seconds) {
+  switch (category) {
+    case Category::Compute: b.compute += seconds; return;
+    case Category::Tp: b.tp_comm += seconds; return;
+    case Category::Cp: b.cp_comm += seconds; return;
+    case Category::Ep: b.ep_comm += seconds; return;
+    case Category::Pp: b.pp_comm += seconds; return;
+    case Category::Dp: b.dp_comm += seconds; return;
+    case Category::Bubble: b.pipeline_bubble += seconds; return;
+    case Category::Optimizer: b.optimizer += seconds; return;
+  }
+}
+
+Category compute_category(const Instruction& ins) {
+  return ins.phase == Phase::Optimizer || ins.kind == OpKind::OptimizerStep ? Category::Optimizer : Category::Compute;
+}
+
+Category comm_category(const Instruction& ins) {
+  if (ins.phase == Phase::Optimizer) return Category::Optimizer;  // e.g. the gradient-norm all-reduce
+  if (ins.kind == OpKind::Send || ins.kind == OpKind::Recv)
+    return ins.group == ParallelGroup::Cp ? Category::Cp : Category::Pp;
+  switch (ins.group) {
+    case ParallelGroup::Tp:
+    case ParallelGroup::TpCp:
+    case ParallelGroup::ExpertTp: return Category::Tp;
+    case ParallelGroup::Cp: return Category::Cp;
+    case ParallelGroup::Ep:
+    case ParallelGroup::ExpertTpEp:
+    case ParallelGroup::ExpertTpEpPp: return Category::Ep;
+    case ParallelGroup::Pp: return Category::Pp;
+    default: return Category::Dp;  // dp, dp-cp, tp-dp(-cp), expert dp, embedding, model-parallel
+  }
+}
+
+RankPlayer::RankPlayer(Execution& execution, const RankProgram& program, RankOutcome& outcome)
+    : ex_(execution), prog_(program), ins_(program.instructions), out_(outcome), rank_(program.rank) {
+  const size_t n = ins_.size();
+  done_.assign(n, 0);
+  cross_.assign(n, 0);
+  end_.assign(n, 0.0);
+  duration_.assign(n, 0.0);
+  category_.assign(n, Category::Bubble);
+  for (size_t i = 0; i < n; ++i) {
+    const Instruction& x = ins_[i];
+    const auto s = static_cast<size_t>(x.stream);
+    TANDEM_CHECK_MSG(s < kStreams, "rank " << rank_ << " instruction " << i << ": bad stream");
+    streams_[s].push_back(static_cast<int32_t>(i));
+    for (int32_t d : x.deps) {
+      TANDEM_CHECK_MSG(d >= 0 && static_cast<size_t>(d) < i,
+                       "rank " << rank_ << " instruction " << i << " depends on " << d << ", not an earlier one");
+      if (ins_[static_cast<size_t>(d)].stream != x.stream) cross_[static_cast<size_t>(d)] = 1;
+    }
+  }
+  out_.rank = rank_;
+  if (ex_.options.record_timeline) out_.timeline.assign(n, {});
+}
+
+void RankPlayer::run() {
+  issue_ready();
+  while (!finished()) {
+    if (!events_.empty() && events_.top().time <= now_) {
+      process_due_events();
+    } else if (waiting_.empty()) {
+      if (events_.empty()) break;  // nothing can happen any more: reported by execute()
+      now_ = events_.top().time;   // nothing in flight: jump ahead without SimGrid
+      process_due_events();
+    } else {
+      wait_for_something();
+    }
+    issue_ready();
+  }
+  if (finished()) {
+    out_.finish_s = now_;
+    const double tail = now_ - compute_free_at_;
+    if (tail > 0 && last_finished_ >= 0) charge(last_finished_, tail);
+  }
+  // Ghost flows stand for other ranks' traffic: let them run out without moving this rank's finish.
+  if (!ghosts_.empty()) sg4::Comm::wait_all(ghosts_);
+  ghosts_.clear();
+}
+
+void RankPlayer::issue_ready() {
+  bool again = true;
+  while (again) {
+    again = false;
+    for (int s = 0; s < kStreams; ++s) {
+      const auto su = static_cast<size_t>(s);
+      while (!busy_[su] && head_[su] < streams_[su].size()) {
+        const int32_t i = streams_[su][head_[su]];
+        if (!deps_done(i)) break;
+        issue(s, i);
+        again = true;
+      }
+    }
+  }
+}
+
+bool RankPlayer::deps_done(int32_t i) const {
+  for (int32_t d : ins_[static_cast<size_t>(i)].deps)
+    if (!done_[static_cast<size_t>(d)]) return false;
+  return true;
+}
+
+// The dep of i that finished last (first on ties), or -1.
+int32_t RankPlayer::blocker(int32_t i) const {
+  int32_t best = -1;
+  for (int32_t d : ins_[static_cast<size_t>(i)].deps)
+    if (best < 0 || end_[static_cast<size_t>(d)] > end_[static_cast<size_t>(best)]) best = d;
+  return best;
+}
+
+void RankPlayer::issue(int s, int32_t i) {
+  const Instruction& x = ins_[static_cast<size_t>(i)];
+  const auto su = static_cast<size_t>(s);
+  if (s == static_cast<int>(StreamKind::Compute)) {
+    const double gap = now_ - compute_free_at_;
+    if (gap > 0) {
+      const int32_t b = blocker(i);
+      if (b >= 0) charge(b, gap);
+      else add_to(out_.breakdown, Category::Bubble, gap);
+    }
+    compute_free_at_ = now_;
+    if (is_compute(x.kind)) return issue_compute_run(i);
+  }
+  ++head_[su];
+  if (is_memory(x.kind)) {
+    const int32_t b = blocker(i);
+    if (b >= 0) category_[static_cast<size_t>(i)] = category_[static_cast<size_t>(b)];
+    finish_instruction(i, now_, now_);
+    ex_.instructions_done(1);
+    return;
+  }
+  if (is_compute(x.kind)) {  // compute on a communication stream: local time, no merging
+    category_[static_cast<size_t>(i)] = compute_category(x);
+    const double seconds = ex_.options.compute_time(prog_, x);
+    duration_[static_cast<size_t>(i)] = seconds;
+    out_.compute_s += seconds;
+    return analytic(s, i, seconds);
+  }
+  start_communication(s, i);
+}
+
+// Starts a run of compute-stream instructions at i: it goes on while the last one has no
+// dependent on another stream and the next one is compute or memory work whose deps are met.
+void RankPlayer::issue_compute_run(int32_t i) {
+  const auto& list = streams_[0];
+  const size_t first = head_[0];
+  TANDEM_CHECK(list[first] == i);
+  size_t k = first;
+  double t = now_;
+  for (;;) {
+    const int32_t j = list[k];
+    const Instruction& x = ins_[static_cast<size_t>(j)];
+    double d = 0;
+    if (is_compute(x.kind)) {
+      d = ex_.options.compute_time(prog_, x);
+      TANDEM_CHECK_MSG(d >= 0, "negative compute time for rank " << rank_ << " instruction " << j);
+      add_to(out_.breakdown, compute_category(x), d);
+      out_.compute_s += d;
+      category_[static_cast<size_t>(j)] = compute_category(x);
+    }
+    duration_[static_cast<size_t>(j)] = d;
+    t += d;
+    ++k;
+    if (cross_[static_cast<size_t>(j)] || k == list.size()) break;
+    const Instruction& next = ins_[static_cast<size_t>(list[k])];
+    if (!(is_compute(next.kind) || is_memory(next.kind)) || !deps_done(list[k])) break;
+  }
+  head_[0] = k;
+  const int32_t op = new_op(static_cast<int32_t>(first), static_cast<int32_t>(k - first), 0);
+  if (t == now_) return finish_op(op, now_);
+  busy_[0] = true;
+  schedule(op, t);
+}
+
+// Attributes `seconds` of compute-stream time to what instruction b stands for. A pipeline
+// receive splits into the transfer itself (pp) and the wait for the sender before it (bubble).
+void RankPlayer::charge(int32_t b, double seconds) {
+  const Category c = category_[static_cast<size_t>(b)];
+  auto it = transfer_start_.find(b);
+  if (c == Category::Pp && it != transfer_start_.end()) {
+    const double transfer = std::clamp(end_[static_cast<size_t>(b)] - it->second, 0.0, seconds);
+    add_to(out_.breakdown, Category::Pp, transfer);
+    add_to(out_.breakdown, Category::Bubble, seconds - transfer);
+    return;
+  }
+  add_to(out_.breakdown, c, seconds);
+}
+
+void RankPlayer::analytic(int s, int32_t i, double seconds) {
+  const int32_t op = new_op(static_cast<int32_t>(head_[static_cast<size_t>(s)] - 1), 1, s);
+  if (seconds <= 0) return finish_op(op, now_);
+  busy_[static_cast<size_t>(s)] = true;
+  schedule(op, now_ + seconds);
+  (void)i;
+}
+
+int32_t RankPlayer::new_op(int32_t first, int32_t count, int stream) {
+  int32_t id;
+  if (!free_ops_.empty()) {
+    id = free_ops_.back();
+    free_ops_.pop_back();
+  } else {
+    id = static_cast<int32_t>(ops_.size());
+    ops_.emplace_back();
+  }
+  Op& o = ops_[static_cast<size_t>(id)];
+  o = Op{};
+  o.first = first;
+  o.count = count;
+  o.stream = stream;
+  o.start = now_;
+  o.ready = now_;
+  return id;
+}
+
+void RankPlayer::schedule(int32_t op, double time) { events_.push(Event{time, event_seq_++, op}); }
+
+void RankPlayer::process_due_events() {
+  while (!events_.empty() && events_.top().time <= now_) {
+    const Event e = events_.top();
+    events_.pop();
+    finish_op(e.op, e.time);
+  }
+}
+
+// Completes an operation at `time`: its instructions (a run: one after the other from its start).
+void RankPlayer::finish_op(int32_t op, double time) {
+  const Op o = ops_[static_cast<size_t>(op)];
+  free_ops_.push_back(op);
+  const auto& list = streams_[static_cast<size_t>(o.stream)];
+  busy_[static_cast<size_t>(o.stream)] = false;
+  if (o.count == 1) {
+    const int32_t i = list[static_cast<size_t>(o.first)];
+    const Instruction& x = ins_[static_cast<size_t>(i)];
+    if (x.kind == OpKind::Recv) note_recv_done(i);
+    finish_instruction(i, o.start, time);
+    if (o.stream == 0 && !is_compute(x.kind)) charge(i, time - o.start);  // communication on the compute stream
+  } else {
+    double t = o.start;
+    for (int32_t k = 0; k < o.count; ++k) {
+      const int32_t i = list[static_cast<size_t>(o.first + k)];
+      const double end = k + 1 == o.count ? time : t + duration_[static_cast<size_t>(i)];
+      finish_instruction(i, t, end);
+      t = end;
+    }
+  }
+  ex_.instructions_done(o.count);
+}
+
+void RankPlayer::finish_instruction(int32_t i, double start, double end) {
+  const auto iu = static_cast<size_t>(i);
+  done_[iu] = 1;
+  end_[iu] = end;
+  ++completed_;
+  if (last_finished_ < 0 || end >= end_[static_cast<size_t>(last_finished_)]) last_finished_ = i;
+  if (ins_[iu].stream == StreamKind::Compute) compute_free_at_ = std::max(compute_free_at_, end);
+  if (!out_.timeline.empty()) out_.timeline[iu] = {start, end};
+}
+
+void RankPlayer::wait_for_something() {
+  const double timeout = events_.empty() ? -1.0 : events_.top().time - now_;
+  const ssize_t k = sg4::Activity::wait_any_for(waiting_, timeout);
+  if (k < 0) {
+    now_ = events_.top().time;
+    return process_due_events();
+  }
+  now_ = std::max(now_, sg4::Engine::get_clock());
+  const auto ku = static_cast<size_t>(k);
+  const auto [op, delay] = waiting_for_[ku];
+  waiting_[ku] = std::move(waiting_.back());
+  waiting_.pop_back();
+  waiting_for_[ku] = waiting_for_.back();
+  waiting_for_.pop_back();
+  Op& o = ops_[static_cast<size_t>(op)];
+  o.ready = std::max(o.ready, now_ + delay);
+  if (--o.remaining == 0) schedule(op, std::max(o.ready, o.floor));
+}
+
+void RankPlayer::sync_clock() {
+  if (sg4::Engine::get_clock() < now_) sg4::this_actor::sleep_until(now_);
+}
+
+std::string RankPlayer::where_stuck() const {
+  std::ostringstream os;
+  os << "rank " << rank_ << " finished " << completed_ << " of " << ins_.size() << " instructions;";
+  for (int s = 0; s < kStreams; ++s) {
+    const auto su = static_cast<size_t>(s);
+    if (head_[su] >= streams_[su].size()) continue;
+    const int32_t i = streams_[su][busy_[su] ? head_[su] - 1 : head_[su]];
+    const Instruction& x = ins_[static_cast<size_t>(i)];
+    os << " stream " << to_string(static_cast<StreamKind>(s)) << (busy_[su] ? " in " : " waits before ") << i << " ("
+       << to_string(x.kind) << " " << x.label;
+    if (x.peer >= 0) os << " peer " << x.peer;
+    os << ")";
+  }
+  return os.str();
+}
+
+}  // namespace detail
+
+ExecutionResult execute(Platform& platform, Collectives& collectives, const ParallelGrid& grid,
+                        const std::vector<RankProgram>& programs, const ReplicaLayout& layout,
+                        const ExecutorOptions& options) {
+  TANDEM_CHECK_MSG(static_cast<bool>(options.compute_time), "ExecutorOptions::compute_time is required");
+  TANDEM_CHECK_MSG(programs.size() == layout.played.size(),
+                   programs.size() << " programs for " << layout.played.size() << " played ranks");
+  int64_t total = 0;
+  for (const RankProgram& p : programs) {
+    TANDEM_CHECK_MSG(p.rank >= 0 && p.rank < grid.world_size() && layout.copy[static_cast<size_t>(p.rank)] == 0,
+                     "rank " << p.rank << " is not played");
+    total += static_cast<int64_t>(p.instructions.size());
+  }
+  detail::Execution execution(platform, collectives, grid, layout, options, total);
+  ExecutionResult result;
+  result.ranks.resize(programs.size());
+  std::vector<std::unique_ptr<detail::RankPlayer>> players;
+  for (size_t r = 0; r < programs.size(); ++r) {
+    players.push_back(std::make_unique<detail::RankPlayer>(execution, programs[r], result.ranks[r]));
+    detail::RankPlayer* player = players.back().get();
+    sg4::Actor::create("rank" + std::to_string(programs[r].rank), platform.host(programs[r].rank),
+                       [player] { player->run(); });
+  }
+  platform.run();
+  for (const auto& player : players) TANDEM_CHECK_MSG(player->finished(), "deadlock: " << player->where_stuck());
+  for (size_t r = 0; r < result.ranks.size(); ++r) {
+    if (result.ranks[r].finish_s > result.makespan_s) {
+      result.makespan_s = result.ranks[r].finish_s;
+      result.critical = r;
+    }
+  }
+  result.stats = execution.stats;
+  result.stats.instructions = total;
+  return result;
+}
+
+ComputeTimeFn unit_cost_time(const Schedule& schedule, const std::vector<RankProgram>& programs, double forward,
+                             double backward, double weight) {
+  ActionCosts costs;
+  costs.forward = forward;
+  costs.backward = backward;
+  costs.weight = weight;
+  using Key = std::tuple<int64_t, int, int, int>;  // (rank, microbatch, chunk, phase)
+  auto phase_of = [](ActionKind kind) {
+    return static_cast<int>(kind == ActionKind::Forward    ? Phase::Forward
+                            : kind == ActionKind::Backward ? Phase::Backward
+                                                           : Phase::WeightGrad);
+  };
+  std::map<Key, double> per_instruction;
+  for (const RankProgram& p : programs) {
+    std::map<Key, int> count;
+    for (const Instruction& x : p.instructions)
+      if (is_compute(x.kind)) ++count[{p.rank, x.microbatch, x.chunk, static_cast<int>(x.phase)}];
+    for (const Action& a : schedule.actions[static_cast<size_t>(p.pipeline_rank)]) {
+      if (!is_compute(a.kind)) continue;
+      const Key key{p.rank, a.microbatch, a.chunk, phase_of(a.kind)};
+      auto it = count.find(key);
+      if (it != count.end()) per_instruction[key] = action_cost(schedule, a, costs) / it->second;
+    }
+  }
+  return [table = std::move(per_instruction)](const RankProgram& p, const Instruction& x) {
+    auto it = table.find({p.rank, x.microbatch, x.chunk, static_cast<int>(x.phase)});
+    return it == table.end() ? 0.0 : it->second;
+  };
+}
+
+}  // namespace tandem::sim

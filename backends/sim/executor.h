@@ -1,0 +1,128 @@
+#pragma once
+// The executor: plays per-rank programs (program/program.h) on the simulated platform, one
+// SimGrid actor per played rank.
+//
+// Each actor walks its rank's instructions with the stream model of program.h: an instruction
+// starts when the previous instruction of its stream has finished and all its deps have finished.
+//
+// Where time comes from
+//   compute, Alloc/Free        local arithmetic: ExecutorOptions::compute_time seconds (memory: 0).
+//                              Consecutive compute-stream instructions whose deps are already met
+//                              and that no other stream waits for are merged into one run.
+//   collectives in one node    analytic (NVSwitch is non-blocking): the plan's latency + bandwidth
+//                              time from collectives.h, without flows (ExecutorOptions::
+//                              analytic_intra_node). Members do not wait for each other.
+//   collectives across nodes,  SimGrid flows (collectives.h): shared max-min over the links they
+//   Send / Recv                cross, then the algorithm's latency.
+// An actor keeps a local clock that may run ahead of SimGrid's while it has no flow in flight:
+// local work costs no SimGrid activity, and the actor synchronises (sleep_until) before it starts
+// a flow. So only network operations are SimGrid activities.
+//
+// Symmetry reduction (ReplicaLayout): only the ranks of one block are played (by default the
+// data-parallel replica dp = 0, widened until the expert-parallel groups of its ranks are
+// complete); the other ranks are `copies` - 1 shifted images of that block along dp.
+//   - A group whose members are all played runs as in the faithful mode (mailbox rendezvous).
+//     The same group in every other copy sends the same flows at the same time: the member that
+//     completes the group's arrivals starts those image flows ("ghost flows") one-sided.
+//   - A group that spans copies (data-parallel groups) is played one-sided by its played members:
+//     each starts its own out-flows and its in-flows from unplayed members, and waits for them
+//     (never less than the plan's uncontended bandwidth time); the flows among unplayed members
+//     are started as ghosts by the played member of the sender's image.
+//   - Point-to-point messages start their image flows in every copy when both sides have posted.
+// Ghost flows that cannot meet other traffic on a shared link are skipped (GhostTraffic::Shared):
+// with one NIC per GPU, only oversubscribed leaf/pod uplinks and WAN links are shared.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backends/sim/collectives.h"
+#include "backends/sim/simulator.h"
+#include "core/parallel_grid.h"
+#include "program/program.h"
+
+namespace tandem::sim {
+
+// Seconds one compute instruction of `program` takes on its GPU.
+using ComputeTimeFn = std::function<double(const RankProgram& program, const Instruction&)>;
+
+// Which flows of unplayed ranks are started as ghost flows.
+enum class GhostTraffic : std::uint8_t {
+  Shared,  // those whose route crosses a link that other ranks' flows share (default)
+  All,     // every one (slow at scale; for checking Shared)
+  None,    // none: unplayed ranks add no traffic
+};
+
+struct ExecutorOptions {
+  ComputeTimeFn compute_time;               // required
+  bool free_communication = false;          // every communication takes 0 s; sends are eager
+  bool analytic_intra_node = true;          // collectives inside one node are costed analytically
+  Algorithm algorithm = Algorithm::Ring;    // collectives across nodes
+  GhostTraffic ghosts = GhostTraffic::Shared;
+  bool record_timeline = false;             // keep start/end of every instruction (traces)
+  // Called now and then with (fraction of instructions done, message).
+  std::function<void(double, const std::string&)> progress;
+};
+
+// Which ranks are played, and which rank plays the part of an unplayed one.
+// Copy c of played rank played[i] is image[c * played.size() + i]; copy 0 is the rank itself.
+struct ReplicaLayout {
+  std::vector<int64_t> played;     // ascending global ranks
+  int64_t copies = 1;              // 1: every rank is played
+  std::vector<int64_t> image;      // [copies * played.size()]
+  std::vector<int32_t> preimage;   // [world] index into `played` of the rank that plays its part
+  std::vector<int32_t> copy;       // [world] which copy the rank belongs to
+  bool reduced() const { return copies > 1; }
+  int64_t image_of(size_t played_index, int64_t c) const {
+    return image[static_cast<size_t>(c) * played.size() + played_index];
+  }
+};
+
+// The data-parallel replica dp = 0, widened by whole dp slices until every non-data-parallel
+// group of its ranks lies inside it; `copies` = DP / slices. Every rank when all_ranks, or when
+// the grid has no such structure (then *why_not says so).
+ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not = nullptr);
+
+// Start and end of one instruction on its rank (s).
+struct InstructionTime {
+  double start = 0;
+  double end = 0;
+};
+
+struct RankOutcome {
+  int64_t rank = 0;
+  double finish_s = 0;          // when its last instruction finished
+  double compute_s = 0;         // sum of its compute instructions' durations
+  Breakdown breakdown;          // of [0, finish_s] on its compute stream; sums to finish_s
+  std::vector<InstructionTime> timeline;  // [instruction], when ExecutorOptions::record_timeline
+};
+
+struct ExecutionStats {
+  int64_t instructions = 0;        // over played ranks
+  int64_t network_operations = 0;  // operations played with SimGrid flows
+  int64_t flows = 0;               // SimGrid communications of played ranks
+  int64_t ghost_flows = 0;         // SimGrid communications standing for unplayed ranks
+  int64_t analytic_collectives = 0;
+};
+
+struct ExecutionResult {
+  std::vector<RankOutcome> ranks;  // one per program, in the order given
+  double makespan_s = 0;           // max finish over played ranks
+  size_t critical = 0;             // index into ranks of the rank that finishes last (first on ties)
+  ExecutionStats stats;
+};
+
+// Plays `programs` (one per played rank of `layout`, any order) on `platform`, GPU g = rank g.
+// Runs the SimGrid engine to completion: call once per Platform. A program whose messages or
+// collectives cannot match (a deadlock) is a programmer error (CHECK).
+ExecutionResult execute(Platform& platform, Collectives& collectives, const ParallelGrid& grid,
+                        const std::vector<RankProgram>& programs, const ReplicaLayout& layout,
+                        const ExecutorOptions& options);
+
+// Unit-cost timing for schedule checks: every compute instruction of action (microbatch, chunk,
+// F/B/W) gets an equal share of that action's cost under `costs` (analysis.h), optimizer and
+// setup work 0. Use with free_communication to reproduce analyze_schedule's makespan.
+ComputeTimeFn unit_cost_time(const Schedule& schedule, const std::vector<RankProgram>& programs,
+                             double forward = 1, double backward = 1, double weight = 1);
+
+}  // namespace tandem::sim

@@ -1,0 +1,385 @@
+// The executor's communication (executor.h): process groups, collective plans, point-to-point
+// rendezvous, and the ghost flows that stand for unplayed ranks.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include <simgrid/s4u.hpp>
+
+#include "backends/sim/executor_internal.h"
+#include "core/check.h"
+
+namespace tandem::sim::detail {
+namespace sg4 = simgrid::s4u;
+
+namespace {
+
+int g_token = 0;  // payload of zero-byte eager sends (bytes are modelled, never carried)
+
+uint64_t payload(double bytes) { return static_cast<uint64_t>(std::llround(std::max(0.0, bytes))); }
+
+PlanKind plan_kind(OpKind kind) {
+  switch (kind) {
+    case OpKind::AllReduce: return PlanKind::AllReduce;
+    case OpKind::ReduceScatter: return PlanKind::ReduceScatter;
+    case OpKind::AllGather: return PlanKind::AllGather;
+    case OpKind::AllToAllV: return PlanKind::AllToAll;
+    default: break;
+  }
+  TANDEM_CHECK_MSG(false, "not a collective: " << to_string(kind));
+  return PlanKind::AllReduce;
+}
+
+CollectiveKind collective_kind(PlanKind kind) {
+  switch (kind) {
+    case PlanKind::ReduceScatter: return CollectiveKind::ReduceScatter;
+    case PlanKind::AllGather: return CollectiveKind::AllGather;
+    default: return CollectiveKind::AllReduce;
+  }
+}
+
+const char* plan_kind_name(PlanKind kind) {
+  switch (kind) {
+    case PlanKind::AllReduce: return "ar";
+    case PlanKind::ReduceScatter: return "rs";
+    case PlanKind::AllGather: return "ag";
+    case PlanKind::AllToAll: return "a2a";
+  }
+  return "?";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Execution: shared state
+
+Execution::Execution(Platform& platform_, Collectives& collectives_, const ParallelGrid& grid_,
+                     const ReplicaLayout& layout_, const ExecutorOptions& options_, int64_t total_instructions)
+    : platform(platform_),
+      collectives(collectives_),
+      grid(grid_),
+      layout(layout_),
+      options(options_),
+      total_instructions_(total_instructions),
+      last_report_(std::chrono::steady_clock::now()) {}
+
+size_t Execution::MessageKeyHash::operator()(const MessageKey& k) const {
+  uint64_t h = static_cast<uint64_t>(k.src) * 0x9E3779B97F4A7C15ull;
+  h ^= static_cast<uint64_t>(k.dst) + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
+  h ^= static_cast<uint64_t>(k.seq) * 0xC2B2AE3D27D4EB4Full + (h << 6) + (h >> 2);
+  h ^= static_cast<uint64_t>(k.channel) + (h << 6) + (h >> 2);
+  return static_cast<size_t>(h);
+}
+
+bool Execution::is_played(int64_t rank) const { return layout.copy[static_cast<size_t>(rank)] == 0; }
+
+GroupInfo& Execution::group(int64_t rank, ParallelGroup kind) {
+  const uint64_t rank_key = (static_cast<uint64_t>(rank) << 8) | static_cast<uint64_t>(kind);
+  auto cached = rank_groups_.find(rank_key);
+  if (cached != rank_groups_.end()) return *cached->second;
+  const GroupMembership m = grid.group_of(rank, kind);
+  const uint64_t key = (static_cast<uint64_t>(kind) << 48) | static_cast<uint64_t>(m.group_index);
+  auto& slot = groups_[key];
+  if (!slot) {
+    slot = std::make_unique<GroupInfo>();
+    GroupInfo& g = *slot;
+    g.key = key;
+    g.group.name = to_string(kind) + "#" + std::to_string(m.group_index);
+    g.group.gpus = m.ranks;
+    g.intra_node = true;
+    const int64_t node = platform.place(m.ranks.front()).node;
+    for (size_t j = 0; j < m.ranks.size(); ++j) {
+      g.intra_node = g.intra_node && platform.place(m.ranks[j]).node == node;
+      g.played.push_back(is_played(m.ranks[j]) ? 1 : 0);
+      g.all_played = g.all_played && g.played.back();
+      g.member.emplace(m.ranks[j], static_cast<int>(j));
+    }
+  }
+  rank_groups_.emplace(rank_key, slot.get());
+  return *slot;
+}
+
+bool Execution::ghost_wanted(int64_t a, int64_t b) const {
+  switch (options.ghosts) {
+    case GhostTraffic::All: return true;
+    case GhostTraffic::None: return false;
+    case GhostTraffic::Shared: break;
+  }
+  // With one NIC per GPU, NVLink, NICs and the non-blocking switches carry only their own ranks'
+  // flows; other ranks' traffic meets ours on oversubscribed uplinks and WAN links only.
+  switch (platform.tier(a, b)) {
+    case Tier::Wan: return true;
+    case Tier::Pod:
+    case Tier::Datacenter: return platform.cluster().oversubscription > 1;
+    default: return false;
+  }
+}
+
+PlanInfo& Execution::plan(GroupInfo& g, PlanKind kind, int) {
+  auto& slot = plans_[g.group.name + "|" + plan_kind_name(kind)];
+  if (slot) return *slot;
+  slot = std::make_unique<PlanInfo>();
+  PlanInfo& info = *slot;
+  const auto& gpus = g.group.gpus;
+  const size_t p = gpus.size();
+  std::vector<Flow> flows;  // per buffer byte
+  if (kind == PlanKind::AllToAll) {
+    double min_bandwidth = std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < p; ++i)
+      for (size_t j = 0; j < p; ++j) {
+        if (i == j) continue;
+        flows.push_back({static_cast<int>(i), static_cast<int>(j), 1.0 / static_cast<double>(p - 1)});
+        info.latency = std::max(info.latency, collectives.latency(gpus[i], gpus[j]));
+        if (i == 0) min_bandwidth = std::min(min_bandwidth, platform.route_bandwidth(gpus[i], gpus[j]));
+      }
+    info.seconds_per_byte = p > 1 ? 1.0 / min_bandwidth : 0.0;  // a member sends its whole buffer
+  } else {
+    const FlowPlan unit = collectives.plan(collective_kind(kind), options.algorithm, g.group, 1.0);
+    flows = unit.flows;
+    info.latency = unit.latency;
+    info.seconds_per_byte = unit.bandwidth_time;
+  }
+  if (!layout.reduced() || (g.intra_node && options.analytic_intra_node)) return info;
+  if (g.all_played) {  // the same group in every other copy
+    for (int64_t c = 1; c < layout.copies; ++c)
+      for (const Flow& f : flows) {
+        const int64_t s = layout.image_of(static_cast<size_t>(layout.preimage[static_cast<size_t>(gpus[f.src])]), c);
+        const int64_t d = layout.image_of(static_cast<size_t>(layout.preimage[static_cast<size_t>(gpus[f.dst])]), c);
+        if (ghost_wanted(s, d)) info.images.push_back({s, d, f.bytes, false});
+      }
+    return info;
+  }
+  int first_played = -1;
+  for (size_t j = 0; j < p && first_played < 0; ++j)
+    if (g.played[j]) first_played = static_cast<int>(j);
+  info.starts.resize(p);
+  for (const Flow& f : flows) {
+    const int64_t s = gpus[static_cast<size_t>(f.src)];
+    const int64_t d = gpus[static_cast<size_t>(f.dst)];
+    if (g.played[static_cast<size_t>(f.src)]) {
+      info.starts[static_cast<size_t>(f.src)].push_back({s, d, f.bytes, true});
+    } else if (g.played[static_cast<size_t>(f.dst)]) {
+      info.starts[static_cast<size_t>(f.dst)].push_back({s, d, f.bytes, true});
+    } else if (ghost_wanted(s, d)) {
+      // Started by the played member whose part the sender plays in its copy.
+      auto it = g.member.find(layout.played[static_cast<size_t>(layout.preimage[static_cast<size_t>(s)])]);
+      const int owner = it != g.member.end() && g.played[static_cast<size_t>(it->second)] ? it->second : first_played;
+      info.starts[static_cast<size_t>(owner)].push_back({s, d, f.bytes, false});
+    }
+  }
+  return info;
+}
+
+const std::vector<std::pair<int64_t, int64_t>>& Execution::message_images(int64_t src, int64_t dst) {
+  const uint64_t key = (static_cast<uint64_t>(src) << 32) | static_cast<uint64_t>(dst);
+  auto [it, fresh] = message_images_.try_emplace(key);
+  if (fresh) {
+    const auto s = static_cast<size_t>(layout.preimage[static_cast<size_t>(src)]);
+    const auto d = static_cast<size_t>(layout.preimage[static_cast<size_t>(dst)]);
+    for (int64_t c = 1; c < layout.copies; ++c) {
+      const int64_t a = layout.image_of(s, c);
+      const int64_t b = layout.image_of(d, c);
+      if (ghost_wanted(a, b)) it->second.emplace_back(a, b);
+    }
+  }
+  return it->second;
+}
+
+Message& Execution::message(int64_t src, int64_t dst, int channel, int64_t seq) {
+  return messages_[MessageKey{src, dst, seq, channel}];
+}
+
+void Execution::forget_message(int64_t src, int64_t dst, int channel, int64_t seq) {
+  messages_.erase(MessageKey{src, dst, seq, channel});
+}
+
+bool Execution::arrive(uint64_t group_key, int64_t seq, size_t size) {
+  auto& counts = arrivals_[group_key];
+  if (++counts[seq] < size) return false;
+  counts.erase(seq);
+  return true;
+}
+
+void Execution::instructions_done(int64_t count) {
+  done_instructions_ += count;
+  if (!options.progress || done_instructions_ < next_check_) return;
+  next_check_ = done_instructions_ + 4096;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_report_ < std::chrono::milliseconds(500)) return;
+  last_report_ = now;
+  char message[128];
+  std::snprintf(message, sizeof(message), "playing: simulated %.3f s, %lld of %lld instructions",
+                sg4::Engine::get_clock(), static_cast<long long>(done_instructions_),
+                static_cast<long long>(total_instructions_));
+  options.progress(static_cast<double>(done_instructions_) / static_cast<double>(std::max<int64_t>(1, total_instructions_)),
+                   message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// RankPlayer: communication
+
+void RankPlayer::start_communication(int s, int32_t i) {
+  const Instruction& x = ins_[static_cast<size_t>(i)];
+  category_[static_cast<size_t>(i)] = comm_category(x);
+  if (x.kind == OpKind::Send || x.kind == OpKind::Recv) return start_p2p(s, i);
+  start_collective(s, i);
+}
+
+void RankPlayer::wait_on(int32_t op, const sg4::CommPtr& comm, double delay) {
+  waiting_.push_back(comm);
+  waiting_for_.emplace_back(op, delay);
+  ++ops_[static_cast<size_t>(op)].remaining;
+  ++ex_.stats.flows;
+}
+
+void RankPlayer::ghost(int64_t src, int64_t dst, double bytes) {
+  ghosts_.push_back(sg4::Comm::sendto_async(ex_.platform.host(src), ex_.platform.host(dst), payload(bytes)));
+  ++ex_.stats.ghost_flows;
+  if (ghosts_.size() >= 4096)
+    ghosts_.erase(std::remove_if(ghosts_.begin(), ghosts_.end(), [](const sg4::CommPtr& c) { return c->test(); }),
+                  ghosts_.end());
+}
+
+// Send / Recv: matched in order per (sender, receiver, group). Sends are rendezvous, as NCCL's;
+// with free communication they are eager (the schedule analysis' semantics).
+void RankPlayer::start_p2p(int s, int32_t i) {
+  const Instruction& x = ins_[static_cast<size_t>(i)];
+  const bool send = x.kind == OpKind::Send;
+  TANDEM_CHECK_MSG(x.peer >= 0 && x.peer < ex_.grid.world_size() && x.peer != rank_,
+                   "rank " << rank_ << " instruction " << i << ": bad peer " << x.peer);
+  TANDEM_CHECK_MSG(ex_.is_played(x.peer), "rank " << rank_ << " exchanges messages with rank " << x.peer
+                                                  << ", which is not played (pipeline and context-parallel peers "
+                                                     "must be in the played block)");
+  const int64_t src = send ? rank_ : x.peer;
+  const int64_t dst = send ? x.peer : rank_;
+  const int channel = static_cast<int>(x.group);
+  // Matched in issue order, as NCCL does; with free communication by tag (eager sends may be
+  // received in any order).
+  const bool eager = ex_.options.free_communication;
+  const int64_t seq =
+      eager ? x.tag : seq_[(static_cast<uint64_t>(x.peer) << 9) | (static_cast<uint64_t>(channel) << 1) | (send ? 1u : 0u)]++;
+  sync_clock();
+  Message& m = ex_.message(src, dst, channel, seq);
+  if (send) {
+    m.send_tag = x.tag;
+    m.send_posted = now_;
+    m.bytes = x.bytes;
+  } else {
+    m.recv_tag = x.tag;
+    m.recv_posted = now_;
+    recv_key_[i] = {channel, seq};
+  }
+  if (m.send_posted >= 0 && m.recv_posted >= 0) {
+    TANDEM_CHECK_MSG(m.send_tag == m.recv_tag,
+                     "message " << seq << " from rank " << src << " to rank " << dst << " on " << to_string(x.group)
+                                << ": sent with tag " << m.send_tag << ", received as tag " << m.recv_tag
+                                << " (sends and receives of a pair must be issued in the same order)");
+    if (ex_.layout.reduced() && !eager)
+      for (const auto& [a, b] : ex_.message_images(src, dst)) ghost(a, b, m.bytes);
+  }
+  const int32_t op = new_op(static_cast<int32_t>(head_[static_cast<size_t>(s)] - 1), 1, s);
+  ++ex_.stats.network_operations;
+  const std::string channel_name = to_string(x.group);
+  if (eager) {
+    const std::string box =
+        "eager-" + channel_name + "#" + std::to_string(src) + ">" + std::to_string(dst) + "#" + std::to_string(x.tag);
+    if (send) {
+      sg4::Mailbox::by_name(box)->put_init(&g_token, 0)->detach();
+      return finish_op(op, now_);
+    }
+    sg4::CommPtr get = sg4::Mailbox::by_name(box)->get_init();
+    get->set_dst_data(&sink_, sizeof(void*));
+    get->start();
+    busy_[static_cast<size_t>(s)] = true;
+    return wait_on(op, get, 0.0);
+  }
+  Pending pending = send ? ex_.collectives.start_send(rank_, x.peer, x.bytes, channel_name)
+                         : ex_.collectives.start_recv(rank_, x.peer, channel_name);
+  const double latency = ex_.collectives.latency(src, dst);
+  busy_[static_cast<size_t>(s)] = true;
+  for (const sg4::CommPtr& comm : pending.comms()) wait_on(op, comm, latency);
+}
+
+void RankPlayer::note_recv_done(int32_t i) {
+  auto it = recv_key_.find(i);
+  if (it == recv_key_.end()) return;
+  const Instruction& x = ins_[static_cast<size_t>(i)];
+  const auto [channel, seq] = it->second;
+  const Message& m = ex_.message(x.peer, rank_, static_cast<int>(channel), seq);
+  transfer_start_[i] = std::max(m.send_posted, m.recv_posted);
+  ex_.forget_message(x.peer, rank_, static_cast<int>(channel), seq);
+  recv_key_.erase(it);
+}
+
+void RankPlayer::start_collective(int s, int32_t i) {
+  const Instruction& x = ins_[static_cast<size_t>(i)];
+  GroupInfo& g = ex_.group(rank_, x.group);
+  const PlanKind kind = plan_kind(x.kind);
+  if (g.group.gpus.size() < 2 || ex_.options.free_communication || x.bytes <= 0) return analytic(s, i, 0.0);
+  const int member = g.member.at(rank_);
+  PlanInfo& plan = ex_.plan(g, kind, member);
+  if (g.intra_node && ex_.options.analytic_intra_node) {
+    ++ex_.stats.analytic_collectives;
+    return analytic(s, i, plan.latency + plan.seconds_per_byte * x.bytes);
+  }
+  const int32_t op = new_op(static_cast<int32_t>(head_[static_cast<size_t>(s)] - 1), 1, s);
+  ++ex_.stats.network_operations;
+  busy_[static_cast<size_t>(s)] = true;
+  sync_clock();
+  if (g.all_played) {
+    start_played_collective(g, kind, op, x);
+  } else {
+    start_partial_collective(g, kind, op, x);
+  }
+  Op& o = ops_[static_cast<size_t>(op)];
+  if (o.remaining == 0) schedule(op, std::max(o.ready + plan.latency, o.floor));
+}
+
+// Every member is played: mailbox rendezvous through collectives.h; in a reduced run the last
+// member to arrive also starts the group's image flows in the other copies.
+void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x) {
+  const auto& gpus = g.group.gpus;
+  const size_t p = gpus.size();
+  PlanInfo& plan = ex_.plan(g, kind, 0);
+  if (kind == PlanKind::AllToAll) {
+    Pending pending = ex_.collectives.start_all_to_all(g.group, rank_, x.bytes / static_cast<double>(p - 1));
+    // collectives.h order: puts to the other members, then gets from them, in group order.
+    size_t k = 0;
+    for (int pass = 0; pass < 2; ++pass)
+      for (const int64_t peer : gpus) {
+        if (peer == rank_) continue;
+        const double delay = pass == 0 ? ex_.collectives.latency(rank_, peer) : ex_.collectives.latency(peer, rank_);
+        wait_on(op, pending.comms()[k++], delay);
+      }
+  } else {
+    Pending pending =
+        ex_.collectives.start_collective(collective_kind(kind), ex_.options.algorithm, g.group, rank_, x.bytes);
+    for (const sg4::CommPtr& comm : pending.comms()) wait_on(op, comm, plan.latency);
+  }
+  if (plan.images.empty()) return;
+  const int64_t seq = seq_[g.key | (uint64_t{1} << 63)]++;
+  if (ex_.arrive(g.key, seq, p))
+    for (const OneSidedFlow& f : plan.images) ghost(f.src, f.dst, f.unit_bytes * x.bytes);
+}
+
+// Some members are unplayed (a data-parallel group in a reduced run): this member starts its own
+// flows, its in-flows from unplayed members and its share of the ghost flows, all one-sided, and
+// is done no earlier than the plan's uncontended time.
+void RankPlayer::start_partial_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x) {
+  PlanInfo& plan = ex_.plan(g, kind, 0);
+  const auto member = static_cast<size_t>(g.member.at(rank_));
+  for (const OneSidedFlow& f : plan.starts[member]) {
+    const double bytes = f.unit_bytes * x.bytes;
+    if (!f.wait) {
+      ghost(f.src, f.dst, bytes);
+      continue;
+    }
+    wait_on(op, sg4::Comm::sendto_async(ex_.platform.host(f.src), ex_.platform.host(f.dst), payload(bytes)),
+            plan.latency);
+  }
+  Op& o = ops_[static_cast<size_t>(op)];
+  o.floor = now_ + plan.seconds_per_byte * x.bytes + plan.latency;
+}
+
+}  // namespace tandem::sim::detail

@@ -1,0 +1,202 @@
+#pragma once
+// Internals of the executor (executor.h), shared by executor.cpp (the per-rank event loop) and
+// executor_comm.cpp (communication: groups, plans, rendezvous, ghost flows). Not a public API.
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <queue>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <simgrid/forward.h>
+
+#include "backends/sim/executor.h"
+
+namespace tandem::sim::detail {
+
+inline constexpr int kStreams = 7;  // StreamKind values
+
+// What a stretch of the compute stream's time is attributed to (Breakdown fields).
+enum class Category : std::uint8_t { Compute, Tp, Cp, Ep, Pp, Dp, Bubble, Optimizer };
+void add_to(Breakdown& breakdown, Category category, double seconds);
+Category compute_category(const Instruction& ins);
+Category comm_category(const Instruction& ins);
+
+// A flow started one-sided (Comm::sendto) for a group that is not played whole.
+struct OneSidedFlow {
+  int64_t src = 0;
+  int64_t dst = 0;
+  double unit_bytes = 0;  // bytes per byte of the collective's buffer
+  bool wait = false;      // the starting rank waits for it (it touches that rank)
+};
+
+// A process group seen by the executor.
+struct GroupInfo {
+  uint64_t key = 0;                // (kind, group index)
+  Group group;                     // name "<kind>#<index>", members = GPUs = ranks
+  bool intra_node = false;         // every member on one node
+  bool all_played = true;
+  std::vector<char> played;        // [member]
+  std::unordered_map<int64_t, int> member;  // rank -> member index
+};
+
+// Costs and flows of one collective kind on one group, per byte of its buffer.
+struct PlanInfo {
+  double latency = 0;              // s, charged after the flows
+  double seconds_per_byte = 0;     // uncontended bandwidth time per buffer byte
+  std::vector<std::vector<OneSidedFlow>> starts;  // [member] group not played whole
+  std::vector<OneSidedFlow> images;               // group played whole: its flows in other copies
+};
+
+// A message between two ranks, matched in order per (src, dst, channel).
+struct Message {
+  int64_t send_tag = -1, recv_tag = -1;
+  double send_posted = -1, recv_posted = -1;  // s
+  double bytes = 0;
+};
+
+// Collective kinds as PlanInfo keys (CollectiveKind plus all-to-all).
+enum class PlanKind : std::uint8_t { AllReduce, ReduceScatter, AllGather, AllToAll };
+
+// State shared by the actors of one execution. SimGrid runs actors one at a time, so plain
+// containers are safe.
+class Execution {
+ public:
+  Execution(Platform& platform, Collectives& collectives, const ParallelGrid& grid, const ReplicaLayout& layout,
+            const ExecutorOptions& options, int64_t total_instructions);
+
+  Platform& platform;
+  Collectives& collectives;
+  const ParallelGrid& grid;
+  const ReplicaLayout& layout;
+  const ExecutorOptions& options;
+  ExecutionStats stats;
+
+  GroupInfo& group(int64_t rank, ParallelGroup kind);
+  PlanInfo& plan(GroupInfo& group, PlanKind kind, int self_member);
+  bool is_played(int64_t rank) const;
+  // True when a ghost flow from a to b should be started (GhostTraffic policy).
+  bool ghost_wanted(int64_t a, int64_t b) const;
+  // Image pairs (src', dst') in copies >= 1 of a message src -> dst that want a ghost flow.
+  const std::vector<std::pair<int64_t, int64_t>>& message_images(int64_t src, int64_t dst);
+
+  Message& message(int64_t src, int64_t dst, int channel, int64_t seq);
+  void forget_message(int64_t src, int64_t dst, int channel, int64_t seq);
+  // Counts an arrival at the seq-th collective of a group of `size` members; true for the last.
+  bool arrive(uint64_t group_key, int64_t seq, size_t size);
+
+  void instructions_done(int64_t count);
+
+ private:
+  struct MessageKey {
+    int64_t src, dst, seq;
+    int channel;
+    bool operator==(const MessageKey&) const = default;
+  };
+  struct MessageKeyHash {
+    size_t operator()(const MessageKey& k) const;
+  };
+
+  std::unordered_map<uint64_t, std::unique_ptr<GroupInfo>> groups_;    // (kind, index)
+  std::unordered_map<uint64_t, GroupInfo*> rank_groups_;                // (rank, kind)
+  std::unordered_map<std::string, std::unique_ptr<PlanInfo>> plans_;   // group name | kind
+  std::unordered_map<uint64_t, std::vector<std::pair<int64_t, int64_t>>> message_images_;
+  std::unordered_map<MessageKey, Message, MessageKeyHash> messages_;
+  std::unordered_map<uint64_t, std::unordered_map<int64_t, size_t>> arrivals_;  // group -> seq -> count
+  int64_t total_instructions_ = 0;
+  int64_t done_instructions_ = 0;
+  int64_t next_check_ = 0;
+  std::chrono::steady_clock::time_point last_report_;
+};
+
+// One played rank: the actor body and its event loop (executor.cpp), its communication
+// (executor_comm.cpp).
+class RankPlayer {
+ public:
+  RankPlayer(Execution& execution, const RankProgram& program, RankOutcome& outcome);
+  void run();  // the actor body
+  bool finished() const { return completed_ == static_cast<int64_t>(ins_.size()); }
+  std::string where_stuck() const;
+
+ private:
+  // An operation in flight: a compute run, an analytic operation or a network operation.
+  struct Op {
+    int32_t first = 0;         // position in its stream's list of its (first) instruction
+    int32_t count = 0;         // instructions in the run (1 otherwise)
+    int stream = 0;
+    double start = 0;          // s
+    int remaining = 0;         // network: communications not finished
+    double ready = 0;          // s, network: max over finished comms of finish + latency
+    double floor = 0;          // s, network: not done before (uncontended bandwidth time)
+  };
+  struct Event {
+    double time;
+    uint64_t seq;
+    int32_t op;
+    bool operator>(const Event& o) const { return time != o.time ? time > o.time : seq > o.seq; }
+  };
+
+  // executor.cpp
+  void issue_ready();
+  bool deps_done(int32_t i) const;
+  int32_t blocker(int32_t i) const;
+  void issue(int stream, int32_t i);
+  void issue_compute_run(int32_t i);
+  void charge(int32_t b, double seconds);
+  void schedule(int32_t op, double time);
+  int32_t new_op(int32_t first, int32_t count, int stream);
+  void finish_op(int32_t op, double time);
+  void finish_instruction(int32_t i, double start, double end);
+  void process_due_events();
+  void wait_for_something();
+  void sync_clock();
+
+  // executor_comm.cpp
+  void start_communication(int stream, int32_t i);
+  void start_p2p(int stream, int32_t i);
+  void start_collective(int stream, int32_t i);
+  void start_played_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x);
+  void start_partial_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x);
+  void start_images(const PlanInfo& plan, double bytes);
+  void wait_on(int32_t op, const simgrid::s4u::CommPtr& comm, double delay);
+  void ghost(int64_t src, int64_t dst, double bytes);
+  void analytic(int stream, int32_t i, double seconds);
+  void note_recv_done(int32_t i);
+
+  Execution& ex_;
+  const RankProgram& prog_;
+  const std::vector<Instruction>& ins_;
+  RankOutcome& out_;
+  int64_t rank_ = 0;
+
+  std::array<std::vector<int32_t>, kStreams> streams_;  // instruction indices per stream, in order
+  std::array<size_t, kStreams> head_{};
+  std::array<bool, kStreams> busy_{};
+  std::vector<char> done_;
+  std::vector<char> cross_;        // [i] an instruction of another stream depends on i
+  std::vector<double> end_;        // [i] s
+  std::vector<double> duration_;   // [i] s, compute instructions of runs
+  std::vector<Category> category_;  // [i] what i stands for when it blocks the compute stream
+  std::unordered_map<int32_t, double> transfer_start_;  // Recv -> s when both sides had posted
+  std::unordered_map<int32_t, std::array<int64_t, 2>> recv_key_;  // Recv -> (channel, seq)
+  int64_t completed_ = 0;
+  int32_t last_finished_ = -1;
+  double now_ = 0;                 // local clock (s), >= SimGrid's
+
+  std::vector<Op> ops_;
+  std::vector<int32_t> free_ops_;
+  std::priority_queue<Event, std::vector<Event>, std::greater<>> events_;
+  uint64_t event_seq_ = 0;
+  std::vector<simgrid::s4u::ActivityPtr> waiting_;
+  std::vector<std::pair<int32_t, double>> waiting_for_;  // [waiting_ index] (op, latency after it)
+  std::vector<simgrid::s4u::CommPtr> ghosts_;
+  std::unordered_map<uint64_t, int64_t> seq_;            // (peer or group, channel) -> count
+  void* sink_ = nullptr;                                  // where zero-byte receives store their token
+
+  double compute_free_at_ = 0;     // s, when the compute stream last became idle
+};
+
+}  // namespace tandem::sim::detail

@@ -1,0 +1,129 @@
+// Which ranks the symmetry-reduced simulation plays (executor.h, ReplicaLayout).
+#include <algorithm>
+#include <array>
+#include <set>
+
+#include "backends/sim/executor.h"
+#include "core/check.h"
+
+namespace tandem::sim {
+namespace {
+
+// Groups that stay inside one data-parallel block: the played block must contain them whole.
+constexpr std::array<ParallelGroup, 11> kBlockGroups = {
+    ParallelGroup::Tp,        ParallelGroup::Cp,          ParallelGroup::TpCp,
+    ParallelGroup::ModelParallel, ParallelGroup::Pp,      ParallelGroup::Embedding,
+    ParallelGroup::PositionEmbedding, ParallelGroup::Ep,  ParallelGroup::ExpertTp,
+    ParallelGroup::ExpertTpEp, ParallelGroup::ExpertTpEpPp};
+
+ReplicaLayout every_rank(const ParallelGrid& grid) {
+  ReplicaLayout layout;
+  const int64_t world = grid.world_size();
+  layout.played.resize(static_cast<size_t>(world));
+  layout.image.resize(static_cast<size_t>(world));
+  layout.preimage.resize(static_cast<size_t>(world));
+  layout.copy.assign(static_cast<size_t>(world), 0);
+  for (int64_t r = 0; r < world; ++r) {
+    layout.played[static_cast<size_t>(r)] = r;
+    layout.image[static_cast<size_t>(r)] = r;
+    layout.preimage[static_cast<size_t>(r)] = static_cast<int32_t>(r);
+  }
+  return layout;
+}
+
+// All ranks whose dp coordinate is below `slices`.
+std::set<int64_t> dp_block(const ParallelGrid& grid, int64_t slices) {
+  std::set<int64_t> block;
+  for (int64_t pp = 0; pp < grid.pp_size(); ++pp)
+    for (int64_t dp = 0; dp < slices; ++dp)
+      for (int64_t cp = 0; cp < grid.cp_size(); ++cp)
+        for (int64_t tp = 0; tp < grid.tp_size(); ++tp) block.insert(grid.dense_rank({tp, cp, dp, pp}));
+  return block;
+}
+
+// Adds the members of every block group of `block`'s ranks; returns the widest dp coordinate + 1.
+int64_t close_block(const ParallelGrid& grid, std::set<int64_t>& block) {
+  std::vector<int64_t> todo(block.begin(), block.end());
+  while (!todo.empty()) {
+    const int64_t rank = todo.back();
+    todo.pop_back();
+    for (ParallelGroup kind : kBlockGroups) {
+      const auto group = grid.find_group(rank, kind);
+      if (!group) continue;
+      for (int64_t member : group->ranks)
+        if (block.insert(member).second) todo.push_back(member);
+    }
+  }
+  int64_t slices = 0;
+  for (int64_t r : block) slices = std::max(slices, grid.dense_coord(r).dp + 1);
+  return slices;
+}
+
+int64_t shifted(const ParallelGrid& grid, int64_t rank, int64_t dp_shift) {
+  DenseCoord c = grid.dense_coord(rank);
+  c.dp += dp_shift;
+  return grid.dense_rank(c);
+}
+
+// True when the image of every block group of the block's ranks is a block group of the image.
+bool groups_shift(const ParallelGrid& grid, const std::vector<int64_t>& played, int64_t slices) {
+  for (int64_t rank : played) {
+    for (ParallelGroup kind : kBlockGroups) {
+      const auto group = grid.find_group(rank, kind);
+      const auto image_group = grid.find_group(shifted(grid, rank, slices), kind);
+      if (group.has_value() != image_group.has_value()) return false;
+      if (!group) continue;
+      std::vector<int64_t> want;
+      for (int64_t m : group->ranks) want.push_back(shifted(grid, m, slices));
+      std::vector<int64_t> got = image_group->ranks;
+      std::sort(want.begin(), want.end());
+      std::sort(got.begin(), got.end());
+      if (want != got) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not) {
+  auto fallback = [&](const std::string& why) {
+    if (why_not) *why_not = why;
+    return every_rank(grid);
+  };
+  if (all_ranks) return fallback("every rank requested");
+  if (grid.dp_size() == 1) return fallback("one data-parallel replica: nothing to reduce");
+  int64_t slices = 1;
+  std::set<int64_t> block = dp_block(grid, slices);
+  for (;;) {
+    const int64_t wanted = close_block(grid, block);
+    if (wanted == slices) break;  // block is then exactly the slices' ranks
+    slices = wanted;
+    if (slices >= grid.dp_size()) return fallback("the groups of one data-parallel replica span all replicas");
+    block = dp_block(grid, slices);
+  }
+  if (grid.dp_size() % slices != 0)
+    return fallback("the played block (" + std::to_string(slices) + " dp slices) does not divide DP");
+  ReplicaLayout layout;
+  layout.played.assign(block.begin(), block.end());
+  layout.copies = grid.dp_size() / slices;
+  if (!groups_shift(grid, layout.played, slices))
+    return fallback("the groups of the other data-parallel replicas are not images of the played one");
+  const size_t n = layout.played.size();
+  layout.image.resize(n * static_cast<size_t>(layout.copies));
+  layout.preimage.assign(static_cast<size_t>(grid.world_size()), -1);
+  layout.copy.assign(static_cast<size_t>(grid.world_size()), -1);
+  for (int64_t c = 0; c < layout.copies; ++c) {
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t image = shifted(grid, layout.played[i], c * slices);
+      layout.image[static_cast<size_t>(c) * n + i] = image;
+      layout.preimage[static_cast<size_t>(image)] = static_cast<int32_t>(i);
+      layout.copy[static_cast<size_t>(image)] = static_cast<int32_t>(c);
+    }
+  }
+  for (int64_t r = 0; r < grid.world_size(); ++r)
+    TANDEM_CHECK_MSG(layout.copy[static_cast<size_t>(r)] >= 0, "rank " << r << " is in no replica");
+  return layout;
+}
+
+}  // namespace tandem::sim
