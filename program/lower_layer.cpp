@@ -1,0 +1,363 @@
+// One decoder layer, forward and backward (Megatron-Core's TransformerLayer):
+//
+//   x [n/r, h] -> input norm -> (SP: all-gather [n, h]) -> QKV / MLA projections (column-parallel)
+//     -> RoPE -> attention core (CP: ring exchange of K/V, one step per CP rank)
+//     -> output projection (row-parallel) -> (SP: reduce-scatter, else all-reduce [n, h])
+//     -> bias-dropout-add -> pre-MLP norm -> MLP (fc1 column-, fc2 row-parallel) or MoE block
+//     -> bias-dropout-add
+//
+// n = s/CP * b local tokens, r = TP with sequence parallelism (else 1), t = TP. Column-parallel
+// layers split their output columns over TP, row-parallel layers their input columns. The
+// backward mirrors it: the backward of an all-gather is a reduce-scatter, of a reduce-scatter an
+// all-gather, of the row-parallel all-reduce nothing, and of the column-parallel input's identity
+// an all-reduce. With SP the weight gradient of a column-parallel layer all-gathers its saved
+// input [n/t, h] again (Megatron's LinearWithGradAccumulationAndAsyncCommunication).
+#include "core/check.h"
+#include "program/lower_context.h"
+
+namespace tandem::lower {
+namespace {
+
+double e_of(const Context& ctx) { return double(ctx.dims.e); }
+
+int32_t norm(Context& ctx, const char* label, int64_t rows, int64_t cols, Deps deps) {
+  return ctx.em.op(OpKind::Norm, label, rows, cols, 2.0 * double(rows) * double(cols) * e_of(ctx), deps);
+}
+
+int32_t norm_grad(Context& ctx, const char* label, int64_t rows, int64_t cols, int32_t layer, ParamSlot slot,
+                  Deps deps) {
+  const int32_t i = ctx.em.op(OpKind::NormGrad, label, rows, cols, 3.0 * double(rows) * double(cols) * e_of(ctx), deps);
+  ctx.em.grad_producer[param_key(layer, slot)] = i;
+  return i;
+}
+
+// Bias-dropout-add over the [n/r, h] shard: read x and the residual, write the sum, the mask.
+int32_t residual(Context& ctx, const char* label, Deps deps) {
+  const Dims& d = ctx.dims;
+  const double rows = double(d.sp_rows()), mask = d.hidden_dropout ? 1.0 : 0.0;
+  return ctx.em.op(OpKind::Elementwise, label, d.sp_rows(), d.h, rows * double(d.h) * (3.0 * e_of(ctx) + mask), deps);
+}
+
+// Weight gradient dW [k, n] = X^T [k, m] x dY [m, n] of parameter (layer, slot).
+int32_t weight_grad(Context& ctx, const char* label, int64_t m, int64_t n, int64_t k, int32_t layer, ParamSlot slot,
+                    Deps deps) {
+  Instruction ins;
+  ins.kind = OpKind::GemmGradWeight;
+  ins.label = label;
+  ins.m = m;
+  ins.n = n;
+  ins.k = k;
+  ins.flops = 2.0 * double(m) * double(n) * double(k);
+  ins.bytes = e_of(ctx) * (double(m) * double(k) + double(k) * double(n) + double(m) * double(n));
+  return ctx.em.weight_grad(std::move(ins), param_key(layer, slot), deps);
+}
+
+}  // namespace
+
+// ---- TP communication around column- and row-parallel layers --------------------------------
+
+int32_t tp_gather_input(Context& ctx, const char* label, int64_t cols, int32_t x) {
+  if (!ctx.dims.sp) return x;
+  const double bytes = double(ctx.dims.n) * double(cols) * e_of(ctx);
+  return ctx.em.collective(OpKind::AllGather, ParallelGroup::Tp, StreamKind::TpComm, label, bytes, {x});
+}
+
+int32_t tp_reduce_output(Context& ctx, const char* rs_label, const char* ar_label, int32_t x) {
+  if (ctx.tp == 1) return x;
+  const double bytes = double(ctx.dims.n) * double(ctx.dims.h) * e_of(ctx);
+  const OpKind kind = ctx.dims.sp ? OpKind::ReduceScatter : OpKind::AllReduce;
+  return ctx.em.collective(kind, ParallelGroup::Tp, StreamKind::TpComm, ctx.dims.sp ? rs_label : ar_label, bytes, {x});
+}
+
+int32_t tp_gather_output_grad(Context& ctx, const char* label, int32_t dy) {
+  return tp_gather_input(ctx, label, ctx.dims.h, dy);
+}
+
+int32_t tp_reduce_input_grad(Context& ctx, const char* rs_label, const char* ar_label, int64_t cols, int32_t dx) {
+  if (ctx.tp == 1) return dx;
+  const double bytes = double(ctx.dims.n) * double(cols) * e_of(ctx);
+  const OpKind kind = ctx.dims.sp ? OpKind::ReduceScatter : OpKind::AllReduce;
+  return ctx.em.collective(kind, ParallelGroup::Tp, StreamKind::TpComm, ctx.dims.sp ? rs_label : ar_label, bytes, {dx});
+}
+
+// ---- attention core -----------------------------------------------------------------------
+
+namespace {
+
+// HBM traffic of one flash-attention call over sq queries and skv keys (Q, O, K, V; with an
+// unfused kernel also the [heads, sq, skv] scores, softmax, dropout mask and output).
+double attention_bytes(const Dims& d, int64_t sq, int64_t skv) {
+  const double e = double(d.e), b = double(d.b);
+  const double qo = double(sq) * double(d.heads) * double(d.qk_head_dim() + d.v_head_dim());
+  const double kv = double(skv) * double(d.mla ? d.heads : d.kv_heads) * double(d.qk_head_dim() + d.v_head_dim());
+  double bytes = e * b * (qo + kv);
+  if (!d.flash) bytes += b * double(d.heads) * double(sq) * double(skv) * (4.0 * e + 1.0);
+  return bytes;
+}
+
+int32_t attention_op(Context& ctx, OpKind kind, int64_t sq, int64_t skv, int16_t step, Deps deps) {
+  const Dims& d = ctx.dims;
+  Instruction ins;
+  ins.kind = kind;
+  ins.label = "attn";
+  ins.m = sq;
+  ins.n = skv;
+  ins.k = d.qk_head_dim();
+  ins.batch = d.b * d.heads;
+  ins.step = step;
+  // QK^T and softmax x V over the full sq x skv square (the convention of models/accounting).
+  const double fwd = 2.0 * double(ins.batch) * double(sq) * double(skv) * double(d.qk_head_dim() + d.v_head_dim());
+  ins.flops = kind == OpKind::Attention ? fwd : 2.0 * fwd;
+  ins.bytes = attention_bytes(d, sq, skv) * (kind == OpKind::Attention ? 1.0 : 2.0);
+  return ctx.em.add(std::move(ins), deps);
+}
+
+// K and V of the local sequence chunk: what one CP ring step passes on.
+double cp_kv_bytes(const Context& ctx) {
+  const Dims& d = ctx.dims;
+  const int64_t heads = d.mla ? d.heads : d.kv_heads;
+  return double(d.n) * double(heads) * double(d.qk_head_dim() + d.v_head_dim()) * e_of(ctx);
+}
+
+}  // namespace
+
+// Forward of the core. With CP each rank holds 2 of the 2*CP sequence chunks (causal load
+// balancing) and passes K/V around the ring: CP steps of s/CP queries x s/CP keys each.
+int32_t attention_core_forward(Context& ctx, int32_t layer, int32_t x) {
+  const Dims& d = ctx.dims;
+  const int64_t sq = d.s / d.cp;
+  if (ctx.cp == 1) return attention_op(ctx, OpKind::Attention, sq, d.s, -1, {x});
+  const double bytes = cp_kv_bytes(ctx);
+  const bool rc = ctx.em.cursor.recompute;
+  int32_t kv = x, out = x;
+  for (int64_t step = 0; step < ctx.cp; ++step) {
+    int32_t next = -1;
+    if (step + 1 < ctx.cp) {
+      const int64_t tag = make_tag(TagPurpose::CpForward, rc, layer, ctx.em.cursor.microbatch, step);
+      const int32_t s = ctx.em.send(ParallelGroup::Cp, StreamKind::CpComm, "cp-kv", ctx.cp_next, tag, bytes, {kv});
+      ctx.em.program().instructions[static_cast<size_t>(s)].step = static_cast<int16_t>(step);
+      next = ctx.em.recv(ParallelGroup::Cp, StreamKind::CpComm, "cp-kv", ctx.cp_prev, tag, bytes);
+      ctx.em.program().instructions[static_cast<size_t>(next)].step = static_cast<int16_t>(step);
+    }
+    out = attention_op(ctx, OpKind::Attention, sq, sq, static_cast<int16_t>(step), {kv, x});
+    kv = next;
+  }
+  return out;
+}
+
+// Backward of the core: the ring passes K/V with the accumulating dK/dV, then returns dK/dV.
+int32_t attention_core_backward(Context& ctx, int32_t layer, int32_t dy) {
+  const Dims& d = ctx.dims;
+  const int64_t sq = d.s / d.cp;
+  if (ctx.cp == 1) return attention_op(ctx, OpKind::AttentionGrad, sq, d.s, -1, {dy});
+  const double kv = cp_kv_bytes(ctx);
+  const int32_t mb = ctx.em.cursor.microbatch;
+  int32_t have = dy, out = dy;
+  for (int64_t step = 0; step < ctx.cp; ++step) {
+    const bool last = step + 1 == ctx.cp;
+    out = attention_op(ctx, OpKind::AttentionGrad, sq, sq, static_cast<int16_t>(step), {have, dy});
+    // After each step the block moves on: K/V + dK/dV, the last time dK/dV back to its owner.
+    const int64_t tag = make_tag(TagPurpose::CpBackward, false, layer, mb, step);
+    const double bytes = last ? kv : 2.0 * kv;
+    const char* label = last ? "cp-dkv" : "cp-kv-dkv";
+    const int32_t s = ctx.em.send(ParallelGroup::Cp, StreamKind::CpComm, label, ctx.cp_next, tag, bytes, {out});
+    ctx.em.program().instructions[static_cast<size_t>(s)].step = static_cast<int16_t>(step);
+    have = ctx.em.recv(ParallelGroup::Cp, StreamKind::CpComm, label, ctx.cp_prev, tag, bytes);
+    ctx.em.program().instructions[static_cast<size_t>(have)].step = static_cast<int16_t>(step);
+  }
+  return have;
+}
+
+// ---- attention block ------------------------------------------------------------------------
+
+namespace {
+
+int32_t rope(Context& ctx, OpKind kind, int64_t heads, int64_t rot_dim, Deps deps) {
+  const Dims& d = ctx.dims;
+  if (!d.rope) return -1;
+  const double bytes = 2.0 * double(d.n) * double(heads) * double(rot_dim) * e_of(ctx);
+  return ctx.em.op(kind, "rope", d.n, heads * rot_dim, bytes, deps);
+}
+
+// MLA projections: down projections (TP-replicated) on the [n/r, h] shard, their norms, one
+// all-gather of the latents with SP, then the column-parallel up projections on n rows.
+int32_t mla_projections_forward(Context& ctx, int32_t x) {
+  const Dims& d = ctx.dims;
+  const int64_t rows = d.sp_rows();
+  int32_t q = x, hidden = x;
+  int64_t latent = d.kv_lora + d.d_rope;
+  if (d.q_lora > 0) {
+    q = ctx.em.gemm(OpKind::Gemm, "q-down", rows, d.q_lora, d.h, 1, {x});
+    q = norm(ctx, "q-norm", rows, d.q_lora, {q});
+    latent += d.q_lora;
+  } else {
+    hidden = tp_gather_input(ctx, "q-ag", d.h, x);
+  }
+  int32_t kv = ctx.em.gemm(OpKind::Gemm, "kv-down", rows, d.kv_lora + d.d_rope, d.h, 1, {x});
+  kv = norm(ctx, "kv-norm", rows, d.kv_lora, {kv});
+  const int32_t gathered = tp_gather_input(ctx, "mla-ag", latent, kv);
+  const int64_t q_cols = d.heads * (d.d_nope + d.d_rope);
+  if (d.q_lora > 0) q = ctx.em.gemm(OpKind::Gemm, "q-up", d.n, q_cols, d.q_lora, 1, {gathered, q});
+  else q = ctx.em.gemm(OpKind::Gemm, "q", d.n, q_cols, d.h, 1, {hidden});
+  kv = ctx.em.gemm(OpKind::Gemm, "kv-up", d.n, d.heads * (d.d_nope + d.d_v), d.kv_lora, 1, {gathered, q});
+  const int32_t r = rope(ctx, OpKind::Rope, d.heads + 1, d.d_rope, {kv});
+  return r >= 0 ? r : kv;
+}
+
+int32_t mla_projections_backward(Context& ctx, int32_t layer, int32_t dqkv) {
+  const Dims& d = ctx.dims;
+  const int64_t rows = d.sp_rows();
+  const int32_t r = rope(ctx, OpKind::RopeGrad, d.heads + 1, d.d_rope, {dqkv});
+  const int32_t g = r >= 0 ? r : dqkv;
+  const int64_t kv_cols = d.heads * (d.d_nope + d.d_v), q_cols = d.heads * (d.d_nope + d.d_rope);
+  int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, "kv-up", d.n, kv_cols, d.kv_lora, 1, {g});
+  weight_grad(ctx, "kv-up", d.n, kv_cols, d.kv_lora, layer, ParamSlot::KvUp, {g});
+  int64_t latent = d.kv_lora + d.d_rope;
+  int32_t dhidden = -1;
+  if (d.q_lora > 0) {
+    dx = ctx.em.gemm(OpKind::GemmGradInput, "q-up", d.n, q_cols, d.q_lora, 1, {g});
+    weight_grad(ctx, "q-up", d.n, q_cols, d.q_lora, layer, ParamSlot::QUp, {g});
+    latent += d.q_lora;
+  } else {
+    const int32_t ag = tp_gather_input(ctx, "q-wgrad-ag", d.h, g);
+    dhidden = ctx.em.gemm(OpKind::GemmGradInput, "q", d.n, q_cols, d.h, 1, {g});
+    weight_grad(ctx, "q", d.n, q_cols, d.h, layer, ParamSlot::QUp, {ag});
+    dhidden = tp_reduce_input_grad(ctx, "q-grad-rs", "q-grad-ar", d.h, dhidden);
+  }
+  // Latent gradients are partial sums over TP (each rank holds a slice of the up projections).
+  const int32_t dl = tp_reduce_input_grad(ctx, "mla-grad-rs", "mla-grad-ar", latent, dx);
+  int32_t dkv = norm_grad(ctx, "kv-norm", rows, d.kv_lora, layer, ParamSlot::KvNorm, {dl});
+  const int32_t down = ctx.em.gemm(OpKind::GemmGradInput, "kv-down", rows, d.kv_lora + d.d_rope, d.h, 1, {dkv});
+  weight_grad(ctx, "kv-down", rows, d.kv_lora + d.d_rope, d.h, layer, ParamSlot::KvDown, {dkv});
+  int32_t out = down;
+  if (d.q_lora > 0) {
+    const int32_t dq = norm_grad(ctx, "q-norm", rows, d.q_lora, layer, ParamSlot::QNorm, {dl});
+    out = ctx.em.gemm(OpKind::GemmGradInput, "q-down", rows, d.q_lora, d.h, 1, {dq});
+    weight_grad(ctx, "q-down", rows, d.q_lora, d.h, layer, ParamSlot::QDown, {dq});
+  }
+  return ctx.em.op(OpKind::Elementwise, "mla-grad-add", rows, d.h, 3.0 * double(rows) * double(d.h) * e_of(ctx),
+                   {out, dhidden});
+}
+
+int32_t qkv_forward(Context& ctx, int32_t x) {
+  const Dims& d = ctx.dims;
+  const int32_t in = tp_gather_input(ctx, "qkv-ag", d.h, x);
+  const int64_t cols = (d.heads + 2 * d.kv_heads) * d.d;
+  const int32_t qkv = ctx.em.gemm(OpKind::Gemm, "qkv", d.n, cols, d.h, 1, {in});
+  const int32_t r = rope(ctx, OpKind::Rope, d.heads + d.kv_heads, d.d, {qkv});
+  return r >= 0 ? r : qkv;
+}
+
+int32_t qkv_backward(Context& ctx, int32_t layer, int32_t dqkv) {
+  const Dims& d = ctx.dims;
+  const int32_t r = rope(ctx, OpKind::RopeGrad, d.heads + d.kv_heads, d.d, {dqkv});
+  const int32_t g = r >= 0 ? r : dqkv;
+  const int64_t cols = (d.heads + 2 * d.kv_heads) * d.d;
+  const int32_t ag = tp_gather_input(ctx, "qkv-wgrad-ag", d.h, g);
+  const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, "qkv", d.n, cols, d.h, 1, {g});
+  weight_grad(ctx, "qkv", d.n, cols, d.h, layer, ParamSlot::Qkv, {ag});
+  return tp_reduce_input_grad(ctx, "qkv-grad-rs", "qkv-grad-ar", d.h, dx);
+}
+
+int32_t attention_block_forward(Context& ctx, int32_t layer, int32_t x) {
+  const Dims& d = ctx.dims;
+  const int32_t gate = ctx.em.take_param_gate(layer);
+  const int32_t normed = norm(ctx, "input-norm", d.sp_rows(), d.h, {x, gate});
+  const int32_t qkv = d.mla ? mla_projections_forward(ctx, normed) : qkv_forward(ctx, normed);
+  const int32_t core = attention_core_forward(ctx, layer, qkv);
+  const int32_t proj = ctx.em.gemm(OpKind::Gemm, "proj", d.n, d.h, d.heads * d.v_head_dim(), 1, {core});
+  const int32_t out = tp_reduce_output(ctx, "proj-rs", "proj-ar", proj);
+  return residual(ctx, "attn-residual", {out});
+}
+
+int32_t attention_block_backward(Context& ctx, int32_t layer, int32_t dy, const LayerOptions& options) {
+  const Dims& d = ctx.dims;
+  const int32_t ddrop = residual(ctx, "attn-residual", {dy});
+  const int32_t g = tp_gather_output_grad(ctx, "proj-grad-ag", ddrop);
+  const int64_t k = d.heads * d.v_head_dim();
+  const int32_t dcore = ctx.em.gemm(OpKind::GemmGradInput, "proj", d.n, d.h, k, 1, {g});
+  weight_grad(ctx, "proj", d.n, d.h, k, layer, ParamSlot::Proj, {g});
+  if (options.selective_recompute) {
+    ctx.em.cursor.recompute = true;
+    attention_core_forward(ctx, layer, -1);
+    ctx.em.cursor.recompute = false;
+  }
+  const int32_t dqkv = attention_core_backward(ctx, layer, dcore);
+  const int32_t dx = d.mla ? mla_projections_backward(ctx, layer, dqkv) : qkv_backward(ctx, layer, dqkv);
+  const int32_t dn = norm_grad(ctx, "input-norm", d.sp_rows(), d.h, layer, ParamSlot::InputNorm, {dx});
+  return ctx.em.op(OpKind::Elementwise, "residual-grad", d.sp_rows(), d.h,
+                   3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {dn, dy});
+}
+
+}  // namespace
+
+// ---- MLP ---------------------------------------------------------------------------------
+
+int32_t mlp_core_forward(Context& ctx, const MlpNames& names, int64_t ffn, int32_t x) {
+  const Dims& d = ctx.dims;
+  const int32_t in = tp_gather_input(ctx, names.fc1_ag, d.h, x);
+  const int64_t f_local = ffn / d.t;
+  const int32_t fc1 = ctx.em.gemm(OpKind::Gemm, names.fc1, d.n, d.mlp_fc1_cols(f_local), d.h, 1, {in});
+  const double act_bytes = double(d.n) * double(f_local) * e_of(ctx) * (d.gated ? 3.0 : 2.0);
+  const int32_t act = ctx.em.op(OpKind::Activation, names.act, d.n, f_local, act_bytes, {fc1});
+  const int32_t fc2 = ctx.em.gemm(OpKind::Gemm, names.fc2, d.n, d.h, f_local, 1, {act});
+  return tp_reduce_output(ctx, names.fc2_rs, names.fc2_ar, fc2);
+}
+
+int32_t mlp_core_backward(Context& ctx, const MlpNames& names, int64_t ffn, int32_t layer, int32_t dy) {
+  const Dims& d = ctx.dims;
+  const int64_t f_local = ffn / d.t;
+  const int32_t g = tp_gather_output_grad(ctx, names.fc2_grad_ag, dy);
+  const int32_t dact = ctx.em.gemm(OpKind::GemmGradInput, names.fc2, d.n, d.h, f_local, 1, {g});
+  weight_grad(ctx, names.fc2, d.n, d.h, f_local, layer, names.fc2_slot, {g});
+  const double act_bytes = double(d.n) * double(f_local) * e_of(ctx) * (d.gated ? 5.0 : 3.0);
+  const int32_t dfc1 = ctx.em.op(OpKind::ActivationGrad, names.act, d.n, f_local, act_bytes, {dact});
+  const int64_t cols = d.mlp_fc1_cols(f_local);
+  const int32_t ag = tp_gather_input(ctx, names.fc1_wgrad_ag, d.h, dfc1);
+  const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, names.fc1, d.n, cols, d.h, 1, {dfc1});
+  weight_grad(ctx, names.fc1, d.n, cols, d.h, layer, names.fc1_slot, {ag});
+  return tp_reduce_input_grad(ctx, names.fc1_grad_rs, names.fc1_grad_ar, d.h, dx);
+}
+
+namespace {
+
+const MlpNames kDenseMlp{"fc1-ag", "fc1", "act", "fc2", "fc2-rs", "fc2-ar", "fc2-grad-ag", "fc1-wgrad-ag",
+                         "fc1-grad-rs", "fc1-grad-ar", ParamSlot::Fc1, ParamSlot::Fc2};
+
+int32_t mlp_block_forward(Context& ctx, bool moe, int32_t x) {
+  const Dims& d = ctx.dims;
+  const int32_t normed = norm(ctx, "pre-mlp-norm", d.sp_rows(), d.h, {x});
+  const int32_t out = moe ? moe_forward(ctx, normed) : mlp_core_forward(ctx, kDenseMlp, d.f, normed);
+  return residual(ctx, "mlp-residual", {out});
+}
+
+int32_t mlp_block_backward(Context& ctx, int32_t layer, bool moe, int32_t dy) {
+  const Dims& d = ctx.dims;
+  const int32_t ddrop = residual(ctx, "mlp-residual", {dy});
+  const int32_t dx = moe ? moe_backward(ctx, layer, ddrop) : mlp_core_backward(ctx, kDenseMlp, d.f, layer, ddrop);
+  const int32_t dn = norm_grad(ctx, "pre-mlp-norm", d.sp_rows(), d.h, layer, ParamSlot::PreMlpNorm, {dx});
+  return ctx.em.op(OpKind::Elementwise, "residual-grad", d.sp_rows(), d.h,
+                   3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {dn, dy});
+}
+
+}  // namespace
+
+int32_t layer_forward(Context& ctx, int32_t layer, bool moe, int32_t x) {
+  const int32_t saved_layer = ctx.em.cursor.layer;
+  ctx.em.cursor.layer = layer;
+  const int32_t a = attention_block_forward(ctx, layer, x);
+  const int32_t out = mlp_block_forward(ctx, moe, a);
+  ctx.em.cursor.layer = saved_layer;
+  return out;
+}
+
+int32_t layer_backward(Context& ctx, int32_t layer, bool moe, int32_t dy, const LayerOptions& options) {
+  const int32_t saved_layer = ctx.em.cursor.layer;
+  ctx.em.cursor.layer = layer;
+  const int32_t m = mlp_block_backward(ctx, layer, moe, dy);
+  const int32_t out = attention_block_backward(ctx, layer, m, options);
+  ctx.em.cursor.layer = saved_layer;
+  return out;
+}
+
+}  // namespace tandem::lower

@@ -1,0 +1,197 @@
+// Gradient reduction, optimizer step and parameter all-gathers (Megatron-Core's
+// finish_grad_sync / finalize_model_grads / DistributedOptimizer.step):
+//
+//   per chunk, per bucket (backward order): all-reduce, or reduce-scatter with the distributed
+//     optimizer, of the bucket's gradients over the DP-with-CP group (dense) or the expert-DP
+//     group (routed experts); with --overlap-grad-reduce issued on the DpComm stream as soon as
+//     the chunk's last backward produced the bucket's gradients, otherwise after the last backward.
+//   a stage held by two ranks (DualPipe) first exchanges its gradients with the other copy.
+//   with sequence parallelism, an all-reduce over TP of the TP-replicated gradients (norms,
+//     row-parallel biases, router, MLA down projections).
+//   tied embeddings (or MTP) with the first and last stages on different ranks: all-reduce of the
+//     word-embedding gradient over the embedding group.
+//   grad norm: a scalar all-reduce over the model-parallel group (and over DP-with-CP with the
+//     distributed optimizer, where each rank holds a shard), then the optimizer step on the local
+//     shard, then (distributed optimizer) all-gathers of the updated parameters per bucket — or,
+//     with --overlap-param-gather, before the forward of the bucket's layers (modelled at the start
+//     of this iteration's first forward of the chunk).
+#include <algorithm>
+#include <cmath>
+
+#include "core/check.h"
+#include "program/lower_context.h"
+
+namespace tandem::lower {
+namespace {
+
+int32_t producer_of(const Context& ctx, const Bucket& bucket) {
+  int32_t last = -1;
+  for (int64_t key : bucket.keys) {
+    auto it = ctx.em.grad_producer.find(key);
+    TANDEM_CHECK_MSG(it != ctx.em.grad_producer.end(), "no gradient produced for parameter key " << key);
+    last = std::max(last, it->second);
+  }
+  return last;
+}
+
+ParallelGroup dp_group(bool expert) { return expert ? ParallelGroup::ExpertDp : ParallelGroup::DpCp; }
+int64_t dp_size(const Context& ctx, bool expert) { return expert ? ctx.edp : ctx.dp_cp; }
+
+bool holds_stage(const Context& ctx, int stage) {
+  for (int c = 0; c < ctx.schedule.num_chunks(); ++c)
+    if (ctx.schedule.stage_of(ctx.pipeline_rank, c) == stage) return true;
+  return false;
+}
+
+// Sends this chunk's gradients to the other holder of its stage and adds the ones received.
+int32_t mirror_exchange(Context& ctx, int chunk, const std::vector<Bucket>& buckets, int32_t after) {
+  const int other = mirror_pipeline_rank(ctx, chunk);
+  if (other < 0) return -1;
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  double elements = 0;
+  int32_t last = -1;
+  for (const Bucket& b : buckets) {
+    elements += b.elements;
+    last = std::max(last, producer_of(ctx, b));
+  }
+  const int stage = ctx.schedule.stage_of(ctx.pipeline_rank, chunk);
+  const int64_t tag = make_tag(TagPurpose::MirrorGrad, false, stage, -1, 0);
+  const int64_t peer = pipeline_peer(ctx, other);
+  const double bytes = elements * bpp.gradients;
+  ctx.em.send(ParallelGroup::Pp, StreamKind::PpSend, "mirror-grad", peer, tag, bytes, {last, after});
+  const int32_t got = ctx.em.recv(ParallelGroup::Pp, StreamKind::PpRecv, "mirror-grad", peer, tag, bytes, {after});
+  return ctx.em.op(OpKind::Elementwise, "mirror-grad-add", static_cast<int64_t>(std::llround(elements)), 1,
+                   3.0 * bytes, {got, last, after});
+}
+
+double shard_parameters(const Context& ctx) {
+  const bool dist = ctx.job.parallel.use_distributed_optimizer;
+  double shard = 0;
+  for (int c = 0; c < ctx.schedule.num_chunks(); ++c)
+    for (const ParamTensor& t : chunk_tensors(ctx, c))
+      shard += t.elements / (dist ? double(dp_size(ctx, t.expert)) : 1.0);
+  return shard;
+}
+
+}  // namespace
+
+int mirror_pipeline_rank(const Context& ctx, int chunk) {
+  const int stage = ctx.schedule.stage_of(ctx.pipeline_rank, chunk);
+  for (const auto& path : ctx.schedule.layout.paths) {
+    const StageLocation loc = path[static_cast<size_t>(stage)];
+    if (loc.rank != ctx.pipeline_rank) return loc.rank;
+  }
+  return -1;
+}
+
+void param_gather_before_forward(Context& ctx, int chunk) {
+  const auto& par = ctx.job.parallel;
+  if (!par.use_distributed_optimizer || !par.overlap_param_gather) return;
+  const Cursor saved = ctx.em.cursor;
+  ctx.em.cursor = Cursor{};
+  ctx.em.cursor.chunk = static_cast<int16_t>(chunk);
+  ctx.em.cursor.phase = Phase::ParamSync;
+  const std::vector<ParamTensor> tensors = chunk_tensors(ctx, chunk);
+  const std::vector<Bucket> buckets = chunk_buckets(ctx, chunk);
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  for (size_t i = buckets.size(); i-- > 0;) {   // forward order: the last bucket first
+    const Bucket& b = buckets[i];
+    if (dp_size(ctx, b.expert) == 1) continue;
+    const int32_t ag = ctx.em.collective(OpKind::AllGather, dp_group(b.expert), StreamKind::DpComm,
+                                         b.expert ? "edp-param-ag" : "dp-param-ag", b.elements * bpp.weights);
+    ctx.em.program().instructions[static_cast<size_t>(ag)].step = static_cast<int16_t>(i);
+    for (const ParamTensor& t : tensors) {
+      if (std::find(b.keys.begin(), b.keys.end(), t.key) == b.keys.end()) continue;
+      int32_t& gate = ctx.em.param_gate[t.gate];
+      gate = std::max(gate, ag);
+    }
+  }
+  ctx.em.cursor = saved;
+}
+
+void reduce_chunk_grads(Context& ctx, int chunk, int32_t after) {
+  const Cursor saved = ctx.em.cursor;
+  ctx.em.cursor = Cursor{};
+  ctx.em.cursor.chunk = static_cast<int16_t>(chunk);
+  ctx.em.cursor.phase = Phase::GradSync;
+  const std::vector<Bucket> buckets = chunk_buckets(ctx, chunk);
+  const int32_t mirror = mirror_exchange(ctx, chunk, buckets, after);
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const OpKind kind = ctx.job.parallel.use_distributed_optimizer ? OpKind::ReduceScatter : OpKind::AllReduce;
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    const Bucket& b = buckets[i];
+    if (dp_size(ctx, b.expert) == 1) continue;
+    const int32_t c = ctx.em.collective(kind, dp_group(b.expert), StreamKind::DpComm, b.expert ? "edp-grad" : "dp-grad",
+                                        b.elements * bpp.gradients, {producer_of(ctx, b), after, mirror});
+    ctx.em.program().instructions[static_cast<size_t>(c)].step = static_cast<int16_t>(i);
+    ctx.last_grad_sync = c;
+  }
+  if (ctx.last_grad_sync < 0 && mirror >= 0) ctx.last_grad_sync = mirror;
+  ctx.em.cursor = saved;
+}
+
+namespace {
+
+// All-reduces of finalize_model_grads after the DP reduction; returns the last one (or -1).
+int32_t finalize_grads(Context& ctx, int32_t last_compute) {
+  const Dims& d = ctx.dims;
+  const BytesPerParameter bpp = bytes_per_parameter(d.dtype);
+  int32_t sp_norms = -1, embedding = -1;
+  if (d.sp && ctx.tp > 1) {
+    double replicated = 0;
+    for (int c = 0; c < ctx.schedule.num_chunks(); ++c)
+      for (const ParamTensor& t : chunk_tensors(ctx, c))
+        if (t.tp_replicated) replicated += t.elements;
+    sp_norms = ctx.em.collective(OpKind::AllReduce, ParallelGroup::Tp, StreamKind::TpComm, "sp-norm-grad",
+                                 replicated * bpp.gradients, {ctx.last_grad_sync, last_compute});
+  }
+  const int last = ctx.schedule.num_stages() - 1;
+  const bool first_here = holds_stage(ctx, 0), last_here = holds_stage(ctx, last);
+  const auto group = ctx.grid.find_group(ctx.rank, ParallelGroup::Embedding);
+  if ((d.tied || d.mtp_layers > 0) && first_here != last_here && group && group->ranks.size() > 1) {
+    const double word = double(d.vocab) * double(d.h) / double(d.t);
+    embedding = ctx.em.collective(OpKind::AllReduce, ParallelGroup::Embedding, StreamKind::DpComm, "embedding-grad",
+                                  word * bpp.gradients, {ctx.last_grad_sync, last_compute});
+  }
+  return std::max({sp_norms, embedding, ctx.last_grad_sync});
+}
+
+}  // namespace
+
+void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t last_compute) {
+  for (int c = 0; c < ctx.schedule.num_chunks(); ++c)
+    if (!reduced[static_cast<size_t>(c)]) reduce_chunk_grads(ctx, c, last_compute);
+  ctx.em.cursor = Cursor{};
+  ctx.em.cursor.phase = Phase::GradSync;
+  const int32_t synced = finalize_grads(ctx, last_compute);
+  const auto& par = ctx.job.parallel;
+  ctx.em.cursor.phase = Phase::Optimizer;
+  int32_t norm = -1;
+  if (ctx.grid.group_size(ParallelGroup::ModelParallel) > 1)
+    norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::ModelParallel, StreamKind::DpComm, "grad-norm", 4.0,
+                             {synced, ctx.last_grad_sync, last_compute});
+  if (par.use_distributed_optimizer && ctx.dp_cp > 1)
+    norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::DpCp, StreamKind::DpComm, "grad-norm", 4.0,
+                             {synced, ctx.last_grad_sync, last_compute});
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const double shard = shard_parameters(ctx);
+  // HBM traffic: read the gradient and the optimizer state, write the state and the parameter.
+  const int32_t step = ctx.em.op(OpKind::OptimizerStep, "adam", static_cast<int64_t>(std::llround(shard)), 1,
+                                 shard * (bpp.gradients + 2.0 * bpp.optimizer + bpp.weights),
+                                 {norm, synced, ctx.last_grad_sync});
+  if (!par.use_distributed_optimizer || par.overlap_param_gather) return;
+  ctx.em.cursor.phase = Phase::ParamSync;
+  for (int c = 0; c < ctx.schedule.num_chunks(); ++c) {
+    ctx.em.cursor.chunk = static_cast<int16_t>(c);
+    const std::vector<Bucket> buckets = chunk_buckets(ctx, c);
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      const Bucket& b = buckets[i];
+      if (dp_size(ctx, b.expert) == 1) continue;
+      const int32_t ag = ctx.em.collective(OpKind::AllGather, dp_group(b.expert), StreamKind::DpComm,
+                                           b.expert ? "edp-param-ag" : "dp-param-ag", b.elements * bpp.weights, {step});
+      ctx.em.program().instructions[static_cast<size_t>(ag)].step = static_cast<int16_t>(i);
+    }
+  }
+}
+
+}  // namespace tandem::lower
