@@ -10,6 +10,7 @@
 //   lower_pipeline.cpp  the walk over the schedule's actions: recompute, deferral, PP messages,
 //                       saved-activation buffers
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <unordered_map>
@@ -136,6 +137,9 @@ class Emitter {
 
   // Last instruction that produced the gradient of each parameter tensor (param_key -> index).
   std::unordered_map<int64_t, int32_t> grad_producer;
+  // Records `index` as a producer of `key`'s gradient and tells on_produced.
+  void produced(int64_t key, int32_t index);
+  std::function<void(int64_t key, int32_t index)> on_produced;
   // Instruction that must finish before a layer's parameters are used (overlapped param
   // all-gather), keyed by layer key; consumed by the first use.
   std::unordered_map<int32_t, int32_t> param_gate;
@@ -249,6 +253,28 @@ int mirror_pipeline_rank(const Context& ctx, int chunk);
 void param_gather_before_forward(Context& ctx, int chunk);
 // Gradient reduction of one chunk's buckets (deps on the gradients' producers and on `after`).
 void reduce_chunk_grads(Context& ctx, int chunk, int32_t after = -1);
+
+// --overlap-grad-reduce: issues a chunk's bucket reductions during its last weight-gradient
+// action, each right after the instruction that produces the bucket's last gradient (Megatron's
+// register_grad_ready). Chunks whose stage has a mirrored copy reduce after the action instead.
+class BucketTracker {
+ public:
+  // Starts tracking `chunk`; false (and nothing tracked) when it cannot be done inline.
+  bool begin(Context& ctx, int chunk);
+  // Emits the buckets still pending (gradients produced outside the action) and stops.
+  void end();
+
+ private:
+  void on_produced(int64_t key, int32_t index);
+  void emit(size_t bucket);
+  Context* ctx_ = nullptr;
+  int chunk_ = 0;
+  std::vector<Bucket> buckets_;
+  std::vector<int> pending_;                                   // [bucket] keys still to produce
+  std::vector<bool> done_;                                     // [bucket]
+  std::unordered_map<int64_t, int> remaining_;                 // key -> producers still expected
+  std::unordered_map<int64_t, std::vector<size_t>> buckets_of_;   // key -> buckets holding it
+};
 // Everything after the last backward: remaining reductions, embedding and SP-norm all-reduces,
 // grad norm, optimizer step, param all-gathers. `reduced[c]` tells which chunks were reduced.
 void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t last_compute);

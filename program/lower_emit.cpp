@@ -154,8 +154,8 @@ int32_t Emitter::weight_grad(Instruction ins, int64_t key, Deps deps, int64_t ex
     return -1;
   }
   const int32_t index = add(std::move(ins), deps);
-  grad_producer[key] = index;
-  if (extra_key >= 0) grad_producer[extra_key] = index;
+  produced(key, index);
+  if (extra_key >= 0) produced(extra_key, index);
   return index;
 }
 
@@ -217,6 +217,11 @@ int32_t Emitter::free(int32_t buffer, Deps deps) {
   ins.buffer = buffer;
   ins.bytes = program_.buffers[static_cast<size_t>(buffer)].bytes;
   return add(std::move(ins), deps);
+}
+
+void Emitter::produced(int64_t key, int32_t index) {
+  grad_producer[key] = index;
+  if (on_produced) on_produced(key, index);
 }
 
 int32_t Emitter::take_param_gate(int32_t layer_key) {

@@ -88,7 +88,7 @@ int32_t logits_backward(Context& ctx, int32_t norm_layer, ParamSlot norm_slot) {
   const int32_t red = tp_reduce_input_grad(ctx, "output-grad-rs", "output-grad-ar", d.h, dx);
   const int32_t ng = ctx.em.op(OpKind::NormGrad, "final-norm", d.sp_rows(), d.h,
                                3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {red});
-  ctx.em.grad_producer[param_key(norm_layer, norm_slot)] = ng;
+  ctx.em.produced(param_key(norm_layer, norm_slot), ng);
   return ng;
 }
 
@@ -143,7 +143,7 @@ int32_t mtp_backward(Context& ctx, int32_t layer) {
   const double nb = 3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx);
   const int32_t hn = ctx.em.op(OpKind::NormGrad, "mtp-hnorm", d.sp_rows(), d.h, nb, {red});
   const int32_t en = ctx.em.op(OpKind::NormGrad, "mtp-enorm", d.sp_rows(), d.h, nb, {red});
-  ctx.em.grad_producer[param_key(layer, ParamSlot::MtpNorms)] = en;
+  ctx.em.produced(param_key(layer, ParamSlot::MtpNorms), en);
   lookup_backward(ctx, "mtp-embedding", en, false);
   return hn;
 }

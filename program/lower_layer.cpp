@@ -27,7 +27,7 @@ int32_t norm(Context& ctx, const char* label, int64_t rows, int64_t cols, Deps d
 int32_t norm_grad(Context& ctx, const char* label, int64_t rows, int64_t cols, int32_t layer, ParamSlot slot,
                   Deps deps) {
   const int32_t i = ctx.em.op(OpKind::NormGrad, label, rows, cols, 3.0 * double(rows) * double(cols) * e_of(ctx), deps);
-  ctx.em.grad_producer[param_key(layer, slot)] = i;
+  ctx.em.produced(param_key(layer, slot), i);
   return i;
 }
 

@@ -13,8 +13,9 @@
 //   Send/Recv actions      [n/t, h] (SP shard, or Megatron's scatter/gather slice without SP,
 //                          whose receiver all-gathers [n, h] over TP); n = s/CP * b; tags name
 //                          (kind, microbatch, sending stage).
-//   After a chunk's last weight gradient (--overlap-grad-reduce) or after the last backward:
-//   gradient reduction (lower_sync.cpp), then the optimizer.
+//   Gradient reduction (lower_sync.cpp): with --overlap-grad-reduce during a chunk's last weight-
+//   gradient action, each bucket right after its last gradient; otherwise after the last
+//   backward. Then the optimizer.
 // DualPipe's fused F&B pairs run one after the other (no intra-pair overlap is modelled).
 #include <algorithm>
 
@@ -127,6 +128,7 @@ class PipelineWalk {
   void backward_layer(const Action& a, const RecomputePlan& plan, int position, int32_t& dy);
   void weight_grads(const Action& a, int index);
   void release(MicrobatchState& st, int32_t buffer, bool deferred);
+  void before_grads(const Action& a, int index);
   void after_grads(const Action& a, int index);
   void send(const Action& a);
   void recv(const Action& a);
@@ -140,6 +142,8 @@ class PipelineWalk {
   std::vector<std::vector<MicrobatchState>> state_;
   std::vector<bool> forwarded_, reduced_;
   std::vector<int> final_grad_;
+  BucketTracker tracker_;
+  bool tracking_ = false;
 };
 
 void PipelineWalk::forward(const Action& a) {
@@ -217,6 +221,7 @@ void PipelineWalk::backward(const Action& a, int index) {
   set_cursor(a, Phase::Backward);
   MicrobatchState& st = state(a);
   ctx_.em.defer_to = a.weight_deferred ? &st.deferred : nullptr;
+  if (!a.weight_deferred) before_grads(a, index);
   const LayerRange range = layers_of(a);
   const RecomputePlan plan = recompute_plan(ctx_.job.training, range.size());
   int32_t dy = st.grad_input;
@@ -237,11 +242,12 @@ void PipelineWalk::backward(const Action& a, int index) {
 void PipelineWalk::weight_grads(const Action& a, int index) {
   set_cursor(a, Phase::WeightGrad);
   MicrobatchState& st = state(a);
+  before_grads(a, index);
   for (DeferredGrad& d : st.deferred) {
     ctx_.em.cursor.layer = d.ins.layer;
     const int32_t i = ctx_.em.add(std::move(d.ins));
-    ctx_.em.grad_producer[d.key] = i;
-    if (d.extra_key >= 0) ctx_.em.grad_producer[d.extra_key] = i;
+    ctx_.em.produced(d.key, i);
+    if (d.extra_key >= 0) ctx_.em.produced(d.extra_key, i);
   }
   ctx_.em.cursor.layer = -1;
   st.deferred.clear();
@@ -250,10 +256,18 @@ void PipelineWalk::weight_grads(const Action& a, int index) {
   after_grads(a, index);
 }
 
+void PipelineWalk::before_grads(const Action& a, int index) {
+  const size_t c = static_cast<size_t>(a.chunk);
+  if (!ctx_.job.parallel.overlap_grad_reduce || final_grad_[c] != index) return;
+  tracking_ = tracker_.begin(ctx_, a.chunk);
+}
+
 void PipelineWalk::after_grads(const Action& a, int index) {
   const size_t c = static_cast<size_t>(a.chunk);
   if (!ctx_.job.parallel.overlap_grad_reduce || final_grad_[c] != index) return;
-  reduce_chunk_grads(ctx_, a.chunk);
+  if (tracking_) tracker_.end();
+  else reduce_chunk_grads(ctx_, a.chunk);
+  tracking_ = false;
   reduced_[c] = true;
 }
 

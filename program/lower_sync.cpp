@@ -109,6 +109,38 @@ void param_gather_before_forward(Context& ctx, int chunk) {
   ctx.em.cursor = saved;
 }
 
+namespace {
+
+// All-reduce (or reduce-scatter) of bucket `index` of `chunk`, after its gradients' producers.
+void reduce_bucket(Context& ctx, int chunk, const Bucket& b, size_t index, int32_t after, int32_t mirror) {
+  if (dp_size(ctx, b.expert) == 1) return;
+  const Cursor saved = ctx.em.cursor;
+  ctx.em.cursor = Cursor{};
+  ctx.em.cursor.chunk = static_cast<int16_t>(chunk);
+  ctx.em.cursor.phase = Phase::GradSync;
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const OpKind kind = ctx.job.parallel.use_distributed_optimizer ? OpKind::ReduceScatter : OpKind::AllReduce;
+  const int32_t c = ctx.em.collective(kind, dp_group(b.expert), StreamKind::DpComm, b.expert ? "edp-grad" : "dp-grad",
+                                      b.elements * bpp.gradients, {producer_of(ctx, b), after, mirror});
+  ctx.em.program().instructions[static_cast<size_t>(c)].step = static_cast<int16_t>(index);
+  ctx.last_grad_sync = c;
+  ctx.em.cursor = saved;
+}
+
+// Producers of `key` expected in one backward of its chunk: the word embedding collects the
+// embedding's and the tied output layers' gradients, an MTP module's norms two norm gradients.
+int expected_producers(const Context& ctx, int chunk, ParamSlot slot) {
+  if (slot == ParamSlot::MtpNorms) return 2;
+  if (slot != ParamSlot::WordEmbedding) return 1;
+  const int stage = ctx.schedule.stage_of(ctx.pipeline_rank, chunk);
+  const int64_t tied = ctx.dims.tied ? 1 : 0;
+  int64_t n = stage == 0 ? 1 : 0;
+  if (stage == ctx.schedule.num_stages() - 1) n += tied + ctx.dims.mtp_layers * (tied + 1);
+  return static_cast<int>(std::max<int64_t>(1, n));
+}
+
+}  // namespace
+
 void reduce_chunk_grads(Context& ctx, int chunk, int32_t after) {
   const Cursor saved = ctx.em.cursor;
   ctx.em.cursor = Cursor{};
@@ -116,18 +148,49 @@ void reduce_chunk_grads(Context& ctx, int chunk, int32_t after) {
   ctx.em.cursor.phase = Phase::GradSync;
   const std::vector<Bucket> buckets = chunk_buckets(ctx, chunk);
   const int32_t mirror = mirror_exchange(ctx, chunk, buckets, after);
-  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
-  const OpKind kind = ctx.job.parallel.use_distributed_optimizer ? OpKind::ReduceScatter : OpKind::AllReduce;
-  for (size_t i = 0; i < buckets.size(); ++i) {
-    const Bucket& b = buckets[i];
-    if (dp_size(ctx, b.expert) == 1) continue;
-    const int32_t c = ctx.em.collective(kind, dp_group(b.expert), StreamKind::DpComm, b.expert ? "edp-grad" : "dp-grad",
-                                        b.elements * bpp.gradients, {producer_of(ctx, b), after, mirror});
-    ctx.em.program().instructions[static_cast<size_t>(c)].step = static_cast<int16_t>(i);
-    ctx.last_grad_sync = c;
-  }
-  if (ctx.last_grad_sync < 0 && mirror >= 0) ctx.last_grad_sync = mirror;
+  for (size_t i = 0; i < buckets.size(); ++i) reduce_bucket(ctx, chunk, buckets[i], i, after, mirror);
   ctx.em.cursor = saved;
+}
+
+bool BucketTracker::begin(Context& ctx, int chunk) {
+  if (mirror_pipeline_rank(ctx, chunk) >= 0) return false;
+  ctx_ = &ctx;
+  chunk_ = chunk;
+  buckets_ = chunk_buckets(ctx, chunk);
+  pending_.assign(buckets_.size(), 0);
+  done_.assign(buckets_.size(), false);
+  remaining_.clear();
+  buckets_of_.clear();
+  for (const ParamTensor& t : chunk_tensors(ctx, chunk)) remaining_[t.key] = expected_producers(ctx, chunk, t.slot);
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    for (int64_t key : buckets_[b].keys) {
+      buckets_of_[key].push_back(b);
+      ++pending_[b];
+    }
+  }
+  ctx.em.on_produced = [this](int64_t key, int32_t index) { on_produced(key, index); };
+  return true;
+}
+
+void BucketTracker::on_produced(int64_t key, int32_t index) {
+  (void)index;
+  auto it = remaining_.find(key);
+  if (it == remaining_.end() || it->second == 0 || --it->second > 0) return;
+  for (size_t b : buckets_of_[key])
+    if (--pending_[b] == 0) emit(b);
+}
+
+void BucketTracker::emit(size_t bucket) {
+  if (done_[bucket]) return;
+  done_[bucket] = true;
+  reduce_bucket(*ctx_, chunk_, buckets_[bucket], bucket, -1, -1);
+}
+
+void BucketTracker::end() {
+  if (ctx_ == nullptr) return;
+  ctx_->em.on_produced = nullptr;
+  for (size_t b = 0; b < buckets_.size(); ++b) emit(b);
+  ctx_ = nullptr;
 }
 
 namespace {
@@ -161,6 +224,12 @@ int32_t finalize_grads(Context& ctx, int32_t last_compute) {
 void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t last_compute) {
   for (int c = 0; c < ctx.schedule.num_chunks(); ++c)
     if (!reduced[static_cast<size_t>(c)]) reduce_chunk_grads(ctx, c, last_compute);
+  // The reductions may have added compute (the mirrored copies' gradient sums).
+  for (int32_t i = ctx.em.size() - 1; i > last_compute; --i)
+    if (ctx.em.at(i).stream == StreamKind::Compute) {
+      last_compute = i;
+      break;
+    }
   ctx.em.cursor = Cursor{};
   ctx.em.cursor.phase = Phase::GradSync;
   const int32_t synced = finalize_grads(ctx, last_compute);

@@ -171,6 +171,10 @@ TEST(ProgramDataParallel, BucketsFollowMegatronsRule) {
     for (const RankProgram& p : {l.programs[0], l.programs[2]}) {
       double bytes = 0;
       int buckets = 0;
+      int32_t last_backward = -1;
+      for (size_t i = 0; i < p.instructions.size(); ++i)
+        if (p.instructions[i].phase == Phase::Backward && p.instructions[i].stream == StreamKind::Compute)
+          last_backward = static_cast<int32_t>(i);
       for (size_t i = 0; i < p.instructions.size(); ++i) {
         const Instruction& ins = p.instructions[i];
         if (std::string_view(ins.label) != "dp-grad") continue;
@@ -181,6 +185,15 @@ TEST(ProgramDataParallel, BucketsFollowMegatronsRule) {
         EXPECT_TRUE(producer.kind == OpKind::GemmGradWeight || producer.kind == OpKind::EmbeddingGrad ||
                     producer.kind == OpKind::NormGrad) << op_trace_line(producer);
         EXPECT_EQ(producer.microbatch, 3);   // the last microbatch's backward
+        // Overlapped: issued right after its last gradient, inside the last backward.
+        if (overlap) {
+          EXPECT_EQ(ins.deps[0], static_cast<int32_t>(i) - 1);
+        } else {
+          EXPECT_GT(static_cast<int32_t>(i), last_backward);
+        }
+        if (overlap && p.pipeline_rank == 0 && buckets == 1) {
+          EXPECT_LT(static_cast<int32_t>(i), last_backward);
+        }
       }
       const StageMemory st = memory_per_rank(l.job).stages[static_cast<size_t>(p.pipeline_rank)];
       EXPECT_DOUBLE_EQ(bytes, st.gradients_bytes);
