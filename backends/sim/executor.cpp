@@ -57,13 +57,16 @@ RankPlayer::RankPlayer(Execution& execution, const RankProgram& program, RankOut
   const size_t n = ins_.size();
   done_.assign(n, 0);
   cross_.assign(n, 0);
+  start_.assign(n, 0.0);
   end_.assign(n, 0.0);
+  stream_prev_.assign(n, -1);
   duration_.assign(n, 0.0);
   category_.assign(n, Category::Bubble);
   for (size_t i = 0; i < n; ++i) {
     const Instruction& x = ins_[i];
     const auto s = static_cast<size_t>(x.stream);
     TANDEM_CHECK_MSG(s < kStreams, "rank " << rank_ << " instruction " << i << ": bad stream");
+    if (!streams_[s].empty()) stream_prev_[i] = streams_[s].back();
     streams_[s].push_back(static_cast<int32_t>(i));
     for (int32_t d : x.deps) {
       TANDEM_CHECK_MSG(d >= 0 && static_cast<size_t>(d) < i,
@@ -91,8 +94,7 @@ void RankPlayer::run() {
   }
   if (finished()) {
     out_.finish_s = now_;
-    const double tail = now_ - compute_free_at_;
-    if (tail > 0 && last_finished_ >= 0) charge(last_finished_, tail);
+    if (now_ > compute_free_at_ && last_finished_ >= 0) charge(last_finished_, compute_free_at_, now_);
   }
   // Ghost flows stand for other ranks' traffic: let them run out without moving this rank's finish.
   if (!ghosts_.empty()) sg4::Comm::wait_all(ghosts_);
@@ -133,19 +135,16 @@ void RankPlayer::issue(int s, int32_t i) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
   const auto su = static_cast<size_t>(s);
   if (s == static_cast<int>(StreamKind::Compute)) {
-    const double gap = now_ - compute_free_at_;
-    if (gap > 0) {
+    if (now_ > compute_free_at_) {
       const int32_t b = blocker(i);
-      if (b >= 0) charge(b, gap);
-      else add_to(out_.breakdown, Category::Bubble, gap);
+      if (b >= 0) charge(b, compute_free_at_, now_);
+      else add_to(out_.breakdown, Category::Bubble, now_ - compute_free_at_);
     }
     compute_free_at_ = now_;
     if (is_compute(x.kind)) return issue_compute_run(i);
   }
   ++head_[su];
   if (is_memory(x.kind)) {
-    const int32_t b = blocker(i);
-    if (b >= 0) category_[static_cast<size_t>(i)] = category_[static_cast<size_t>(b)];
     finish_instruction(i, now_, now_);
     ex_.instructions_done(1);
     return;
@@ -193,18 +192,45 @@ void RankPlayer::issue_compute_run(int32_t i) {
   schedule(op, t);
 }
 
-// Attributes `seconds` of compute-stream time to what instruction b stands for. A pipeline
-// receive splits into the transfer itself (pp) and the wait for the sender before it (bubble).
-void RankPlayer::charge(int32_t b, double seconds) {
+// What i waited for before it started: its stream predecessor or dep that finished last.
+int32_t RankPlayer::cause(int32_t i) const {
+  int32_t best = stream_prev_[static_cast<size_t>(i)];
+  for (int32_t d : ins_[static_cast<size_t>(i)].deps)
+    if (best < 0 || end_[static_cast<size_t>(d)] > end_[static_cast<size_t>(best)]) best = d;
+  return best;
+}
+
+// Attributes the compute stream's idle time [from, to] to instruction b, which finished at `to`:
+// b's own duration to what b is, the time before b started to what b waited for, and so on
+// along the chain of causes.
+void RankPlayer::charge(int32_t b, double from, double to) {
+  for (int hops = 0; b >= 0 && to > from && hops < 1000; ++hops) {
+    const double start = start_[static_cast<size_t>(b)];
+    charge_own(b, std::max(from, start), to);
+    if (start <= from) return;
+    const int32_t c = cause(b);
+    if (c < 0) break;
+    const double cause_end = std::min(start, end_[static_cast<size_t>(c)]);
+    charge_own(b, std::max(from, cause_end), start);  // issued late after its cause: b's own
+    to = cause_end;
+    b = c;
+  }
+  if (to > from) add_to(out_.breakdown, Category::Bubble, to - from);
+}
+
+// [from, to] within b's own run time. A pipeline receive splits into the transfer itself (pp)
+// and the wait for the sender before it (bubble).
+void RankPlayer::charge_own(int32_t b, double from, double to) {
+  if (to <= from) return;
   const Category c = category_[static_cast<size_t>(b)];
   auto it = transfer_start_.find(b);
   if (c == Category::Pp && it != transfer_start_.end()) {
-    const double transfer = std::clamp(end_[static_cast<size_t>(b)] - it->second, 0.0, seconds);
-    add_to(out_.breakdown, Category::Pp, transfer);
-    add_to(out_.breakdown, Category::Bubble, seconds - transfer);
+    const double split = std::clamp(it->second, from, to);
+    add_to(out_.breakdown, Category::Bubble, split - from);
+    add_to(out_.breakdown, Category::Pp, to - split);
     return;
   }
-  add_to(out_.breakdown, c, seconds);
+  add_to(out_.breakdown, c, to - from);
 }
 
 void RankPlayer::analytic(int s, int32_t i, double seconds) {
@@ -255,7 +281,7 @@ void RankPlayer::finish_op(int32_t op, double time) {
     const Instruction& x = ins_[static_cast<size_t>(i)];
     if (x.kind == OpKind::Recv) note_recv_done(i);
     finish_instruction(i, o.start, time);
-    if (o.stream == 0 && !is_compute(x.kind)) charge(i, time - o.start);  // communication on the compute stream
+    if (o.stream == 0 && !is_compute(x.kind)) charge(i, o.start, time);  // communication on the compute stream
   } else {
     double t = o.start;
     for (int32_t k = 0; k < o.count; ++k) {
@@ -271,6 +297,7 @@ void RankPlayer::finish_op(int32_t op, double time) {
 void RankPlayer::finish_instruction(int32_t i, double start, double end) {
   const auto iu = static_cast<size_t>(i);
   done_[iu] = 1;
+  start_[iu] = start;
   end_[iu] = end;
   ++completed_;
   if (last_finished_ < 0 || end >= end_[static_cast<size_t>(last_finished_)]) last_finished_ = i;

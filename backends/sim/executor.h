@@ -97,13 +97,7 @@ struct RankOutcome {
   std::vector<InstructionTime> timeline;  // [instruction], when ExecutorOptions::record_timeline
 };
 
-struct ExecutionStats {
-  int64_t instructions = 0;        // over played ranks
-  int64_t network_operations = 0;  // operations played with SimGrid flows
-  int64_t flows = 0;               // SimGrid communications of played ranks
-  int64_t ghost_flows = 0;         // SimGrid communications standing for unplayed ranks
-  int64_t analytic_collectives = 0;
-};
+using ExecutionStats = SimCounts;
 
 struct ExecutionResult {
   std::vector<RankOutcome> ranks;  // one per program, in the order given

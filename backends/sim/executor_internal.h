@@ -145,7 +145,9 @@ class RankPlayer {
   int32_t blocker(int32_t i) const;
   void issue(int stream, int32_t i);
   void issue_compute_run(int32_t i);
-  void charge(int32_t b, double seconds);
+  int32_t cause(int32_t b) const;
+  void charge(int32_t b, double from, double to);
+  void charge_own(int32_t b, double from, double to);
   void schedule(int32_t op, double time);
   int32_t new_op(int32_t first, int32_t count, int stream);
   void finish_op(int32_t op, double time);
@@ -177,9 +179,11 @@ class RankPlayer {
   std::array<bool, kStreams> busy_{};
   std::vector<char> done_;
   std::vector<char> cross_;        // [i] an instruction of another stream depends on i
+  std::vector<double> start_;      // [i] s
   std::vector<double> end_;        // [i] s
+  std::vector<int32_t> stream_prev_;  // [i] previous instruction of i's stream, -1 for the first
   std::vector<double> duration_;   // [i] s, compute instructions of runs
-  std::vector<Category> category_;  // [i] what i stands for when it blocks the compute stream
+  std::vector<Category> category_;  // [i] what i's own duration stands for
   std::unordered_map<int32_t, double> transfer_start_;  // Recv -> s when both sides had posted
   std::unordered_map<int32_t, std::array<int64_t, 2>> recv_key_;  // Recv -> (channel, seq)
   int64_t completed_ = 0;

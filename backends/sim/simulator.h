@@ -42,6 +42,15 @@ struct RankResult {
   int64_t symmetry_class = 0;
 };
 
+// How much the simulation played (for benchmarks and reports; not part of the JSON).
+struct SimCounts {
+  int64_t instructions = 0;          // over played ranks
+  int64_t network_operations = 0;    // operations played with SimGrid flows
+  int64_t flows = 0;                 // SimGrid communications of played ranks
+  int64_t ghost_flows = 0;           // SimGrid communications standing for unplayed ranks
+  int64_t analytic_collectives = 0;  // collectives inside one node, costed without flows
+};
+
 struct SimResult {
   double iteration_time_s = 0;
   double tokens_per_s = 0;
@@ -51,11 +60,13 @@ struct SimResult {
   double hfu = 0;
   double peak_memory_gib = 0;           // max over ranks, from the program's Alloc/Free
   bool oom = false;                     // some rank exceeds the GPU's memory
-  Breakdown breakdown;
+  Breakdown breakdown;                  // of the critical rank
+  int64_t critical_rank = 0;            // the played rank that finishes last (smallest on ties)
   int64_t ranks_played = 0;             // actors simulated
   int64_t symmetry_classes = 0;
   bool symmetry_reduced = false;        // true when not every rank was played
-  double wall_seconds = 0;              // host time the simulation took
+  double wall_seconds = 0;              // host time the simulation took (not in the JSON)
+  SimCounts counts;                     // not in the JSON
   std::vector<RankResult> ranks;        // played ranks
   std::vector<std::string> notes;       // approximations the user should know about
 };
@@ -63,8 +74,11 @@ struct SimResult {
 // UserError for a job the simulator cannot play (e.g. unknown GPU model file).
 SimResult simulate(const Job& job, const SimOptions& options = {});
 
-// JSON fields documented in README: iteration_time_s, tokens_per_s, model_tflops_per_gpu, mfu,
-// hfu, peak_memory_gib, oom, breakdown{...}, ranks_played, symmetry_reduced, notes.
+// JSON fields documented in README: iteration_time_s, tokens_per_s, model_tflops_per_gpu,
+// hardware_tflops_per_gpu, mfu, hfu, peak_memory_gib, oom, breakdown{compute, tp_comm, cp_comm,
+// ep_comm, pp_comm, dp_comm, pipeline_bubble, optimizer}, critical_rank, ranks_played,
+// symmetry_classes, symmetry_reduced, ranks[{rank, busy_s, peak_memory_gib, symmetry_class}],
+// notes. Deterministic: no host time in it, so equal inputs give byte-identical dumps.
 nlohmann::json result_to_json(const SimResult& result);
 
 }  // namespace tandem::sim

@@ -1,0 +1,208 @@
+// simulate(): lowering, platform, executor, and the figures of merit (simulator.h).
+#include "backends/sim/simulator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/sim/compute_model.h"
+#include "backends/sim/executor.h"
+#include "backends/sim/trace_writer.h"
+#include "core/check.h"
+#include "models/accounting.h"
+
+namespace tandem::sim {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Compute times memoised by what the compute model reads (kind, shape, dtype, HBM bytes):
+// programs repeat the same shapes for every layer and microbatch.
+class ComputeTimes {
+ public:
+  explicit ComputeTimes(const ComputeModel& model) : model_(model) {}
+
+  double operator()(const Instruction& x) {
+    Key key{x.m, x.n, x.k, x.batch, 0, static_cast<uint8_t>(x.kind), static_cast<uint8_t>(x.dtype)};
+    std::memcpy(&key.bytes_bits, &x.bytes, sizeof(double));
+    auto [it, fresh] = times_.try_emplace(key, 0.0);
+    if (fresh) it->second = model_.time(x);
+    return it->second;
+  }
+
+ private:
+  struct Key {
+    int64_t m, n, k, batch;
+    uint64_t bytes_bits;
+    uint8_t kind, dtype;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const {
+      uint64_t h = 1469598103934665603ull;
+      for (uint64_t v : {static_cast<uint64_t>(k.m), static_cast<uint64_t>(k.n), static_cast<uint64_t>(k.k),
+                         static_cast<uint64_t>(k.batch), k.bytes_bits, uint64_t{k.kind} << 8 | k.dtype})
+        h = (h ^ v) * 1099511628211ull;
+      return static_cast<size_t>(h);
+    }
+  };
+  const ComputeModel& model_;
+  std::unordered_map<Key, double, KeyHash> times_;
+};
+
+// The dense peak (FLOP/s) MFU and HFU refer to: FP8 when the job trains in FP8, else its
+// parameter dtype (BF16/FP16 tensor cores, or FP32).
+double peak_flops(const Job& job, std::string* which) {
+  const GpuSpec& gpu = job.cluster.gpu;
+  if (job.training.fp8_format != Fp8Format::None && gpu.peak_flops_fp8 > 0) {
+    *which = "dense FP8";
+    return gpu.peak_flops_fp8;
+  }
+  if (job.training.params_dtype == DType::FP32 && gpu.peak_flops_fp32 > 0) {
+    *which = "dense FP32";
+    return gpu.peak_flops_fp32;
+  }
+  *which = "dense BF16/FP16";
+  return gpu.peak_flops_bf16;
+}
+
+std::string fixed(double value, int decimals) {
+  char text[64];
+  std::snprintf(text, sizeof(text), "%.*f", decimals, value);
+  return text;
+}
+
+std::vector<RankProgram> lower_played(const Job& job, const ParallelGrid& grid, const Schedule& schedule,
+                                      const ReplicaLayout& layout, const SimOptions& options) {
+  std::vector<RankProgram> programs;
+  programs.reserve(layout.played.size());
+  auto last = Clock::now();
+  for (size_t i = 0; i < layout.played.size(); ++i) {
+    programs.push_back(lower_rank(job, grid, schedule, layout.played[i]));
+    if (options.progress && Clock::now() - last > std::chrono::milliseconds(500)) {
+      last = Clock::now();
+      options.progress(0.0, "lowering: " + std::to_string(i + 1) + " of " + std::to_string(layout.played.size()) +
+                                " rank programs");
+    }
+  }
+  return programs;
+}
+
+void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const std::string& why_not,
+               const ComputeModel& model, const std::string& peak_name, int64_t world) {
+  if (layout.reduced()) {
+    r.notes.push_back("symmetry: played " + std::to_string(layout.played.size()) + " of " + std::to_string(world) +
+                      " ranks (one data-parallel replica of " + std::to_string(layout.copies) +
+                      "); the others are represented by their flows on shared links (oversubscribed uplinks, WAN): "
+                      "exact when the replicas are symmetric");
+    r.notes.push_back(
+        "data-parallel collectives are played one-sided by the played members of each group, assuming the unplayed "
+        "members start them at the same time");
+  } else if (!why_not.empty()) {
+    r.notes.push_back("every rank played (" + why_not + ")");
+  }
+  r.notes.push_back(
+      "collectives inside one node are costed analytically (non-blocking NVSwitch): members do not wait for each "
+      "other and they do not share NVLink with concurrent flows");
+  r.notes.push_back("compute: " + model.describe());
+  r.notes.push_back("MFU and HFU relative to the " + peak_name + " peak of " + job.cluster.gpu.name);
+  if (job.model.is_moe()) r.notes.push_back("MoE: expected (balanced) token counts per expert");
+}
+
+}  // namespace
+
+SimResult simulate(const Job& job, const SimOptions& options) {
+  const auto wall_start = Clock::now();
+  const ParallelGrid grid = ParallelGrid::from_job(job);
+  const Schedule schedule = schedule_for_job(job);
+  std::string why_not;
+  const ReplicaLayout layout = replica_layout(grid, options.all_ranks, &why_not);
+  ComputeModel model = ComputeModel::for_job(job);
+  if (options.profile) model.load_profile(*options.profile);
+
+  const std::vector<RankProgram> programs = lower_played(job, grid, schedule, layout, options);
+  if (options.op_trace_path) write_op_trace(*options.op_trace_path, programs);
+  if (options.progress) options.progress(0.0, "building the platform of " + std::to_string(grid.world_size()) + " GPUs");
+  Platform platform(job.cluster, grid.world_size());
+  Collectives collectives(platform);
+
+  ComputeTimes times(model);
+  ExecutorOptions exec;
+  exec.compute_time = [&times](const RankProgram&, const Instruction& x) { return times(x); };
+  exec.record_timeline = options.trace_path.has_value();
+  exec.progress = options.progress;
+  const ExecutionResult run = execute(platform, collectives, grid, programs, layout, exec);
+  if (options.trace_path) write_chrome_trace(*options.trace_path, grid, programs, run.ranks);
+
+  SimResult r;
+  r.iteration_time_s = run.makespan_s;
+  TANDEM_CHECK_MSG(r.iteration_time_s > 0, "the iteration took no time");
+  const auto world = static_cast<double>(grid.world_size());
+  const IterationFlops flops = flops_per_iteration(job);
+  std::string peak_name;
+  const double peak = peak_flops(job, &peak_name);
+  r.tokens_per_s = static_cast<double>(job.training.global_batch_size * job.model.seq_length) / r.iteration_time_s;
+  r.model_tflops_per_gpu = flops.model / r.iteration_time_s / world / 1e12;
+  r.hardware_tflops_per_gpu = flops.hardware / r.iteration_time_s / world / 1e12;
+  r.mfu = peak > 0 ? r.model_tflops_per_gpu * 1e12 / peak : 0;
+  r.hfu = peak > 0 ? r.hardware_tflops_per_gpu * 1e12 / peak : 0;
+  double peak_bytes = 0;
+  for (size_t i = 0; i < programs.size(); ++i) {
+    RankResult rank;
+    rank.rank = programs[i].rank;
+    rank.busy_s = run.ranks[i].compute_s;
+    rank.peak_memory_bytes = programs[i].peak_bytes();
+    rank.symmetry_class = symmetry_class(job, grid, rank.rank);
+    peak_bytes = std::max(peak_bytes, rank.peak_memory_bytes);
+    r.ranks.push_back(rank);
+  }
+  r.peak_memory_gib = peak_bytes / kBytesPerGiB;
+  r.oom = job.cluster.gpu.hbm_bytes > 0 && peak_bytes > job.cluster.gpu.hbm_bytes;
+  r.breakdown = run.ranks[run.critical].breakdown;
+  r.critical_rank = run.ranks[run.critical].rank;
+  r.ranks_played = static_cast<int64_t>(programs.size());
+  r.symmetry_classes = static_cast<int64_t>(class_representatives(job, grid).size());
+  r.symmetry_reduced = layout.reduced();
+  r.counts = run.stats;
+  add_notes(r, job, layout, why_not, model, peak_name, grid.world_size());
+  if (r.oom)
+    r.notes.push_back("out of memory: a rank needs " + fixed(r.peak_memory_gib, 2) + " GiB of the GPU's " +
+                      fixed(job.cluster.gpu.hbm_bytes / kBytesPerGiB, 2) + " GiB");
+  r.wall_seconds = std::chrono::duration<double>(Clock::now() - wall_start).count();
+  return r;
+}
+
+nlohmann::json result_to_json(const SimResult& r) {
+  nlohmann::json j;
+  j["iteration_time_s"] = r.iteration_time_s;
+  j["tokens_per_s"] = r.tokens_per_s;
+  j["model_tflops_per_gpu"] = r.model_tflops_per_gpu;
+  j["hardware_tflops_per_gpu"] = r.hardware_tflops_per_gpu;
+  j["mfu"] = r.mfu;
+  j["hfu"] = r.hfu;
+  j["peak_memory_gib"] = r.peak_memory_gib;
+  j["oom"] = r.oom;
+  const Breakdown& b = r.breakdown;
+  j["breakdown"] = {{"compute", b.compute},   {"tp_comm", b.tp_comm},         {"cp_comm", b.cp_comm},
+                    {"ep_comm", b.ep_comm},   {"pp_comm", b.pp_comm},         {"dp_comm", b.dp_comm},
+                    {"pipeline_bubble", b.pipeline_bubble}, {"optimizer", b.optimizer}};
+  j["critical_rank"] = r.critical_rank;
+  j["ranks_played"] = r.ranks_played;
+  j["symmetry_classes"] = r.symmetry_classes;
+  j["symmetry_reduced"] = r.symmetry_reduced;
+  nlohmann::json ranks = nlohmann::json::array();
+  for (const RankResult& rank : r.ranks)
+    ranks.push_back({{"rank", rank.rank},
+                     {"busy_s", rank.busy_s},
+                     {"peak_memory_gib", rank.peak_memory_bytes / kBytesPerGiB},
+                     {"symmetry_class", rank.symmetry_class}});
+  j["ranks"] = std::move(ranks);
+  j["notes"] = r.notes;
+  return j;
+}
+
+}  // namespace tandem::sim

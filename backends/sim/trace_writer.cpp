@@ -1,0 +1,109 @@
+// Chrome-trace and op-trace files of a simulation (trace_writer.h).
+#include "backends/sim/trace_writer.h"
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "core/check.h"
+
+namespace tandem::sim {
+namespace {
+
+constexpr int kStreamCount = 7;
+
+std::ofstream open_for_writing(const std::string& path, const char* field) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw_field_error(field, path, "cannot open the file for writing");
+  return out;
+}
+
+// JSON string body: the labels are short identifiers, but escape what JSON requires anyway.
+std::string escaped(const char* text) {
+  std::string out;
+  for (const char* c = text; *c != '\0'; ++c) {
+    if (*c == '"' || *c == '\\') out += '\\';
+    if (static_cast<unsigned char>(*c) < 0x20) continue;
+    out += *c;
+  }
+  return out;
+}
+
+void write_metadata(std::ostream& out, const ParallelGrid& grid, const RankProgram& program, bool& first) {
+  const DenseCoord c = grid.dense_coord(program.rank);
+  char line[320];
+  std::snprintf(line, sizeof(line),
+                "%s{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%lld,\"args\":{\"name\":\"rank %lld (tp %lld, cp %lld, "
+                "dp %lld, pp %lld)\"}},\n{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":%lld,\"args\":{"
+                "\"sort_index\":%lld}}",
+                first ? "" : ",\n", static_cast<long long>(program.rank), static_cast<long long>(program.rank),
+                static_cast<long long>(c.tp), static_cast<long long>(c.cp), static_cast<long long>(c.dp),
+                static_cast<long long>(c.pp), static_cast<long long>(program.rank),
+                static_cast<long long>(program.rank));
+  out << line;
+  first = false;
+  for (int s = 0; s < kStreamCount; ++s) {
+    std::snprintf(line, sizeof(line),
+                  ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%lld,\"tid\":%d,\"args\":{\"name\":\"%s\"}}",
+                  static_cast<long long>(program.rank), s, to_string(static_cast<StreamKind>(s)));
+    out << line;
+  }
+}
+
+void write_event(std::ostream& out, const RankProgram& program, const Instruction& x, const InstructionTime& t) {
+  const std::string name = escaped(x.label[0] != '\0' ? x.label : to_string(x.kind));
+  char line[512];
+  int n = std::snprintf(line, sizeof(line),
+                        ",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%lld,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,"
+                        "\"args\":{\"phase\":\"%s\"",
+                        name.c_str(), to_string(x.kind), static_cast<long long>(program.rank),
+                        static_cast<int>(x.stream), t.start * 1e6, (t.end - t.start) * 1e6, to_string(x.phase));
+  auto append = [&](const char* key, long long value) {
+    if (n > 0 && static_cast<size_t>(n) < sizeof(line))
+      n += std::snprintf(line + n, sizeof(line) - static_cast<size_t>(n), ",\"%s\":%lld", key, value);
+  };
+  if (x.layer >= 0) append("layer", x.layer);
+  if (x.microbatch >= 0) append("mb", x.microbatch);
+  if (x.chunk >= 0) append("chunk", x.chunk);
+  if (is_communication(x.kind)) {
+    append("bytes", static_cast<long long>(x.bytes));
+    if (x.peer >= 0) append("peer", x.peer);
+  }
+  out << line;
+  if (is_communication(x.kind) && x.peer < 0) out << ",\"group\":\"" << to_string(x.group) << "\"";
+  out << "}}";
+}
+
+}  // namespace
+
+void write_chrome_trace(const std::string& path, const ParallelGrid& grid, const std::vector<RankProgram>& programs,
+                        const std::vector<RankOutcome>& outcomes) {
+  TANDEM_CHECK_MSG(programs.size() == outcomes.size(), "one outcome per program");
+  std::ofstream out = open_for_writing(path, "trace_path");
+  out << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+  bool first = true;
+  for (size_t r = 0; r < programs.size(); ++r) {
+    const RankProgram& program = programs[r];
+    const std::vector<InstructionTime>& timeline = outcomes[r].timeline;
+    TANDEM_CHECK_MSG(timeline.size() == program.instructions.size(), "trace needs ExecutorOptions::record_timeline");
+    write_metadata(out, grid, program, first);
+    for (size_t i = 0; i < program.instructions.size(); ++i) {
+      const Instruction& x = program.instructions[i];
+      if (is_memory(x.kind) || (timeline[i].end <= timeline[i].start && !is_communication(x.kind))) continue;
+      write_event(out, program, x, timeline[i]);
+    }
+  }
+  out << "\n]}\n";
+  if (!out) throw_field_error("trace_path", path, "writing failed");
+}
+
+void write_op_trace(const std::string& path, const std::vector<RankProgram>& programs) {
+  std::ofstream out = open_for_writing(path, "op_trace_path");
+  for (const RankProgram& program : programs) {
+    out << "# rank " << program.rank << "\n";
+    for (const Instruction& x : program.instructions) out << op_trace_line(x) << "\n";
+  }
+  if (!out) throw_field_error("op_trace_path", path, "writing failed");
+}
+
+}  // namespace tandem::sim
