@@ -11,7 +11,8 @@
 //   tied embeddings (or MTP) with the first and last stages on different ranks: all-reduce of the
 //     word-embedding gradient over the embedding group.
 //   grad norm: a scalar all-reduce over the model-parallel group (and over DP-with-CP with the
-//     distributed optimizer, where each rank holds a shard), then the optimizer step on the local
+//     distributed optimizer, where each rank holds a shard; without it, MoE adds one over the
+//     expert tp-ep-pp group for the expert optimizer's norm), then the optimizer step on the local
 //     shard, then (distributed optimizer) all-gathers of the updated parameters per bucket — or,
 //     with --overlap-param-gather, before the forward of the bucket's layers (modelled at the start
 //     of this iteration's first forward of the chunk).
@@ -242,6 +243,10 @@ void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t la
   if (par.use_distributed_optimizer && ctx.dp_cp > 1)
     norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::DpCp, StreamKind::DpComm, "grad-norm", 4.0,
                              {synced, ctx.last_grad_sync, last_compute});
+  // Without sharding, the expert optimizer's norm spans the expert model-parallel group.
+  if (!par.use_distributed_optimizer && ctx.dims.experts > 0 && ctx.grid.group_size(ParallelGroup::ExpertTpEpPp) > 1)
+    norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::ExpertTpEpPp, StreamKind::DpComm, "grad-norm-expert",
+                             4.0, {synced, ctx.last_grad_sync, last_compute});
   const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
   const double shard = shard_parameters(ctx);
   // HBM traffic: read the gradient and the optimizer state, write the state and the parameter.

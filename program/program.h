@@ -46,7 +46,12 @@ enum class OpKind : std::uint8_t {
   Gemm,               // [m, k] x [k, n] -> [m, n], `batch` independent products (experts)
   GemmGradInput,      // dX [m, k] = dY [m, n] x W^T
   GemmGradWeight,     // dW [k, n] += X^T [k, m] x dY [m, n]
-  Attention,          // causal attention core: batch = b x heads, m = s_q, n = s_kv, k = head dim
+  // Causal attention core: batch = b x heads, m = s_q, n = s_kv, k = query/key head dim;
+  // flops = 2 batch m n (k + value head dim), the full m x n square (MLA: value dim != k).
+  // With CP (ring, causal load balancing: each rank holds sequence chunks i and 2CP-1-i) one
+  // instruction per ring step: step 0 is the causal diagonal block of the local s/CP queries,
+  // steps > 0 are off-diagonal blocks of which half is computed, unmasked. Without CP step = -1.
+  Attention,
   AttentionGrad,
   Rope,               // rotary embedding of q and k: m = tokens, n = (q + k heads) x rotary dim
   RopeGrad,

@@ -100,7 +100,8 @@ TEST(ProgramMessages, PipelineMessagesUseScatterGatherWithoutSequenceParallelism
 TEST(ProgramCollectives, GroupMembersIssueTheSameSequence) {
   const std::vector<ParallelGroup> kinds = {
       ParallelGroup::Tp, ParallelGroup::Cp, ParallelGroup::DpCp, ParallelGroup::ModelParallel, ParallelGroup::Embedding,
-      ParallelGroup::Ep, ParallelGroup::ExpertTp, ParallelGroup::ExpertTpEp, ParallelGroup::ExpertDp};
+      ParallelGroup::Ep, ParallelGroup::ExpertTp, ParallelGroup::ExpertTpEp, ParallelGroup::ExpertTpEpPp,
+      ParallelGroup::ExpertDp};
   std::vector<Layout> cases = layouts();
   cases.push_back({"gpt tied pp2 dp2 allgather-moe", tiny_moe({"--pipeline-model-parallel-size", "2",
                                                                "--expert-model-parallel-size", "2",
@@ -202,6 +203,25 @@ TEST(ProgramDataParallel, BucketsFollowMegatronsRule) {
       EXPECT_EQ(buckets, overlap && p.pipeline_rank == 0 ? 3 : 1);
     }
   }
+}
+
+// PP 1 with tied embeddings: the word embedding's gradient is complete only after the embedding's
+// backward (the output layer contributed first), so its bucket waits for EmbeddingGrad.
+TEST(ProgramDataParallel, TiedEmbeddingBucketWaitsForBothContributions) {
+  const Lowered l = lower_all(tiny_gpt({"--overlap-grad-reduce", "--use-distributed-optimizer",
+                                        "--global-batch-size", "4"}, 2));
+  const RankProgram& p = l.programs[0];
+  int embedding_buckets = 0;
+  for (size_t i = 0; i < p.instructions.size(); ++i) {
+    const Instruction& ins = p.instructions[i];
+    if (std::string_view(ins.label) != "dp-grad") continue;
+    const Instruction& producer = p.instructions[static_cast<size_t>(ins.deps[0])];
+    if (producer.kind == OpKind::EmbeddingGrad) ++embedding_buckets;
+    EXPECT_NE(std::string_view(producer.label), "output") << "bucket issued before the embedding's own gradient";
+  }
+  // The shared word embedding has its own bucket with the distributed optimizer; the learned
+  // positions (same kernel) close the bucket before it.
+  EXPECT_EQ(embedding_buckets, 2);
 }
 
 TEST(ProgramDataParallel, TiedEmbeddingAllReduceBetweenFirstAndLastStage) {
