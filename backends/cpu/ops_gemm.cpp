@@ -109,6 +109,13 @@ const char* gemm_backend_name() {
 #endif
 }
 
+void set_gemm_threads(int threads) {
+  TANDEM_CHECK(threads >= 1);
+#if defined(TANDEM_CPU_HAVE_OPENBLAS)
+  openblas_set_num_threads(threads);
+#endif
+}
+
 void gemm_forward(ConstTensorView x, ConstTensorView w, ConstTensorView bias, WeightLayout layout, TensorView y) {
   TANDEM_CHECK(x.shape.size() == 2 && y.shape.size() == 2);
   const int64_t m = x.dim(0), k = x.dim(1), n = y.dim(1);

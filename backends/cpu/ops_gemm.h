@@ -29,6 +29,10 @@ void sgemm_eigen(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, fl
 // Which implementation sgemm uses: "openblas" or "eigen".
 const char* gemm_backend_name();
 
+// Threads the GEMMs may use (OpenBLAS; Eigen's path is single-threaded here). Several MPI ranks
+// on one machine should each ask for cores / ranks, not the OpenBLAS default of every core.
+void set_gemm_threads(int threads);
+
 // x [m, k], w [k, n] | [n, k], bias [n] or empty -> y [m, n].
 void gemm_forward(ConstTensorView x, ConstTensorView w, ConstTensorView bias, WeightLayout layout, TensorView y);
 
