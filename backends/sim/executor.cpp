@@ -52,30 +52,59 @@ Category comm_category(const Instruction& ins) {
   }
 }
 
-RankPlayer::RankPlayer(Execution& execution, const RankProgram& program, RankOutcome& outcome)
-    : ex_(execution), prog_(program), ins_(program.instructions), out_(outcome), rank_(program.rank) {
-  const size_t n = ins_.size();
-  done_.assign(n, 0);
-  cross_.assign(n, 0);
-  start_.assign(n, 0.0);
-  end_.assign(n, 0.0);
-  stream_prev_.assign(n, -1);
-  duration_.assign(n, 0.0);
-  category_.assign(n, Category::Bubble);
-  for (size_t i = 0; i < n; ++i) {
-    const Instruction& x = ins_[i];
+// The category of what instruction i itself does.
+Category own_category(const Instruction& x) {
+  return is_communication(x.kind) ? comm_category(x) : is_compute(x.kind) ? compute_category(x) : Category::Bubble;
+}
+
+ProgramIndex index_program(const RankProgram& program) {
+  const auto& ins = program.instructions;
+  ProgramIndex index;
+  index.cross.assign(ins.size(), 0);
+  index.stream_prev.assign(ins.size(), -1);
+  for (size_t i = 0; i < ins.size(); ++i) {
+    const Instruction& x = ins[i];
     const auto s = static_cast<size_t>(x.stream);
-    TANDEM_CHECK_MSG(s < kStreams, "rank " << rank_ << " instruction " << i << ": bad stream");
-    if (!streams_[s].empty()) stream_prev_[i] = streams_[s].back();
-    streams_[s].push_back(static_cast<int32_t>(i));
+    TANDEM_CHECK_MSG(s < kStreams, "rank " << program.rank << " instruction " << i << ": bad stream");
+    if (!index.streams[s].empty()) index.stream_prev[i] = index.streams[s].back();
+    index.streams[s].push_back(static_cast<int32_t>(i));
     for (int32_t d : x.deps) {
       TANDEM_CHECK_MSG(d >= 0 && static_cast<size_t>(d) < i,
-                       "rank " << rank_ << " instruction " << i << " depends on " << d << ", not an earlier one");
-      if (ins_[static_cast<size_t>(d)].stream != x.stream) cross_[static_cast<size_t>(d)] = 1;
+                       "rank " << program.rank << " instruction " << i << " depends on " << d << ", not an earlier one");
+      if (ins[static_cast<size_t>(d)].stream != x.stream) index.cross[static_cast<size_t>(d)] = 1;
     }
   }
+  return index;
+}
+
+RankPlayer::RankPlayer(Execution& execution, const RankProgram& program, int64_t rank, RankOutcome& outcome)
+    : ex_(execution),
+      prog_(program),
+      ins_(program.instructions),
+      out_(outcome),
+      rank_(rank),
+      index_(execution.index(program)),
+      streams_(index_.streams) {
+  const size_t n = ins_.size();
+  done_.assign(n, 0);
+  start_.assign(n, 0.0);
+  end_.assign(n, 0.0);
   out_.rank = rank_;
   if (ex_.options.record_timeline) out_.timeline.assign(n, {});
+}
+
+double RankPlayer::compute_time(int32_t i) const {
+  const double seconds = ex_.options.compute_time(prog_, ins_[static_cast<size_t>(i)]);
+  TANDEM_CHECK_MSG(seconds >= 0, "negative compute time for rank " << rank_ << " instruction " << i);
+  return seconds;
+}
+
+int64_t RankPlayer::peer(int32_t i) {
+  const int64_t p = ins_[static_cast<size_t>(i)].peer;
+  if (prog_.rank == rank_ || p < 0) return p;
+  auto [it, fresh] = peers_.try_emplace(p, 0);
+  if (fresh) it->second = rename_peer(ex_.grid, prog_.rank, rank_, p);
+  return it->second;
 }
 
 void RankPlayer::run() {
@@ -150,9 +179,7 @@ void RankPlayer::issue(int s, int32_t i) {
     return;
   }
   if (is_compute(x.kind)) {  // compute on a communication stream: local time, no merging
-    category_[static_cast<size_t>(i)] = compute_category(x);
-    const double seconds = ex_.options.compute_time(prog_, x);
-    duration_[static_cast<size_t>(i)] = seconds;
+    const double seconds = compute_time(i);
     out_.compute_s += seconds;
     return analytic(s, i, seconds);
   }
@@ -172,16 +199,13 @@ void RankPlayer::issue_compute_run(int32_t i) {
     const Instruction& x = ins_[static_cast<size_t>(j)];
     double d = 0;
     if (is_compute(x.kind)) {
-      d = ex_.options.compute_time(prog_, x);
-      TANDEM_CHECK_MSG(d >= 0, "negative compute time for rank " << rank_ << " instruction " << j);
+      d = compute_time(j);
       add_to(out_.breakdown, compute_category(x), d);
       out_.compute_s += d;
-      category_[static_cast<size_t>(j)] = compute_category(x);
     }
-    duration_[static_cast<size_t>(j)] = d;
     t += d;
     ++k;
-    if (cross_[static_cast<size_t>(j)] || k == list.size()) break;
+    if (index_.cross[static_cast<size_t>(j)] || k == list.size()) break;
     const Instruction& next = ins_[static_cast<size_t>(list[k])];
     if (!(is_compute(next.kind) || is_memory(next.kind)) || !deps_done(list[k])) break;
   }
@@ -194,7 +218,7 @@ void RankPlayer::issue_compute_run(int32_t i) {
 
 // What i waited for before it started: its stream predecessor or dep that finished last.
 int32_t RankPlayer::cause(int32_t i) const {
-  int32_t best = stream_prev_[static_cast<size_t>(i)];
+  int32_t best = index_.stream_prev[static_cast<size_t>(i)];
   for (int32_t d : ins_[static_cast<size_t>(i)].deps)
     if (best < 0 || end_[static_cast<size_t>(d)] > end_[static_cast<size_t>(best)]) best = d;
   return best;
@@ -222,7 +246,7 @@ void RankPlayer::charge(int32_t b, double from, double to) {
 // and the wait for the sender before it (bubble).
 void RankPlayer::charge_own(int32_t b, double from, double to) {
   if (to <= from) return;
-  const Category c = category_[static_cast<size_t>(b)];
+  const Category c = own_category(ins_[static_cast<size_t>(b)]);
   auto it = transfer_start_.find(b);
   if (c == Category::Pp && it != transfer_start_.end()) {
     const double split = std::clamp(it->second, from, to);
@@ -286,7 +310,8 @@ void RankPlayer::finish_op(int32_t op, double time) {
     double t = o.start;
     for (int32_t k = 0; k < o.count; ++k) {
       const int32_t i = list[static_cast<size_t>(o.first + k)];
-      const double end = k + 1 == o.count ? time : t + duration_[static_cast<size_t>(i)];
+      const double d = is_compute(ins_[static_cast<size_t>(i)].kind) ? compute_time(i) : 0.0;
+      const double end = k + 1 == o.count ? time : t + d;
       finish_instruction(i, t, end);
       t = end;
     }
@@ -346,26 +371,41 @@ std::string RankPlayer::where_stuck() const {
 
 }  // namespace detail
 
+int64_t rename_peer(const ParallelGrid& grid, int64_t program_rank, int64_t rank, int64_t peer) {
+  const DenseCoord from = grid.dense_coord(program_rank);
+  const DenseCoord to = grid.dense_coord(rank);
+  DenseCoord p = grid.dense_coord(peer);
+  auto shift = [](int64_t value, int64_t delta, int64_t size) { return ((value + delta) % size + size) % size; };
+  p.tp = shift(p.tp, to.tp - from.tp, grid.tp_size());
+  p.cp = shift(p.cp, to.cp - from.cp, grid.cp_size());
+  p.dp = shift(p.dp, to.dp - from.dp, grid.dp_size());
+  return grid.dense_rank(p);
+}
+
 ExecutionResult execute(Platform& platform, Collectives& collectives, const ParallelGrid& grid,
-                        const std::vector<RankProgram>& programs, const ReplicaLayout& layout,
+                        const std::vector<PlayedRank>& played, const ReplicaLayout& layout,
                         const ExecutorOptions& options) {
   TANDEM_CHECK_MSG(static_cast<bool>(options.compute_time), "ExecutorOptions::compute_time is required");
-  TANDEM_CHECK_MSG(programs.size() == layout.played.size(),
-                   programs.size() << " programs for " << layout.played.size() << " played ranks");
+  TANDEM_CHECK_MSG(played.size() == layout.played.size(),
+                   played.size() << " programs for " << layout.played.size() << " played ranks");
   int64_t total = 0;
-  for (const RankProgram& p : programs) {
+  for (const PlayedRank& p : played) {
+    TANDEM_CHECK_MSG(p.program != nullptr, "rank " << p.rank << " has no program");
     TANDEM_CHECK_MSG(p.rank >= 0 && p.rank < grid.world_size() && layout.copy[static_cast<size_t>(p.rank)] == 0,
                      "rank " << p.rank << " is not played");
-    total += static_cast<int64_t>(p.instructions.size());
+    TANDEM_CHECK_MSG(grid.dense_coord(p.rank).pp == grid.dense_coord(p.program->rank).pp,
+                     "rank " << p.rank << " cannot play the program of rank " << p.program->rank);
+    total += static_cast<int64_t>(p.program->instructions.size());
   }
   detail::Execution execution(platform, collectives, grid, layout, options, total);
   ExecutionResult result;
-  result.ranks.resize(programs.size());
+  result.ranks.resize(played.size());
   std::vector<std::unique_ptr<detail::RankPlayer>> players;
-  for (size_t r = 0; r < programs.size(); ++r) {
-    players.push_back(std::make_unique<detail::RankPlayer>(execution, programs[r], result.ranks[r]));
+  for (size_t r = 0; r < played.size(); ++r) {
+    players.push_back(
+        std::make_unique<detail::RankPlayer>(execution, *played[r].program, played[r].rank, result.ranks[r]));
     detail::RankPlayer* player = players.back().get();
-    sg4::Actor::create("rank" + std::to_string(programs[r].rank), platform.host(programs[r].rank),
+    sg4::Actor::create("rank" + std::to_string(played[r].rank), platform.host(played[r].rank),
                        [player] { player->run(); });
   }
   platform.run();
@@ -379,6 +419,14 @@ ExecutionResult execute(Platform& platform, Collectives& collectives, const Para
   result.stats = execution.stats;
   result.stats.instructions = total;
   return result;
+}
+
+ExecutionResult execute(Platform& platform, Collectives& collectives, const ParallelGrid& grid,
+                        const std::vector<RankProgram>& programs, const ReplicaLayout& layout,
+                        const ExecutorOptions& options) {
+  std::vector<PlayedRank> played;
+  for (const RankProgram& p : programs) played.push_back({p.rank, &p});
+  return execute(platform, collectives, grid, played, layout, options);
 }
 
 ComputeTimeFn unit_cost_time(const Schedule& schedule, const std::vector<RankProgram>& programs, double forward,

@@ -100,15 +100,31 @@ struct RankOutcome {
 using ExecutionStats = SimCounts;
 
 struct ExecutionResult {
-  std::vector<RankOutcome> ranks;  // one per program, in the order given
+  std::vector<RankOutcome> ranks;  // one per played rank, in the order given
   double makespan_s = 0;           // max finish over played ranks
   size_t critical = 0;             // index into ranks of the rank that finishes last (first on ties)
   ExecutionStats stats;
 };
 
-// Plays `programs` (one per played rank of `layout`, any order) on `platform`, GPU g = rank g.
+// A played rank and the program it runs: its own, or that of a rank with the same pipeline
+// coordinate (its symmetry class, program.h), whose Send/Recv peers are then renamed by
+// rename_peer. Programs are shared, so a class is lowered once however many ranks play it.
+struct PlayedRank {
+  int64_t rank = 0;
+  const RankProgram* program = nullptr;
+};
+
+// `peer` of the program of `program_rank`, seen from `rank`: shifted by the difference of the
+// two ranks' tp, cp and dp coordinates (modulo their sizes); pp unchanged.
+int64_t rename_peer(const ParallelGrid& grid, int64_t program_rank, int64_t rank, int64_t peer);
+
+// Plays one program per played rank of `layout` (any order) on `platform`, GPU g = rank g.
 // Runs the SimGrid engine to completion: call once per Platform. A program whose messages or
 // collectives cannot match (a deadlock) is a programmer error (CHECK).
+ExecutionResult execute(Platform& platform, Collectives& collectives, const ParallelGrid& grid,
+                        const std::vector<PlayedRank>& played, const ReplicaLayout& layout,
+                        const ExecutorOptions& options);
+// Each program played by its own rank (programs[i].rank).
 ExecutionResult execute(Platform& platform, Collectives& collectives, const ParallelGrid& grid,
                         const std::vector<RankProgram>& programs, const ReplicaLayout& layout,
                         const ExecutorOptions& options);

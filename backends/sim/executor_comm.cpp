@@ -72,6 +72,12 @@ size_t Execution::MessageKeyHash::operator()(const MessageKey& k) const {
   return static_cast<size_t>(h);
 }
 
+const ProgramIndex& Execution::index(const RankProgram& program) {
+  auto& slot = indexes_[&program];
+  if (!slot) slot = std::make_unique<ProgramIndex>(index_program(program));
+  return *slot;
+}
+
 bool Execution::is_played(int64_t rank) const { return layout.copy[static_cast<size_t>(rank)] == 0; }
 
 GroupInfo& Execution::group(int64_t rank, ParallelGroup kind) {
@@ -221,7 +227,6 @@ void Execution::instructions_done(int64_t count) {
 
 void RankPlayer::start_communication(int s, int32_t i) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
-  category_[static_cast<size_t>(i)] = comm_category(x);
   if (x.kind == OpKind::Send || x.kind == OpKind::Recv) return start_p2p(s, i);
   start_collective(s, i);
 }
@@ -246,19 +251,20 @@ void RankPlayer::ghost(int64_t src, int64_t dst, double bytes) {
 void RankPlayer::start_p2p(int s, int32_t i) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
   const bool send = x.kind == OpKind::Send;
-  TANDEM_CHECK_MSG(x.peer >= 0 && x.peer < ex_.grid.world_size() && x.peer != rank_,
-                   "rank " << rank_ << " instruction " << i << ": bad peer " << x.peer);
-  TANDEM_CHECK_MSG(ex_.is_played(x.peer), "rank " << rank_ << " exchanges messages with rank " << x.peer
+  const int64_t other = peer(i);
+  TANDEM_CHECK_MSG(other >= 0 && other < ex_.grid.world_size() && other != rank_,
+                   "rank " << rank_ << " instruction " << i << ": bad peer " << other);
+  TANDEM_CHECK_MSG(ex_.is_played(other), "rank " << rank_ << " exchanges messages with rank " << other
                                                   << ", which is not played (pipeline and context-parallel peers "
                                                      "must be in the played block)");
-  const int64_t src = send ? rank_ : x.peer;
-  const int64_t dst = send ? x.peer : rank_;
+  const int64_t src = send ? rank_ : other;
+  const int64_t dst = send ? other : rank_;
   const int channel = static_cast<int>(x.group);
   // Matched in issue order, as NCCL does; with free communication by tag (eager sends may be
   // received in any order).
   const bool eager = ex_.options.free_communication;
   const int64_t seq =
-      eager ? x.tag : seq_[(static_cast<uint64_t>(x.peer) << 9) | (static_cast<uint64_t>(channel) << 1) | (send ? 1u : 0u)]++;
+      eager ? x.tag : seq_[(static_cast<uint64_t>(other) << 9) | (static_cast<uint64_t>(channel) << 1) | (send ? 1u : 0u)]++;
   sync_clock();
   Message& m = ex_.message(src, dst, channel, seq);
   if (send) {
@@ -294,8 +300,8 @@ void RankPlayer::start_p2p(int s, int32_t i) {
     busy_[static_cast<size_t>(s)] = true;
     return wait_on(op, get, 0.0);
   }
-  Pending pending = send ? ex_.collectives.start_send(rank_, x.peer, x.bytes, channel_name)
-                         : ex_.collectives.start_recv(rank_, x.peer, channel_name);
+  Pending pending = send ? ex_.collectives.start_send(rank_, other, x.bytes, channel_name)
+                         : ex_.collectives.start_recv(rank_, other, channel_name);
   const double latency = ex_.collectives.latency(src, dst);
   busy_[static_cast<size_t>(s)] = true;
   for (const sg4::CommPtr& comm : pending.comms()) wait_on(op, comm, latency);
@@ -304,11 +310,11 @@ void RankPlayer::start_p2p(int s, int32_t i) {
 void RankPlayer::note_recv_done(int32_t i) {
   auto it = recv_key_.find(i);
   if (it == recv_key_.end()) return;
-  const Instruction& x = ins_[static_cast<size_t>(i)];
+  const int64_t other = peer(i);
   const auto [channel, seq] = it->second;
-  const Message& m = ex_.message(x.peer, rank_, static_cast<int>(channel), seq);
+  const Message& m = ex_.message(other, rank_, static_cast<int>(channel), seq);
   transfer_start_[i] = std::max(m.send_posted, m.recv_posted);
-  ex_.forget_message(x.peer, rank_, static_cast<int>(channel), seq);
+  ex_.forget_message(other, rank_, static_cast<int>(channel), seq);
   recv_key_.erase(it);
 }
 

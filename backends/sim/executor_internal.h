@@ -25,6 +25,14 @@ void add_to(Breakdown& breakdown, Category category, double seconds);
 Category compute_category(const Instruction& ins);
 Category comm_category(const Instruction& ins);
 
+// What the executor derives once per program (shared by the ranks that play it).
+struct ProgramIndex {
+  std::array<std::vector<int32_t>, kStreams> streams;  // instruction indices per stream, in order
+  std::vector<char> cross;          // [i] an instruction of another stream depends on i
+  std::vector<int32_t> stream_prev; // [i] previous instruction of i's stream, -1 for the first
+};
+ProgramIndex index_program(const RankProgram& program);
+
 // A flow started one-sided (Comm::sendto) for a group that is not played whole.
 struct OneSidedFlow {
   int64_t src = 0;
@@ -75,6 +83,7 @@ class Execution {
   const ExecutorOptions& options;
   ExecutionStats stats;
 
+  const ProgramIndex& index(const RankProgram& program);
   GroupInfo& group(int64_t rank, ParallelGroup kind);
   PlanInfo& plan(GroupInfo& group, PlanKind kind, int self_member);
   bool is_played(int64_t rank) const;
@@ -100,6 +109,7 @@ class Execution {
     size_t operator()(const MessageKey& k) const;
   };
 
+  std::unordered_map<const RankProgram*, std::unique_ptr<ProgramIndex>> indexes_;
   std::unordered_map<uint64_t, std::unique_ptr<GroupInfo>> groups_;    // (kind, index)
   std::unordered_map<uint64_t, GroupInfo*> rank_groups_;                // (rank, kind)
   std::unordered_map<std::string, std::unique_ptr<PlanInfo>> plans_;   // group name | kind
@@ -116,7 +126,7 @@ class Execution {
 // (executor_comm.cpp).
 class RankPlayer {
  public:
-  RankPlayer(Execution& execution, const RankProgram& program, RankOutcome& outcome);
+  RankPlayer(Execution& execution, const RankProgram& program, int64_t rank, RankOutcome& outcome);
   void run();  // the actor body
   bool finished() const { return completed_ == static_cast<int64_t>(ins_.size()); }
   std::string where_stuck() const;
@@ -156,6 +166,9 @@ class RankPlayer {
   void wait_for_something();
   void sync_clock();
 
+  double compute_time(int32_t i) const;
+  int64_t peer(int32_t i);  // Send/Recv peer of instruction i, renamed for this rank
+
   // executor_comm.cpp
   void start_communication(int stream, int32_t i);
   void start_p2p(int stream, int32_t i);
@@ -174,16 +187,14 @@ class RankPlayer {
   RankOutcome& out_;
   int64_t rank_ = 0;
 
-  std::array<std::vector<int32_t>, kStreams> streams_;  // instruction indices per stream, in order
+  const ProgramIndex& index_;
+  const std::array<std::vector<int32_t>, kStreams>& streams_;  // index_.streams
   std::array<size_t, kStreams> head_{};
   std::array<bool, kStreams> busy_{};
-  std::vector<char> done_;
-  std::vector<char> cross_;        // [i] an instruction of another stream depends on i
+  std::vector<char> done_;         // [i]
   std::vector<double> start_;      // [i] s
   std::vector<double> end_;        // [i] s
-  std::vector<int32_t> stream_prev_;  // [i] previous instruction of i's stream, -1 for the first
-  std::vector<double> duration_;   // [i] s, compute instructions of runs
-  std::vector<Category> category_;  // [i] what i's own duration stands for
+  std::unordered_map<int64_t, int64_t> peers_;  // program's peer -> this rank's
   std::unordered_map<int32_t, double> transfer_start_;  // Recv -> s when both sides had posted
   std::unordered_map<int32_t, std::array<int64_t, 2>> recv_key_;  // Recv -> (channel, seq)
   int64_t completed_ = 0;

@@ -76,20 +76,38 @@ std::string fixed(double value, int decimals) {
   return text;
 }
 
-std::vector<RankProgram> lower_played(const Job& job, const ParallelGrid& grid, const Schedule& schedule,
-                                      const ReplicaLayout& layout, const SimOptions& options) {
+// One program per symmetry class that has a played rank (class_representatives order).
+struct Lowered {
   std::vector<RankProgram> programs;
-  programs.reserve(layout.played.size());
+  std::vector<PlayedRank> played;  // layout.played order
+};
+
+Lowered lower_played(const Job& job, const ParallelGrid& grid, const Schedule& schedule, const ReplicaLayout& layout,
+                     const SimOptions& options) {
+  const std::vector<int64_t> representatives = class_representatives(job, grid);
+  std::vector<int64_t> class_of;  // [played index]
+  std::vector<char> needed(representatives.size(), 0);
+  for (int64_t rank : layout.played) {
+    const int64_t c = symmetry_class(job, grid, rank);
+    TANDEM_CHECK_MSG(c >= 0 && static_cast<size_t>(c) < representatives.size(), "symmetry class " << c);
+    class_of.push_back(c);
+    needed[static_cast<size_t>(c)] = 1;
+  }
+  Lowered out;
+  out.programs.resize(representatives.size());
   auto last = Clock::now();
-  for (size_t i = 0; i < layout.played.size(); ++i) {
-    programs.push_back(lower_rank(job, grid, schedule, layout.played[i]));
+  for (size_t c = 0; c < representatives.size(); ++c) {
+    if (!needed[c]) continue;
+    out.programs[c] = lower_rank(job, grid, schedule, representatives[c]);
     if (options.progress && Clock::now() - last > std::chrono::milliseconds(500)) {
       last = Clock::now();
-      options.progress(0.0, "lowering: " + std::to_string(i + 1) + " of " + std::to_string(layout.played.size()) +
+      options.progress(0.0, "lowering: " + std::to_string(c + 1) + " of " + std::to_string(representatives.size()) +
                                 " rank programs");
     }
   }
-  return programs;
+  for (size_t i = 0; i < layout.played.size(); ++i)
+    out.played.push_back({layout.played[i], &out.programs[static_cast<size_t>(class_of[i])]});
+  return out;
 }
 
 void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const std::string& why_not,
@@ -124,8 +142,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   ComputeModel model = ComputeModel::for_job(job);
   if (options.profile) model.load_profile(*options.profile);
 
-  const std::vector<RankProgram> programs = lower_played(job, grid, schedule, layout, options);
-  if (options.op_trace_path) write_op_trace(*options.op_trace_path, programs);
+  const Lowered lowered = lower_played(job, grid, schedule, layout, options);
+  if (options.op_trace_path) write_op_trace(*options.op_trace_path, grid, lowered.played);
   if (options.progress) options.progress(0.0, "building the platform of " + std::to_string(grid.world_size()) + " GPUs");
   Platform platform(job.cluster, grid.world_size());
   Collectives collectives(platform);
@@ -135,8 +153,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   exec.compute_time = [&times](const RankProgram&, const Instruction& x) { return times(x); };
   exec.record_timeline = options.trace_path.has_value();
   exec.progress = options.progress;
-  const ExecutionResult run = execute(platform, collectives, grid, programs, layout, exec);
-  if (options.trace_path) write_chrome_trace(*options.trace_path, grid, programs, run.ranks);
+  const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
+  if (options.trace_path) write_chrome_trace(*options.trace_path, grid, lowered.played, run.ranks);
 
   SimResult r;
   r.iteration_time_s = run.makespan_s;
@@ -151,12 +169,15 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.mfu = peak > 0 ? r.model_tflops_per_gpu * 1e12 / peak : 0;
   r.hfu = peak > 0 ? r.hardware_tflops_per_gpu * 1e12 / peak : 0;
   double peak_bytes = 0;
-  for (size_t i = 0; i < programs.size(); ++i) {
+  std::vector<double> class_peak(lowered.programs.size(), -1.0);  // bytes, per class program
+  for (size_t i = 0; i < lowered.played.size(); ++i) {
     RankResult rank;
-    rank.rank = programs[i].rank;
+    rank.rank = lowered.played[i].rank;
     rank.busy_s = run.ranks[i].compute_s;
-    rank.peak_memory_bytes = programs[i].peak_bytes();
     rank.symmetry_class = symmetry_class(job, grid, rank.rank);
+    double& peak_of_class = class_peak[static_cast<size_t>(rank.symmetry_class)];
+    if (peak_of_class < 0) peak_of_class = lowered.played[i].program->peak_bytes();
+    rank.peak_memory_bytes = peak_of_class;
     peak_bytes = std::max(peak_bytes, rank.peak_memory_bytes);
     r.ranks.push_back(rank);
   }
@@ -164,7 +185,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.oom = job.cluster.gpu.hbm_bytes > 0 && peak_bytes > job.cluster.gpu.hbm_bytes;
   r.breakdown = run.ranks[run.critical].breakdown;
   r.critical_rank = run.ranks[run.critical].rank;
-  r.ranks_played = static_cast<int64_t>(programs.size());
+  r.ranks_played = static_cast<int64_t>(lowered.played.size());
   r.symmetry_classes = static_cast<int64_t>(class_representatives(job, grid).size());
   r.symmetry_reduced = layout.reduced();
   r.counts = run.stats;

@@ -183,5 +183,29 @@ INSTANTIATE_TEST_SUITE_P(AllSchedules, LoweredUnitCostBubble,
                                            std::pair<const char*, int>{"dualpipe", 1},
                                            std::pair<const char*, int>{"dualpipev", 2}));
 
+
+// simulate() lowers one program per symmetry class and renames its peers for the other ranks:
+// that must give every rank exactly its own program.
+TEST(Simulate, ClassProgramsWithRenamedPeersAreEveryRanksOwnProgram) {
+  for (const auto& flags : std::vector<std::vector<std::string>>{
+           {}, {"--context-parallel-size", "2", "--tensor-model-parallel-size", "1"}}) {
+    const Job job = tiny_job(flags);
+    const ParallelGrid grid = ParallelGrid::from_job(job);
+    const Schedule schedule = schedule_for_job(job);
+    const std::vector<int64_t> representatives = class_representatives(job, grid);
+    for (int64_t rank = 0; rank < grid.world_size(); ++rank) {
+      const RankProgram own = lower_rank(job, grid, schedule, rank);
+      const RankProgram shared =
+          lower_rank(job, grid, schedule, representatives[static_cast<size_t>(symmetry_class(job, grid, rank))]);
+      ASSERT_TRUE(equal_up_to_peers(own, shared)) << "rank " << rank;
+      for (size_t i = 0; i < own.instructions.size(); ++i) {
+        const int64_t peer = shared.instructions[i].peer;
+        if (peer < 0) continue;
+        EXPECT_EQ(rename_peer(grid, shared.rank, rank, peer), own.instructions[i].peer) << "rank " << rank << " " << i;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tandem::sim
