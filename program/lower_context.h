@@ -6,7 +6,9 @@
 //   lower_layer.cpp     one decoder layer: attention (MHA/GQA/MLA, CP ring) and dense MLP
 //   lower_moe.cpp       the MoE block: router, dispatch, experts, combine, shared expert
 //   lower_head.cpp      embedding, final norm + output layer + cross-entropy, MTP modules
-//   lower_params.cpp    parameter tensors per chunk, persistent buffers, DP buckets, optimizer
+//   lower_params.cpp    parameter tensors per chunk, persistent buffers, DP buckets
+//   lower_sync.cpp      gradient reductions (bucketed, overlapped), grad norm, optimizer step,
+//                       parameter all-gathers
 //   lower_pipeline.cpp  the walk over the schedule's actions: recompute, deferral, PP messages,
 //                       saved-activation buffers
 #include <cstdint>
