@@ -57,16 +57,21 @@ Category own_category(const Instruction& x) {
   return is_communication(x.kind) ? comm_category(x) : is_compute(x.kind) ? compute_category(x) : Category::Bubble;
 }
 
-ProgramIndex index_program(const RankProgram& program) {
+ProgramIndex index_program(const RankProgram& program, const ComputeTimeFn& compute_time) {
   const auto& ins = program.instructions;
   ProgramIndex index;
   index.cross.assign(ins.size(), 0);
   index.stream_prev.assign(ins.size(), -1);
+  index.seconds.assign(ins.size(), 0.0);
   for (size_t i = 0; i < ins.size(); ++i) {
     const Instruction& x = ins[i];
     const auto s = static_cast<size_t>(x.stream);
     TANDEM_CHECK_MSG(s < kStreams, "rank " << program.rank << " instruction " << i << ": bad stream");
     if (!index.streams[s].empty()) index.stream_prev[i] = index.streams[s].back();
+    if (is_compute(x.kind)) {
+      index.seconds[i] = compute_time(program, x);
+      TANDEM_CHECK_MSG(index.seconds[i] >= 0, "negative compute time for rank " << program.rank << " instruction " << i);
+    }
     index.streams[s].push_back(static_cast<int32_t>(i));
     for (int32_t d : x.deps) {
       TANDEM_CHECK_MSG(d >= 0 && static_cast<size_t>(d) < i,
@@ -91,12 +96,6 @@ RankPlayer::RankPlayer(Execution& execution, const RankProgram& program, int64_t
   end_.assign(n, 0.0);
   out_.rank = rank_;
   if (ex_.options.record_timeline) out_.timeline.assign(n, {});
-}
-
-double RankPlayer::compute_time(int32_t i) const {
-  const double seconds = ex_.options.compute_time(prog_, ins_[static_cast<size_t>(i)]);
-  TANDEM_CHECK_MSG(seconds >= 0, "negative compute time for rank " << rank_ << " instruction " << i);
-  return seconds;
 }
 
 int64_t RankPlayer::peer(int32_t i) {
@@ -246,9 +245,10 @@ void RankPlayer::charge(int32_t b, double from, double to) {
 // and the wait for the sender before it (bubble).
 void RankPlayer::charge_own(int32_t b, double from, double to) {
   if (to <= from) return;
-  const Category c = own_category(ins_[static_cast<size_t>(b)]);
-  auto it = transfer_start_.find(b);
-  if (c == Category::Pp && it != transfer_start_.end()) {
+  const Instruction& x = ins_[static_cast<size_t>(b)];
+  const Category c = own_category(x);
+  auto it = x.kind == OpKind::Recv && c == Category::Pp ? transfer_start_.find(b) : transfer_start_.end();
+  if (it != transfer_start_.end()) {
     const double split = std::clamp(it->second, from, to);
     add_to(out_.breakdown, Category::Bubble, split - from);
     add_to(out_.breakdown, Category::Pp, to - split);

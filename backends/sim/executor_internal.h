@@ -30,8 +30,9 @@ struct ProgramIndex {
   std::array<std::vector<int32_t>, kStreams> streams;  // instruction indices per stream, in order
   std::vector<char> cross;          // [i] an instruction of another stream depends on i
   std::vector<int32_t> stream_prev; // [i] previous instruction of i's stream, -1 for the first
+  std::vector<double> seconds;      // [i] compute instructions: ExecutorOptions::compute_time; else 0
 };
-ProgramIndex index_program(const RankProgram& program);
+ProgramIndex index_program(const RankProgram& program, const ComputeTimeFn& compute_time);
 
 // A flow started one-sided (Comm::sendto) for a group that is not played whole.
 struct OneSidedFlow {
@@ -166,7 +167,7 @@ class RankPlayer {
   void wait_for_something();
   void sync_clock();
 
-  double compute_time(int32_t i) const;
+  double compute_time(int32_t i) const { return index_.seconds[static_cast<size_t>(i)]; }
   int64_t peer(int32_t i);  // Send/Recv peer of instruction i, renamed for this rank
 
   // executor_comm.cpp
