@@ -1,8 +1,9 @@
-// The executor's per-rank event loop (executor.h): streams, dependencies, compute runs, the local
-// clock, and the time breakdown of the compute stream.
+// The executor's per-rank event loop (executor.h): streams, dependencies, windows of local work,
+// the local clock, and the time breakdown of the compute stream.
 #include "backends/sim/executor.h"
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <tuple>
@@ -59,26 +60,36 @@ Category own_category(const Instruction& x) {
 
 ProgramIndex index_program(const RankProgram& program, const ComputeTimeFn& compute_time) {
   const auto& ins = program.instructions;
+  const size_t n = ins.size();
   ProgramIndex index;
-  index.cross.assign(ins.size(), 0);
-  index.stream_prev.assign(ins.size(), -1);
-  index.seconds.assign(ins.size(), 0.0);
-  for (size_t i = 0; i < ins.size(); ++i) {
+  index.stream_prev.assign(n, -1);
+  index.stream_next.assign(n, -1);
+  index.seconds.assign(n, 0.0);
+  index.dependent_begin.assign(n + 1, 0);
+  for (size_t i = 0; i < n; ++i) {
     const Instruction& x = ins[i];
     const auto s = static_cast<size_t>(x.stream);
     TANDEM_CHECK_MSG(s < kStreams, "rank " << program.rank << " instruction " << i << ": bad stream");
-    if (!index.streams[s].empty()) index.stream_prev[i] = index.streams[s].back();
+    if (!index.streams[s].empty()) {
+      index.stream_prev[i] = index.streams[s].back();
+      index.stream_next[static_cast<size_t>(index.streams[s].back())] = static_cast<int32_t>(i);
+    }
+    index.streams[s].push_back(static_cast<int32_t>(i));
     if (is_compute(x.kind)) {
       index.seconds[i] = compute_time(program, x);
       TANDEM_CHECK_MSG(index.seconds[i] >= 0, "negative compute time for rank " << program.rank << " instruction " << i);
     }
-    index.streams[s].push_back(static_cast<int32_t>(i));
     for (int32_t d : x.deps) {
       TANDEM_CHECK_MSG(d >= 0 && static_cast<size_t>(d) < i,
                        "rank " << program.rank << " instruction " << i << " depends on " << d << ", not an earlier one");
-      if (ins[static_cast<size_t>(d)].stream != x.stream) index.cross[static_cast<size_t>(d)] = 1;
+      ++index.dependent_begin[static_cast<size_t>(d) + 1];
     }
   }
+  for (size_t i = 0; i < n; ++i) index.dependent_begin[i + 1] += index.dependent_begin[i];
+  index.dependents.resize(static_cast<size_t>(index.dependent_begin[n]));
+  std::vector<int32_t> fill(index.dependent_begin.begin(), index.dependent_begin.end() - 1);
+  for (size_t i = 0; i < n; ++i)
+    for (int32_t d : ins[i].deps) index.dependents[static_cast<size_t>(fill[static_cast<size_t>(d)]++)] = static_cast<int32_t>(i);
   return index;
 }
 
@@ -91,9 +102,10 @@ RankPlayer::RankPlayer(Execution& execution, const RankProgram& program, int64_t
       index_(execution.index(program)),
       streams_(index_.streams) {
   const size_t n = ins_.size();
-  done_.assign(n, 0);
+  state_.assign(n, kPending);
   start_.assign(n, 0.0);
   end_.assign(n, 0.0);
+  last_issued_.fill(-1);
   out_.rank = rank_;
   if (ex_.options.record_timeline) out_.timeline.assign(n, {});
 }
@@ -147,7 +159,7 @@ void RankPlayer::issue_ready() {
 
 bool RankPlayer::deps_done(int32_t i) const {
   for (int32_t d : ins_[static_cast<size_t>(i)].deps)
-    if (!done_[static_cast<size_t>(d)]) return false;
+    if (state_[static_cast<size_t>(d)] != kDone) return false;
   return true;
 }
 
@@ -159,60 +171,105 @@ int32_t RankPlayer::blocker(int32_t i) const {
   return best;
 }
 
-void RankPlayer::issue(int s, int32_t i) {
+// Seconds of instruction i when it is local work (compute, memory, a collective costed
+// analytically); false for work that needs SimGrid flows.
+bool RankPlayer::local_seconds(int32_t i, double* seconds) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
-  const auto su = static_cast<size_t>(s);
-  if (s == static_cast<int>(StreamKind::Compute)) {
-    if (now_ > compute_free_at_) {
-      const int32_t b = blocker(i);
-      if (b >= 0) charge(b, compute_free_at_, now_);
-      else add_to(out_.breakdown, Category::Bubble, now_ - compute_free_at_);
-    }
-    compute_free_at_ = now_;
-    if (is_compute(x.kind)) return issue_compute_run(i);
-  }
-  ++head_[su];
   if (is_memory(x.kind)) {
-    finish_instruction(i, now_, now_);
-    ex_.instructions_done(1);
-    return;
+    *seconds = 0;
+    return true;
   }
-  if (is_compute(x.kind)) {  // compute on a communication stream: local time, no merging
-    const double seconds = compute_time(i);
-    out_.compute_s += seconds;
-    return analytic(s, i, seconds);
+  if (is_compute(x.kind)) {
+    *seconds = compute_time(i);
+    return true;
+  }
+  if (x.kind == OpKind::Send || x.kind == OpKind::Recv) return false;
+  return analytic_seconds(x, seconds);
+}
+
+void RankPlayer::issue(int s, int32_t i) {
+  double seconds = 0;
+  if (local_seconds(i, &seconds)) return start_window(s, i);
+  if (s == static_cast<int>(StreamKind::Compute) && now_ > compute_free_at_) {
+    const int32_t b = blocker(i);
+    if (b >= 0) charge(b, compute_free_at_, now_);
+    else add_to(out_.breakdown, Category::Bubble, now_ - compute_free_at_);
+    compute_free_at_ = now_;
   }
   start_communication(s, i);
 }
 
-// Starts a run of compute-stream instructions at i: it goes on while the last one has no
-// dependent on another stream and the next one is compute or memory work whose deps are met.
-void RankPlayer::issue_compute_run(int32_t i) {
-  const auto& list = streams_[0];
-  const size_t first = head_[0];
-  TANDEM_CHECK(list[first] == i);
-  size_t k = first;
-  double t = now_;
-  for (;;) {
-    const int32_t j = list[k];
-    const Instruction& x = ins_[static_cast<size_t>(j)];
-    double d = 0;
-    if (is_compute(x.kind)) {
-      d = compute_time(j);
-      add_to(out_.breakdown, compute_category(x), d);
-      out_.compute_s += d;
-    }
-    t += d;
-    ++k;
-    if (index_.cross[static_cast<size_t>(j)] || k == list.size()) break;
-    const Instruction& next = ins_[static_cast<size_t>(list[k])];
-    if (!(is_compute(next.kind) || is_memory(next.kind)) || !deps_done(list[k])) break;
+// When stream s can take its next instruction inside a window: now when idle, the end of its
+// last scheduled instruction, or never (a network operation in flight).
+double RankPlayer::stream_available(int s) const {
+  const auto su = static_cast<size_t>(s);
+  if (!busy_[su]) return now_;
+  const int32_t last = last_issued_[su];
+  return state_[static_cast<size_t>(last)] == kScheduled ? end_[static_cast<size_t>(last)]
+                                                         : std::numeric_limits<double>::infinity();
+}
+
+// Schedules a window of local work starting with i, the head of stream s. From the compute
+// stream, the window takes, in program order, every following instruction that is local work,
+// next on its stream and whose deps are done or scheduled; it stops at the first compute-stream
+// instruction that cannot join. Times come from the streams and deps (list scheduling), so they
+// are what the event loop would give. Events fire at the end of each instruction that something
+// outside the window waits for, and at the window's end.
+void RankPlayer::start_window(int s, int32_t i) {
+  const int32_t op = new_op(true);
+  ops_[static_cast<size_t>(op)].start = now_;
+  std::array<double, kStreams> available{};
+  std::array<bool, kStreams> open{};
+  for (int k = 0; k < kStreams; ++k) {
+    available[static_cast<size_t>(k)] = stream_available(k);
+    open[static_cast<size_t>(k)] = available[static_cast<size_t>(k)] < std::numeric_limits<double>::infinity();
   }
-  head_[0] = k;
-  const int32_t op = new_op(static_cast<int32_t>(first), static_cast<int32_t>(k - first), 0);
-  if (t == now_) return finish_op(op, now_);
-  busy_[0] = true;
-  schedule(op, t);
+  const bool from_compute = s == static_cast<int>(StreamKind::Compute);
+  const auto n = static_cast<int32_t>(ins_.size());
+  for (int32_t j = i; j < n; ++j) {
+    const Instruction& x = ins_[static_cast<size_t>(j)];
+    const auto sj = static_cast<size_t>(x.stream);
+    if (!open[sj] || state_[static_cast<size_t>(j)] != kPending) continue;
+    double seconds = 0;
+    bool joins = head_[sj] < streams_[sj].size() && streams_[sj][head_[sj]] == j && local_seconds(j, &seconds);
+    double start = available[sj];
+    for (size_t k = 0; joins && k < x.deps.size(); ++k) {
+      const auto d = static_cast<size_t>(x.deps[k]);
+      joins = state_[d] == kDone || state_[d] == kScheduled;
+      start = std::max(start, end_[d]);
+    }
+    if (!joins) {
+      if (sj == 0) break;
+      open[sj] = false;
+      continue;
+    }
+    if (is_collective(x.kind)) ++ex_.stats.analytic_collectives;
+    state_[static_cast<size_t>(j)] = kScheduled;
+    start_[static_cast<size_t>(j)] = start;
+    end_[static_cast<size_t>(j)] = start + seconds;
+    available[sj] = start + seconds;
+    ++head_[sj];
+    busy_[sj] = true;
+    last_issued_[sj] = j;
+    ops_[static_cast<size_t>(op)].members.push_back(j);
+    if (!from_compute) break;  // a window from another stream holds just its head
+  }
+  Op& o = ops_[static_cast<size_t>(op)];
+  std::stable_sort(o.members.begin(), o.members.end(), [this](int32_t a, int32_t b) {
+    return end_[static_cast<size_t>(a)] < end_[static_cast<size_t>(b)];
+  });
+  event_times_.clear();
+  for (int32_t m : o.members) {
+    const auto mu = static_cast<size_t>(m);
+    bool seen = index_.stream_next[mu] >= 0 && state_[static_cast<size_t>(index_.stream_next[mu])] != kScheduled;
+    for (int32_t k = index_.dependent_begin[mu]; !seen && k < index_.dependent_begin[mu + 1]; ++k)
+      seen = state_[static_cast<size_t>(index_.dependents[static_cast<size_t>(k)])] != kScheduled;
+    if (seen) event_times_.push_back(end_[mu]);
+  }
+  const double last = end_[static_cast<size_t>(o.members.back())];
+  for (size_t k = 0; k < event_times_.size(); ++k)
+    if (event_times_[k] < last && (k == 0 || event_times_[k] != event_times_[k - 1])) schedule(op, event_times_[k]);
+  schedule(op, last);
 }
 
 // What i waited for before it started: its stream predecessor or dep that finished last.
@@ -257,15 +314,7 @@ void RankPlayer::charge_own(int32_t b, double from, double to) {
   add_to(out_.breakdown, c, to - from);
 }
 
-void RankPlayer::analytic(int s, int32_t i, double seconds) {
-  const int32_t op = new_op(static_cast<int32_t>(head_[static_cast<size_t>(s)] - 1), 1, s);
-  if (seconds <= 0) return finish_op(op, now_);
-  busy_[static_cast<size_t>(s)] = true;
-  schedule(op, now_ + seconds);
-  (void)i;
-}
-
-int32_t RankPlayer::new_op(int32_t first, int32_t count, int stream) {
+int32_t RankPlayer::new_op(bool local) {
   int32_t id;
   if (!free_ops_.empty()) {
     id = free_ops_.back();
@@ -275,12 +324,15 @@ int32_t RankPlayer::new_op(int32_t first, int32_t count, int stream) {
     ops_.emplace_back();
   }
   Op& o = ops_[static_cast<size_t>(id)];
-  o = Op{};
-  o.first = first;
-  o.count = count;
-  o.stream = stream;
+  o.local = local;
+  o.live = true;
+  o.instruction = -1;
   o.start = now_;
+  o.remaining = 0;
   o.ready = now_;
+  o.floor = 0;
+  o.members.clear();
+  o.marked = 0;
   return id;
 }
 
@@ -290,44 +342,61 @@ void RankPlayer::process_due_events() {
   while (!events_.empty() && events_.top().time <= now_) {
     const Event e = events_.top();
     events_.pop();
-    finish_op(e.op, e.time);
+    Op& o = ops_[static_cast<size_t>(e.op)];
+    if (!o.live) continue;  // a window already completed by an earlier event at the same time
+    if (o.local) advance_window(e.op, e.time);
+    else finish_network(e.op, e.time);
   }
 }
 
-// Completes an operation at `time`: its instructions (a run: one after the other from its start).
-void RankPlayer::finish_op(int32_t op, double time) {
-  const Op o = ops_[static_cast<size_t>(op)];
+// Marks done the window's instructions that end by `time`, in order of their ends.
+void RankPlayer::advance_window(int32_t op, double time) {
+  Op& o = ops_[static_cast<size_t>(op)];
+  int64_t count = 0;
+  while (o.marked < o.members.size() && end_[static_cast<size_t>(o.members[o.marked])] <= time) {
+    const int32_t i = o.members[o.marked++];
+    mark_done(i, start_[static_cast<size_t>(i)], end_[static_cast<size_t>(i)]);
+    ++count;
+  }
+  ex_.instructions_done(count);
+  if (o.marked == o.members.size()) {
+    o.live = false;
+    free_ops_.push_back(op);
+  }
+}
+
+void RankPlayer::finish_network(int32_t op, double time) {
+  Op& o = ops_[static_cast<size_t>(op)];
+  const int32_t i = o.instruction;
+  o.live = false;
   free_ops_.push_back(op);
-  const auto& list = streams_[static_cast<size_t>(o.stream)];
-  busy_[static_cast<size_t>(o.stream)] = false;
-  if (o.count == 1) {
-    const int32_t i = list[static_cast<size_t>(o.first)];
-    const Instruction& x = ins_[static_cast<size_t>(i)];
-    if (x.kind == OpKind::Recv) note_recv_done(i);
-    finish_instruction(i, o.start, time);
-    if (o.stream == 0 && !is_compute(x.kind)) charge(i, o.start, time);  // communication on the compute stream
-  } else {
-    double t = o.start;
-    for (int32_t k = 0; k < o.count; ++k) {
-      const int32_t i = list[static_cast<size_t>(o.first + k)];
-      const double d = is_compute(ins_[static_cast<size_t>(i)].kind) ? compute_time(i) : 0.0;
-      const double end = k + 1 == o.count ? time : t + d;
-      finish_instruction(i, t, end);
-      t = end;
-    }
-  }
-  ex_.instructions_done(o.count);
+  if (ins_[static_cast<size_t>(i)].kind == OpKind::Recv) note_recv_done(i);
+  mark_done(i, start_[static_cast<size_t>(i)], time);
+  ex_.instructions_done(1);
 }
 
-void RankPlayer::finish_instruction(int32_t i, double start, double end) {
+// Instruction i is done: bookkeeping, its stream, and the compute stream's time breakdown.
+void RankPlayer::mark_done(int32_t i, double start, double end) {
   const auto iu = static_cast<size_t>(i);
-  done_[iu] = 1;
+  const Instruction& x = ins_[iu];
+  state_[iu] = kDone;
   start_[iu] = start;
   end_[iu] = end;
   ++completed_;
   if (last_finished_ < 0 || end >= end_[static_cast<size_t>(last_finished_)]) last_finished_ = i;
-  if (ins_[iu].stream == StreamKind::Compute) compute_free_at_ = std::max(compute_free_at_, end);
   if (!out_.timeline.empty()) out_.timeline[iu] = {start, end};
+  const auto s = static_cast<size_t>(x.stream);
+  if (last_issued_[s] == i) busy_[s] = false;
+  if (is_compute(x.kind)) out_.compute_s += end - start;
+  if (x.stream != StreamKind::Compute) return;
+  if (start > compute_free_at_) {  // idle before it (network operations charged theirs at issue)
+    const int32_t b = blocker(i);
+    if (b >= 0) charge(b, compute_free_at_, start);
+    else add_to(out_.breakdown, Category::Bubble, start - compute_free_at_);
+  }
+  if (is_compute(x.kind)) add_to(out_.breakdown, compute_category(x), end - start);
+  else if (is_communication(x.kind)) charge(i, std::max(start, compute_free_at_), end);
+  compute_free_at_ = std::max(compute_free_at_, end);
 }
 
 void RankPlayer::wait_for_something() {
@@ -358,8 +427,8 @@ std::string RankPlayer::where_stuck() const {
   os << "rank " << rank_ << " finished " << completed_ << " of " << ins_.size() << " instructions;";
   for (int s = 0; s < kStreams; ++s) {
     const auto su = static_cast<size_t>(s);
-    if (head_[su] >= streams_[su].size()) continue;
-    const int32_t i = streams_[su][busy_[su] ? head_[su] - 1 : head_[su]];
+    if (!busy_[su] && head_[su] >= streams_[su].size()) continue;
+    const int32_t i = busy_[su] ? last_issued_[su] : streams_[su][head_[su]];
     const Instruction& x = ins_[static_cast<size_t>(i)];
     os << " stream " << to_string(static_cast<StreamKind>(s)) << (busy_[su] ? " in " : " waits before ") << i << " ("
        << to_string(x.kind) << " " << x.label;

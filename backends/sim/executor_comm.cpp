@@ -123,9 +123,11 @@ bool Execution::ghost_wanted(int64_t a, int64_t b) const {
 }
 
 PlanInfo& Execution::plan(GroupInfo& g, PlanKind kind, int) {
+  PlanInfo*& cached = g.plans[static_cast<size_t>(kind)];
+  if (cached) return *cached;
   auto& slot = plans_[g.group.name + "|" + plan_kind_name(kind)];
-  if (slot) return *slot;
   slot = std::make_unique<PlanInfo>();
+  cached = slot.get();
   PlanInfo& info = *slot;
   const auto& gpus = g.group.gpus;
   const size_t p = gpus.size();
@@ -225,10 +227,34 @@ void Execution::instructions_done(int64_t count) {
 // ---------------------------------------------------------------------------------------------
 // RankPlayer: communication
 
+bool RankPlayer::analytic_seconds(const Instruction& x, double* seconds) {
+  if (!is_collective(x.kind)) return false;
+  *seconds = 0;
+  if (ex_.options.free_communication || x.bytes <= 0) return true;
+  GroupInfo& g = ex_.group(rank_, x.group);
+  if (g.group.gpus.size() < 2) return true;
+  if (!(g.intra_node && ex_.options.analytic_intra_node)) return false;
+  const PlanInfo& plan = ex_.plan(g, plan_kind(x.kind), 0);
+  *seconds = plan.latency + plan.seconds_per_byte * x.bytes;
+  return true;
+}
+
+// Issues network operation i, the head of stream s.
 void RankPlayer::start_communication(int s, int32_t i) {
-  const Instruction& x = ins_[static_cast<size_t>(i)];
-  if (x.kind == OpKind::Send || x.kind == OpKind::Recv) return start_p2p(s, i);
-  start_collective(s, i);
+  const auto su = static_cast<size_t>(s);
+  const auto iu = static_cast<size_t>(i);
+  ++head_[su];
+  busy_[su] = true;
+  last_issued_[su] = i;
+  state_[iu] = kInFlight;
+  sync_clock();
+  start_[iu] = now_;
+  const int32_t op = new_op(false);
+  ops_[static_cast<size_t>(op)].instruction = i;
+  ++ex_.stats.network_operations;
+  const Instruction& x = ins_[iu];
+  if (x.kind == OpKind::Send || x.kind == OpKind::Recv) return start_p2p(s, i, op);
+  start_collective(s, i, op);
 }
 
 void RankPlayer::wait_on(int32_t op, const sg4::CommPtr& comm, double delay) {
@@ -248,7 +274,7 @@ void RankPlayer::ghost(int64_t src, int64_t dst, double bytes) {
 
 // Send / Recv: matched in order per (sender, receiver, group). Sends are rendezvous, as NCCL's;
 // with free communication they are eager (the schedule analysis' semantics).
-void RankPlayer::start_p2p(int s, int32_t i) {
+void RankPlayer::start_p2p(int, int32_t i, int32_t op) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
   const bool send = x.kind == OpKind::Send;
   const int64_t other = peer(i);
@@ -265,7 +291,6 @@ void RankPlayer::start_p2p(int s, int32_t i) {
   const bool eager = ex_.options.free_communication;
   const int64_t seq =
       eager ? x.tag : seq_[(static_cast<uint64_t>(other) << 9) | (static_cast<uint64_t>(channel) << 1) | (send ? 1u : 0u)]++;
-  sync_clock();
   Message& m = ex_.message(src, dst, channel, seq);
   if (send) {
     m.send_tag = x.tag;
@@ -284,26 +309,22 @@ void RankPlayer::start_p2p(int s, int32_t i) {
     if (ex_.layout.reduced() && !eager)
       for (const auto& [a, b] : ex_.message_images(src, dst)) ghost(a, b, m.bytes);
   }
-  const int32_t op = new_op(static_cast<int32_t>(head_[static_cast<size_t>(s)] - 1), 1, s);
-  ++ex_.stats.network_operations;
   const std::string channel_name = to_string(x.group);
   if (eager) {
     const std::string box =
         "eager-" + channel_name + "#" + std::to_string(src) + ">" + std::to_string(dst) + "#" + std::to_string(x.tag);
     if (send) {
       sg4::Mailbox::by_name(box)->put_init(&g_token, 0)->detach();
-      return finish_op(op, now_);
+      return finish_network(op, now_);
     }
     sg4::CommPtr get = sg4::Mailbox::by_name(box)->get_init();
     get->set_dst_data(&sink_, sizeof(void*));
     get->start();
-    busy_[static_cast<size_t>(s)] = true;
     return wait_on(op, get, 0.0);
   }
   Pending pending = send ? ex_.collectives.start_send(rank_, other, x.bytes, channel_name)
                          : ex_.collectives.start_recv(rank_, other, channel_name);
   const double latency = ex_.collectives.latency(src, dst);
-  busy_[static_cast<size_t>(s)] = true;
   for (const sg4::CommPtr& comm : pending.comms()) wait_on(op, comm, latency);
 }
 
@@ -318,21 +339,11 @@ void RankPlayer::note_recv_done(int32_t i) {
   recv_key_.erase(it);
 }
 
-void RankPlayer::start_collective(int s, int32_t i) {
+void RankPlayer::start_collective(int, int32_t i, int32_t op) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
   GroupInfo& g = ex_.group(rank_, x.group);
   const PlanKind kind = plan_kind(x.kind);
-  if (g.group.gpus.size() < 2 || ex_.options.free_communication || x.bytes <= 0) return analytic(s, i, 0.0);
-  const int member = g.member.at(rank_);
-  PlanInfo& plan = ex_.plan(g, kind, member);
-  if (g.intra_node && ex_.options.analytic_intra_node) {
-    ++ex_.stats.analytic_collectives;
-    return analytic(s, i, plan.latency + plan.seconds_per_byte * x.bytes);
-  }
-  const int32_t op = new_op(static_cast<int32_t>(head_[static_cast<size_t>(s)] - 1), 1, s);
-  ++ex_.stats.network_operations;
-  busy_[static_cast<size_t>(s)] = true;
-  sync_clock();
+  const PlanInfo& plan = ex_.plan(g, kind, 0);
   if (g.all_played) {
     start_played_collective(g, kind, op, x);
   } else {

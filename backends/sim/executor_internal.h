@@ -28,8 +28,10 @@ Category comm_category(const Instruction& ins);
 // What the executor derives once per program (shared by the ranks that play it).
 struct ProgramIndex {
   std::array<std::vector<int32_t>, kStreams> streams;  // instruction indices per stream, in order
-  std::vector<char> cross;          // [i] an instruction of another stream depends on i
   std::vector<int32_t> stream_prev; // [i] previous instruction of i's stream, -1 for the first
+  std::vector<int32_t> stream_next; // [i] next instruction of i's stream, -1 for the last
+  std::vector<int32_t> dependent_begin;  // [i] .. [i + 1]: range of `dependents` listing i's dependents
+  std::vector<int32_t> dependents;
   std::vector<double> seconds;      // [i] compute instructions: ExecutorOptions::compute_time; else 0
 };
 ProgramIndex index_program(const RankProgram& program, const ComputeTimeFn& compute_time);
@@ -42,6 +44,8 @@ struct OneSidedFlow {
   bool wait = false;      // the starting rank waits for it (it touches that rank)
 };
 
+struct PlanInfo;
+
 // A process group seen by the executor.
 struct GroupInfo {
   uint64_t key = 0;                // (kind, group index)
@@ -50,6 +54,7 @@ struct GroupInfo {
   bool all_played = true;
   std::vector<char> played;        // [member]
   std::unordered_map<int64_t, int> member;  // rank -> member index
+  std::array<PlanInfo*, 4> plans{};          // by PlanKind, once built
 };
 
 // Costs and flows of one collective kind on one group, per byte of its buffer.
@@ -133,15 +138,22 @@ class RankPlayer {
   std::string where_stuck() const;
 
  private:
-  // An operation in flight: a compute run, an analytic operation or a network operation.
+  // Instruction states. Scheduled: local work whose start and end are fixed but that other
+  // instructions cannot see yet; it becomes done at one of its window's events.
+  enum : std::uint8_t { kPending, kScheduled, kInFlight, kDone };
+
+  // An operation in flight: a window of local work (scheduled instructions, marked done in
+  // order of their end times at the window's events) or a network operation (one instruction).
   struct Op {
-    int32_t first = 0;         // position in its stream's list of its (first) instruction
-    int32_t count = 0;         // instructions in the run (1 otherwise)
-    int stream = 0;
+    bool local = false;
+    bool live = false;
+    int32_t instruction = -1;  // network: the instruction
     double start = 0;          // s
     int remaining = 0;         // network: communications not finished
     double ready = 0;          // s, network: max over finished comms of finish + latency
     double floor = 0;          // s, network: not done before (uncontended bandwidth time)
+    std::vector<int32_t> members;  // local: instructions by end time
+    size_t marked = 0;             // local: members already done
   };
   struct Event {
     double time;
@@ -155,14 +167,17 @@ class RankPlayer {
   bool deps_done(int32_t i) const;
   int32_t blocker(int32_t i) const;
   void issue(int stream, int32_t i);
-  void issue_compute_run(int32_t i);
+  void start_window(int stream, int32_t i);
+  bool local_seconds(int32_t i, double* seconds);
+  double stream_available(int stream) const;
   int32_t cause(int32_t b) const;
   void charge(int32_t b, double from, double to);
   void charge_own(int32_t b, double from, double to);
   void schedule(int32_t op, double time);
-  int32_t new_op(int32_t first, int32_t count, int stream);
-  void finish_op(int32_t op, double time);
-  void finish_instruction(int32_t i, double start, double end);
+  int32_t new_op(bool local);
+  void advance_window(int32_t op, double time);
+  void finish_network(int32_t op, double time);
+  void mark_done(int32_t i, double start, double end);
   void process_due_events();
   void wait_for_something();
   void sync_clock();
@@ -171,15 +186,14 @@ class RankPlayer {
   int64_t peer(int32_t i);  // Send/Recv peer of instruction i, renamed for this rank
 
   // executor_comm.cpp
+  bool analytic_seconds(const Instruction& x, double* seconds);  // collectives costed without flows
   void start_communication(int stream, int32_t i);
-  void start_p2p(int stream, int32_t i);
-  void start_collective(int stream, int32_t i);
+  void start_p2p(int stream, int32_t i, int32_t op);
+  void start_collective(int stream, int32_t i, int32_t op);
   void start_played_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x);
   void start_partial_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x);
-  void start_images(const PlanInfo& plan, double bytes);
   void wait_on(int32_t op, const simgrid::s4u::CommPtr& comm, double delay);
   void ghost(int64_t src, int64_t dst, double bytes);
-  void analytic(int stream, int32_t i, double seconds);
   void note_recv_done(int32_t i);
 
   Execution& ex_;
@@ -190,11 +204,12 @@ class RankPlayer {
 
   const ProgramIndex& index_;
   const std::array<std::vector<int32_t>, kStreams>& streams_;  // index_.streams
-  std::array<size_t, kStreams> head_{};
-  std::array<bool, kStreams> busy_{};
-  std::vector<char> done_;         // [i]
-  std::vector<double> start_;      // [i] s
-  std::vector<double> end_;        // [i] s
+  std::array<size_t, kStreams> head_{};       // next instruction to issue, per stream
+  std::array<bool, kStreams> busy_{};         // its last issued instruction is not done
+  std::array<int32_t, kStreams> last_issued_;  // per stream, -1 before the first
+  std::vector<std::uint8_t> state_;  // [i]
+  std::vector<double> start_;      // [i] s, once scheduled or issued
+  std::vector<double> end_;        // [i] s, once scheduled or done
   std::unordered_map<int64_t, int64_t> peers_;  // program's peer -> this rank's
   std::unordered_map<int32_t, double> transfer_start_;  // Recv -> s when both sides had posted
   std::unordered_map<int32_t, std::array<int64_t, 2>> recv_key_;  // Recv -> (channel, seq)
@@ -211,6 +226,7 @@ class RankPlayer {
   std::vector<simgrid::s4u::CommPtr> ghosts_;
   std::unordered_map<uint64_t, int64_t> seq_;            // (peer or group, channel) -> count
   void* sink_ = nullptr;                                  // where zero-byte receives store their token
+  std::vector<double> event_times_;                       // scratch for start_window
 
   double compute_free_at_ = 0;     // s, when the compute stream last became idle
 };
