@@ -204,9 +204,8 @@ void RankPlayer::issue(int s, int32_t i) {
 double RankPlayer::stream_available(int s) const {
   const auto su = static_cast<size_t>(s);
   if (!busy_[su]) return now_;
-  const int32_t last = last_issued_[su];
-  return state_[static_cast<size_t>(last)] == kScheduled ? end_[static_cast<size_t>(last)]
-                                                         : std::numeric_limits<double>::infinity();
+  if (in_flight_[su] > 0) return std::numeric_limits<double>::infinity();
+  return end_[static_cast<size_t>(last_issued_[su])];  // scheduled work ends in stream order
 }
 
 // Schedules a window of local work starting with i, the head of stream s. From the compute
@@ -224,7 +223,7 @@ void RankPlayer::start_window(int s, int32_t i) {
     available[static_cast<size_t>(k)] = stream_available(k);
     open[static_cast<size_t>(k)] = available[static_cast<size_t>(k)] < std::numeric_limits<double>::infinity();
   }
-  const bool from_compute = s == static_cast<int>(StreamKind::Compute);
+  const bool from_compute = s == static_cast<int>(StreamKind::Compute) && ex_.options.merge_local_work;
   const auto n = static_cast<int32_t>(ins_.size());
   for (int32_t j = i; j < n; ++j) {
     const Instruction& x = ins_[static_cast<size_t>(j)];
@@ -250,6 +249,7 @@ void RankPlayer::start_window(int s, int32_t i) {
     available[sj] = start + seconds;
     ++head_[sj];
     busy_[sj] = true;
+    ++outstanding_[sj];
     last_issued_[sj] = j;
     ops_[static_cast<size_t>(op)].members.push_back(j);
     if (!from_compute) break;  // a window from another stream holds just its head
@@ -379,6 +379,7 @@ void RankPlayer::finish_network(int32_t op, double time) {
 void RankPlayer::mark_done(int32_t i, double start, double end) {
   const auto iu = static_cast<size_t>(i);
   const Instruction& x = ins_[iu];
+  const std::uint8_t state_before = state_[iu];
   state_[iu] = kDone;
   start_[iu] = start;
   end_[iu] = end;
@@ -386,7 +387,8 @@ void RankPlayer::mark_done(int32_t i, double start, double end) {
   if (last_finished_ < 0 || end >= end_[static_cast<size_t>(last_finished_)]) last_finished_ = i;
   if (!out_.timeline.empty()) out_.timeline[iu] = {start, end};
   const auto s = static_cast<size_t>(x.stream);
-  if (last_issued_[s] == i) busy_[s] = false;
+  if (--outstanding_[s] == 0) busy_[s] = false;
+  if (state_before == kInFlight) --in_flight_[s];
   if (is_compute(x.kind)) out_.compute_s += end - start;
   if (x.stream != StreamKind::Compute) return;
   if (start > compute_free_at_) {  // idle before it (network operations charged theirs at issue)

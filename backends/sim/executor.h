@@ -7,8 +7,6 @@
 //
 // Where time comes from
 //   compute, Alloc/Free        local arithmetic: ExecutorOptions::compute_time seconds (memory: 0).
-//                              Consecutive compute-stream instructions whose deps are already met
-//                              and that no other stream waits for are merged into one run.
 //   collectives in one node    analytic (NVSwitch is non-blocking): the plan's latency + bandwidth
 //                              time from collectives.h, without flows (ExecutorOptions::
 //                              analytic_intra_node). Members do not wait for each other.
@@ -17,6 +15,11 @@
 // An actor keeps a local clock that may run ahead of SimGrid's while it has no flow in flight:
 // local work costs no SimGrid activity, and the actor synchronises (sleep_until) before it starts
 // a flow. So only network operations are SimGrid activities.
+// Windows: when the compute stream can go on, the actor schedules at once the chain of local work
+// that follows in program order (on any stream: compute, memory, analytic collectives) as far as
+// its inputs are known, by list scheduling; the window's instructions become visible to the rest
+// at events placed only where something outside the window waits for them. Times are those of
+// playing each instruction on its own (ExecutorOptions::merge_local_work = false checks it).
 //
 // Symmetry reduction (ReplicaLayout): only the ranks of one block are played (by default the
 // data-parallel replica dp = 0, widened until the expert-parallel groups of its ranks are
@@ -60,6 +63,9 @@ struct ExecutorOptions {
   Algorithm algorithm = Algorithm::Ring;    // collectives across nodes
   GhostTraffic ghosts = GhostTraffic::Shared;
   bool record_timeline = false;             // keep start/end of every instruction (traces)
+  // Schedule chains of local work as one window (same times, far fewer events); false plays
+  // every local instruction on its own, for checking.
+  bool merge_local_work = true;
   // Called now and then with (fraction of instructions done, message).
   std::function<void(double, const std::string&)> progress;
 };

@@ -239,15 +239,32 @@ bool RankPlayer::analytic_seconds(const Instruction& x, double* seconds) {
   return true;
 }
 
-// Issues network operation i, the head of stream s.
+// Issues network operation i, the head of stream s. Sends and receives that follow it on the
+// stream with their deps met go with it, as one NCCL group (ncclGroupStart/End, Megatron's
+// batch_isend_irecv): issued together, so that a ring of sends and receives cannot deadlock; the
+// stream goes on when all of them are done.
 void RankPlayer::start_communication(int s, int32_t i) {
+  const auto su = static_cast<size_t>(s);
+  sync_clock();
+  start_network(s, i);
+  const auto is_p2p = [this](int32_t j) {
+    const OpKind kind = ins_[static_cast<size_t>(j)].kind;
+    return kind == OpKind::Send || kind == OpKind::Recv;
+  };
+  if (!is_p2p(i)) return;
+  while (head_[su] < streams_[su].size() && is_p2p(streams_[su][head_[su]]) && deps_done(streams_[su][head_[su]]))
+    start_network(s, streams_[su][head_[su]]);
+}
+
+void RankPlayer::start_network(int s, int32_t i) {
   const auto su = static_cast<size_t>(s);
   const auto iu = static_cast<size_t>(i);
   ++head_[su];
   busy_[su] = true;
+  ++outstanding_[su];
+  ++in_flight_[su];
   last_issued_[su] = i;
   state_[iu] = kInFlight;
-  sync_clock();
   start_[iu] = now_;
   const int32_t op = new_op(false);
   ops_[static_cast<size_t>(op)].instruction = i;

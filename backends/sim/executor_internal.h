@@ -188,6 +188,7 @@ class RankPlayer {
   // executor_comm.cpp
   bool analytic_seconds(const Instruction& x, double* seconds);  // collectives costed without flows
   void start_communication(int stream, int32_t i);
+  void start_network(int stream, int32_t i);
   void start_p2p(int stream, int32_t i, int32_t op);
   void start_collective(int stream, int32_t i, int32_t op);
   void start_played_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x);
@@ -205,7 +206,9 @@ class RankPlayer {
   const ProgramIndex& index_;
   const std::array<std::vector<int32_t>, kStreams>& streams_;  // index_.streams
   std::array<size_t, kStreams> head_{};       // next instruction to issue, per stream
-  std::array<bool, kStreams> busy_{};         // its last issued instruction is not done
+  std::array<bool, kStreams> busy_{};         // some issued instruction of the stream is not done
+  std::array<int, kStreams> outstanding_{};   // issued or scheduled, not done
+  std::array<int, kStreams> in_flight_{};     // network operations among them
   std::array<int32_t, kStreams> last_issued_;  // per stream, -1 before the first
   std::vector<std::uint8_t> state_;  // [i]
   std::vector<double> start_;      // [i] s, once scheduled or issued

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/sim/compute_model.h"
 #include "backends/sim/executor.h"
 #include "core/job_loader.h"
 #include "schedules/analysis.h"
@@ -72,7 +73,9 @@ TEST(Simulate, JsonIsByteIdenticalForTheSameInput) {
 
 TEST(Simulate, BreakdownSumsToTheIterationTime) {
   for (const auto& flags : std::vector<std::vector<std::string>>{
-           {}, {"--sequence-parallel", "--use-distributed-optimizer", "--overlap-grad-reduce"}}) {
+           {},
+           {"--sequence-parallel", "--use-distributed-optimizer", "--overlap-grad-reduce"},
+           {"--context-parallel-size", "2", "--tensor-model-parallel-size", "1"}}) {
     const nlohmann::json r = nlohmann::json::parse(simulate_json(tiny_job(flags)));
     const double t = r["iteration_time_s"].get<double>();
     EXPECT_NEAR(breakdown_sum(r["breakdown"]), t, 1e-9 * t) << r["breakdown"].dump();
@@ -204,6 +207,48 @@ TEST(Simulate, ClassProgramsWithRenamedPeersAreEveryRanksOwnProgram) {
         EXPECT_EQ(rename_peer(grid, shared.rank, rank, peer), own.instructions[i].peer) << "rank " << rank << " " << i;
       }
     }
+  }
+}
+
+
+// Windows of local work are an optimisation: playing every instruction on its own must give the
+// same times, breakdown included.
+std::vector<double> play_lowered(const Job& job, bool merge) {
+  return decode(run_isolated([&] {
+    const ParallelGrid grid = ParallelGrid::from_job(job);
+    const Schedule schedule = schedule_for_job(job);
+    const ReplicaLayout layout = replica_layout(grid, false);
+    std::vector<RankProgram> programs;
+    for (int64_t r : layout.played) programs.push_back(lower_rank(job, grid, schedule, r));
+    Platform platform(job.cluster, grid.world_size());
+    Collectives collectives(platform);
+    const ComputeModel model = ComputeModel::for_job(job);
+    ExecutorOptions options;
+    options.compute_time = [&model](const RankProgram&, const Instruction& x) { return model.time(x); };
+    options.merge_local_work = merge;
+    const ExecutionResult run = execute(platform, collectives, grid, programs, layout, options);
+    std::vector<double> out = {run.makespan_s};
+    for (const RankOutcome& o : run.ranks) {
+      const Breakdown& b = o.breakdown;
+      out.insert(out.end(), {o.finish_s, o.compute_s, b.compute, b.tp_comm, b.cp_comm, b.ep_comm, b.pp_comm,
+                             b.dp_comm, b.pipeline_bubble, b.optimizer});
+    }
+    return encode(out);
+  }));
+}
+
+TEST(Simulate, WindowsOfLocalWorkChangeNoTime) {
+  for (const auto& flags : std::vector<std::vector<std::string>>{
+           {},
+           {"--sequence-parallel", "--use-distributed-optimizer", "--overlap-grad-reduce", "--overlap-param-gather"},
+           {"--num-layers-per-virtual-pipeline-stage", "1", "--recompute-granularity", "full", "--recompute-method",
+            "uniform", "--recompute-num-layers", "1"},
+           {"--context-parallel-size", "2", "--tensor-model-parallel-size", "1", "--sequence-parallel"}}) {
+    const Job job = tiny_job(flags);
+    const std::vector<double> merged = play_lowered(job, true);
+    const std::vector<double> single = play_lowered(job, false);
+    ASSERT_EQ(merged.size(), single.size());
+    for (size_t k = 0; k < merged.size(); ++k) EXPECT_NEAR(merged[k], single[k], 1e-12 * merged[0]) << k;
   }
 }
 
