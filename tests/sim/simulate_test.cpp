@@ -48,6 +48,20 @@ double breakdown_sum(const nlohmann::json& b) {
   return sum;
 }
 
+TEST(Simulate, TinyMoeJobGivesTheSameIterationTimeWithAndWithoutAllRanks) {
+  const Job job = tiny_job({"--num-experts", "8", "--expert-model-parallel-size", "4", "--moe-router-topk", "2",
+                            "--tensor-model-parallel-size", "1", "--moe-token-dispatcher-type", "alltoall"});
+  SimOptions all;
+  all.all_ranks = true;
+  const nlohmann::json reduced = nlohmann::json::parse(simulate_json(job));
+  const nlohmann::json faithful = nlohmann::json::parse(simulate_json(job, all));
+  EXPECT_TRUE(reduced["symmetry_reduced"].get<bool>());
+  EXPECT_EQ(reduced["ranks_played"].get<int64_t>(), 8);  // dp 0..3 cover the EP groups
+  const double t = faithful["iteration_time_s"].get<double>();
+  EXPECT_NEAR(reduced["iteration_time_s"].get<double>(), t, 1e-9 * t);
+  EXPECT_GT(faithful["breakdown"]["ep_comm"].get<double>() + faithful["breakdown"]["compute"].get<double>(), 0);
+}
+
 TEST(Simulate, TinyJobGivesTheSameIterationTimeWithAndWithoutAllRanks) {
   const Job job = tiny_job();
   SimOptions all;
