@@ -71,8 +71,15 @@ struct SimResult {
   std::vector<std::string> notes;       // approximations the user should know about
 };
 
-// UserError for a job the simulator cannot play (e.g. unknown GPU model file).
+// UserError for a job the simulator cannot play (e.g. unknown GPU model file). SimGrid allows one
+// engine per process: call simulate() at most once per process (or use simulate_in_subprocess).
+// `job` must be resolved (core/job_loader.h).
 SimResult simulate(const Job& job, const SimOptions& options = {});
+
+// simulate() in a forked child process, for callers that simulate several jobs (tandem reproduce).
+// Same result, wall_seconds and counts included; a UserError in the child is rethrown as UserError,
+// other failures as std::runtime_error. Traces and progress work as in simulate().
+SimResult simulate_in_subprocess(const Job& job, const SimOptions& options = {});
 
 // JSON fields documented in README: iteration_time_s, tokens_per_s, model_tflops_per_gpu,
 // hardware_tflops_per_gpu, mfu, hfu, peak_memory_gib, oom, breakdown{compute, tp_comm, cp_comm,
@@ -80,5 +87,7 @@ SimResult simulate(const Job& job, const SimOptions& options = {});
 // symmetry_classes, symmetry_reduced, ranks[{rank, busy_s, peak_memory_gib, symmetry_class}],
 // notes. Deterministic: no host time in it, so equal inputs give byte-identical dumps.
 nlohmann::json result_to_json(const SimResult& result);
+// The inverse of result_to_json (wall_seconds and counts stay 0).
+SimResult result_from_json(const nlohmann::json& json);
 
 }  // namespace tandem::sim

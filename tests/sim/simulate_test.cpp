@@ -14,6 +14,7 @@
 
 #include "backends/sim/compute_model.h"
 #include "backends/sim/executor.h"
+#include "core/check.h"
 #include "core/job_loader.h"
 #include "schedules/analysis.h"
 #include "tests/sim/sim_test_support.h"
@@ -264,6 +265,26 @@ TEST(Simulate, WindowsOfLocalWorkChangeNoTime) {
     ASSERT_EQ(merged.size(), single.size());
     for (size_t k = 0; k < merged.size(); ++k) EXPECT_NEAR(merged[k], single[k], 1e-12 * merged[0]) << k;
   }
+}
+
+
+TEST(Simulate, InSubprocessCanRunSeveralJobsInOneProcess) {
+  const Job small = tiny_job();
+  const Job deeper = tiny_job({"--num-layers", "8"});
+  const SimResult a = simulate_in_subprocess(small);
+  const SimResult b = simulate_in_subprocess(deeper);
+  EXPECT_GT(b.iteration_time_s, a.iteration_time_s);
+  EXPECT_GT(a.counts.instructions, 0);
+  // Same JSON as simulate() in its own process; the JSON round trip is exact.
+  EXPECT_EQ(result_to_json(a).dump(), simulate_json(small));
+  EXPECT_EQ(result_to_json(result_from_json(result_to_json(b))).dump(), result_to_json(b).dump());
+}
+
+TEST(Simulate, InSubprocessRethrowsUserErrors) {
+  Job job = tiny_job();
+  SimOptions options;
+  options.trace_path = "/nonexistent-directory/trace.json";
+  EXPECT_THROW(simulate_in_subprocess(job, options), UserError);
 }
 
 }  // namespace

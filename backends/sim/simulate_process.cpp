@@ -1,0 +1,123 @@
+// simulate() in a child process, and the JSON round trip it needs (simulator.h).
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/sim/simulator.h"
+#include "core/check.h"
+#include "models/accounting.h"
+
+namespace tandem::sim {
+namespace {
+
+void write_all(int fd, const std::string& text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = write(fd, text.data() + done, text.size() - done);
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buffer[65536];
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) out.append(buffer, static_cast<size_t>(n));
+  return out;
+}
+
+// The child's whole answer: the result (with the fields result_to_json leaves out) or the error.
+std::string child_answer(const Job& job, const SimOptions& options) {
+  nlohmann::json answer;
+  try {
+    const SimResult r = simulate(job, options);
+    answer["result"] = result_to_json(r);
+    answer["wall_seconds"] = r.wall_seconds;
+    answer["counts"] = {{"instructions", r.counts.instructions},
+                        {"network_operations", r.counts.network_operations},
+                        {"flows", r.counts.flows},
+                        {"ghost_flows", r.counts.ghost_flows},
+                        {"analytic_collectives", r.counts.analytic_collectives}};
+  } catch (const UserError& e) {
+    answer["user_error"] = e.what();
+  } catch (const std::exception& e) {
+    answer["error"] = e.what();
+  }
+  return answer.dump();
+}
+
+}  // namespace
+
+SimResult result_from_json(const nlohmann::json& j) {
+  SimResult r;
+  r.iteration_time_s = j.at("iteration_time_s").get<double>();
+  r.tokens_per_s = j.at("tokens_per_s").get<double>();
+  r.model_tflops_per_gpu = j.at("model_tflops_per_gpu").get<double>();
+  r.hardware_tflops_per_gpu = j.at("hardware_tflops_per_gpu").get<double>();
+  r.mfu = j.at("mfu").get<double>();
+  r.hfu = j.at("hfu").get<double>();
+  r.peak_memory_gib = j.at("peak_memory_gib").get<double>();
+  r.oom = j.at("oom").get<bool>();
+  const nlohmann::json& b = j.at("breakdown");
+  r.breakdown = {b.at("compute").get<double>(), b.at("tp_comm").get<double>(),  b.at("cp_comm").get<double>(),
+                 b.at("ep_comm").get<double>(), b.at("pp_comm").get<double>(),  b.at("dp_comm").get<double>(),
+                 b.at("pipeline_bubble").get<double>(), b.at("optimizer").get<double>()};
+  r.critical_rank = j.at("critical_rank").get<int64_t>();
+  r.ranks_played = j.at("ranks_played").get<int64_t>();
+  r.symmetry_classes = j.at("symmetry_classes").get<int64_t>();
+  r.symmetry_reduced = j.at("symmetry_reduced").get<bool>();
+  for (const nlohmann::json& rank : j.at("ranks")) {
+    RankResult rr;
+    rr.rank = rank.at("rank").get<int64_t>();
+    rr.busy_s = rank.at("busy_s").get<double>();
+    rr.peak_memory_bytes = rank.at("peak_memory_gib").get<double>() * kBytesPerGiB;
+    rr.symmetry_class = rank.at("symmetry_class").get<int64_t>();
+    r.ranks.push_back(rr);
+  }
+  r.notes = j.at("notes").get<std::vector<std::string>>();
+  return r;
+}
+
+SimResult simulate_in_subprocess(const Job& job, const SimOptions& options) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("simulate: cannot create a pipe");
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    throw std::runtime_error("simulate: cannot fork");
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    write_all(fds[1], child_answer(job, options));
+    close(fds[1]);
+    std::fflush(nullptr);
+    _exit(0);  // a forked child: leave without running the parent's atexit handlers or destructors
+  }
+  close(fds[1]);
+  const std::string text = read_all(fds[0]);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || text.empty())
+    throw std::runtime_error("simulate: the simulation process failed (status " + std::to_string(status) + ")");
+  const nlohmann::json answer = nlohmann::json::parse(text);
+  if (answer.contains("user_error")) throw UserError(answer["user_error"].get<std::string>());
+  if (answer.contains("error")) throw std::runtime_error(answer["error"].get<std::string>());
+  SimResult r = result_from_json(answer.at("result"));
+  r.wall_seconds = answer.at("wall_seconds").get<double>();
+  const nlohmann::json& c = answer.at("counts");
+  r.counts = {c.at("instructions").get<int64_t>(), c.at("network_operations").get<int64_t>(),
+              c.at("flows").get<int64_t>(), c.at("ghost_flows").get<int64_t>(),
+              c.at("analytic_collectives").get<int64_t>()};
+  return r;
+}
+
+}  // namespace tandem::sim
