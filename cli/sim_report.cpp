@@ -1,0 +1,72 @@
+#include "cli/sim_report.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "cli/table.h"
+
+namespace tandem::cli {
+namespace {
+
+bool g_progress_drawn = false;
+
+std::string pct(double part, double whole) { return whole > 0 ? fixed(100.0 * part / whole, 1) + "%" : "-"; }
+
+}  // namespace
+
+std::string simulation_text(const Job& job, const sim::SimResult& r) {
+  const double hbm_gib = job.cluster.gpu.hbm_bytes / (1024.0 * 1024.0 * 1024.0);
+  std::string out = render_pairs({
+      {"iteration time", fixed(r.iteration_time_s, 3) + " s"},
+      {"throughput", with_commas(static_cast<int64_t>(std::llround(r.tokens_per_s))) + " tokens/s"},
+      {"model TFLOP/s per GPU", fixed(r.model_tflops_per_gpu, 1) + " (MFU " + fixed(100 * r.mfu, 1) + "%)"},
+      {"hardware TFLOP/s per GPU", fixed(r.hardware_tflops_per_gpu, 1) + " (HFU " + fixed(100 * r.hfu, 1) + "%)"},
+      {"peak memory", fixed(r.peak_memory_gib, 2) + " GiB of " + fixed(hbm_gib, 0) + " GiB" +
+                          (r.oom ? "  OUT OF MEMORY" : "")},
+      {"ranks played", with_commas(r.ranks_played) + " of " + with_commas(job.world_size) +
+                           (r.symmetry_reduced ? " (one data-parallel replica; the others as link traffic)" : "")},
+  });
+  const auto& b = r.breakdown;
+  Table t({"where the time goes", "seconds", "share"});
+  const std::pair<const char*, double> parts[] = {
+      {"compute", b.compute},          {"exposed TP communication", b.tp_comm}, {"exposed CP communication", b.cp_comm},
+      {"exposed EP communication", b.ep_comm}, {"exposed PP communication", b.pp_comm},
+      {"exposed DP communication", b.dp_comm}, {"pipeline bubble", b.pipeline_bubble}, {"optimizer", b.optimizer}};
+  for (const auto& [name, s] : parts) t.add_row({name, fixed(s, 3), pct(s, r.iteration_time_s)});
+  out += "\n" + t.render();
+  for (const auto& n : r.notes) out += "note: " + n + "\n";
+  return out;
+}
+
+std::function<void(double, const std::string&)> stderr_progress() {
+  const auto start = std::chrono::steady_clock::now();
+  const bool tty = isatty(fileno(stderr)) != 0;
+  auto last_decile = std::make_shared<int>(-1);
+  return [start, tty, last_decile](double fraction, const std::string& message) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (elapsed < 2.0) return;
+    const int width = 30, filled = static_cast<int>(std::lround(fraction * width));
+    if (tty) {
+      std::fprintf(stderr, "\r[%s%s] %3.0f%% %.1fs %s\033[K", std::string(filled, '#').c_str(),
+                   std::string(width - filled, ' ').c_str(), 100 * fraction, elapsed, message.c_str());
+    } else {
+      const int decile = static_cast<int>(fraction * 10);
+      if (decile == *last_decile) return;
+      *last_decile = decile;
+      std::fprintf(stderr, "progress %3.0f%% %.1fs %s\n", 100 * fraction, elapsed, message.c_str());
+    }
+    std::fflush(stderr);
+    g_progress_drawn = tty;
+  };
+}
+
+void finish_progress() {
+  if (g_progress_drawn) std::fprintf(stderr, "\n");
+  g_progress_drawn = false;
+}
+
+}  // namespace tandem::cli
