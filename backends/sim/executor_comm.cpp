@@ -239,21 +239,27 @@ bool RankPlayer::analytic_seconds(const Instruction& x, double* seconds) {
   return true;
 }
 
-// Issues network operation i, the head of stream s. Sends and receives that follow it on the
-// stream with their deps met go with it, as one NCCL group (ncclGroupStart/End, Megatron's
-// batch_isend_irecv): issued together, so that a ring of sends and receives cannot deadlock; the
-// stream goes on when all of them are done.
+// Issues network operation i, the head of stream s. The sends and receives of the same step
+// that follow it on the stream (same group kind, layer, microbatch, chunk and step: a CP ring
+// step's send and receive) go with it as one NCCL group (ncclGroupStart/End, Megatron's
+// batch_isend_irecv): issued together, so that a ring cannot deadlock; the stream goes on when
+// all of them are done.
 void RankPlayer::start_communication(int s, int32_t i) {
   const auto su = static_cast<size_t>(s);
   sync_clock();
   start_network(s, i);
-  const auto is_p2p = [this](int32_t j) {
-    const OpKind kind = ins_[static_cast<size_t>(j)].kind;
-    return kind == OpKind::Send || kind == OpKind::Recv;
+  const Instruction& first = ins_[static_cast<size_t>(i)];
+  const auto same_step = [&first](const Instruction& x) {
+    return (x.kind == OpKind::Send || x.kind == OpKind::Recv) && x.group == first.group && x.layer == first.layer &&
+           x.microbatch == first.microbatch && x.chunk == first.chunk && x.step == first.step &&
+           x.phase == first.phase;
   };
-  if (!is_p2p(i)) return;
-  while (head_[su] < streams_[su].size() && is_p2p(streams_[su][head_[su]]) && deps_done(streams_[su][head_[su]]))
-    start_network(s, streams_[su][head_[su]]);
+  if (first.kind != OpKind::Send && first.kind != OpKind::Recv) return;
+  while (head_[su] < streams_[su].size()) {
+    const int32_t j = streams_[su][head_[su]];
+    if (!same_step(ins_[static_cast<size_t>(j)]) || !deps_done(j)) break;
+    start_network(s, j);
+  }
 }
 
 void RankPlayer::start_network(int s, int32_t i) {
