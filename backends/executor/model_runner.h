@@ -1,0 +1,183 @@
+#pragma once
+// ModelRunner: what every instruction of a lowered GPT/LLaMA/MoE program means for real tensors.
+//
+// The program names its work by (kind, label, layer, microbatch, chunk, step); buffers are per
+// layer group. The runner keeps the real per-tensor state keyed the same way — saved
+// activations per (layer, microbatch), the residual stream and its gradient per (chunk,
+// microbatch), parameters and gradients in the ParamStore — and for each instruction issues
+// exactly the device / communicator calls that instruction stands for. The data flow of one
+// decoder layer (slots of the activation store, [rows, cols], r = TP with SP else 1):
+//
+//   x [n/r,h] -input-norm-> ln1 -(qkv-ag)-> ln1_full [n,h] -qkv-> qkv [n,(hq+2hkv)d] -rope-> q,k,v
+//   -attn-> ctx [n,hq d] (+lse) -proj-> proj [n,h] -(proj-ar | proj-rs)-> -attn-residual-> h1
+//   h1 -pre-mlp-norm-> ln2 -(fc1-ag)-> mlp.in_full -fc1-> mlp.fc1 -act-> mlp.act -fc2-> mlp.out
+//   -(fc2-ar | fc2-rs)-> -mlp-residual-> hidden (the next layer's x)
+//
+// and the backward mirrors it through g_mlp / g_attn (block output gradients), mlp.d_act,
+// mlp.d_fc1, d_mlp_in, d_norm, d_ctx, dq/dk/dv, d_qkv, d_ln1. Weight-gradient inputs live in
+// slots nothing overwrites before the layer's buffers are freed, so deferred weight gradients
+// (zero-bubble schedules) read what the input-gradient pass left.
+//
+// Dropout is executed as the identity (rate 0); the caller says so in its log.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/executor/communicator.h"
+#include "backends/executor/device.h"
+#include "backends/executor/param_store.h"
+#include "backends/executor/program_executor.h"
+
+namespace tandem::exec {
+
+// Data of one microbatch on this rank (tokens of its DP replica, its CP sequence chunks).
+struct MicrobatchData {
+  std::vector<int32_t> tokens;      // [n] rows sequence-first: row = local position * b + sample
+  std::vector<int32_t> labels;      // [n] next tokens
+  std::vector<int32_t> positions;   // [s / CP] global positions of the local sequence rows
+};
+
+struct RunnerSettings {
+  NormKind norm = NormKind::RMSNorm;
+  float norm_eps = 1e-5f;
+  ActivationKind activation = ActivationKind::SwiGlu;
+  double rope_base = 10000.0;
+  double loss_grad = 1.0;           // d(reported loss) / d(one token's loss): 1 / global tokens
+  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, weight_decay = 0.0, clip_grad = 0.0;
+  RouterArgs router;
+  double aux_loss_coeff = 0.0;
+};
+
+struct IterationTotals {
+  double loss_sum = 0;   // token losses summed over this rank's microbatches (TP rank 0 of last stages)
+  double tokens = 0;     // tokens in loss_sum
+  double aux_loss = 0;   // MoE aux loss summed over this rank's layers and microbatches (TP rank 0)
+  double grad_norm = 0;  // global gradient norm before clipping
+};
+
+class ModelRunner final : public InstructionHandler {
+ public:
+  ModelRunner(Device& device, Communicator& comm, ParamStore& params, const Job& job, const ParallelGrid& grid,
+              const Schedule& schedule, int64_t rank, RunnerSettings settings);
+
+  // batch[mb] for every microbatch of the iteration; step is the 1-based optimizer step.
+  void begin_iteration(int64_t step, double lr, std::vector<MicrobatchData> batch);
+  IterationTotals end_iteration();
+
+  void execute(const Instruction& ins, int32_t index) override;
+  void on_free(const Buffer& buffer) override;
+
+ private:
+  using Fn = void (ModelRunner::*)(const Instruction&);
+  static constexpr int32_t kHead = -1, kEmbedding = -2;
+  static int32_t stream_scope(int chunk) { return -100 - chunk; }
+
+  // ---- activation store
+  DeviceTensor& put(int32_t scope, int32_t mb, const std::string& name, DeviceTensor t);
+  DeviceTensor& at(int32_t scope, int32_t mb, const std::string& name);
+  bool has(int32_t scope, int32_t mb, const std::string& name) const;
+  void drop(int32_t scope, int32_t mb);
+  DeviceTensor& hidden(const Instruction& ins) { return at(stream_scope(ins.chunk), ins.microbatch, "hidden"); }
+  DeviceTensor& grad(const Instruction& ins) { return at(stream_scope(ins.chunk), ins.microbatch, "grad"); }
+  const MicrobatchData& data(const Instruction& ins) const;
+  DeviceTensor fresh(Shape shape) { return device_.empty(std::move(shape)); }
+  bool moe_layer(int32_t layer) const;
+  static bool forward_pass(const Instruction& ins) { return ins.phase == Phase::Forward || ins.recompute; }
+  void register_handlers();
+
+  // ---- runner_layer.cpp: norms, GEMMs, attention (single rank of CP), activations, residuals
+  void norm(const Instruction& ins);
+  void norm_grad(const Instruction& ins);
+  void gemm(const Instruction& ins);
+  void gemm_grad_input(const Instruction& ins);
+  void gemm_grad_weight(const Instruction& ins);
+  void rope(const Instruction& ins);
+  void rope_grad(const Instruction& ins);
+  void attention(const Instruction& ins);
+  void attention_grad(const Instruction& ins);
+  void activation(const Instruction& ins);
+  void activation_grad(const Instruction& ins);
+  void residual(const Instruction& ins);
+  void residual_grad(const Instruction& ins);
+  void identity(const Instruction& ins);
+  void split_heads(int32_t layer, int32_t mb);
+  // ---- runner_attention_cp.cpp: ring attention steps over the CP group
+  void attention_cp_step(const Instruction& ins);
+  void attention_grad_cp_step(const Instruction& ins);
+  void cp_send(const Instruction& ins);
+  void cp_recv(const Instruction& ins);
+
+  // ---- runner_head.cpp: embedding, output layer, cross-entropy
+  void embedding(const Instruction& ins);
+  void embedding_grad(const Instruction& ins);
+  void cross_entropy(const Instruction& ins);
+  void loss_reduce(const Instruction& ins);
+  void cross_entropy_grad(const Instruction& ins);
+  void ce_collective(const Instruction& ins);
+  void finish_loss(int32_t mb);
+  std::vector<int32_t> position_rows(const MicrobatchData& data) const;   // [n] position of each row
+
+  // ---- runner_comm.cpp: TP collectives around layers, pipeline messages
+  void tp_collective(const Instruction& ins);
+  void pp_send(const Instruction& ins);
+  void pp_recv(const Instruction& ins);
+  void pp_gather(const Instruction& ins);
+  void check_bytes(const Instruction& ins, int64_t elements) const;   // fp32 jobs: bytes = 4 x elements
+
+  // ---- runner_optim.cpp: gradient reductions, grad norm, optimizer, parameter gathers
+  void dp_grad(const Instruction& ins);
+  void sp_norm_grad(const Instruction& ins);
+  void embedding_grad_sync(const Instruction& ins);
+  void grad_norm(const Instruction& ins);
+  void optimizer_step(const Instruction& ins);
+  void param_gather(const Instruction& ins);
+  void mirror_send(const Instruction& ins);
+  void mirror_recv(const Instruction& ins);
+  void mirror_add(const Instruction& ins);
+  void local_norms();
+
+  // ---- runner_moe.cpp
+  void expert_gemm(const Instruction& ins);
+  void expert_gemm_grad_input(const Instruction& ins);
+  void expert_gemm_grad_weight(const Instruction& ins);   // experts and the router weight
+  void router(const Instruction& ins);
+  void router_grad(const Instruction& ins);
+  void permute(const Instruction& ins);
+  void permute_grad(const Instruction& ins);
+  void unpermute(const Instruction& ins);
+  void unpermute_grad(const Instruction& ins);
+  void moe_collective(const Instruction& ins);
+  void moe_add(const Instruction& ins);
+
+  Device& device_;
+  Communicator& comm_;
+  ParamStore& params_;
+  const Job& job_;
+  const ParallelGrid& grid_;
+  const Schedule& schedule_;
+  int64_t rank_;
+  RunnerSettings settings_;
+  lower::Dims dims_;
+  int64_t tp_rank_ = 0, cp_rank_ = 0, s_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
+
+  std::unordered_map<std::string, Fn> handlers_;   // "Kind label" -> handler
+  std::map<std::tuple<int32_t, int32_t, std::string>, DeviceTensor> acts_;
+  std::map<std::tuple<int32_t, int32_t>, RoutingResult> routing_;      // (layer, mb)
+  std::map<std::tuple<int32_t, int32_t>, PermutationPlan> plans_;      // (layer, mb)
+  std::map<std::tuple<int32_t, int32_t>, std::vector<int64_t>> counts_;   // (layer, mb) received rows per source
+
+  // Iteration state.
+  int64_t step_ = 0;
+  double lr_ = 0;
+  std::vector<MicrobatchData> batch_;
+  IterationTotals totals_;
+  bool norms_ready_ = false;
+  double dense_sq_ = 0, expert_sq_ = 0;   // squared gradient norms (partial until reduced)
+  bool norm_combined_ = false;            // dense_sq_ holds dense + expert (distributed optimizer)
+  std::vector<DeviceTensor> mirror_inbox_;   // [chunk] gradients received from the other copy
+};
+
+}  // namespace tandem::exec

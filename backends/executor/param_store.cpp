@@ -1,0 +1,293 @@
+// ParamStore: real tensors for the lowering's parameter list, bucket buffers, init (param_store.h).
+#include "backends/executor/param_store.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "backends/executor/init_rng.h"
+#include "core/check.h"
+
+namespace tandem::exec {
+
+LoweringView::LoweringView(const Job& job, const ParallelGrid& grid, const Schedule& schedule, int64_t rank) {
+  const DenseCoord dense = grid.dense_coord(rank);
+  program_.rank = rank;
+  program_.pipeline_rank = dense.pp;
+  const lower::Dims dims = lower::dims_for_job(job, grid);
+  em_ = std::make_unique<lower::Emitter>(program_, dims.dtype);
+  ctx_ = std::make_unique<lower::Context>(
+      lower::Context{job, grid, schedule, rank, static_cast<int>(dense.pp), dense, dims, *em_});
+  lower::Context& c = *ctx_;
+  c.tp = grid.tp_size();
+  c.cp = grid.cp_size();
+  c.ep = grid.ep_size();
+  c.etp = grid.expert_tp_size();
+  c.dp_cp = grid.dp_size() * grid.cp_size();
+  c.edp = grid.expert_dp_size();
+  c.tp_ep = c.etp * c.ep;
+}
+
+namespace {
+
+using lower::ParamSlot;
+
+struct Cut {
+  Param::Init init;
+  int64_t rows, cols;
+  ShardKind shard;
+  int64_t parts, part;
+};
+
+int64_t cut_rows(const Cut& c) { return c.shard == ShardKind::Rows ? c.rows / c.parts : c.rows; }
+int64_t cut_cols(const Cut& c) {
+  return c.shard == ShardKind::Columns || c.shard == ShardKind::GatedColumns ? c.cols / c.parts : c.cols;
+}
+
+void check_divisible(const char* field, int64_t value, int64_t parts, const char* by) {
+  if (parts > 0 && value % parts != 0)
+    throw_field_error(field, value, std::string("must be divisible by ") + by + " = " + std::to_string(parts) +
+                                        " for the CPU backend");
+}
+
+// This rank's shard of the full tensor `full` [rows, cols].
+std::vector<float> cut_shard(const std::vector<float>& full, const Cut& c) {
+  const int64_t rows = cut_rows(c), cols = cut_cols(c);
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < cols; ++j) {
+      int64_t src_r = r, src_c = j;
+      switch (c.shard) {
+        case ShardKind::Replicated: break;
+        case ShardKind::Rows: src_r = c.part * rows + r; break;
+        case ShardKind::Columns: src_c = c.part * cols + j; break;
+        case ShardKind::GatedColumns: {
+          const int64_t half = cols / 2, full_half = c.cols / 2;
+          src_c = j < half ? c.part * half + j : full_half + c.part * half + (j - half);
+          break;
+        }
+      }
+      out[static_cast<size_t>(r * cols + j)] = full[static_cast<size_t>(src_r * c.cols + src_c)];
+    }
+  }
+  return out;
+}
+
+std::vector<float> draw(const std::string& name, int64_t count, Param::Init init, int64_t seed, double std_dev) {
+  std::vector<float> v(static_cast<size_t>(count));
+  if (init == Param::Init::Ones || init == Param::Init::Zeros) {
+    std::fill(v.begin(), v.end(), init == Param::Init::Ones ? 1.0f : 0.0f);
+    return v;
+  }
+  NormalStream rng(stream_seed(seed, name));
+  for (float& x : v) x = static_cast<float>(std_dev * rng.normal());
+  return v;
+}
+
+}  // namespace
+
+ParamStore::ParamStore(Device& device, const Job& job, const ParallelGrid& grid, const Schedule& schedule,
+                       int64_t rank)
+    : device_(device), job_(job), grid_(grid), rank_(rank), view_(job, grid, schedule, rank) {
+  distributed_ = job.parallel.use_distributed_optimizer;
+  lower::Context& ctx = view_.ctx();
+  const lower::Dims& d = ctx.dims;
+  if (d.mla) throw UserError("--multi-latent-attention is not supported by the CPU backend yet");
+  if (d.mtp_layers > 0) throw_field_error("mtp_num_layers", d.mtp_layers, "not supported by the CPU backend yet");
+  check_divisible("num_query_groups", d.g, d.t, "--tensor-model-parallel-size");
+  check_divisible("num_attention_heads", d.a, d.g, "num_query_groups");
+  for (int c = 0; c < schedule.num_chunks(); ++c)
+    for (const lower::ParamTensor& t : lower::chunk_tensors(ctx, c)) add_tensor(t, c);
+  build_buckets(ctx);
+}
+
+void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
+  const lower::Dims& d = view_.dims();
+  const DenseCoord dc = grid_.dense_coord(rank_);
+  const ExpertCoord ec = grid_.expert_coord(rank_);
+  const int64_t tp = d.t, tpr = dc.tp;
+  const std::string layer = "layers." + std::to_string(t.layer) + ".";
+  int64_t total = 0;
+  auto add = [&](std::string name, bool bias, Cut cut, int64_t experts = 1, int64_t first_expert = 0) {
+    auto p = std::make_unique<Param>();
+    p->name = std::move(name);
+    p->key = t.key;
+    p->layer = t.layer;
+    p->slot = t.slot;
+    p->chunk = chunk;
+    p->bias = bias;
+    p->tp_replicated = t.tp_replicated || cut.shard == ShardKind::Replicated;
+    p->sp_grad_sync = t.tp_replicated;
+    p->expert = t.expert;
+    p->no_weight_decay = bias || cut.init == Param::Init::Ones;
+    p->init = cut.init;
+    p->full_rows = cut.rows;
+    p->full_cols = cut.cols;
+    p->shard = cut.shard;
+    p->parts = cut.parts;
+    p->part = cut.part;
+    p->experts = experts;
+    p->first_expert = first_expert;
+    if (cut.shard != ShardKind::Replicated) check_divisible((p->name + " rows/cols").c_str(), cut.shard == ShardKind::Rows ? cut.rows : cut.cols, cut.parts * (cut.shard == ShardKind::GatedColumns ? 2 : 1), "its split");
+    const bool one_d = cut.rows == 1;
+    p->shape = one_d ? Shape{cut_cols(cut)} : Shape{cut_rows(cut), cut_cols(cut)};
+    if (t.expert) p->shape.insert(p->shape.begin(), experts);
+    total += numel_of(p->shape);
+    params_.push_back(std::move(p));
+  };
+  auto norm = [&](const std::string& name) {
+    add(name + ".weight", false, {Param::Init::Ones, 1, d.h, ShardKind::Replicated, 1, 0});
+    if (d.norm_factor == 2) add(name + ".bias", true, {Param::Init::Zeros, 1, d.h, ShardKind::Replicated, 1, 0});
+  };
+  auto column = [&](const std::string& name, int64_t in, int64_t out, bool gated, bool bias) {
+    const ShardKind k = gated ? ShardKind::GatedColumns : ShardKind::Columns;
+    add(name + ".weight", false, {Param::Init::Normal, in, out, k, tp, tpr});
+    if (bias) add(name + ".bias", true, {Param::Init::Zeros, 1, out, k, tp, tpr});
+  };
+  auto row = [&](const std::string& name, int64_t in, int64_t out) {
+    if (t.tp_replicated) add(name + ".bias", true, {Param::Init::Zeros, 1, out, ShardKind::Replicated, 1, 0});
+    else add(name + ".weight", false, {Param::Init::ScaledNormal, in, out, ShardKind::Rows, tp, tpr});
+  };
+  const int64_t local_experts = d.experts > 0 ? d.experts / d.ep : 0;
+  switch (t.slot) {
+    case ParamSlot::InputNorm: norm(layer + "input_norm"); break;
+    case ParamSlot::PreMlpNorm: norm(layer + "pre_mlp_norm"); break;
+    case ParamSlot::FinalNorm: norm("final_norm"); break;
+    case ParamSlot::Qkv: column(layer + "qkv", d.h, (d.a + 2 * d.g) * d.d, false, d.qkv_bias); break;
+    case ParamSlot::Proj: row(layer + "proj", d.a * d.d, d.h); break;
+    case ParamSlot::Fc1: column(layer + "fc1", d.h, d.mlp_fc1_cols(d.f), d.gated, d.bias); break;
+    case ParamSlot::Fc2: row(layer + "fc2", d.f, d.h); break;
+    case ParamSlot::SharedFc1: column(layer + "shared_fc1", d.h, d.mlp_fc1_cols(d.f_shared), d.gated, d.bias); break;
+    case ParamSlot::SharedFc2: row(layer + "shared_fc2", d.f_shared, d.h); break;
+    case ParamSlot::Router:
+      add(layer + "router.weight", false, {Param::Init::Normal, d.h, d.experts, ShardKind::Replicated, 1, 0});
+      break;
+    case ParamSlot::ExpertFc1:
+    case ParamSlot::ExpertFc2: {
+      if (d.bias) throw UserError("MoE with linear biases is not supported by the CPU backend (pass --disable-bias-linear)");
+      const bool fc1 = t.slot == ParamSlot::ExpertFc1;
+      const Cut cut = fc1 ? Cut{Param::Init::Normal, d.h, d.mlp_fc1_cols(d.f_moe),
+                                d.gated ? ShardKind::GatedColumns : ShardKind::Columns, d.etp, ec.etp}
+                          : Cut{Param::Init::ScaledNormal, d.f_moe, d.h, ShardKind::Rows, d.etp, ec.etp};
+      add(layer + (fc1 ? "experts.fc1.weight" : "experts.fc2.weight"), false, cut, local_experts, ec.ep * local_experts);
+      break;
+    }
+    case ParamSlot::WordEmbedding: {
+      add("embedding.word", false, {Param::Init::Normal, d.vocab, d.h, ShardKind::Rows, tp, tpr});
+      const int stage = view_.ctx().schedule.stage_of(view_.ctx().pipeline_rank, chunk);
+      params_.back()->shared_copy = t.shared_embedding && stage != 0;
+      break;
+    }
+    case ParamSlot::Positions:
+      add("embedding.position", false, {Param::Init::Normal, d.positions, d.h, ShardKind::Replicated, 1, 0});
+      break;
+    case ParamSlot::Output: add("output.weight", false, {Param::Init::Normal, d.vocab, d.h, ShardKind::Rows, tp, tpr}); break;
+    default:
+      throw UserError("parameter slot " + std::to_string(static_cast<int>(t.slot)) +
+                      " (MLA / MTP) is not supported by the CPU backend yet");
+  }
+  TANDEM_CHECK_MSG(total == std::llround(t.elements), "parameter key " << t.key << ": " << total
+                                                                        << " elements, the lowering counts " << t.elements);
+}
+
+void ParamStore::build_buckets(lower::Context& ctx) {
+  const int chunks = ctx.schedule.num_chunks();
+  buckets_.assign(static_cast<size_t>(chunks), {});
+  const int64_t tp_rank = grid_.dense_coord(rank_).tp;
+  for (int c = 0; c < chunks; ++c) {
+    const bool mirror = lower::mirror_pipeline_rank(ctx, c) >= 0 && lower::mirror_pipeline_rank(ctx, c) < ctx.pipeline_rank;
+    const std::vector<lower::Bucket> list = lower::chunk_buckets(ctx, c);
+    for (size_t i = 0; i < list.size(); ++i) {
+      ParamBucket b;
+      b.chunk = c;
+      b.index = static_cast<int>(i);
+      b.expert = list[i].expert;
+      b.group = b.expert ? ParallelGroup::ExpertDp : ParallelGroup::DpCp;
+      const GroupMembership m = grid_.group_of(rank_, b.group);
+      b.dp = static_cast<int64_t>(m.ranks.size());
+      b.dp_rank = m.index_in_group;
+      for (int64_t key : list[i].keys)
+        for (auto& p : params_)
+          if (p->chunk == c && p->key == key) b.params.push_back(p.get());
+      for (Param* p : b.params) b.elements += numel_of(p->shape);
+      TANDEM_CHECK_MSG(b.elements == std::llround(list[i].elements),
+                       "bucket " << i << " of chunk " << c << ": " << b.elements << " vs " << list[i].elements);
+      b.shard = distributed_ ? (b.elements + b.dp - 1) / b.dp : b.elements;
+      const int64_t size = distributed_ ? b.dp * b.shard : b.elements;
+      b.values = device_.zeros({size});
+      b.grads = device_.zeros({size});
+      int64_t offset = 0;
+      for (Param* p : b.params) {
+        p->mirror_copy = mirror;
+        p->value = b.values.slice(offset, p->shape);
+        p->grad = b.grads.slice(offset, p->shape);
+        const int64_t n = numel_of(p->shape);
+        const int64_t lo = distributed_ ? b.dp_rank * b.shard : 0, hi = distributed_ ? lo + b.shard : b.elements;
+        const int64_t begin = std::max(offset, lo), end = std::min(offset + n, hi);
+        if (begin < end) {
+          OptimSegment s;
+          s.param = p;
+          s.begin = begin - offset;
+          s.end = end - offset;
+          s.exp_avg = device_.zeros({end - begin});
+          s.exp_avg_sq = device_.zeros({end - begin});
+          s.in_norm = !(p->tp_replicated && !p->expert && tp_rank != 0) && !p->shared_copy && !p->mirror_copy;
+          b.segments.push_back(std::move(s));
+        }
+        offset += n;
+      }
+      buckets_[static_cast<size_t>(c)].push_back(std::move(b));
+    }
+  }
+  for (auto& p : params_)
+    TANDEM_CHECK_MSG(p->value.defined(), "parameter " << p->name << " is in no bucket");
+}
+
+void ParamStore::initialize(int64_t seed, double init_std) {
+  const double scaled = init_std / std::sqrt(2.0 * double(job_.model.num_layers));
+  for (auto& p : params_) {
+    const Cut cut{p->init, p->full_rows, p->full_cols, p->shard, p->parts, p->part};
+    const double sd = p->init == Param::Init::ScaledNormal ? scaled : init_std;
+    std::vector<float> local;
+    for (int64_t e = 0; e < p->experts; ++e) {
+      const std::string name = p->expert ? p->name + "." + std::to_string(p->first_expert + e) : p->name;
+      const std::vector<float> part = cut_shard(draw(name, p->full_rows * p->full_cols, p->init, seed, sd), cut);
+      local.insert(local.end(), part.begin(), part.end());
+    }
+    device_.upload(local, p->value);
+  }
+  for (auto& chunk : buckets_)
+    for (ParamBucket& b : chunk)
+      for (OptimSegment& s : b.segments) {
+        device_.fill(s.exp_avg, 0.0f);
+        device_.fill(s.exp_avg_sq, 0.0f);
+      }
+  zero_grads();
+}
+
+void ParamStore::zero_grads() {
+  for (auto& chunk : buckets_)
+    for (ParamBucket& b : chunk) device_.fill(b.grads, 0.0f);
+}
+
+Param* ParamStore::find(int32_t layer, lower::ParamSlot slot, bool bias) {
+  const int64_t key = lower::param_key(layer, slot);
+  for (auto& p : params_)
+    if (p->key == key && p->bias == bias) return p.get();
+  return nullptr;
+}
+
+Param& ParamStore::get(int32_t layer, lower::ParamSlot slot, bool bias) {
+  Param* p = find(layer, slot, bias);
+  TANDEM_CHECK_MSG(p != nullptr, "no parameter for layer " << layer << " slot " << static_cast<int>(slot)
+                                                           << (bias ? " (bias)" : ""));
+  return *p;
+}
+
+ParamBucket& ParamStore::bucket(int chunk, int index) {
+  TANDEM_CHECK_MSG(chunk >= 0 && static_cast<size_t>(chunk) < buckets_.size() && index >= 0 &&
+                       static_cast<size_t>(index) < buckets_[static_cast<size_t>(chunk)].size(),
+                   "no bucket " << index << " in chunk " << chunk);
+  return buckets_[static_cast<size_t>(chunk)][static_cast<size_t>(index)];
+}
+
+}  // namespace tandem::exec

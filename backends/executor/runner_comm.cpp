@@ -1,0 +1,145 @@
+// ModelRunner, communication around layers: the TP collectives of column-/row-parallel layers
+// and sequence parallelism, and the pipeline's point-to-point messages.
+#include <cmath>
+#include <cstring>
+
+#include "backends/executor/model_runner.h"
+#include "core/check.h"
+
+namespace tandem::exec {
+namespace {
+
+enum class Scope { Layer, Head, Embedding, Hidden, Grad };
+
+// What a TP collective of the program moves: slot `src` of its scope, result in `dst`
+// (all-reduce: in place; reduce-scatter: replaces src; all-gather: a new slot).
+struct TpCollective {
+  const char* label;
+  Scope scope;
+  const char* src;
+  const char* dst;
+};
+
+constexpr TpCollective kTpCollectives[] = {
+    {"embed-ar", Scope::Hidden, "hidden", "hidden"},
+    {"embed-rs", Scope::Hidden, "hidden", "hidden"},
+    {"qkv-ag", Scope::Layer, "ln1", "ln1_full"},
+    {"proj-ar", Scope::Layer, "proj", "proj"},
+    {"proj-rs", Scope::Layer, "proj", "proj"},
+    {"fc1-ag", Scope::Layer, "ln2", "mlp.in_full"},
+    {"shared-fc1-ag", Scope::Layer, "ln2", "shared.in_full"},
+    {"fc2-ar", Scope::Layer, "mlp.out", "mlp.out"},
+    {"fc2-rs", Scope::Layer, "mlp.out", "mlp.out"},
+    {"shared-fc2-ar", Scope::Layer, "shared.out", "shared.out"},
+    {"shared-fc2-rs", Scope::Layer, "shared.out", "shared.out"},
+    {"output-ag", Scope::Head, "final_ln", "in_full"},
+    {"proj-grad-ag", Scope::Layer, "g_attn", "d_proj_full"},
+    {"qkv-wgrad-ag", Scope::Layer, "ln1", "qkv.in_w"},
+    {"qkv-grad-ar", Scope::Layer, "d_ln1", "d_ln1"},
+    {"qkv-grad-rs", Scope::Layer, "d_ln1", "d_ln1"},
+    {"fc2-grad-ag", Scope::Layer, "g_mlp", "mlp.d_out_full"},
+    {"shared-fc2-grad-ag", Scope::Layer, "g_mlp", "shared.d_out_full"},
+    {"fc1-wgrad-ag", Scope::Layer, "ln2", "mlp.in_w"},
+    {"shared-fc1-wgrad-ag", Scope::Layer, "ln2", "shared.in_w"},
+    {"fc1-grad-ar", Scope::Layer, "d_mlp_in", "d_mlp_in"},
+    {"fc1-grad-rs", Scope::Layer, "d_mlp_in", "d_mlp_in"},
+    {"shared-fc1-grad-ar", Scope::Layer, "shared.d_in", "shared.d_in"},
+    {"shared-fc1-grad-rs", Scope::Layer, "shared.d_in", "shared.d_in"},
+    {"output-wgrad-ag", Scope::Head, "final_ln", "in_w"},
+    {"output-grad-ar", Scope::Head, "d_final", "d_final"},
+    {"output-grad-rs", Scope::Head, "d_final", "d_final"},
+    {"embed-grad-ag", Scope::Grad, "grad", "d_full"},
+};
+
+const TpCollective& find_tp_collective(const char* label) {
+  for (const TpCollective& c : kTpCollectives)
+    if (std::strcmp(c.label, label) == 0) return c;
+  TANDEM_CHECK_MSG(false, "no TP collective named " << label);
+  return kTpCollectives[0];
+}
+
+}  // namespace
+
+void ModelRunner::check_bytes(const Instruction& ins, int64_t elements) const {
+  if (dims_.e != 4) return;
+  TANDEM_CHECK_MSG(std::fabs(ins.bytes - 4.0 * double(elements)) < 0.5,
+                   op_trace_line(ins) << ": the runner moves " << elements << " fp32 elements");
+}
+
+void ModelRunner::tp_collective(const Instruction& ins) {
+  const TpCollective& c = find_tp_collective(ins.label);
+  const int32_t mb = ins.microbatch;
+  int32_t src_scope = ins.layer, dst_scope = ins.layer;
+  switch (c.scope) {
+    case Scope::Layer: break;
+    case Scope::Head: src_scope = dst_scope = kHead; break;
+    case Scope::Embedding: src_scope = dst_scope = kEmbedding; break;
+    case Scope::Hidden: src_scope = dst_scope = stream_scope(ins.chunk); break;
+    case Scope::Grad:
+      src_scope = stream_scope(ins.chunk);
+      dst_scope = kEmbedding;
+      break;
+  }
+  const DeviceTensor src = at(src_scope, mb, c.src);
+  const int64_t t = dims_.t, rows = src.dim(0), cols = src.numel() / rows;
+  switch (ins.kind) {
+    case OpKind::AllReduce:
+      comm_.all_reduce(ParallelGroup::Tp, src, ReduceOp::Sum);
+      check_bytes(ins, src.numel());
+      break;
+    case OpKind::ReduceScatter: {
+      TANDEM_CHECK_MSG(rows % t == 0, ins.label << ": " << rows << " rows over TP " << t);
+      DeviceTensor out = fresh({rows / t, cols});
+      comm_.reduce_scatter(ParallelGroup::Tp, src, out);
+      put(dst_scope, mb, c.dst, out);
+      check_bytes(ins, src.numel());
+      break;
+    }
+    case OpKind::AllGather: {
+      DeviceTensor out = fresh({rows * t, cols});
+      comm_.all_gather(ParallelGroup::Tp, src, out);
+      put(dst_scope, mb, c.dst, out);
+      check_bytes(ins, out.numel());
+      break;
+    }
+    default: TANDEM_CHECK_MSG(false, "not a TP collective: " << op_trace_line(ins));
+  }
+}
+
+// ---- pipeline messages: [n/t, h] with SP; without SP and TP > 1, Megatron's scatter/gather
+// sends the TP rank's 1/t of the flattened [n, h] tensor and the receiver all-gathers over TP.
+
+void ModelRunner::pp_send(const Instruction& ins) {
+  const bool act = std::strcmp(ins.label, "pp-activation") == 0;
+  DeviceTensor t = act ? hidden(ins) : grad(ins);
+  if (!dims_.sp && dims_.t > 1) {
+    const int64_t part = t.numel() / dims_.t;
+    t = t.flat().slice(tp_rank_ * part, {part});
+  }
+  check_bytes(ins, t.numel());
+  comm_.send(ins.peer, ins.tag, t);
+}
+
+void ModelRunner::pp_recv(const Instruction& ins) {
+  const bool act = std::strcmp(ins.label, "pp-activation") == 0;
+  const int32_t scope = stream_scope(ins.chunk);
+  DeviceTensor buf;
+  if (!dims_.sp && dims_.t > 1) {
+    buf = put(scope, ins.microbatch, act ? "recv_act" : "recv_grad", fresh({dims_.n * dims_.h / dims_.t}));
+  } else {
+    buf = put(scope, ins.microbatch, act ? "hidden" : "grad", fresh({dims_.sp_rows(), dims_.h}));
+  }
+  check_bytes(ins, buf.numel());
+  comm_.recv(ins.peer, ins.tag, buf);
+}
+
+void ModelRunner::pp_gather(const Instruction& ins) {
+  const bool act = ins.phase == Phase::Forward;
+  const int32_t scope = stream_scope(ins.chunk);
+  DeviceTensor out = fresh({dims_.n, dims_.h});
+  comm_.all_gather(ParallelGroup::Tp, at(scope, ins.microbatch, act ? "recv_act" : "recv_grad"), out.flat());
+  put(scope, ins.microbatch, act ? "hidden" : "grad", out);
+  check_bytes(ins, out.numel());
+}
+
+}  // namespace tandem::exec
