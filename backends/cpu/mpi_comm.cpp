@@ -89,7 +89,7 @@ struct MpiCommunicator::Impl {
   }
   int mpi_tag(int64_t tag) const {
     uint64_t s = static_cast<uint64_t>(tag);
-    return static_cast<int>(exec::splitmix64(s) % static_cast<uint64_t>(tag_ub + 1));
+    return static_cast<int>(exec::splitmix64(s) % (static_cast<uint64_t>(tag_ub) + 1));
   }
   void reap() {
     std::erase_if(pending, [](PendingSend& p) {

@@ -1,0 +1,127 @@
+// The training loop (trainer.h).
+#include "backends/executor/trainer.h"
+
+#include <chrono>
+#include <cstdio>
+
+#include "backends/executor/data_source.h"
+#include "backends/executor/lr_schedule.h"
+#include "backends/executor/model_runner.h"
+#include "backends/executor/param_store.h"
+#include "backends/executor/program_executor.h"
+#include "core/check.h"
+#include "program/program.h"
+
+namespace tandem::exec {
+namespace {
+
+RunnerSettings settings_for(const Job& job, const ParallelGrid& grid) {
+  const auto& m = job.model;
+  const auto& t = job.training;
+  RunnerSettings s;
+  s.norm = m.normalization == Normalization::LayerNorm ? NormKind::LayerNorm : NormKind::RMSNorm;
+  s.norm_eps = static_cast<float>(m.norm_epsilon);
+  // Megatron's fused bias-GeLU uses the tanh approximation; without a bias it is F.gelu (erf).
+  s.activation = m.swiglu ? ActivationKind::SwiGlu : (m.add_bias_linear ? ActivationKind::GeluTanh : ActivationKind::GeluErf);
+  s.rope_base = m.rotary_base;
+  const double gbs = double(std::max<int64_t>(1, t.num_microbatches) * std::max<int64_t>(1, t.micro_batch_size) *
+                            grid.dp_size());
+  s.loss_grad = 1.0 / (gbs * double(m.seq_length));
+  s.beta1 = t.adam_beta1;
+  s.beta2 = t.adam_beta2;
+  s.adam_eps = t.adam_eps;
+  s.weight_decay = t.weight_decay;
+  s.clip_grad = t.clip_grad;
+  s.router.topk = m.moe_router_topk;
+  s.router.capacity_factor = m.moe_expert_capacity_factor;
+  s.aux_loss_coeff = m.moe_aux_loss_coeff;
+  return s;
+}
+
+std::vector<std::string> run_notes(const Job& job) {
+  std::vector<std::string> notes;
+  const auto& t = job.training;
+  if (t.hidden_dropout > 0 || t.attention_dropout > 0) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "dropout executed as the identity (requested hidden %.3g, attention %.3g)",
+                  t.hidden_dropout, t.attention_dropout);
+    notes.emplace_back(buf);
+  }
+  if (t.params_dtype != DType::FP32)
+    notes.push_back("math in fp32 (the job asks for " + to_string(t.params_dtype) + "; the program keeps its byte counts)");
+  return notes;
+}
+
+std::string iteration_line(int64_t it, int64_t total, double ms, double lr, int64_t gbs, double loss, double norm,
+                           double tokens_per_s) {
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                " iteration %8lld/%8lld | elapsed time per iteration (ms): %.1f | learning rate: %.6E | global batch "
+                "size: %5lld | lm loss: %.6E | grad norm: %.4f | tokens/s: %.0f",
+                static_cast<long long>(it), static_cast<long long>(total), ms, lr, static_cast<long long>(gbs), loss,
+                norm, tokens_per_s);
+  return buf;
+}
+
+}  // namespace
+
+TrainReport train(const Job& job, Device& device, Communicator& comm, const TrainOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const ParallelGrid grid = ParallelGrid::from_job(job);
+  const Schedule schedule = schedule_for_job(job);
+  const int64_t rank = comm.rank();
+  const RankProgram program = lower_rank(job, grid, schedule, rank);
+  ParamStore params(device, job, grid, schedule, rank);
+  params.initialize(job.training.seed, job.training.init_method_std);
+  ModelRunner runner(device, comm, params, job, grid, schedule, rank, settings_for(job, grid));
+  ProgramExecutor executor(device);
+  if (!job.training.mock_data && job.training.data_path.empty())
+    throw UserError("no training data: pass --mock-data or --data-path PREFIX");
+  if (!job.training.data_path.empty()) throw_field_error("data_path", job.training.data_path, "not supported yet; use --mock-data");
+  std::unique_ptr<DataSource> data = make_mock_data(job.training.seed, job.model.seq_length, job.model.vocab_size);
+  const int64_t iterations = options.iterations > 0 ? options.iterations : job.training.train_iters;
+  if (iterations <= 0) throw_field_error("train_iters", iterations, "must be positive to train");
+  const LrSchedule lr(job.training, iterations);
+  TrainReport report;
+  report.notes = run_notes(job);
+  const int64_t gbs = std::max<int64_t>(1, job.training.num_microbatches) *
+                      std::max<int64_t>(1, job.training.micro_batch_size) * grid.dp_size();
+  report.tokens_per_iteration = gbs * job.model.seq_length;
+  if (options.log && rank == 0)
+    for (const std::string& n : report.notes) options.log("note: " + n);
+  double timed = 0;
+  for (int64_t it = 1; it <= iterations; ++it) {
+    const auto t0 = Clock::now();
+    const double rate = lr.lr_at(it - 1);
+    runner.begin_iteration(it, rate, rank_batch(*data, job, grid, rank, it - 1));
+    std::vector<std::string> trace;
+    const ExecutionStats stats = executor.run(program, runner, options.trace_ops && it == 1 ? &trace : nullptr);
+    const IterationTotals totals = runner.end_iteration();
+    const double sums_in[2] = {totals.loss_sum, totals.tokens};
+    const std::vector<double> sums = comm.world_sum(sums_in);
+    TANDEM_CHECK_MSG(sums[1] > 0, "no loss was computed in iteration " << it);
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    report.losses.push_back(sums[0] / sums[1]);
+    report.grad_norms.push_back(totals.grad_norm);
+    report.lrs.push_back(rate);
+    report.iteration_times_s.push_back(seconds);
+    report.program_peak_bytes = stats.peak_bytes;
+    if (it > 1) timed += seconds;
+    if (options.trace_ops && it == 1) {
+      std::string text = "# rank " + std::to_string(rank) + "\n";
+      for (const std::string& line : trace) text += line + "\n";
+      for (const std::string& part : comm.gather_to_root(text)) report.op_trace += part;
+    }
+    const int64_t interval = std::max<int64_t>(1, job.training.log_interval);
+    if (options.log && rank == 0 && (it % interval == 0 || it == iterations))
+      options.log(iteration_line(it, iterations, seconds * 1e3, rate, gbs, report.losses.back(), totals.grad_norm,
+                                 double(report.tokens_per_iteration) / seconds));
+  }
+  report.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
+  const double steady = iterations > 1 ? timed : report.iteration_times_s.front();
+  report.tokens_per_s = double(report.tokens_per_iteration) * double(iterations > 1 ? iterations - 1 : 1) / steady;
+  return report;
+}
+
+}  // namespace tandem::exec

@@ -1,0 +1,36 @@
+#pragma once
+// The training loop every real backend runs: lower this rank's program once, initialise the
+// parameters from the seed, then per iteration build this rank's microbatches, execute the
+// program (ProgramExecutor + ModelRunner) and report loss, learning rate and gradient norm.
+// Backend-neutral: the caller supplies the Device and the Communicator.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backends/executor/communicator.h"
+#include "backends/executor/device.h"
+#include "core/job.h"
+
+namespace tandem::exec {
+
+struct TrainOptions {
+  int64_t iterations = 0;                       // 0: the job's train_iters
+  bool trace_ops = false;                       // keep the op trace of the first iteration
+  std::function<void(const std::string&)> log;  // called on rank 0 with one line at a time
+};
+
+// Complete on rank 0 (other ranks hold their own timings only).
+struct TrainReport {
+  std::vector<double> losses, grad_norms, lrs, iteration_times_s;
+  double elapsed_s = 0;
+  double tokens_per_s = 0;          // over the iterations after the first
+  int64_t tokens_per_iteration = 0;
+  double program_peak_bytes = 0;    // rank 0's program, symbolic buffer sizes
+  std::string op_trace;             // "# rank R" + op_trace_line per instruction, every rank
+  std::vector<std::string> notes;   // what the run did differently from the job (dropout, dtype)
+};
+
+TrainReport train(const Job& job, Device& device, Communicator& comm, const TrainOptions& options);
+
+}  // namespace tandem::exec

@@ -1,0 +1,166 @@
+// `tandem train --backend cpu|cuda [--ranks N] [--json FILE] [--trace-ops FILE] [CONFIG] [-- MEGATRON_FLAGS]`
+//
+// Trains the job for real. Under an MPI launcher (mpirun, srun) it uses the ranks it is given
+// (--gpus defaults to that world). With --ranks N outside a launcher it starts itself under
+// `mpirun -np N --oversubscribe` and returns that run's exit code ($TANDEM_MPIRUN names another
+// launcher). Rank 0 logs and writes the JSON (losses, grad_norms, lrs per iteration) and the op
+// trace of the first iteration.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/cpu/cpu_train.h"
+#include "backends/cpu/mpi_comm.h"
+#include "cli/command_registry.h"
+#include "cli/job_options.h"
+#include "core/check.h"
+#include "core/job_fields.h"
+#include "core/job_loader.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "backends/cuda/cuda_device.h"
+#endif
+
+namespace tandem::cli {
+namespace {
+
+void print_train_help() {
+  std::printf(
+      "usage: tandem train --backend cpu|cuda [--ranks N] [--json FILE] [--trace-ops FILE]\n"
+      "                    [--cluster NAME|FILE] [--gpus N] [CONFIG.json|PRESET] [-- MEGATRON_FLAGS...]\n\n"
+      "Trains the job for real, one process per rank, executing the same per-rank programs that\n"
+      "`tandem simulate` plays. Data: -- --mock-data (synthetic tokens from --seed).\n"
+      "  --backend cpu     fp32 on CPUs, MPI between ranks (cuda: NVIDIA GPUs, NCCL)\n"
+      "  --ranks N         start N ranks with mpirun (not needed under mpirun/srun)\n"
+      "  --json FILE       per-iteration losses, grad_norms, lrs, timings\n"
+      "  --trace-ops FILE  per-rank op trace of the first iteration (compare: tandem simulate --trace-ops)\n");
+}
+
+// The CUDA backend's verdict on this machine: one line, non-zero exit.
+int refuse_cuda() {
+#ifdef TANDEM_HAVE_CUDA
+  std::string why;
+  if (tandem::cuda::visible_devices(&why).empty()) {
+    std::fprintf(stderr, "tandem train: error: no CUDA device visible (%s)\n", why.empty() ? "count 0" : why.c_str());
+    return 2;
+  }
+  std::fprintf(stderr, "tandem train: error: the CUDA backend cannot train yet (use --backend cpu)\n");
+  return 2;
+#else
+  std::fprintf(stderr, "tandem train: error: no CUDA device: this build has no CUDA backend (TANDEM_WITH_CUDA=OFF)\n");
+  return 2;
+#endif
+}
+
+// Re-executes this command under mpirun with N ranks; returns its exit code.
+int relaunch_under_mpirun(int64_t ranks, const std::vector<std::string>& args) {
+  char exe[PATH_MAX] = {};
+  const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (len <= 0) throw UserError("--ranks: cannot find this executable to start it under mpirun");
+  const char* launcher = std::getenv("TANDEM_MPIRUN");
+  std::vector<std::string> argv = {launcher != nullptr ? launcher : "mpirun", "-np", std::to_string(ranks),
+                                   "--oversubscribe", std::string(exe, static_cast<size_t>(len)), "train"};
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--ranks") {
+      ++i;
+      continue;
+    }
+    if (args[i].rfind("--ranks=", 0) == 0) continue;
+    argv.push_back(args[i]);
+  }
+  if (geteuid() == 0) {
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid < 0) throw UserError("--ranks: fork failed");
+  if (pid == 0) {
+    std::vector<char*> c;
+    for (std::string& a : argv) c.push_back(a.data());
+    c.push_back(nullptr);
+    execvp(c[0], c.data());
+    std::fprintf(stderr, "tandem train: error: cannot run '%s' for --ranks (is MPI installed?)\n", c[0]);
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+nlohmann::json report_json(const Job& job, const exec::TrainReport& r, int world) {
+  return {{"backend", "cpu"},
+          {"world_size", world},
+          {"iterations", r.losses.size()},
+          {"losses", r.losses},
+          {"grad_norms", r.grad_norms},
+          {"lrs", r.lrs},
+          {"iteration_times_s", r.iteration_times_s},
+          {"elapsed_s", r.elapsed_s},
+          {"tokens_per_iteration", r.tokens_per_iteration},
+          {"tokens_per_s", r.tokens_per_s},
+          {"program_peak_bytes_rank0", r.program_peak_bytes},
+          {"notes", r.notes},
+          {"job", job_to_json(job)}};
+}
+
+int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
+  JobRequest request = opts.request;
+  if (!request.gpus) request.gpus = mpi.size();
+  const Job job = load_job(request);
+  exec::TrainOptions options;
+  options.trace_ops = opts.extra.count("--trace-ops") > 0;
+  options.log = [](const std::string& line) {
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  };
+  const exec::TrainReport report = cpu::train_on_cpu(job, options);
+  if (mpi.rank() != 0) return 0;
+  std::printf("trained %zu iterations on %d ranks in %.2f s: final loss %.6f, %.0f tokens/s\n", report.losses.size(),
+              mpi.size(), report.elapsed_s, report.losses.back(), report.tokens_per_s);
+  if (opts.json_out) write_file_atomically("--json", *opts.json_out, report_json(job, report, mpi.size()).dump(2) + "\n");
+  if (options.trace_ops) write_file_atomically("--trace-ops", opts.extra.at("--trace-ops"), report.op_trace);
+  return 0;
+}
+
+int run_train(const std::vector<std::string>& args) {
+  const JobOptions opts = parse_job_options(args, {"--backend", "--ranks", "--trace-ops"}, {"--help", "-h"});
+  if (opts.extra.count("--help") || opts.extra.count("-h")) return print_train_help(), 0;
+  const std::string backend = opts.extra.count("--backend") ? opts.extra.at("--backend") : "cpu";
+  if (backend == "cuda") return refuse_cuda();
+  if (backend != "cpu") throw_field_error("--backend", backend, "must be cpu or cuda");
+  int64_t ranks = 0;
+  if (opts.extra.count("--ranks")) ranks = parse_int("--ranks", opts.extra.at("--ranks"), 1, int64_t{1} << 20);
+  if (ranks > 0 && !cpu::MpiSession::launched_by_mpi()) return relaunch_under_mpirun(ranks, args);
+  cpu::MpiSession mpi;
+  if (ranks > 0 && ranks != mpi.size())
+    throw_field_error("--ranks", ranks, "differs from the " + std::to_string(mpi.size()) + " ranks of this MPI run");
+  try {
+    return train_here(opts, mpi);
+  } catch (const std::exception& e) {
+    const bool user = dynamic_cast<const UserError*>(&e) != nullptr;
+    std::fprintf(stderr, "tandem train: error: %s%s\n", e.what(),
+                 mpi.size() > 1 ? (" (rank " + std::to_string(mpi.rank()) + ")").c_str() : "");
+    if (mpi.size() > 1) {
+      std::fflush(stderr);
+      // The other ranks may be waiting for this one in a collective: stop them all.
+      mpi.abort(user ? 2 : 3);
+    }
+    return user ? 2 : 3;
+  }
+}
+
+}  // namespace
+}  // namespace tandem::cli
+
+TANDEM_REGISTER_COMMAND(train, "train", "train the job for real (--backend cpu: MPI ranks on CPUs)",
+                        tandem::cli::run_train)
