@@ -469,6 +469,7 @@ ExecutionResult execute(Platform& platform, Collectives& collectives, const Para
     total += static_cast<int64_t>(p.program->instructions.size());
   }
   detail::Execution execution(platform, collectives, grid, layout, options, total);
+  execution.collect_played_links(played);
   ExecutionResult result;
   result.ranks.resize(played.size());
   std::vector<std::unique_ptr<detail::RankPlayer>> players;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <set>
 
 #include <simgrid/s4u.hpp>
 
@@ -122,6 +123,79 @@ bool Execution::ghost_wanted(int64_t a, int64_t b) const {
   }
 }
 
+std::vector<const sg4::Link*> Execution::shared_links(int64_t a, int64_t b) const {
+  std::vector<const sg4::Link*> links;
+  for (const sg4::Link* link : platform.route(a, b))
+    if (link->get_sharing_policy() != sg4::Link::SharingPolicy::FATPIPE) links.push_back(link);
+  std::sort(links.begin(), links.end());
+  return links;
+}
+
+// A ghost flow a -> b is started when it can slow a played flow: its route shares a link (not a
+// fat pipe) with a flow of the played ranks. Ghosts that would meet only other ghosts are left out.
+bool Execution::ghost_meets(int64_t a, int64_t b) const {
+  if (!ghost_wanted(a, b)) return false;
+  if (options.ghosts == GhostTraffic::All) return true;
+  for (const sg4::Link* link : shared_links(a, b))
+    if (std::binary_search(played_links_.begin(), played_links_.end(), link)) return true;
+  return false;
+}
+
+// Unit flows of a collective kind on a group (per buffer byte), with its latency and
+// uncontended bandwidth time per byte.
+std::vector<Flow> Execution::unit_flows(const GroupInfo& g, PlanKind kind, double* latency, double* seconds_per_byte) {
+  const auto& gpus = g.group.gpus;
+  const size_t p = gpus.size();
+  *latency = 0;
+  *seconds_per_byte = 0;
+  if (kind != PlanKind::AllToAll) {
+    const FlowPlan unit = collectives.plan(collective_kind(kind), options.algorithm, g.group, 1.0);
+    *latency = unit.latency;
+    *seconds_per_byte = unit.bandwidth_time;
+    return unit.flows;
+  }
+  std::vector<Flow> flows;
+  double min_bandwidth = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < p; ++i)
+    for (size_t j = 0; j < p; ++j) {
+      if (i == j) continue;
+      flows.push_back({static_cast<int>(i), static_cast<int>(j), 1.0 / static_cast<double>(p - 1)});
+      *latency = std::max(*latency, collectives.latency(gpus[i], gpus[j]));
+      if (i == 0) min_bandwidth = std::min(min_bandwidth, platform.route_bandwidth(gpus[i], gpus[j]));
+    }
+  *seconds_per_byte = p > 1 ? 1.0 / min_bandwidth : 0.0;  // a member sends its whole buffer
+  return flows;
+}
+
+// Before playing a reduced run: the links (not fat pipes) that the played ranks' own flows cross.
+void Execution::collect_played_links(const std::vector<PlayedRank>& played) {
+  if (!layout.reduced() || options.ghosts != GhostTraffic::Shared) return;
+  std::set<std::pair<int64_t, int64_t>> pairs;  // (src, dst) of played flows
+  for (const PlayedRank& p : played) {
+    std::set<std::pair<int, int>> collectives_seen;  // (group kind, plan kind)
+    for (const Instruction& x : p.program->instructions) {
+      if (x.kind == OpKind::Send || x.kind == OpKind::Recv) {
+        const int64_t peer = p.program->rank == p.rank ? x.peer : rename_peer(grid, p.program->rank, p.rank, x.peer);
+        pairs.insert(x.kind == OpKind::Send ? std::pair{p.rank, peer} : std::pair{peer, p.rank});
+      } else if (is_collective(x.kind) && x.bytes > 0) {
+        const PlanKind kind = plan_kind(x.kind);
+        if (!collectives_seen.insert({static_cast<int>(x.group), static_cast<int>(kind)}).second) continue;
+        const GroupInfo& g = group(p.rank, x.group);
+        if (g.group.gpus.size() < 2 || (g.intra_node && options.analytic_intra_node)) continue;
+        double latency = 0, seconds_per_byte = 0;
+        const int me = g.member.at(p.rank);
+        for (const Flow& f : unit_flows(g, kind, &latency, &seconds_per_byte))
+          if (f.src == me || f.dst == me)
+            pairs.insert({g.group.gpus[static_cast<size_t>(f.src)], g.group.gpus[static_cast<size_t>(f.dst)]});
+      }
+    }
+  }
+  for (const auto& [src, dst] : pairs)
+    for (const sg4::Link* link : shared_links(src, dst)) played_links_.push_back(link);
+  std::sort(played_links_.begin(), played_links_.end());
+  played_links_.erase(std::unique(played_links_.begin(), played_links_.end()), played_links_.end());
+}
+
 PlanInfo& Execution::plan(GroupInfo& g, PlanKind kind, int) {
   PlanInfo*& cached = g.plans[static_cast<size_t>(kind)];
   if (cached) return *cached;
@@ -129,66 +203,64 @@ PlanInfo& Execution::plan(GroupInfo& g, PlanKind kind, int) {
   slot = std::make_unique<PlanInfo>();
   cached = slot.get();
   PlanInfo& info = *slot;
-  const auto& gpus = g.group.gpus;
-  const size_t p = gpus.size();
-  std::vector<Flow> flows;  // per buffer byte
-  if (kind == PlanKind::AllToAll) {
-    double min_bandwidth = std::numeric_limits<double>::infinity();
-    for (size_t i = 0; i < p; ++i)
-      for (size_t j = 0; j < p; ++j) {
-        if (i == j) continue;
-        flows.push_back({static_cast<int>(i), static_cast<int>(j), 1.0 / static_cast<double>(p - 1)});
-        info.latency = std::max(info.latency, collectives.latency(gpus[i], gpus[j]));
-        if (i == 0) min_bandwidth = std::min(min_bandwidth, platform.route_bandwidth(gpus[i], gpus[j]));
-      }
-    info.seconds_per_byte = p > 1 ? 1.0 / min_bandwidth : 0.0;  // a member sends its whole buffer
-  } else {
-    const FlowPlan unit = collectives.plan(collective_kind(kind), options.algorithm, g.group, 1.0);
-    flows = unit.flows;
-    info.latency = unit.latency;
-    info.seconds_per_byte = unit.bandwidth_time;
-  }
+  const std::vector<Flow> flows = unit_flows(g, kind, &info.latency, &info.seconds_per_byte);
   if (!layout.reduced() || (g.intra_node && options.analytic_intra_node)) return info;
-  if (g.all_played) {  // the same group in every other copy
-    for (int64_t c = 1; c < layout.copies; ++c)
-      for (const Flow& f : flows) {
-        const int64_t s = layout.image_of(static_cast<size_t>(layout.preimage[static_cast<size_t>(gpus[f.src])]), c);
-        const int64_t d = layout.image_of(static_cast<size_t>(layout.preimage[static_cast<size_t>(gpus[f.dst])]), c);
-        if (ghost_wanted(s, d)) info.images.push_back({s, d, f.bytes, false});
-      }
-    return info;
+  if (g.all_played) {
+    add_images(info, g.group.gpus, flows);
+  } else {
+    add_starts(info, g, flows);
   }
+  return info;
+}
+
+// The group in every other copy sends the same flows.
+void Execution::add_images(PlanInfo& info, const std::vector<int64_t>& gpus, const std::vector<Flow>& flows) {
+  if (options.ghosts == GhostTraffic::None) return;
+  for (const Flow& f : flows) {
+    const int64_t src = gpus[static_cast<size_t>(f.src)];
+    const int64_t dst = gpus[static_cast<size_t>(f.dst)];
+    for (int64_t c = 1; c < layout.copies; ++c) {
+      const int64_t s = layout.image_of(static_cast<size_t>(layout.preimage[static_cast<size_t>(src)]), c);
+      const int64_t d = layout.image_of(static_cast<size_t>(layout.preimage[static_cast<size_t>(dst)]), c);
+      if (ghost_meets(s, d)) info.images.push_back({s, d, f.bytes, false});
+    }
+  }
+}
+
+// A group with unplayed members: each played member starts its flows and its in-flows from
+// unplayed members (and waits for them); the flows among unplayed members that meet those are
+// ghosts, started by the played member whose part the sender plays in its copy.
+void Execution::add_starts(PlanInfo& info, const GroupInfo& g, const std::vector<Flow>& flows) {
+  const auto& gpus = g.group.gpus;
   int first_played = -1;
-  for (size_t j = 0; j < p && first_played < 0; ++j)
+  for (size_t j = 0; j < gpus.size() && first_played < 0; ++j)
     if (g.played[j]) first_played = static_cast<int>(j);
-  info.starts.resize(p);
+  info.starts.resize(gpus.size());
   for (const Flow& f : flows) {
     const int64_t s = gpus[static_cast<size_t>(f.src)];
     const int64_t d = gpus[static_cast<size_t>(f.dst)];
-    if (g.played[static_cast<size_t>(f.src)]) {
-      info.starts[static_cast<size_t>(f.src)].push_back({s, d, f.bytes, true});
-    } else if (g.played[static_cast<size_t>(f.dst)]) {
-      info.starts[static_cast<size_t>(f.dst)].push_back({s, d, f.bytes, true});
-    } else if (ghost_wanted(s, d)) {
-      // Started by the played member whose part the sender plays in its copy.
-      auto it = g.member.find(layout.played[static_cast<size_t>(layout.preimage[static_cast<size_t>(s)])]);
-      const int owner = it != g.member.end() && g.played[static_cast<size_t>(it->second)] ? it->second : first_played;
-      info.starts[static_cast<size_t>(owner)].push_back({s, d, f.bytes, false});
+    const bool src_played = g.played[static_cast<size_t>(f.src)] != 0;
+    if (src_played || g.played[static_cast<size_t>(f.dst)]) {
+      info.starts[static_cast<size_t>(src_played ? f.src : f.dst)].push_back({s, d, f.bytes, true});
+      continue;
     }
+    if (!ghost_meets(s, d)) continue;
+    auto it = g.member.find(layout.played[static_cast<size_t>(layout.preimage[static_cast<size_t>(s)])]);
+    const int owner = it != g.member.end() && g.played[static_cast<size_t>(it->second)] ? it->second : first_played;
+    info.starts[static_cast<size_t>(owner)].push_back({s, d, f.bytes, false});
   }
-  return info;
 }
 
 const std::vector<std::pair<int64_t, int64_t>>& Execution::message_images(int64_t src, int64_t dst) {
   const uint64_t key = (static_cast<uint64_t>(src) << 32) | static_cast<uint64_t>(dst);
   auto [it, fresh] = message_images_.try_emplace(key);
-  if (fresh) {
+  if (fresh && options.ghosts != GhostTraffic::None) {
     const auto s = static_cast<size_t>(layout.preimage[static_cast<size_t>(src)]);
     const auto d = static_cast<size_t>(layout.preimage[static_cast<size_t>(dst)]);
     for (int64_t c = 1; c < layout.copies; ++c) {
       const int64_t a = layout.image_of(s, c);
       const int64_t b = layout.image_of(d, c);
-      if (ghost_wanted(a, b)) it->second.emplace_back(a, b);
+      if (ghost_meets(a, b)) it->second.emplace_back(a, b);
     }
   }
   return it->second;

@@ -93,8 +93,11 @@ class Execution {
   GroupInfo& group(int64_t rank, ParallelGroup kind);
   PlanInfo& plan(GroupInfo& group, PlanKind kind, int self_member);
   bool is_played(int64_t rank) const;
-  // True when a ghost flow from a to b should be started (GhostTraffic policy).
+  // True when a ghost flow from a to b may meet other traffic (GhostTraffic policy, tiers).
   bool ghost_wanted(int64_t a, int64_t b) const;
+  std::vector<const simgrid::s4u::Link*> shared_links(int64_t a, int64_t b) const;  // sorted
+  bool ghost_meets(int64_t a, int64_t b) const;
+  void collect_played_links(const std::vector<PlayedRank>& played);
   // Image pairs (src', dst') in copies >= 1 of a message src -> dst that want a ghost flow.
   const std::vector<std::pair<int64_t, int64_t>>& message_images(int64_t src, int64_t dst);
 
@@ -106,6 +109,10 @@ class Execution {
   void instructions_done(int64_t count);
 
  private:
+  std::vector<Flow> unit_flows(const GroupInfo& g, PlanKind kind, double* latency, double* seconds_per_byte);
+  void add_images(PlanInfo& info, const std::vector<int64_t>& gpus, const std::vector<Flow>& flows);
+  void add_starts(PlanInfo& info, const GroupInfo& group, const std::vector<Flow>& flows);
+
   struct MessageKey {
     int64_t src, dst, seq;
     int channel;
@@ -116,6 +123,7 @@ class Execution {
   };
 
   std::unordered_map<const RankProgram*, std::unique_ptr<ProgramIndex>> indexes_;
+  std::vector<const simgrid::s4u::Link*> played_links_;  // sorted: links the played ranks' flows cross
   std::unordered_map<uint64_t, std::unique_ptr<GroupInfo>> groups_;    // (kind, index)
   std::unordered_map<uint64_t, GroupInfo*> rank_groups_;                // (rank, kind)
   std::unordered_map<std::string, std::unique_ptr<PlanInfo>> plans_;   // group name | kind
