@@ -32,8 +32,10 @@
 //     (never less than the plan's uncontended bandwidth time); the flows among unplayed members
 //     are started as ghosts by the played member of the sender's image.
 //   - Point-to-point messages start their image flows in every copy when both sides have posted.
-// Ghost flows that cannot meet other traffic on a shared link are skipped (GhostTraffic::Shared):
-// with one NIC per GPU, only oversubscribed leaf/pod uplinks and WAN links are shared.
+// Ghost flows are started only where they can slow a played flow (GhostTraffic::Shared): with one
+// NIC per GPU only oversubscribed leaf/pod uplinks and WAN links are shared, and a ghost is kept
+// when its route shares such a link with a flow of the played ranks. Ghosts that would only meet
+// other ghosts are left out (a second-order effect); GhostTraffic::All keeps every one.
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -111,7 +111,7 @@ Lowered lower_played(const Job& job, const ParallelGrid& grid, const Schedule& s
 }
 
 void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const std::string& why_not,
-               const ComputeModel& model, const std::string& peak_name, int64_t world) {
+               const ComputeModel& model, const std::string& peak_name, int64_t world, const SimCounts& counts) {
   if (layout.reduced()) {
     r.notes.push_back("symmetry: played " + std::to_string(layout.played.size()) + " of " + std::to_string(world) +
                       " ranks (one data-parallel replica of " + std::to_string(layout.copies) +
@@ -120,6 +120,8 @@ void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const 
     r.notes.push_back(
         "data-parallel collectives are played one-sided by the played members of each group, assuming the unplayed "
         "members start them at the same time");
+    r.notes.push_back(std::to_string(counts.ghost_flows) +
+                      " ghost flows stood for the unplayed ranks' traffic on links shared with played flows");
   } else if (!why_not.empty()) {
     r.notes.push_back("every rank played (" + why_not + ")");
   }
@@ -189,7 +191,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.symmetry_classes = static_cast<int64_t>(class_representatives(job, grid).size());
   r.symmetry_reduced = layout.reduced();
   r.counts = run.stats;
-  add_notes(r, job, layout, why_not, model, peak_name, grid.world_size());
+  add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats);
   if (r.oom)
     r.notes.push_back("out of memory: a rank needs " + fixed(r.peak_memory_gib, 2) + " GiB of the GPU's " +
                       fixed(job.cluster.gpu.hbm_bytes / kBytesPerGiB, 2) + " GiB");

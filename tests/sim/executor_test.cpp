@@ -362,5 +362,25 @@ TEST(Wan, PipelineBoundaryAcrossDatacentersCostsWhatTheLinkImplies) {
   }
 }
 
+
+// A receive that no rank sends: the simulation stops with a report instead of hanging.
+TEST(Deadlock, UnmatchedReceiveIsReported) {
+  const ParallelGrid grid = pipeline_grid(2);
+  std::vector<RankProgram> programs(2);
+  for (int r = 0; r < 2; ++r) programs[static_cast<size_t>(r)].rank = r;
+  push(programs[0], message(OpKind::Recv, 1, 7, 1e6, {}));
+  push(programs[0], compute(1e-3, "after", {0}));
+  push(programs[1], compute(1e-3, "alone", {}));
+  EXPECT_THROW(run_isolated([&] {
+                 Platform platform(h100_cluster(), 2);
+                 Collectives coll(platform);
+                 ExecutorOptions options;
+                 options.compute_time = flops_as_seconds;
+                 execute(platform, coll, grid, programs, replica_layout(grid, true), options);
+                 return std::string("finished");
+               }),
+               std::runtime_error);
+}
+
 }  // namespace
 }  // namespace tandem::sim
