@@ -196,7 +196,7 @@ void Execution::collect_played_links(const std::vector<PlayedRank>& played) {
   played_links_.erase(std::unique(played_links_.begin(), played_links_.end()), played_links_.end());
 }
 
-PlanInfo& Execution::plan(GroupInfo& g, PlanKind kind, int) {
+PlanInfo& Execution::plan(GroupInfo& g, PlanKind kind) {
   PlanInfo*& cached = g.plans[static_cast<size_t>(kind)];
   if (cached) return *cached;
   auto& slot = plans_[g.group.name + "|" + plan_kind_name(kind)];
@@ -306,7 +306,7 @@ bool RankPlayer::analytic_seconds(const Instruction& x, double* seconds) {
   GroupInfo& g = ex_.group(rank_, x.group);
   if (g.group.gpus.size() < 2) return true;
   if (!(g.intra_node && ex_.options.analytic_intra_node)) return false;
-  const PlanInfo& plan = ex_.plan(g, plan_kind(x.kind), 0);
+  const PlanInfo& plan = ex_.plan(g, plan_kind(x.kind));
   *seconds = plan.latency + plan.seconds_per_byte * x.bytes;
   return true;
 }
@@ -438,7 +438,7 @@ void RankPlayer::start_collective(int, int32_t i, int32_t op) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
   GroupInfo& g = ex_.group(rank_, x.group);
   const PlanKind kind = plan_kind(x.kind);
-  const PlanInfo& plan = ex_.plan(g, kind, 0);
+  const PlanInfo& plan = ex_.plan(g, kind);
   if (g.all_played) {
     start_played_collective(g, kind, op, x);
   } else {
@@ -453,7 +453,7 @@ void RankPlayer::start_collective(int, int32_t i, int32_t op) {
 void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x) {
   const auto& gpus = g.group.gpus;
   const size_t p = gpus.size();
-  PlanInfo& plan = ex_.plan(g, kind, 0);
+  PlanInfo& plan = ex_.plan(g, kind);
   if (kind == PlanKind::AllToAll) {
     Pending pending = ex_.collectives.start_all_to_all(g.group, rank_, x.bytes / static_cast<double>(p - 1));
     // collectives.h order: puts to the other members, then gets from them, in group order.
@@ -479,7 +479,7 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
 // flows, its in-flows from unplayed members and its share of the ghost flows, all one-sided, and
 // is done no earlier than the plan's uncontended time.
 void RankPlayer::start_partial_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x) {
-  PlanInfo& plan = ex_.plan(g, kind, 0);
+  PlanInfo& plan = ex_.plan(g, kind);
   const auto member = static_cast<size_t>(g.member.at(rank_));
   for (const OneSidedFlow& f : plan.starts[member]) {
     const double bytes = f.unit_bytes * x.bytes;

@@ -91,7 +91,7 @@ class Execution {
 
   const ProgramIndex& index(const RankProgram& program);
   GroupInfo& group(int64_t rank, ParallelGroup kind);
-  PlanInfo& plan(GroupInfo& group, PlanKind kind, int self_member);
+  PlanInfo& plan(GroupInfo& group, PlanKind kind);
   bool is_played(int64_t rank) const;
   // True when a ghost flow from a to b may meet other traffic (GhostTraffic policy, tiers).
   bool ghost_wanted(int64_t a, int64_t b) const;
