@@ -23,7 +23,11 @@ struct SimOptions {
 };
 
 // Seconds of one iteration attributed to each cause, on the critical rank (the slowest played
-// rank); they add up to iteration_time_s.
+// rank); they add up to iteration_time_s. The compute stream's busy time is compute (optimizer
+// for the optimizer phase); each stretch it sits idle goes to what it waited for, followed back
+// along the chain of causes: a collective's own duration to its group's field (tp, cp, ep, dp;
+// optimizer-phase ones such as the gradient norm to optimizer), a pipeline receive's transfer to
+// pp_comm and its wait for the sender to pipeline_bubble.
 struct Breakdown {
   double compute = 0;          // compute kernels (incl. recompute)
   double tp_comm = 0;          // exposed (not overlapped) tensor-parallel communication
