@@ -20,6 +20,17 @@ namespace {
 
 double e_of(const Context& ctx) { return double(ctx.dims.e); }
 
+// HBM bytes per logit [n, V/t] of Megatron's unfused vocab-parallel cross-entropy
+// (tensor_parallel/cross_entropy.py), which works on an fp32 copy of the e-byte logits:
+//   forward  .float() (read e, write 4), max over V (read 4), x -= max (read 4, write 4),
+//            exp in place (read 4, write 4), sum over V (read 4), softmax = exp / sum in place
+//            (read 4, write 4, kept for the backward): e + 36 bytes;
+//   backward grad = softmax, minus 1 at the target (a gather: negligible), grad *= dloss in place
+//            (read 4, write 4), then the backward of .float() casts to e bytes (read 4, write e):
+//            12 + e bytes.
+constexpr double cross_entropy_forward_bytes(double e) { return e + 36.0; }
+constexpr double cross_entropy_backward_bytes(double e) { return 12.0 + e; }
+
 bool full_uniform_recompute(const Context& ctx) {
   const auto& t = ctx.job.training;
   return t.recompute_granularity == RecomputeGranularity::Full && t.recompute_method == RecomputeMethod::Uniform;
@@ -40,7 +51,12 @@ int32_t lookup_backward(Context& ctx, const char* label, int32_t dy, bool positi
   ins.label = label;
   ins.m = d.n;
   ins.n = d.h;
-  ins.bytes = 3.0 * double(d.n) * double(d.h) * e_of(ctx);
+  // PyTorch's embedding backward (F.embedding, dense) scatter-adds the n gradient rows into a
+  // zero-filled dense [V/t, h] gradient of e-byte elements, which Megatron's gradient hook then
+  // adds to the fp32 main gradient: rows read + read-modify-write (3 n h e), dense gradient
+  // written by the fill and read by the add (2 e), main gradient read and written (8).
+  const double dense = double(d.vocab) / double(d.t) * double(d.h) * (2.0 * e_of(ctx) + 8.0);
+  ins.bytes = 3.0 * double(d.n) * double(d.h) * e_of(ctx) + dense;
   // One kernel produces the word and the position gradients.
   const int64_t positions_key = positions ? param_key(kModelLayerKey, ParamSlot::Positions) : -1;
   ctx.em.weight_grad(std::move(ins), param_key(kModelLayerKey, ParamSlot::WordEmbedding), {g}, positions_key);
@@ -59,7 +75,7 @@ int32_t logits_forward(Context& ctx, int32_t x) {
                                    2.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {x, gate});
   const int32_t in = tp_gather_input(ctx, "output-ag", d.h, normed);
   const int32_t logits = ctx.em.gemm(OpKind::Gemm, "output", d.n, v_local, d.h, 1, {in});
-  const double ce_bytes = double(d.n) * double(v_local) * (e_of(ctx) + 8.0);
+  const double ce_bytes = double(d.n) * double(v_local) * cross_entropy_forward_bytes(e_of(ctx));
   int32_t loss = ctx.em.op(OpKind::CrossEntropy, "loss", d.n, v_local, ce_bytes, {logits});
   if (ctx.tp > 1) {
     for (const char* label : {"ce-max", "ce-target", "ce-sum"})
@@ -72,7 +88,7 @@ int32_t logits_forward(Context& ctx, int32_t x) {
 int32_t logits_backward(Context& ctx, int32_t norm_layer, ParamSlot norm_slot) {
   const Dims& d = ctx.dims;
   const int64_t v_local = d.vocab / d.t;
-  const double ce_bytes = double(d.n) * double(v_local) * (4.0 + e_of(ctx));
+  const double ce_bytes = double(d.n) * double(v_local) * cross_entropy_backward_bytes(e_of(ctx));
   const int32_t dlogits = ctx.em.op(OpKind::CrossEntropyGrad, "loss", d.n, v_local, ce_bytes, {});
   const int32_t ag = tp_gather_input(ctx, "output-wgrad-ag", d.h, dlogits);
   const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, "output", d.n, v_local, d.h, 1, {dlogits});

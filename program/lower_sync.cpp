@@ -65,6 +65,34 @@ int32_t mirror_exchange(Context& ctx, int chunk, const std::vector<Bucket>& buck
                    3.0 * bytes, {got, last, after});
 }
 
+// HBM bytes the optimizer step and the gradient-buffer upkeep stream per iteration
+// (Megatron-Core's DistributedDataParallel and (Distributed)Optimizer):
+//   every local parameter, fp32-or-e-byte gradient buffer of `g` bytes per element:
+//     zero_grad_buffer() before the first microbatch (write g), and before each bucket's DP
+//     collective the NaN check grad.norm() (read g) and, with more than one DP rank, the 1/DP
+//     pre-scale grad *= factor (read g, write g) — on the compute stream, counted here;
+//   every parameter of the optimizer's shard (all local ones without the distributed optimizer):
+//     16-bit gradients are first copied into fp32 main gradients (read g, write 4) and unscaled
+//     with an inf check (read 4, write 4); then the grad norm (read 4), Adam (read the fp32
+//     gradient, read and write the fp32 master weight and both moments: 4 + 24) and the copy
+//     of the master weight into the model's parameter (read 4, write w).
+double optimizer_bytes(const Context& ctx) {
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const bool dist = ctx.job.parallel.use_distributed_optimizer;
+  constexpr double kFp32 = 4.0;
+  const double cast = bpp.gradients < kFp32 ? bpp.gradients + kFp32 + 2.0 * kFp32 : 0.0;
+  const double per_shard = cast + kFp32 + (kFp32 + 6.0 * kFp32) + (kFp32 + bpp.weights);
+  double bytes = 0;
+  for (int c = 0; c < ctx.schedule.num_chunks(); ++c) {
+    for (const ParamTensor& t : chunk_tensors(ctx, c)) {
+      const double dp = double(dp_size(ctx, t.expert));
+      bytes += t.elements * bpp.gradients * (2.0 + (dp > 1 ? 2.0 : 0.0));
+      bytes += t.elements / (dist ? dp : 1.0) * per_shard;
+    }
+  }
+  return bytes;
+}
+
 double shard_parameters(const Context& ctx) {
   const bool dist = ctx.job.parallel.use_distributed_optimizer;
   double shard = 0;
@@ -249,10 +277,8 @@ void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t la
                              4.0, {synced, ctx.last_grad_sync, last_compute});
   const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
   const double shard = shard_parameters(ctx);
-  // HBM traffic: read the gradient and the optimizer state, write the state and the parameter.
   const int32_t step = ctx.em.op(OpKind::OptimizerStep, "adam", static_cast<int64_t>(std::llround(shard)), 1,
-                                 shard * (bpp.gradients + 2.0 * bpp.optimizer + bpp.weights),
-                                 {norm, synced, ctx.last_grad_sync});
+                                 optimizer_bytes(ctx), {norm, synced, ctx.last_grad_sync});
   if (!par.use_distributed_optimizer || par.overlap_param_gather) return;
   ctx.em.cursor.phase = Phase::ParamSync;
   for (int c = 0; c < ctx.schedule.num_chunks(); ++c) {
