@@ -55,7 +55,9 @@
 //                 "kv_overhead", "softmax_efficiency"},
 //   "memory": {"copy_fraction", "ops": {"value": {"Norm": {"efficiency": 0.85, "launches": 1}, ..}}},
 //             (ops lists every compute kind but the three GEMM kinds; unknown keys are errors)
-//   "launch_overhead_us"
+//   "launch_overhead_us",
+//   "communication": {"nvlink_efficiency", "nic_efficiency"}   achieved NCCL bus bandwidth as a
+//             fraction of the raw NVLink / NIC bandwidth of clusters/*.json (platform.h)
 // }
 //
 // Measured profile (`--profile FILE`, written by `tandem calibrate` on a real backend):
@@ -119,6 +121,9 @@ struct GpuEfficiency {
   double copy_fraction = 0;                 // achieved copy bandwidth / HBM bandwidth
   std::array<MemoryOpModel, kOpKindCount> ops{};   // indexed by OpKind
   double launch_overhead_s = 0;
+  // Communication: achieved NCCL bandwidth / raw link bandwidth (platform.h scales its links)
+  double nvlink_efficiency = 1.0;           // NVLink/NVSwitch, per direction
+  double nic_efficiency = 1.0;              // the node's NICs and the fabric behind them
 };
 
 // What the job decides beyond the GPU.

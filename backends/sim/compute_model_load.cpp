@@ -158,6 +158,13 @@ void read_memory(const Reader& r, const json& m, GpuEfficiency& e) {
   }
 }
 
+void read_communication(const Reader& r, const json& c, GpuEfficiency& e) {
+  const std::string w = "communication";
+  r.only(c, w, {"nvlink_efficiency", "nic_efficiency"});
+  e.nvlink_efficiency = r.constant_number(c, w, "nvlink_efficiency", 0, 1, true);
+  e.nic_efficiency = r.constant_number(c, w, "nic_efficiency", 0, 1, true);
+}
+
 }  // namespace
 
 const char* op_kind_name(OpKind kind) {
@@ -209,7 +216,7 @@ bool is_compute_kind(OpKind kind) { return static_cast<int>(kind) <= static_cast
 GpuEfficiency load_gpu_efficiency_file(const std::string& path) {
   const json doc = read_json_file(path);
   const Reader r(path);
-  r.only(doc, "", {"gpu", "source", "gemm", "attention", "memory", "launch_overhead_us"});
+  r.only(doc, "", {"gpu", "source", "gemm", "attention", "memory", "launch_overhead_us", "communication"});
   GpuEfficiency e;
   e.file = path;
   const json& gpu = r.member(doc, "", "gpu");
@@ -219,6 +226,7 @@ GpuEfficiency load_gpu_efficiency_file(const std::string& path) {
   read_attention(r, r.member(doc, "", "attention"), e);
   read_memory(r, r.member(doc, "", "memory"), e);
   e.launch_overhead_s = r.number(r.constant(doc, "", "launch_overhead_us"), "launch_overhead_us", 0, 1000) * 1e-6;
+  read_communication(r, r.member(doc, "", "communication"), e);
   return e;
 }
 

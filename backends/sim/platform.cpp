@@ -8,6 +8,7 @@
 #include <simgrid/s4u.hpp>
 #include <xbt/log.h>
 
+#include "backends/sim/compute_model.h"
 #include "core/check.h"
 
 namespace tandem::sim {
@@ -351,7 +352,14 @@ Platform::Platform(const ClusterSpec& cluster, int64_t num_gpus, const PlatformO
   xbt_log_control_set("root.thresh:critical");
   engine_ = std::make_unique<sg4::Engine>("tandem");
   configure_engine();
-  Builder(cluster_, options_, places_, hosts_, hop_rank_).build();
+  // Links carry what NCCL achieves on them, not the raw rate (per GPU kind, compute_model.h).
+  const GpuEfficiency eff = load_gpu_efficiency(cluster_.gpu.name);
+  nvlink_efficiency_ = eff.nvlink_efficiency;
+  nic_efficiency_ = eff.nic_efficiency;
+  ClusterSpec achieved = cluster_;
+  achieved.nvlink_bandwidth *= nvlink_efficiency_;
+  achieved.nic_bandwidth *= nic_efficiency_;
+  Builder(achieved, options_, places_, hosts_, hop_rank_).build();
 }
 
 Platform::~Platform() = default;

@@ -11,7 +11,10 @@
 // Gateways sit in their own sibling zones (or at the same depth as the hosts), never one level
 // above the hosts they serve: SimGrid silently computes wrong routes otherwise.
 //
-// Links (bandwidth in bytes/s per direction, latency in s):
+// Links (bandwidth in bytes/s per direction, latency in s). NVLink and NIC links carry the achieved
+// NCCL bandwidth: the raw rate of the ClusterSpec x the GPU kind's nvlink_efficiency /
+// nic_efficiency (clusters/gpu_models/<gpu>.json, "communication"; 1 for the generic fallback).
+// Uplinks, built from the NIC rate, inherit the NIC efficiency; WAN links are taken as given.
 //   gpu<g>-nvl           split-duplex, GPU <-> NVSwitch, nvlink_bandwidth, nvlink_latency / 2
 //   node<n>-nic<r>       split-duplex, NIC on rail r, nic_bandwidth, nic_latency / 2
 //                        (NICs beyond one per GPU are bundled; fewer NICs are shared by GPUs)
@@ -83,7 +86,9 @@ class Platform {
 
   int64_t num_gpus() const { return static_cast<int64_t>(hosts_.size()); }
   int64_t num_nodes() const;
-  const ClusterSpec& cluster() const { return cluster_; }
+  const ClusterSpec& cluster() const { return cluster_; }   // raw rates, as described
+  double nvlink_efficiency() const { return nvlink_efficiency_; }
+  double nic_efficiency() const { return nic_efficiency_; }
   const PlatformOptions& options() const { return options_; }
   const GpuPlace& place(int64_t gpu) const;
   simgrid::s4u::Host* host(int64_t gpu) const;
@@ -103,6 +108,8 @@ class Platform {
  private:
   ClusterSpec cluster_;
   PlatformOptions options_;
+  double nvlink_efficiency_ = 1.0;  // achieved / raw, applied to the NVLink links
+  double nic_efficiency_ = 1.0;     // achieved / raw, applied to the NIC links and uplinks
   std::unique_ptr<simgrid::s4u::Engine> engine_;
   std::vector<GpuPlace> places_;
   std::vector<simgrid::s4u::Host*> hosts_;  // indexed by global GPU index

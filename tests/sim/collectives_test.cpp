@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "core/job_loader.h"
 #include "tests/sim/sim_test_support.h"
 
 namespace tandem::sim {
@@ -97,6 +98,26 @@ TEST(RingAllReduce, MixedHopsEndTogetherAtTheSlowestHop) {
   const double want = ring_all_reduce(5, kGiB, c.nic_latency, c.nic_bandwidth);
   EXPECT_NEAR(min_of(t, 5), want, 0.01 * want);
   EXPECT_NEAR(max_of(t, 5), want, 0.01 * want);
+}
+
+// A GPU kind with NCCL data (clusters/gpu_models) runs its links at the achieved bus bandwidth:
+// DGX A100's NVLink at 0.78 x 300 GB/s, its HDR NICs at 0.95 x 25 GB/s.
+TEST(RingAllReduce, KnownGpuKindsRunAtTheirAchievedNcclBandwidth) {
+  const ClusterSpec c = load_cluster("dgx-a100");
+  const auto eff = decode(run_isolated([&] {
+    Platform platform(c, 16);
+    return encode({platform.nvlink_efficiency(), platform.nic_efficiency()});
+  }));
+  EXPECT_DOUBLE_EQ(eff[0], 0.78);
+  EXPECT_DOUBLE_EQ(eff[1], 0.95);
+  const Group node = make_group("tp0", 0, 8);
+  const auto t = simulate(c, 8, CollectiveKind::AllReduce, Algorithm::Ring, node, kGiB);
+  const double want = ring_all_reduce(8, kGiB, c.nvlink_latency, 0.78 * c.nvlink_bandwidth);
+  EXPECT_NEAR(max_of(t, 8), want, 0.01 * want);
+  const Group rail = make_group("dp0", 3, 2, 8);  // GPU 3 of nodes 0 and 1
+  const auto r = simulate(c, 16, CollectiveKind::AllReduce, Algorithm::Ring, rail, kGiB);
+  const double want_rail = ring_all_reduce(2, kGiB, c.nic_latency, 0.95 * c.nic_bandwidth);
+  EXPECT_NEAR(max_of(r, 2), want_rail, 0.01 * want_rail);
 }
 
 TEST(RingCollectives, ReduceScatterAndAllGatherTakeHalfTheAllReduce) {
