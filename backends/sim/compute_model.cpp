@@ -226,7 +226,8 @@ double ComputeModel::flash_attention_time(const Instruction& ins, bool backward)
   const int64_t ctas = batch * q_blocks;
   const int64_t waves = ceil_div(ctas, gpu_.sm_count);
   const double wave_eff = static_cast<double>(ctas) / static_cast<double>(waves * gpu_.sm_count);
-  const double f = backward ? eff_.attention_backward_fraction : eff_.attention_forward_fraction;
+  double f = backward ? eff_.attention_backward_fraction : eff_.attention_forward_fraction;
+  if (options_.attention_dropout > 0) f *= backward ? eff_.attention_dropout_backward : eff_.attention_dropout_forward;
   const double flops = backward ? work * eff_.attention_backward_work_ratio : work;
   const double compute = flops / (gpu_.peak_flops_bf16 * f * head_eff * seq_eff * wave_eff);
   const MemoryOpModel& op = eff_.ops[static_cast<size_t>(ins.kind)];

@@ -22,7 +22,9 @@
 //        times that backward, at forward/backward_fraction of the 16-bit peak for head dim 128,
 //        scaled by d / (d + head_dim_overhead) (softmax work per score does not shrink with d),
 //        by c / (c + kv_overhead) with c the mean keys per query block (per-CTA prologue and
-//        epilogue), and by the wave efficiency of its b x heads x ceil(s_q / bq) CTAs.
+//        epilogue), and by the wave efficiency of its b x heads x ceil(s_q / bq) CTAs. With
+//        attention dropout the kernel draws a Philox random number per computed score (again in
+//        the backward): throughput x dropout_forward_factor / dropout_backward_factor.
 //  Unfused attention (GPUs without a flash kernel, or --attention-backend unfused): batched
 //        GEMMs over the full s_q x s_kv square plus softmax / dropout passes over the scores.
 //  Memory-bound ops  bytes / (HBM bandwidth x copy_fraction x op efficiency).
@@ -52,7 +54,8 @@
 //            "tile_k", "k_overhead", "max_split_k", "fp8_cast_bytes_per_element"},
 //   "attention": {"flash_supported" (bool), "forward_fraction", "backward_fraction",
 //                 "backward_work_ratio", "block_q", "block_kv", "head_dim_overhead",
-//                 "kv_overhead", "softmax_efficiency"},
+//                 "kv_overhead", "softmax_efficiency", "dropout_forward_factor",
+//                 "dropout_backward_factor"},
 //   "memory": {"copy_fraction", "ops": {"value": {"Norm": {"efficiency": 0.85, "launches": 1}, ..}}},
 //             (ops lists every compute kind but the three GEMM kinds; unknown keys are errors)
 //   "launch_overhead_us",
@@ -117,6 +120,8 @@ struct GpuEfficiency {
   double attention_head_dim_overhead = 0;   // elements of head dim
   double attention_kv_overhead = 0;         // keys per query block
   double attention_softmax_efficiency = 1;  // unfused softmax passes, relative to a copy
+  // Flash kernels with attention dropout: throughput with / without (Philox RNG per score)
+  double attention_dropout_forward = 1, attention_dropout_backward = 1;
   // Memory-bound ops
   double copy_fraction = 0;                 // achieved copy bandwidth / HBM bandwidth
   std::array<MemoryOpModel, kOpKindCount> ops{};   // indexed by OpKind

@@ -120,7 +120,8 @@ void read_gemm(const Reader& r, const json& g, GpuEfficiency& e) {
 void read_attention(const Reader& r, const json& a, GpuEfficiency& e) {
   const std::string w = "attention";
   r.only(a, w, {"flash_supported", "forward_fraction", "backward_fraction", "backward_work_ratio", "block_q",
-                "block_kv", "head_dim_overhead", "kv_overhead", "softmax_efficiency"});
+                "block_kv", "head_dim_overhead", "kv_overhead", "softmax_efficiency", "dropout_forward_factor",
+                "dropout_backward_factor"});
   const json& flash = r.constant(a, w, "flash_supported");
   if (!flash.is_boolean()) r.fail(w + ".flash_supported", flash.dump(), "expected true or false");
   e.flash_supported = flash.get<bool>();
@@ -132,6 +133,8 @@ void read_attention(const Reader& r, const json& a, GpuEfficiency& e) {
   e.attention_head_dim_overhead = r.constant_number(a, w, "head_dim_overhead", 0, 1e4);
   e.attention_kv_overhead = r.constant_number(a, w, "kv_overhead", 0, 1e6);
   e.attention_softmax_efficiency = r.constant_number(a, w, "softmax_efficiency", 0, 1, true);
+  e.attention_dropout_forward = r.constant_number(a, w, "dropout_forward_factor", 0, 1, true);
+  e.attention_dropout_backward = r.constant_number(a, w, "dropout_backward_factor", 0, 1, true);
 }
 
 void read_memory(const Reader& r, const json& m, GpuEfficiency& e) {

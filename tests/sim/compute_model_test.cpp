@@ -172,6 +172,20 @@ TEST(ComputeModel, CausalKernelSkipsHalfTheSquare) {
   EXPECT_NEAR(causal_convention, 518, 0.06 * 518);
 }
 
+// Dropout inside a flash kernel costs its Philox draws: the kernel part of the time grows by
+// 1 / dropout_forward_factor (0.88 on H100) and 1 / dropout_backward_factor (0.78).
+TEST(ComputeModel, FlashAttentionWithDropoutPaysForItsRandomNumbers) {
+  const ComputeModel plain = h100();
+  const ComputeModel dropout = h100({.fp8 = false, .flash_attention = true, .attention_dropout = 0.1});
+  const double launch = plain.efficiency().launch_overhead_s;
+  const Instruction fwd = attention(4096, 128, 16);
+  const Instruction bwd = attention(4096, 128, 16, OpKind::AttentionGrad);
+  const double fwd_ratio = (dropout.time(fwd) - launch) / (plain.time(fwd) - launch);
+  const double bwd_ratio = (dropout.time(bwd) - 3 * launch) / (plain.time(bwd) - 3 * launch);
+  EXPECT_NEAR(fwd_ratio, 1 / 0.88, 1e-9);
+  EXPECT_NEAR(bwd_ratio, 1 / 0.78, 1e-9);
+}
+
 TEST(ComputeModel, UnfusedAttentionIsSlowerThanFlash) {
   const ComputeModel flash = a100();
   const ComputeModel unfused = a100({.fp8 = false, .flash_attention = false, .attention_dropout = 0.1});
