@@ -7,6 +7,7 @@
 
 #include "backends/cpu/ops_activation.h"
 #include "backends/cpu/ops_attention.h"
+#include "backends/cpu/ops_attention_ring.h"
 #include "backends/cpu/ops_cross_entropy.h"
 #include "backends/cpu/ops_embedding.h"
 #include "backends/cpu/ops_gemm.h"
@@ -229,6 +230,14 @@ void CpuDevice::attention_backward(const DeviceTensor& q, const DeviceTensor& k,
                                    const DeviceTensor& dv) {
   tandem::cpu::attention_backward(view(q), view(k), view(v), view(out), view(lse), view(d_out), options_of(args),
                                   view(dq), view(dk), view(dv));
+}
+
+void CpuDevice::attention_backward_block(const DeviceTensor& q, const DeviceTensor& k, const DeviceTensor& v,
+                                         const DeviceTensor& out, const DeviceTensor& lse, const DeviceTensor& d_out,
+                                         const exec::AttentionArgs& args, const DeviceTensor& dq,
+                                         const DeviceTensor& dk, const DeviceTensor& dv) {
+  tandem::cpu::attention_backward_block(view(q), view(k), view(v), view(out), view(lse), view(d_out), options_of(args),
+                                        view(dq), view(dk), view(dv));
 }
 
 void CpuDevice::attention_merge(const DeviceTensor& out, const DeviceTensor& lse, const DeviceTensor& out_blk,

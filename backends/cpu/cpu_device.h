@@ -71,6 +71,11 @@ class CpuDevice final : public exec::Device {
                           const exec::DeviceTensor& d_out, const exec::AttentionArgs& args,
                           const exec::DeviceTensor& dq, const exec::DeviceTensor& dk,
                           const exec::DeviceTensor& dv) override;
+  void attention_backward_block(const exec::DeviceTensor& q, const exec::DeviceTensor& k, const exec::DeviceTensor& v,
+                                const exec::DeviceTensor& out, const exec::DeviceTensor& lse,
+                                const exec::DeviceTensor& d_out, const exec::AttentionArgs& args,
+                                const exec::DeviceTensor& dq, const exec::DeviceTensor& dk,
+                                const exec::DeviceTensor& dv) override;
   void attention_merge(const exec::DeviceTensor& out, const exec::DeviceTensor& lse, const exec::DeviceTensor& out_blk,
                        const exec::DeviceTensor& lse_blk, int64_t row0) override;
   void split_qkv(const exec::DeviceTensor& mixed, int64_t groups, int64_t qpg, int64_t d, const exec::DeviceTensor& q,

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <numeric>
 
 #include "backends/executor/init_rng.h"
@@ -68,6 +69,12 @@ struct PendingSend {
   exec::DeviceTensor data;   // kept alive until the send completes
 };
 
+struct PendingRecv {
+  MPI_Request request = MPI_REQUEST_NULL;
+  exec::DeviceTensor data;
+  int64_t peer = 0, tag = 0;
+};
+
 }  // namespace
 
 struct MpiCommunicator::Impl {
@@ -78,6 +85,8 @@ struct MpiCommunicator::Impl {
   int group_sizes[kGroupKinds] = {};
   int group_ranks[kGroupKinds] = {};
   std::vector<PendingSend> pending;
+  std::map<int64_t, PendingRecv> receives;
+  int64_t next_request = 0;
 
   explicit Impl(exec::Device& d) : device(d) {
     for (MPI_Comm& c : groups) c = MPI_COMM_NULL;
@@ -147,14 +156,32 @@ void MpiCommunicator::send(int64_t peer, int64_t tag, const exec::DeviceTensor& 
   impl_->pending.push_back(std::move(p));
 }
 
-void MpiCommunicator::recv(int64_t peer, int64_t tag, const exec::DeviceTensor& data) {
+int64_t MpiCommunicator::irecv(int64_t peer, int64_t tag, const exec::DeviceTensor& data) {
+  PendingRecv p;
+  p.data = data;
+  p.peer = peer;
+  p.tag = tag;
+  MPI_Irecv(impl_->device.address(data), to_int(data.numel(), "recv count"), MPI_FLOAT, to_int(peer, "peer"),
+            impl_->mpi_tag(tag), MPI_COMM_WORLD, &p.request);
+  const int64_t id = impl_->next_request++;
+  impl_->receives.emplace(id, std::move(p));
+  return id;
+}
+
+bool MpiCommunicator::test(int64_t request) {
+  auto it = impl_->receives.find(request);
+  TANDEM_CHECK_MSG(it != impl_->receives.end(), "unknown receive request " << request);
+  PendingRecv& p = it->second;
+  int done = 0;
   MPI_Status status;
-  MPI_Recv(impl_->device.address(data), to_int(data.numel(), "recv count"), MPI_FLOAT, to_int(peer, "peer"),
-           impl_->mpi_tag(tag), MPI_COMM_WORLD, &status);
+  MPI_Test(&p.request, &done, &status);
+  if (!done) return false;
   int count = 0;
   MPI_Get_count(&status, MPI_FLOAT, &count);
-  TANDEM_CHECK_MSG(count == data.numel(), "message from rank " << peer << " tag " << tag << ": " << count
-                                                               << " floats, expected " << data.numel());
+  TANDEM_CHECK_MSG(count == p.data.numel(), "message from rank " << p.peer << " tag " << p.tag << ": " << count
+                                                                 << " floats, expected " << p.data.numel());
+  impl_->receives.erase(it);
+  return true;
 }
 
 void MpiCommunicator::wait_sends() {

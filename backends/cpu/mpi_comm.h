@@ -7,8 +7,8 @@
 // messages between one pair of ranks are matched by (source, tag) and the program keeps its
 // tags unique per pair and iteration, so a collision would need two equal hashes in flight
 // between the same two ranks. Sends are MPI_Isend (completed at the latest by wait_sends), so
-// an in-order walk of the pipeline schedules never blocks on a send; receives and collectives
-// block. mpi.h stays inside this library (pimpl).
+// a walk of the pipeline schedules never blocks on a send; receives are posted and tested, and
+// collectives block. mpi.h stays inside this library (pimpl).
 #include <memory>
 #include <string>
 
@@ -47,7 +47,8 @@ class MpiCommunicator final : public exec::Communicator {
   int64_t group_size(ParallelGroup group) const override;
   int64_t group_rank(ParallelGroup group) const override;
   void send(int64_t peer, int64_t tag, const exec::DeviceTensor& data) override;
-  void recv(int64_t peer, int64_t tag, const exec::DeviceTensor& data) override;
+  int64_t irecv(int64_t peer, int64_t tag, const exec::DeviceTensor& data) override;
+  bool test(int64_t request) override;
   void wait_sends() override;
   void all_reduce(ParallelGroup group, const exec::DeviceTensor& data, exec::ReduceOp op) override;
   void reduce_scatter(ParallelGroup group, const exec::DeviceTensor& in, const exec::DeviceTensor& out) override;

@@ -5,9 +5,9 @@
 //
 // Point-to-point messages carry the program's tag (64-bit, unique per peer pair and
 // iteration); an implementation maps it to whatever its transport accepts. Sends may complete
-// later (the communicator keeps the buffer alive until then); receives and collectives complete
-// before they return on the CPU, or are ordered on the current device stream on a GPU.
-// wait_sends() completes every outstanding send.
+// later (the communicator keeps the buffer alive until then); wait_sends() completes them all.
+// Receives are posted (irecv) and finish when test() says so; collectives complete before they
+// return on the CPU, or are ordered on the current device stream on a GPU.
 #include <cstdint>
 #include <span>
 #include <string>
@@ -29,7 +29,10 @@ class Communicator {
   virtual int64_t group_rank(ParallelGroup group) const = 0;   // index of this rank in its group
 
   virtual void send(int64_t peer, int64_t tag, const DeviceTensor& data) = 0;
-  virtual void recv(int64_t peer, int64_t tag, const DeviceTensor& data) = 0;
+  // Posts a receive into `data`; returns a request for test().
+  virtual int64_t irecv(int64_t peer, int64_t tag, const DeviceTensor& data) = 0;
+  // True once the request's message has arrived (checked against the expected size).
+  virtual bool test(int64_t request) = 0;
   virtual void wait_sends() = 0;
 
   // In place over the group.

@@ -165,6 +165,12 @@ class Device {
                                   const DeviceTensor& out, const DeviceTensor& lse, const DeviceTensor& d_out,
                                   const AttentionArgs& args, const DeviceTensor& dq, const DeviceTensor& dk,
                                   const DeviceTensor& dv) = 0;
+  // The same over one block of the keys (context parallelism): out and lse are the queries'
+  // full results, so the block's dq share and its dk, dv are exact.
+  virtual void attention_backward_block(const DeviceTensor& q, const DeviceTensor& k, const DeviceTensor& v,
+                                        const DeviceTensor& out, const DeviceTensor& lse, const DeviceTensor& d_out,
+                                        const AttentionArgs& args, const DeviceTensor& dq, const DeviceTensor& dk,
+                                        const DeviceTensor& dv) = 0;
   // Merges a partial result over query rows [row0, row0 + s_blk) into a running one:
   // out [s_q, b, hq, d], lse [b, hq, s_q] <- log-sum-exp weighted combination with
   // out_blk [s_blk, b, hq, d], lse_blk [b, hq, s_blk].

@@ -21,6 +21,7 @@ ModelRunner::ModelRunner(Device& device, Communicator& comm, ParamStore& params,
       dims_(lower::dims_for_job(job, grid)) {
   const DenseCoord dc = grid.dense_coord(rank);
   tp_rank_ = dc.tp;
+  pipeline_rank_ = dc.pp;
   cp_rank_ = dc.cp;
   s_local_ = dims_.s / dims_.cp;
   vocab_local_ = dims_.vocab / dims_.t;
@@ -100,13 +101,29 @@ void ModelRunner::register_handlers() {
   on(OpKind::ActivationGrad, {"expert-act"}, &ModelRunner::activation_grad);
 }
 
-void ModelRunner::execute(const Instruction& ins, int32_t index) {
-  (void)index;
+bool ModelRunner::execute(const Instruction& ins, int32_t index) {
+  current_ = index;
   const auto it = handlers_.find(std::string(to_string(ins.kind)) + " " + ins.label);
   if (it == handlers_.end())
     throw UserError("the " + std::string(device_.name()) + " backend cannot execute \"" + op_trace_line(ins) +
                     "\" (this model feature is not implemented by real backends yet)");
   (this->*(it->second))(ins);
+  return in_flight_.count(index) == 0;
+}
+
+bool ModelRunner::poll(int32_t index) {
+  const auto it = in_flight_.find(index);
+  if (it == in_flight_.end()) return true;
+  if (!comm_.test(it->second.request)) return false;
+  std::function<void()> finish = std::move(it->second.finish);
+  in_flight_.erase(it);
+  if (finish) finish();
+  return true;
+}
+
+void ModelRunner::post_recv(const Instruction& ins, const DeviceTensor& buffer, std::function<void()> finish) {
+  check_bytes(ins, buffer.numel());
+  in_flight_[current_] = InFlight{comm_.irecv(ins.peer, ins.tag, buffer), std::move(finish)};
 }
 
 void ModelRunner::on_free(const Buffer& buffer) {
@@ -151,6 +168,30 @@ void ModelRunner::drop(int32_t scope, int32_t mb) {
   while (it != acts_.end() && std::get<0>(it->first) == scope && std::get<1>(it->first) == mb) it = acts_.erase(it);
 }
 
+int ModelRunner::chunk_of_stage(int stage) const {
+  for (int c = 0; c < schedule_.num_chunks(); ++c)
+    if (schedule_.stage_of(static_cast<int>(pipeline_rank_), c) == stage) return c;
+  return -1;
+}
+
+DeviceTensor& ModelRunner::hidden(const Instruction& ins) {
+  const int32_t scope = stream_scope(ins.chunk);
+  if (!has(scope, ins.microbatch, "hidden")) {
+    const int prev = chunk_of_stage(schedule_.stage_of(static_cast<int>(pipeline_rank_), ins.chunk) - 1);
+    if (prev >= 0) return put(scope, ins.microbatch, "hidden", at(stream_scope(prev), ins.microbatch, "hidden"));
+  }
+  return at(scope, ins.microbatch, "hidden");
+}
+
+DeviceTensor& ModelRunner::grad(const Instruction& ins) {
+  const int32_t scope = stream_scope(ins.chunk);
+  if (!has(scope, ins.microbatch, "grad")) {
+    const int next = chunk_of_stage(schedule_.stage_of(static_cast<int>(pipeline_rank_), ins.chunk) + 1);
+    if (next >= 0) return put(scope, ins.microbatch, "grad", at(stream_scope(next), ins.microbatch, "grad"));
+  }
+  return at(scope, ins.microbatch, "grad");
+}
+
 const MicrobatchData& ModelRunner::data(const Instruction& ins) const {
   TANDEM_CHECK_MSG(ins.microbatch >= 0 && static_cast<size_t>(ins.microbatch) < batch_.size(),
                    "microbatch " << ins.microbatch << " of " << batch_.size());
@@ -176,6 +217,7 @@ void ModelRunner::begin_iteration(int64_t step, double lr, std::vector<Microbatc
 }
 
 IterationTotals ModelRunner::end_iteration() {
+  TANDEM_CHECK_MSG(in_flight_.empty(), in_flight_.size() << " receives still in flight after the program");
   comm_.wait_sends();
   acts_.clear();
   routing_.clear();

@@ -20,6 +20,7 @@
 //
 // Dropout is executed as the identity (rate 0); the caller says so in its log.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <tuple>
@@ -67,7 +68,8 @@ class ModelRunner final : public InstructionHandler {
   void begin_iteration(int64_t step, double lr, std::vector<MicrobatchData> batch);
   IterationTotals end_iteration();
 
-  void execute(const Instruction& ins, int32_t index) override;
+  bool execute(const Instruction& ins, int32_t index) override;
+  bool poll(int32_t index) override;
   void on_free(const Buffer& buffer) override;
 
  private:
@@ -80,10 +82,15 @@ class ModelRunner final : public InstructionHandler {
   DeviceTensor& at(int32_t scope, int32_t mb, const std::string& name);
   bool has(int32_t scope, int32_t mb, const std::string& name) const;
   void drop(int32_t scope, int32_t mb);
-  DeviceTensor& hidden(const Instruction& ins) { return at(stream_scope(ins.chunk), ins.microbatch, "hidden"); }
-  DeviceTensor& grad(const Instruction& ins) { return at(stream_scope(ins.chunk), ins.microbatch, "grad"); }
+  // The residual stream of (chunk, microbatch) and its gradient. When a stage's neighbour lives
+  // on this rank too (V-shaped schedules), the stream passes between its chunks locally.
+  DeviceTensor& hidden(const Instruction& ins);
+  DeviceTensor& grad(const Instruction& ins);
+  int chunk_of_stage(int stage) const;   // -1 when this rank does not hold it
   const MicrobatchData& data(const Instruction& ins) const;
   DeviceTensor fresh(Shape shape) { return device_.empty(std::move(shape)); }
+  // Posts the receive of the instruction being executed; `finish` runs when it has arrived.
+  void post_recv(const Instruction& ins, const DeviceTensor& buffer, std::function<void()> finish = {});
   bool moe_layer(int32_t layer) const;
   static bool forward_pass(const Instruction& ins) { return ins.phase == Phase::Forward || ins.recompute; }
   void register_handlers();
@@ -109,6 +116,7 @@ class ModelRunner final : public InstructionHandler {
   void attention_grad_cp_step(const Instruction& ins);
   void cp_send(const Instruction& ins);
   void cp_recv(const Instruction& ins);
+  void finish_cp_dkv(int32_t layer, int32_t mb, const DeviceTensor& buf, const Shape& kv_shape, int64_t kv_n);
 
   // ---- runner_head.cpp: embedding, output layer, cross-entropy
   void embedding(const Instruction& ins);
@@ -161,9 +169,15 @@ class ModelRunner final : public InstructionHandler {
   int64_t rank_;
   RunnerSettings settings_;
   lower::Dims dims_;
-  int64_t tp_rank_ = 0, cp_rank_ = 0, s_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
+  int64_t tp_rank_ = 0, cp_rank_ = 0, pipeline_rank_ = 0, s_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
 
   std::unordered_map<std::string, Fn> handlers_;   // "Kind label" -> handler
+  struct InFlight {
+    int64_t request = 0;
+    std::function<void()> finish;
+  };
+  int32_t current_ = -1;                         // instruction being executed
+  std::map<int32_t, InFlight> in_flight_;        // posted receives by instruction
   std::map<std::tuple<int32_t, int32_t, std::string>, DeviceTensor> acts_;
   std::map<std::tuple<int32_t, int32_t>, RoutingResult> routing_;      // (layer, mb)
   std::map<std::tuple<int32_t, int32_t>, PermutationPlan> plans_;      // (layer, mb)

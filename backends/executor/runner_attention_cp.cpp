@@ -112,7 +112,7 @@ void ModelRunner::attention_grad_cp_step(const Instruction& ins) {
   const DeviceTensor d_out = at(L, mb, "d_ctx").reshaped(q.shape).rows(blk.q_begin, blk.q_end);
   const DeviceTensor ks = k.rows(blk.kv_begin, blk.kv_end), vs = v.rows(blk.kv_begin, blk.kv_end);
   DeviceTensor dq = fresh(out.shape), dks = fresh(ks.shape), dvs = fresh(vs.shape);
-  device_.attention_backward(q.rows(blk.q_begin, blk.q_end), ks, vs, out, lse.reshaped({dims_.b, dims_.heads, rows}),
+  device_.attention_backward_block(q.rows(blk.q_begin, blk.q_end), ks, vs, out, lse.reshaped({dims_.b, dims_.heads, rows}),
                              d_out, AttentionArgs{0.0f, qp, kp}, dq, dks, dvs);
   device_.axpy(1.0f, dq, at(L, mb, "dq").rows(blk.q_begin, blk.q_end));
   device_.axpy(1.0f, dks, dk.rows(blk.kv_begin, blk.kv_end));
@@ -150,15 +150,15 @@ void ModelRunner::cp_recv(const Instruction& ins) {
   const std::string label = ins.label;
   if (label == "cp-kv" || label == "cp-kv-dkv") {
     const bool fwd = label == "cp-kv";
-    DeviceTensor buf = put(L, mb, (fwd ? "cp.kv." : "cp.bwd.") + std::to_string(j + 1), fresh({(fwd ? 2 : 4) * kv_n}));
-    check_bytes(ins, buf.numel());
-    comm_.recv(ins.peer, ins.tag, buf);
+    post_recv(ins, put(L, mb, (fwd ? "cp.kv." : "cp.bwd.") + std::to_string(j + 1), fresh({(fwd ? 2 : 4) * kv_n})));
     return;
   }
   // cp-dkv: this rank's own block, its dK/dV complete.
   DeviceTensor buf = fresh({2 * kv_n});
-  check_bytes(ins, buf.numel());
-  comm_.recv(ins.peer, ins.tag, buf);
+  post_recv(ins, buf, [this, L, mb, buf, kv_shape, kv_n] { finish_cp_dkv(L, mb, buf, kv_shape, kv_n); });
+}
+
+void ModelRunner::finish_cp_dkv(int32_t L, int32_t mb, const DeviceTensor& buf, const Shape& kv_shape, int64_t kv_n) {
   put(L, mb, "dk", buf.slice(0, kv_shape));
   put(L, mb, "dv", buf.slice(kv_n, kv_shape));
   if (dims_.rope) return;

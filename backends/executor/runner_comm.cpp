@@ -129,8 +129,7 @@ void ModelRunner::pp_recv(const Instruction& ins) {
   } else {
     buf = put(scope, ins.microbatch, act ? "hidden" : "grad", fresh({dims_.sp_rows(), dims_.h}));
   }
-  check_bytes(ins, buf.numel());
-  comm_.recv(ins.peer, ins.tag, buf);
+  post_recv(ins, buf);
 }
 
 void ModelRunner::pp_gather(const Instruction& ins) {

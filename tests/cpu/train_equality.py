@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Parallel layouts train exactly like one rank: `tandem train --backend cpu` on a tiny model,
+10 iterations, fixed seed; the loss and grad-norm sequences of the layout must equal those of
+single-rank training to a relative tolerance (default 1e-5).
+
+usage: train_equality.py --tandem BIN --model llama|gpt|moe --layout NAME [--ranks N]
+       [--tolerance 1e-5] [-- EXTRA_MEGATRON_FLAGS...]
+
+The layout's flags and rank count come from LAYOUTS below; --ranks overrides the count.
+mpirun comes from $TANDEM_MPIRUN (tandem starts itself with --ranks)."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+MODELS = {
+    # LLaMA-style: RMSNorm, RoPE, SwiGLU, GQA (4 heads, 2 KV groups), untied, no biases.
+    "llama": "--num-layers 4 --hidden-size 64 --num-attention-heads 4 --group-query-attention "
+             "--num-query-groups 2 --seq-length 32 --max-position-embeddings 32 --vocab-size 128 "
+             "--make-vocab-size-divisible-by 64 --swiglu --normalization RMSNorm "
+             "--position-embedding-type rope --untie-embeddings-and-output-weights --disable-bias-linear",
+    # GPT-style: LayerNorm, learned positions, GeLU, biases, tied embeddings.
+    "gpt": "--num-layers 4 --hidden-size 64 --num-attention-heads 4 --seq-length 32 "
+           "--max-position-embeddings 32 --vocab-size 128 --make-vocab-size-divisible-by 64",
+    # Tiny MoE: the LLaMA block with 4 experts, top-2, every layer MoE.
+    "moe": "--num-layers 2 --hidden-size 64 --num-attention-heads 4 --group-query-attention "
+           "--num-query-groups 2 --seq-length 32 --max-position-embeddings 32 --vocab-size 128 "
+           "--make-vocab-size-divisible-by 64 --swiglu --normalization RMSNorm "
+           "--position-embedding-type rope --untie-embeddings-and-output-weights --disable-bias-linear "
+           "--num-experts 4 --moe-router-topk 2 --moe-ffn-hidden-size 64 --moe-token-dispatcher-type alltoall",
+}
+
+TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 10 --lr 1e-3 --min-lr 1e-4 "
+            "--lr-decay-style cosine --lr-warmup-iters 2 --seed 1234 --init-method-std 0.02 --mock-data "
+            "--hidden-dropout 0 --attention-dropout 0 --clip-grad 1.0 --weight-decay 0.1 --log-interval 5")
+
+TP, PP, DP = "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--use-distributed-optimizer"
+LAYOUTS = {
+    "single": (1, ""),
+    "tp2": (2, f"{TP} 2"),
+    "tp2-sp": (2, f"{TP} 2 --sequence-parallel"),
+    "dp2": (2, ""),
+    "dp2-distopt": (2, DP),
+    "dp2-distopt-overlap": (2, f"{DP} --overlap-grad-reduce --overlap-param-gather"),
+    "cp2": (2, "--context-parallel-size 2"),
+    "ep2": (2, "--expert-model-parallel-size 2"),
+    "tp2-pp2-dp2": (8, f"{TP} 2 {PP} 2 --sequence-parallel {DP}"),
+    "interleaved-pp2x2": (2, f"{PP} 2 --num-layers-per-virtual-pipeline-stage 1"),
+    "recompute-full": (2, f"{PP} 2 --recompute-granularity full --recompute-method uniform --recompute-num-layers 1"),
+    "recompute-selective": (2, f"{TP} 2 --recompute-activations"),
+}
+for schedule in ["1f1b", "gpipe", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipev", "interleaved"]:
+    for pp in (2, 4):
+        LAYOUTS[f"pp{pp}-{schedule}"] = (pp, f"{PP} {pp} --pipeline-schedule {schedule}")
+
+
+def train(tandem, ranks, flags, workdir, tag):
+    out = os.path.join(workdir, tag + ".json")
+    cmd = [tandem, "train", "--backend", "cpu", "--json", out]
+    if ranks > 1:
+        cmd += ["--ranks", str(ranks)]
+    cmd += ["--"] + flags.split()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    if proc.returncode != 0:
+        print(proc.stdout)
+        sys.exit(f"{tag}: tandem train exited with {proc.returncode}: {' '.join(cmd)}")
+    with open(out) as f:
+        return json.load(f)
+
+
+def compare(name, ref, got, tol):
+    bad = []
+    for i, (a, b) in enumerate(zip(ref, got)):
+        if abs(a - b) > tol * max(abs(a), abs(b), 1e-30):
+            bad.append(f"  iteration {i + 1}: single {a:.9g}, layout {b:.9g}, rel {abs(a - b) / max(abs(a), 1e-30):.2e}")
+    if len(ref) != len(got):
+        bad.append(f"  {len(ref)} vs {len(got)} iterations")
+    worst = max((abs(a - b) / max(abs(a), abs(b), 1e-30) for a, b in zip(ref, got)), default=0.0)
+    print(f"{name}: {len(got)} iterations, worst relative difference {worst:.2e}")
+    return bad
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tandem", required=True)
+    ap.add_argument("--model", default="llama", choices=sorted(MODELS))
+    ap.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
+    ap.add_argument("--ranks", type=int, default=0)
+    ap.add_argument("--tolerance", type=float, default=1e-5)
+    ap.add_argument("extra", nargs="*")
+    args = ap.parse_args()
+    ranks, layout_flags = LAYOUTS[args.layout]
+    ranks = args.ranks or ranks
+    base = " ".join([MODELS[args.model], TRAINING] + args.extra)
+    with tempfile.TemporaryDirectory() as workdir:
+        ref = train(args.tandem, 1, base, workdir, "single")
+        got = train(args.tandem, ranks, base + " " + layout_flags, workdir, args.layout)
+    bad = compare("loss", ref["losses"], got["losses"], args.tolerance)
+    bad += compare("grad norm", ref["grad_norms"], got["grad_norms"], args.tolerance)
+    if ref["lrs"] != got["lrs"]:
+        bad.append("  learning rates differ")
+    if ref["losses"][-1] >= ref["losses"][0]:
+        bad.append(f"  the loss did not decrease: {ref['losses'][0]:.4f} -> {ref['losses'][-1]:.4f}")
+    if bad:
+        print(f"{args.model} {args.layout} on {ranks} ranks differs from single-rank training:")
+        print("\n".join(bad))
+        return 1
+    print(f"{args.model} {args.layout} on {ranks} ranks equals single-rank training (tolerance {args.tolerance:g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
