@@ -57,7 +57,6 @@ CpBlock cp_block(int64_t rank, int64_t cp, int64_t step, int64_t s_local) {
 void ModelRunner::attention_cp_step(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
   const int64_t cp = dims_.cp, j = ins.step;
-  if (j == 0 && !dims_.rope) split_heads(L, mb);
   const DeviceTensor& q = at(L, mb, "q");
   const Shape kv_shape = at(L, mb, "k").shape;
   const int64_t kv_n = numel_of(kv_shape);

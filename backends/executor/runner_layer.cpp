@@ -102,6 +102,7 @@ void ModelRunner::gemm(const Instruction& ins) {
     DeviceTensor y = fresh({x.dim(0), w.shape[1]});
     device_.gemm_forward(x, w.value, value_or_none(params_.find(L, ParamSlot::Qkv, true)), WeightLayout::InOut, y);
     put(L, mb, "qkv", y);
+    if (!dims_.rope) split_heads(L, mb);   // with RoPE, the Rope instruction splits the heads
   } else if (is(ins, "proj")) {
     const DeviceTensor& x = at(L, mb, "ctx");
     Param& w = params_.get(L, ParamSlot::Proj);
@@ -249,7 +250,6 @@ void ModelRunner::rope_grad(const Instruction& ins) {
 void ModelRunner::attention(const Instruction& ins) {
   if (ins.step >= 0) return attention_cp_step(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
-  if (!dims_.rope) split_heads(L, mb);
   const DeviceTensor& q = at(L, mb, "q");
   DeviceTensor out = fresh(q.shape), lse = fresh({dims_.b, dims_.heads, s_local_});
   device_.attention_forward(q, at(L, mb, "k"), at(L, mb, "v"), AttentionArgs{}, out, lse);

@@ -51,9 +51,14 @@ LAYOUTS = {
     "recompute-full": (2, f"{PP} 2 --recompute-granularity full --recompute-method uniform --recompute-num-layers 1"),
     "recompute-selective": (2, f"{TP} 2 --recompute-activations"),
 }
+# Model flags a layout needs on both sides of the comparison (V-shaped and interleaved schedules
+# put two stages on every rank: 8 stages of PP4 need 8 layers).
+MODEL_OVERRIDES = {}
 for schedule in ["1f1b", "gpipe", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipev", "interleaved"]:
     for pp in (2, 4):
         LAYOUTS[f"pp{pp}-{schedule}"] = (pp, f"{PP} {pp} --pipeline-schedule {schedule}")
+        if pp == 4 and schedule in ("zb-v", "dualpipev", "interleaved"):
+            MODEL_OVERRIDES[f"pp{pp}-{schedule}"] = "--num-layers 8"
 
 
 def train(tandem, ranks, flags, workdir, tag):
@@ -93,7 +98,7 @@ def main():
     args = ap.parse_args()
     ranks, layout_flags = LAYOUTS[args.layout]
     ranks = args.ranks or ranks
-    base = " ".join([MODELS[args.model], TRAINING] + args.extra)
+    base = " ".join([MODELS[args.model], MODEL_OVERRIDES.get(args.layout, ""), TRAINING] + args.extra)
     with tempfile.TemporaryDirectory() as workdir:
         ref = train(args.tandem, 1, base, workdir, "single")
         got = train(args.tandem, ranks, base + " " + layout_flags, workdir, args.layout)
