@@ -47,6 +47,7 @@ struct RunnerSettings {
   ActivationKind activation = ActivationKind::SwiGlu;
   double rope_base = 10000.0;
   double loss_grad = 1.0;           // d(reported loss) / d(one token's loss): 1 / global tokens
+  double aux_grad = 1.0;            // d(total loss) / d(one microbatch's aux loss): 1 / (M x DP)
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, weight_decay = 0.0, clip_grad = 0.0;
   RouterArgs router;
   double aux_loss_coeff = 0.0;
@@ -159,6 +160,8 @@ class ModelRunner final : public InstructionHandler {
   void unpermute_grad(const Instruction& ins);
   void moe_collective(const Instruction& ins);
   void moe_add(const Instruction& ins);
+  DeviceTensor to_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
+  DeviceTensor from_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
 
   Device& device_;
   Communicator& comm_;

@@ -1,24 +1,237 @@
-// ModelRunner, the MoE block (placeholder until the expert path lands).
+// ModelRunner, the MoE block (program/lower_moe.cpp) with the all-to-all token dispatcher:
+//
+//   ln2 [T, h] -router-> moe.logits [T, E] + routing (host: experts, kept, counts; probs [T, k])
+//   -permute-> moe.perm [N, h] (expert-major, N kept copies)
+//   -dispatch-a2a (EP)-> moe.in [N_local, h] (this rank's experts; grouped by local expert)
+//   -expert-fc1 / expert-act / expert-fc2 (grouped GEMMs)-> moe.out_local [N_local, h]
+//   -combine-a2a (EP)-> moe.y_perm [N, h] -unpermute (x probs)-> moe.out [T, h] (+ shared expert)
+//
+// The dispatch all-to-all first exchanges the per-expert counts (Megatron's dispatcher does
+// the same before its token all-to-all), then the rows; received rows arrive per source rank
+// and are regrouped per local expert (Megatron's sort_chunks_by_idxs). Without EP the
+// collectives are absent and the local experts are all experts. Backward mirrors it:
+// unpermute -> combine-grad-a2a -> experts -> dispatch-grad-a2a -> permute -> router (+ aux loss).
+#include <numeric>
+
 #include "backends/executor/model_runner.h"
 #include "core/check.h"
 
 namespace tandem::exec {
 namespace {
-[[noreturn]] void unsupported(const Instruction& ins) {
-  throw UserError("MoE layers are not supported by real backends yet (" + op_trace_line(ins) + ")");
+
+using lower::ParamSlot;
+
+// Rows grouped by expert 0..E-1, inside an expert by increasing token (ops_permute.h's order).
+PermutationPlan make_plan(const RoutingResult& r) {
+  PermutationPlan plan;
+  plan.tokens = r.tokens;
+  plan.topk = r.topk;
+  plan.tokens_per_expert = r.tokens_per_expert;
+  std::vector<int64_t> next(static_cast<size_t>(r.experts) + 1, 0);
+  for (int64_t e = 0; e < r.experts; ++e) next[static_cast<size_t>(e) + 1] = next[static_cast<size_t>(e)] + r.tokens_per_expert[static_cast<size_t>(e)];
+  plan.source.assign(static_cast<size_t>(next.back()), 0);
+  for (size_t i = 0; i < r.expert.size(); ++i)
+    if (r.kept[i]) plan.source[static_cast<size_t>(next[static_cast<size_t>(r.expert[i])]++)] = static_cast<int64_t>(i);
+  return plan;
 }
+
+bool is(const Instruction& ins, const char* label) { return std::string_view(ins.label) == label; }
+
 }  // namespace
 
-void ModelRunner::expert_gemm(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::expert_gemm_grad_input(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::expert_gemm_grad_weight(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::router(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::router_grad(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::permute(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::permute_grad(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::unpermute(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::unpermute_grad(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::moe_collective(const Instruction& ins) { unsupported(ins); }
-void ModelRunner::moe_add(const Instruction& ins) { unsupported(ins); }
+// Per-local-expert row counts of the expert GEMMs.
+static std::vector<int64_t> local_counts(const std::vector<int64_t>& from_sources, int64_t local_experts) {
+  std::vector<int64_t> out(static_cast<size_t>(local_experts), 0);
+  for (size_t i = 0; i < from_sources.size(); ++i) out[i % static_cast<size_t>(local_experts)] += from_sources[i];
+  return out;
+}
+
+void ModelRunner::router(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  if (dims_.etp > 1) throw UserError("expert tensor parallelism is not supported by real backends yet (pass --expert-tensor-parallel-size 1)");
+  if (dims_.dispatcher != TokenDispatcher::AllToAll && dims_.ep * dims_.etp > 1)
+    throw UserError("real backends implement the alltoall MoE dispatcher (pass --moe-token-dispatcher-type alltoall)");
+  if (settings_.aux_loss_coeff > 0 && (dims_.t > 1 || dims_.cp > 1))
+    throw UserError("--moe-aux-loss-coeff with TP or CP needs routing counts summed over TP x CP; not supported by real backends yet");
+  const DeviceTensor& x = at(L, mb, "ln2");
+  const DeviceTensor logits = put(L, mb, "moe.logits", fresh({x.dim(0), dims_.experts}));
+  device_.gemm_forward(x, params_.get(L, ParamSlot::Router).value, {}, WeightLayout::InOut, logits);
+  RoutingResult r = device_.router_forward(logits, settings_.router);
+  if (settings_.aux_loss_coeff > 0 && tp_rank_ == 0)
+    totals_.aux_loss += device_.router_aux_loss(r, settings_.aux_loss_coeff, r.routed_per_expert, r.tokens);
+  plans_[{L, mb}] = make_plan(r);
+  routing_[{L, mb}] = std::move(r);
+}
+
+void ModelRunner::permute(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const PermutationPlan& plan = plans_.at({L, mb});
+  DeviceTensor out = fresh({static_cast<int64_t>(plan.source.size()), dims_.h});
+  device_.permute_forward(at(L, mb, "ln2"), plan, out);
+  put(L, mb, "moe.perm", out);
+}
+
+void ModelRunner::unpermute(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const DeviceTensor& y_perm = at(L, mb, dims_.ep > 1 ? "moe.y_perm" : "moe.out_local");
+  DeviceTensor out = fresh({plans_.at({L, mb}).tokens, dims_.h});
+  device_.unpermute_forward(y_perm, plans_.at({L, mb}), routing_.at({L, mb}).probs, out);
+  put(L, mb, "moe.out", out);
+}
+
+void ModelRunner::unpermute_grad(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const DeviceTensor& y_perm = at(L, mb, dims_.ep > 1 ? "moe.y_perm" : "moe.out_local");
+  const RoutingResult& r = routing_.at({L, mb});
+  DeviceTensor d_perm = fresh(y_perm.shape), d_probs = fresh(r.probs.shape);
+  device_.unpermute_backward(y_perm, plans_.at({L, mb}), r.probs, at(L, mb, "g_mlp"), d_perm, d_probs);
+  put(L, mb, "moe.d_y_perm", d_perm);
+  put(L, mb, "moe.d_probs", d_probs);
+}
+
+void ModelRunner::permute_grad(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const PermutationPlan& plan = plans_.at({L, mb});
+  DeviceTensor dx = fresh({plan.tokens, dims_.h});
+  device_.permute_backward(at(L, mb, dims_.ep > 1 ? "moe.d_perm" : "moe.d_in_local"), plan, dx);
+  put(L, mb, "moe.d_x_perm", dx);
+}
+
+void ModelRunner::router_grad(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const RoutingResult& r = routing_.at({L, mb});
+  const DeviceTensor& logits = at(L, mb, "moe.logits");
+  DeviceTensor d_logits = fresh(logits.shape);
+  device_.router_backward(logits, r, at(L, mb, "moe.d_probs"), settings_.aux_loss_coeff, r.routed_per_expert, r.tokens,
+                          settings_.aux_grad, d_logits);
+  put(L, mb, "moe.d_logits", d_logits);
+  DeviceTensor dx = fresh({r.tokens, dims_.h});
+  device_.gemm_grad_input(d_logits, params_.get(L, ParamSlot::Router).value, WeightLayout::InOut, dx);
+  put(L, mb, "moe.d_x_router", dx);
+}
+
+void ModelRunner::moe_add(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  if (is(ins, "shared-add")) {
+    DeviceTensor& out = at(L, mb, "moe.out");
+    device_.add(out, at(L, mb, "shared.out"), out);
+  } else if (is(ins, "moe-grad-add")) {
+    const DeviceTensor& a = at(L, mb, "moe.d_x_perm");
+    DeviceTensor sum = fresh(a.shape);
+    device_.add(a, at(L, mb, "moe.d_x_router"), sum);
+    put(L, mb, "d_mlp_in", sum);
+  } else {   // shared-grad-add
+    DeviceTensor& d = at(L, mb, "d_mlp_in");
+    device_.add(d, at(L, mb, "shared.d_in"), d);
+  }
+}
+
+// ---- expert GEMMs (grouped over the local experts) -----------------------------------------
+
+void ModelRunner::expert_gemm(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const std::vector<int64_t> counts = dims_.ep > 1 ? local_counts(counts_.at({L, mb}), dims_.experts / dims_.ep)
+                                                   : plans_.at({L, mb}).tokens_per_expert;
+  const bool fc1 = is(ins, "expert-fc1");
+  const DeviceTensor& x = at(L, mb, fc1 ? (dims_.ep > 1 ? "moe.in" : "moe.perm") : "moe.act");
+  const Param& w = params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2);
+  DeviceTensor y = fresh({x.dim(0), w.shape[2]});
+  device_.grouped_gemm_forward(x, w.value, counts, y);
+  put(L, mb, fc1 ? "moe.fc1" : "moe.out_local", y);
+}
+
+void ModelRunner::expert_gemm_grad_input(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const std::vector<int64_t> counts = dims_.ep > 1 ? local_counts(counts_.at({L, mb}), dims_.experts / dims_.ep)
+                                                   : plans_.at({L, mb}).tokens_per_expert;
+  const bool fc1 = is(ins, "expert-fc1");
+  const DeviceTensor& dy = at(L, mb, fc1 ? "moe.d_fc1" : (dims_.ep > 1 ? "moe.d_out_local" : "moe.d_y_perm"));
+  const Param& w = params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2);
+  DeviceTensor dx = fresh({dy.dim(0), w.shape[1]});
+  device_.grouped_gemm_grad_input(dy, w.value, counts, dx);
+  put(L, mb, fc1 ? "moe.d_in_local" : "moe.d_act", dx);
+}
+
+void ModelRunner::expert_gemm_grad_weight(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  if (is(ins, "router")) {
+    device_.gemm_grad_weight(at(L, mb, "ln2"), at(L, mb, "moe.d_logits"), WeightLayout::InOut,
+                             params_.get(L, ParamSlot::Router).grad, {});
+    return;
+  }
+  const std::vector<int64_t> counts = dims_.ep > 1 ? local_counts(counts_.at({L, mb}), dims_.experts / dims_.ep)
+                                                   : plans_.at({L, mb}).tokens_per_expert;
+  const bool fc1 = is(ins, "expert-fc1");
+  const DeviceTensor& x = at(L, mb, fc1 ? (dims_.ep > 1 ? "moe.in" : "moe.perm") : "moe.act");
+  const DeviceTensor& dy = at(L, mb, fc1 ? "moe.d_fc1" : (dims_.ep > 1 ? "moe.d_out_local" : "moe.d_y_perm"));
+  device_.grouped_gemm_grad_weight(x, dy, counts, params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2).grad);
+}
+
+// ---- expert-parallel all-to-alls ------------------------------------------------------------
+
+// Tokens to the experts (dispatch, and the backward of combine): rows of `src` in global-expert
+// order go to the expert owners; what arrives is regrouped by local expert.
+DeviceTensor ModelRunner::to_experts(int32_t L, int32_t mb, const DeviceTensor& src) {
+  const int64_t ep = dims_.ep, el = dims_.experts / ep;
+  const std::vector<int64_t>& tpe = plans_.at({L, mb}).tokens_per_expert;
+  std::vector<int64_t> send(static_cast<size_t>(ep), 0), recv_rows(static_cast<size_t>(ep), 0);
+  for (int64_t e = 0; e < dims_.experts; ++e) send[static_cast<size_t>(e / el)] += tpe[static_cast<size_t>(e)];
+  if (!counts_.count({L, mb})) counts_[{L, mb}] = comm_.all_to_all_counts(ParallelGroup::Ep, tpe);
+  const std::vector<int64_t>& got = counts_.at({L, mb});   // [source][local expert]
+  for (size_t i = 0; i < got.size(); ++i) recv_rows[i / static_cast<size_t>(el)] += got[i];
+  const int64_t rows = std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0});
+  DeviceTensor arrived = fresh({rows, dims_.h});
+  comm_.all_to_all_v(ParallelGroup::Ep, src, send, arrived, recv_rows);
+  // [source][expert] blocks -> [expert][source] blocks.
+  std::vector<int64_t> offset(got.size() + 1, 0), index;
+  for (size_t i = 0; i < got.size(); ++i) offset[i + 1] = offset[i] + got[i];
+  for (int64_t e = 0; e < el; ++e)
+    for (int64_t s = 0; s < ep; ++s) {
+      const size_t b = static_cast<size_t>(s * el + e);
+      for (int64_t r = offset[b]; r < offset[b + 1]; ++r) index.push_back(r);
+    }
+  DeviceTensor out = fresh({rows, dims_.h});
+  device_.gather_rows(arrived, index, out);
+  return out;
+}
+
+// Expert outputs back to the token owners (combine, and the backward of dispatch).
+DeviceTensor ModelRunner::from_experts(int32_t L, int32_t mb, const DeviceTensor& src) {
+  const int64_t ep = dims_.ep, el = dims_.experts / ep;
+  const std::vector<int64_t>& tpe = plans_.at({L, mb}).tokens_per_expert;
+  const std::vector<int64_t>& got = counts_.at({L, mb});
+  std::vector<int64_t> send(static_cast<size_t>(ep), 0), recv_rows(static_cast<size_t>(ep), 0);
+  for (size_t i = 0; i < got.size(); ++i) send[i / static_cast<size_t>(el)] += got[i];
+  for (int64_t e = 0; e < dims_.experts; ++e) recv_rows[static_cast<size_t>(e / el)] += tpe[static_cast<size_t>(e)];
+  // [expert][source] blocks -> [source][expert] blocks.
+  std::vector<int64_t> sorted_offset(got.size() + 1, 0), index;   // block (e, s) at e * ep + s
+  for (int64_t e = 0; e < el; ++e)
+    for (int64_t s = 0; s < ep; ++s) {
+      const size_t k = static_cast<size_t>(e * ep + s);
+      sorted_offset[k + 1] = sorted_offset[k] + got[static_cast<size_t>(s * el + e)];
+    }
+  for (int64_t s = 0; s < ep; ++s)
+    for (int64_t e = 0; e < el; ++e) {
+      const size_t k = static_cast<size_t>(e * ep + s);
+      for (int64_t r = sorted_offset[k]; r < sorted_offset[k + 1]; ++r) index.push_back(r);
+    }
+  DeviceTensor ordered = fresh(src.shape);
+  device_.gather_rows(src, index, ordered);
+  const int64_t rows = std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0});
+  DeviceTensor out = fresh({rows, dims_.h});
+  comm_.all_to_all_v(ParallelGroup::Ep, ordered, send, out, recv_rows);
+  return out;
+}
+
+void ModelRunner::moe_collective(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  if (ins.kind != OpKind::AllToAllV)
+    throw UserError("the allgather MoE dispatcher across ranks and expert tensor parallelism are not supported by "
+                    "real backends yet (" + op_trace_line(ins) + ")");
+  if (is(ins, "dispatch-a2a")) put(L, mb, "moe.in", to_experts(L, mb, at(L, mb, "moe.perm")));
+  else if (is(ins, "combine-a2a")) put(L, mb, "moe.y_perm", from_experts(L, mb, at(L, mb, "moe.out_local")));
+  else if (is(ins, "combine-grad-a2a")) put(L, mb, "moe.d_out_local", to_experts(L, mb, at(L, mb, "moe.d_y_perm")));
+  else put(L, mb, "moe.d_perm", from_experts(L, mb, at(L, mb, "moe.d_in_local")));
+}
 
 }  // namespace tandem::exec

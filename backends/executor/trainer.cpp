@@ -27,6 +27,7 @@ RunnerSettings settings_for(const Job& job, const ParallelGrid& grid) {
   const double gbs = double(std::max<int64_t>(1, t.num_microbatches) * std::max<int64_t>(1, t.micro_batch_size) *
                             grid.dp_size());
   s.loss_grad = 1.0 / (gbs * double(m.seq_length));
+  s.aux_grad = double(std::max<int64_t>(1, t.micro_batch_size)) / gbs;
   s.beta1 = t.adam_beta1;
   s.beta2 = t.adam_beta2;
   s.adam_eps = t.adam_eps;

@@ -29,7 +29,8 @@ MODELS = {
            "--num-query-groups 2 --seq-length 32 --max-position-embeddings 32 --vocab-size 128 "
            "--make-vocab-size-divisible-by 64 --swiglu --normalization RMSNorm "
            "--position-embedding-type rope --untie-embeddings-and-output-weights --disable-bias-linear "
-           "--num-experts 4 --moe-router-topk 2 --moe-ffn-hidden-size 64 --moe-token-dispatcher-type alltoall",
+           "--num-experts 4 --moe-router-topk 2 --moe-ffn-hidden-size 64 --moe-token-dispatcher-type alltoall "
+           "--moe-aux-loss-coeff 0.01",
 }
 
 TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 10 --lr 1e-3 --min-lr 1e-4 "
@@ -46,6 +47,10 @@ LAYOUTS = {
     "dp2-distopt-overlap": (2, f"{DP} --overlap-grad-reduce --overlap-param-gather"),
     "cp2": (2, "--context-parallel-size 2"),
     "ep2": (2, "--expert-model-parallel-size 2"),
+    "ep2-distopt": (2, f"--expert-model-parallel-size 2 {DP}"),
+    "ep4": (4, "--expert-model-parallel-size 4"),
+    "ep2-pp2": (4, f"--expert-model-parallel-size 2 {PP} 2"),
+    "tp2-sp-ep2": (4, f"{TP} 2 --sequence-parallel --expert-model-parallel-size 2 --expert-tensor-parallel-size 1"),
     "tp2-pp2-dp2": (8, f"{TP} 2 {PP} 2 --sequence-parallel {DP}"),
     "interleaved-pp2x2": (2, f"{PP} 2 --num-layers-per-virtual-pipeline-stage 1"),
     "recompute-full": (2, f"{PP} 2 --recompute-granularity full --recompute-method uniform --recompute-num-layers 1"),
@@ -59,6 +64,10 @@ for schedule in ["1f1b", "gpipe", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpip
         LAYOUTS[f"pp{pp}-{schedule}"] = (pp, f"{PP} {pp} --pipeline-schedule {schedule}")
         if pp == 4 and schedule in ("zb-v", "dualpipev", "interleaved"):
             MODEL_OVERRIDES[f"pp{pp}-{schedule}"] = "--num-layers 8"
+# MoE with TP needs SP; the aux loss with TP would need TP-summed routing counts (not in the
+# program), so this layout trains without it, and with a shared expert.
+LAYOUTS["tp2-sp-ep2-shared"] = LAYOUTS["tp2-sp-ep2"]
+MODEL_OVERRIDES["tp2-sp-ep2-shared"] = "--moe-aux-loss-coeff 0 --moe-shared-expert-intermediate-size 64"
 
 
 def train(tandem, ranks, flags, workdir, tag):
