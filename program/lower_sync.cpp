@@ -251,7 +251,14 @@ int32_t finalize_grads(Context& ctx, int32_t last_compute) {
 }  // namespace
 
 void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t last_compute) {
-  for (int c = 0; c < ctx.schedule.num_chunks(); ++c)
+  // In stage order: the two holders of a mirrored stage (DualPipe) then exchange gradients in the
+  // same order on both sides (a rank's chunk order differs from its mirror's).
+  std::vector<int> chunks(static_cast<size_t>(ctx.schedule.num_chunks()));
+  for (int c = 0; c < ctx.schedule.num_chunks(); ++c) chunks[static_cast<size_t>(c)] = c;
+  std::sort(chunks.begin(), chunks.end(), [&ctx](int a, int b) {
+    return ctx.schedule.stage_of(ctx.pipeline_rank, a) < ctx.schedule.stage_of(ctx.pipeline_rank, b);
+  });
+  for (int c : chunks)
     if (!reduced[static_cast<size_t>(c)]) reduce_chunk_grads(ctx, c, last_compute);
   // The reductions may have added compute (the mirrored copies' gradient sums).
   for (int32_t i = ctx.em.size() - 1; i > last_compute; --i)
