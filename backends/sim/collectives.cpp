@@ -23,6 +23,14 @@ double ring_factor(CollectiveKind kind, int p) {
 // Sequential ring steps: 2(p-1) for all-reduce (reduce-scatter then all-gather), p-1 otherwise.
 int ring_steps(CollectiveKind kind, int p) { return kind == CollectiveKind::AllReduce ? 2 * (p - 1) : p - 1; }
 
+// Of those, the steps whose latency is a network hop when the ring spans `nodes` nodes, as NCCL's
+// tuning model counts them (src/graph/tuning.cc: nInterSteps = 2 nNodes for all-reduce, nNodes - 1
+// otherwise); the other steps cost an NVLink hop.
+int ring_inter_node_steps(CollectiveKind kind, int nodes, int steps) {
+  if (nodes < 2) return 0;
+  return std::min(steps, kind == CollectiveKind::AllReduce ? 2 * nodes : nodes - 1);
+}
+
 // The group's members per node, nodes in order of first appearance.
 struct NodeLayout {
   std::vector<std::vector<int>> members;  // [node][local rank in group] -> member index
@@ -97,7 +105,8 @@ class PlanBuilder {
 
 // Ring. With L members on each of N > 1 nodes, L channels as NCCL builds them: channel c visits
 // each node's members starting at local rank c, so a member sends L-1 channels to its local
-// successor over NVLink and one channel to the next node's member over its NIC.
+// successor over NVLink and one channel to the next node's member over its NIC. Latency: the
+// NVLink edges (phase 0) pay the intra-node steps, the NIC edges (phase 1) the inter-node ones.
 FlowPlan ring_plan(const Platform& platform, CollectiveKind kind, const Group& group, double bytes,
                    const CommOptions& options) {
   const int p = static_cast<int>(group.gpus.size());
@@ -113,13 +122,15 @@ FlowPlan ring_plan(const Platform& platform, CollectiveKind kind, const Group& g
       for (int k = 0; k < l; ++k) {
         const int me = layout.members[static_cast<size_t>(i)][static_cast<size_t>(k)];
         const auto next = static_cast<size_t>((k + 1) % l);
-        if (l > 1) builder.add(me, layout.members[static_cast<size_t>(i)][next], channel * (l - 1));
-        builder.add(me, layout.members[static_cast<size_t>((i + 1) % n)][next], channel);
+        if (l > 1) builder.add(me, layout.members[static_cast<size_t>(i)][next], channel * (l - 1), 0);
+        builder.add(me, layout.members[static_cast<size_t>((i + 1) % n)][next], channel, 1);
       }
     }
-  } else {
-    for (int m = 0; m < p; ++m) builder.add(m, (m + 1) % p, edge_bytes);
+    const int steps = ring_steps(kind, p);
+    const int inter = l > 1 ? ring_inter_node_steps(kind, n, steps) : steps;
+    return builder.finish({steps - inter, inter});
   }
+  for (int m = 0; m < p; ++m) builder.add(m, (m + 1) % p, edge_bytes);
   return builder.finish({ring_steps(kind, p)});
 }
 
@@ -190,9 +201,10 @@ std::string to_string(Algorithm algorithm) {
   return "?";
 }
 
-FlowPlan plan_collective(const Platform& platform, CollectiveKind kind, Algorithm algorithm, const Group& group,
-                         double bytes, const CommOptions& options) {
-  TANDEM_CHECK_MSG(bytes >= 0, "negative collective size " << bytes);
+namespace {
+
+FlowPlan algorithm_plan(const Platform& platform, CollectiveKind kind, Algorithm algorithm, const Group& group,
+                        double bytes, const CommOptions& options) {
   switch (algorithm) {
     case Algorithm::Tree:
       if (kind == CollectiveKind::AllReduce) return tree_plan(platform, group, bytes, options);
@@ -201,6 +213,16 @@ FlowPlan plan_collective(const Platform& platform, CollectiveKind kind, Algorith
     case Algorithm::Ring: break;
   }
   return ring_plan(platform, kind, group, bytes, options);
+}
+
+}  // namespace
+
+FlowPlan plan_collective(const Platform& platform, CollectiveKind kind, Algorithm algorithm, const Group& group,
+                         double bytes, const CommOptions& options) {
+  TANDEM_CHECK_MSG(bytes >= 0, "negative collective size " << bytes);
+  FlowPlan plan = algorithm_plan(platform, kind, algorithm, group, bytes, options);
+  if (group.gpus.size() > 1) plan.latency += platform.collective_base_latency();
+  return plan;
 }
 
 double ideal_time(const Platform& platform, CollectiveKind kind, Algorithm algorithm, const Group& group,

@@ -6,7 +6,9 @@
 // The flows of one collective run concurrently, as NCCL's pipelined chunks do; they are paced so
 // that, without foreign traffic, all of them finish together at the bottleneck link's time. The
 // algorithm's step latency (2(p-1) hops for a ring all-reduce) is charged once, after the last
-// flow, since the platform leaves latency to this layer (see platform.h). Contention with other
+// flow, since the platform leaves latency to this layer (see platform.h): as in NCCL's tuning
+// model, a multi-node ring pays NVLink hops for its intra-node steps and NIC hops for its
+// inter-node steps, plus the GPU kind's fixed per-collective cost. Contention with other
 // traffic is real: every flow crosses the links of its route and SimGrid shares them max-min.
 //
 // Usage, from the actor that plays GPU `g` (one actor per rank):
@@ -60,7 +62,7 @@ struct Flow {
 // A collective decomposed into concurrent flows.
 struct FlowPlan {
   std::vector<Flow> flows;    // at most one per (src, dst), ordered by (src, dst)
-  double latency = 0;         // s, sum over the algorithm's sequential steps of the step latency
+  double latency = 0;         // s, per-collective base + sum over sequential steps of their hop latency
   double bandwidth_time = 0;  // s, alone on the platform: max over links of bytes / bandwidth
   double ideal_time() const { return latency + bandwidth_time; }
 };

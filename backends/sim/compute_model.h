@@ -59,8 +59,9 @@
 //   "memory": {"copy_fraction", "ops": {"value": {"Norm": {"efficiency": 0.85, "launches": 1}, ..}}},
 //             (ops lists every compute kind but the three GEMM kinds; unknown keys are errors)
 //   "launch_overhead_us",
-//   "communication": {"nvlink_efficiency", "nic_efficiency"}   achieved NCCL bus bandwidth as a
-//             fraction of the raw NVLink / NIC bandwidth of clusters/*.json (platform.h)
+//   "communication": {"nvlink_efficiency", "nic_efficiency"   achieved NCCL bus bandwidth as a
+//             fraction of the raw NVLink / NIC bandwidth of clusters/*.json (platform.h),
+//             "collective_base_latency_us"}   fixed cost per collective (collectives.h)
 // }
 //
 // Measured profile (`--profile FILE`, written by `tandem calibrate` on a real backend):
@@ -129,6 +130,7 @@ struct GpuEfficiency {
   // Communication: achieved NCCL bandwidth / raw link bandwidth (platform.h scales its links)
   double nvlink_efficiency = 1.0;           // NVLink/NVSwitch, per direction
   double nic_efficiency = 1.0;              // the node's NICs and the fabric behind them
+  double collective_base_latency_s = 0;     // NCCL's fixed cost of one collective (launch, setup)
 };
 
 // What the job decides beyond the GPU.

@@ -356,6 +356,7 @@ Platform::Platform(const ClusterSpec& cluster, int64_t num_gpus, const PlatformO
   const GpuEfficiency eff = load_gpu_efficiency(cluster_.gpu.name);
   nvlink_efficiency_ = eff.nvlink_efficiency;
   nic_efficiency_ = eff.nic_efficiency;
+  collective_base_latency_ = eff.collective_base_latency_s;
   ClusterSpec achieved = cluster_;
   achieved.nvlink_bandwidth *= nvlink_efficiency_;
   achieved.nic_bandwidth *= nic_efficiency_;

@@ -89,6 +89,7 @@ class Platform {
   const ClusterSpec& cluster() const { return cluster_; }   // raw rates, as described
   double nvlink_efficiency() const { return nvlink_efficiency_; }
   double nic_efficiency() const { return nic_efficiency_; }
+  double collective_base_latency() const { return collective_base_latency_; }   // s, per collective
   const PlatformOptions& options() const { return options_; }
   const GpuPlace& place(int64_t gpu) const;
   simgrid::s4u::Host* host(int64_t gpu) const;
@@ -110,6 +111,7 @@ class Platform {
   PlatformOptions options_;
   double nvlink_efficiency_ = 1.0;  // achieved / raw, applied to the NVLink links
   double nic_efficiency_ = 1.0;     // achieved / raw, applied to the NIC links and uplinks
+  double collective_base_latency_ = 0;  // s, NCCL's fixed cost of one collective (GPU kind's file)
   std::unique_ptr<simgrid::s4u::Engine> engine_;
   std::vector<GpuPlace> places_;
   std::vector<simgrid::s4u::Host*> hosts_;  // indexed by global GPU index
