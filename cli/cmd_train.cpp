@@ -40,7 +40,9 @@ void print_train_help() {
       "  --backend cpu     fp32 on CPUs, MPI between ranks (cuda: NVIDIA GPUs, NCCL)\n"
       "  --ranks N         start N ranks with mpirun (not needed under mpirun/srun)\n"
       "  --json FILE       per-iteration losses, grad_norms, lrs, timings\n"
-      "  --trace-ops FILE  per-rank op trace of the first iteration (compare: tandem simulate --trace-ops)\n");
+      "  --trace-ops FILE  per-rank op trace of the first iteration (compare: tandem simulate --trace-ops)\n"
+      "  --dump-first-step FILE  one rank: initial weights, batch, loss and gradients of step 1 (JSON),\n"
+      "                    for an independent reference (tests/cpu/torch_model_reference.py)\n");
 }
 
 // The CUDA backend's verdict on this machine: one line, non-zero exit.
@@ -119,6 +121,7 @@ int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
   const Job job = load_job(request);
   exec::TrainOptions options;
   options.trace_ops = opts.extra.count("--trace-ops") > 0;
+  options.dump_first_step = opts.extra.count("--dump-first-step") > 0;
   options.log = [](const std::string& line) {
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
@@ -129,11 +132,13 @@ int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
               mpi.size(), report.elapsed_s, report.losses.back(), report.tokens_per_s);
   if (opts.json_out) write_file_atomically("--json", *opts.json_out, report_json(job, report, mpi.size()).dump(2) + "\n");
   if (options.trace_ops) write_file_atomically("--trace-ops", opts.extra.at("--trace-ops"), report.op_trace);
+  if (options.dump_first_step)
+    write_file_atomically("--dump-first-step", opts.extra.at("--dump-first-step"), report.first_step + "\n");
   return 0;
 }
 
 int run_train(const std::vector<std::string>& args) {
-  const JobOptions opts = parse_job_options(args, {"--backend", "--ranks", "--trace-ops"}, {"--help", "-h"});
+  const JobOptions opts = parse_job_options(args, {"--backend", "--ranks", "--trace-ops", "--dump-first-step"}, {"--help", "-h"});
   if (opts.extra.count("--help") || opts.extra.count("-h")) return print_train_help(), 0;
   const std::string backend = opts.extra.count("--backend") ? opts.extra.at("--backend") : "cpu";
   if (backend == "cuda") return refuse_cuda();

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "backends/executor/data_source.h"
 #include "backends/executor/lr_schedule.h"
 #include "backends/executor/model_runner.h"
@@ -64,6 +66,24 @@ std::string iteration_line(int64_t it, int64_t total, double ms, double lr, int6
   return buf;
 }
 
+nlohmann::json dump_config(const Job& job, const RunnerSettings& s) {
+  const auto& m = job.model;
+  const lower::Dims d = lower::dims_for_job(job, ParallelGrid::from_job(job));
+  return {{"num_layers", d.layers}, {"hidden_size", d.h}, {"num_attention_heads", d.a}, {"num_query_groups", d.g},
+          {"head_dim", d.d}, {"ffn_hidden_size", d.f}, {"seq_length", d.s}, {"padded_vocab_size", d.vocab},
+          {"normalization", to_string(m.normalization)}, {"norm_epsilon", m.norm_epsilon}, {"rope", d.rope},
+          {"rotary_base", m.rotary_base}, {"swiglu", d.gated},
+          {"gelu_tanh", s.activation == ActivationKind::GeluTanh}, {"bias", d.bias}, {"qkv_bias", d.qkv_bias},
+          {"tied_embeddings", d.tied}, {"learned_positions", d.positions > 0},
+          {"micro_batch_size", d.b}, {"num_microbatches", job.training.num_microbatches}};
+}
+
+nlohmann::json dump_params(Device& device, ParamStore& params, bool grads) {
+  nlohmann::json out = nlohmann::json::object();
+  for (auto& p : params.params()) out[p->name] = {{"shape", p->shape}, {"value", device.to_host(grads ? p->grad : p->value)}};
+  return out;
+}
+
 }  // namespace
 
 TrainReport train(const Job& job, Device& device, Communicator& comm, const TrainOptions& options) {
@@ -91,6 +111,16 @@ TrainReport train(const Job& job, Device& device, Communicator& comm, const Trai
   report.tokens_per_iteration = gbs * job.model.seq_length;
   if (options.log && rank == 0)
     for (const std::string& n : report.notes) options.log("note: " + n);
+  nlohmann::json dump;
+  if (options.dump_first_step) {
+    if (comm.world_size() != 1) throw UserError("the first-step dump is for one rank (world size " + std::to_string(comm.world_size()) + ")");
+    dump["config"] = dump_config(job, settings_for(job, grid));
+    dump["weights"] = dump_params(device, params, false);
+    for (const MicrobatchData& mb : rank_batch(*data, job, grid, rank, 0)) {
+      dump["tokens"].push_back(mb.tokens);
+      dump["labels"].push_back(mb.labels);
+    }
+  }
   double timed = 0;
   for (int64_t it = 1; it <= iterations; ++it) {
     const auto t0 = Clock::now();
@@ -109,6 +139,11 @@ TrainReport train(const Job& job, Device& device, Communicator& comm, const Trai
     report.iteration_times_s.push_back(seconds);
     report.program_peak_bytes = stats.peak_bytes;
     if (it > 1) timed += seconds;
+    if (options.dump_first_step && it == 1) {
+      dump["loss"] = report.losses.back();
+      dump["grads"] = dump_params(device, params, true);
+      report.first_step = dump.dump();
+    }
     if (options.trace_ops && it == 1) {
       std::string text = "# rank " + std::to_string(rank) + "\n";
       for (const std::string& line : trace) text += line + "\n";

@@ -17,6 +17,7 @@ namespace tandem::exec {
 struct TrainOptions {
   int64_t iterations = 0;                       // 0: the job's train_iters
   bool trace_ops = false;                       // keep the op trace of the first iteration
+  bool dump_first_step = false;                 // one rank: keep weights, batch, loss, gradients of step 1
   std::function<void(const std::string&)> log;  // called on rank 0 with one line at a time
 };
 
@@ -29,6 +30,9 @@ struct TrainReport {
   double program_peak_bytes = 0;    // rank 0's program, symbolic buffer sizes
   std::string op_trace;             // "# rank R" + op_trace_line per instruction, every rank
   std::vector<std::string> notes;   // what the run did differently from the job (dropout, dtype)
+  // JSON (dump_first_step): "config", "tokens"/"labels" [microbatch][row], "loss" of step 1, and
+  // per parameter "shape", initial "value" and step-1 "grad" — for an independent reference.
+  std::string first_step;
 };
 
 TrainReport train(const Job& job, Device& device, Communicator& comm, const TrainOptions& options);

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""PyTorch as the independent reference for a whole training step of tandem's CPU backend.
+
+Runs `tandem train --backend cpu --dump-first-step` for a tiny GPT- or LLaMA-style model (one
+rank), rebuilds the same model in PyTorch (float64) from tandem's initial weights — Megatron's
+layout: fused QKV in query groups [q heads | k | v], RoPE rotate-half, SwiGLU [gate | up] or
+GeLU, pre-norm residual blocks, vocabulary padded, output layer tied to the word embedding or
+not — runs the same microbatches, and compares the loss of step 1 and the gradient of every
+parameter (loss averaged over all tokens of the global batch).
+
+Error per tensor: max |tandem - torch| / max |torch|; tolerance 1e-5.
+Exit 77 (skipped) without torch.
+
+usage: torch_model_reference.py --tandem BIN --model gpt|llama [--keep FILE]"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_equality import MODELS, TRAINING  # noqa: E402
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:
+    print("PyTorch is not installed: skipped")
+    sys.exit(77)
+
+TOL = 1e-5
+
+
+def norm(cfg, x, w, b):
+    eps = cfg["norm_epsilon"]
+    if cfg["normalization"] == "LayerNorm":
+        return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rope(cfg, x, positions):
+    # x [s, heads, d]; rotate-half over the whole head dim.
+    d = x.shape[-1]
+    half = d // 2
+    inv = cfg["rotary_base"] ** (-2.0 * torch.arange(half, dtype=torch.float64) / d)
+    ang = positions.to(torch.float64)[:, None] * inv[None, :]
+    c, s = torch.cos(ang)[:, None, :], torch.sin(ang)[:, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+
+def layer(cfg, P, i, x, positions):
+    g, a, d = cfg["num_query_groups"], cfg["num_attention_heads"], cfg["head_dim"]
+    qpg, s = a // g, x.shape[0]
+    pre = f"layers.{i}."
+    h = norm(cfg, x, P[pre + "input_norm.weight"], P.get(pre + "input_norm.bias"))
+    qkv = h @ P[pre + "qkv.weight"]
+    if pre + "qkv.bias" in P:
+        qkv = qkv + P[pre + "qkv.bias"]
+    qkv = qkv.view(s, g, qpg + 2, d)
+    q = qkv[:, :, :qpg, :].reshape(s, a, d)
+    k, v = qkv[:, :, qpg, :], qkv[:, :, qpg + 1, :]
+    if cfg["rope"]:
+        q, k = rope(cfg, q, positions), rope(cfg, k, positions)
+    k = k.repeat_interleave(qpg, dim=1)
+    v = v.repeat_interleave(qpg, dim=1)
+    scores = torch.einsum("shd,thd->hst", q, k) / math.sqrt(d)
+    mask = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
+    probs = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+    ctx = torch.einsum("hst,thd->shd", probs, v).reshape(s, a * d)
+    proj = ctx @ P[pre + "proj.weight"]
+    if pre + "proj.bias" in P:
+        proj = proj + P[pre + "proj.bias"]
+    x = x + proj
+    h = norm(cfg, x, P[pre + "pre_mlp_norm.weight"], P.get(pre + "pre_mlp_norm.bias"))
+    f1 = h @ P[pre + "fc1.weight"]
+    if pre + "fc1.bias" in P:
+        f1 = f1 + P[pre + "fc1.bias"]
+    if cfg["swiglu"]:
+        gate, up = f1.chunk(2, dim=-1)
+        act = F.silu(gate) * up
+    else:
+        act = F.gelu(f1, approximate="tanh" if cfg["gelu_tanh"] else "none")
+    out = act @ P[pre + "fc2.weight"]
+    if pre + "fc2.bias" in P:
+        out = out + P[pre + "fc2.bias"]
+    return x + out
+
+
+def model_loss(cfg, P, tokens, labels):
+    s = cfg["seq_length"]
+    positions = torch.arange(s)
+    x = P["embedding.word"][tokens]
+    if cfg["learned_positions"]:
+        x = x + P["embedding.position"][positions]
+    for i in range(cfg["num_layers"]):
+        x = layer(cfg, P, i, x, positions)
+    x = norm(cfg, x, P["final_norm.weight"], P.get("final_norm.bias"))
+    w = P["embedding.word"] if cfg["tied_embeddings"] else P["output.weight"]
+    return F.cross_entropy(x @ w.t(), labels, reduction="sum")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tandem", required=True)
+    ap.add_argument("--model", choices=["gpt", "llama"], required=True)
+    ap.add_argument("--keep")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        dump_path = args.keep or os.path.join(tmp, "step1.json")
+        cmd = [args.tandem, "train", "--backend", "cpu", "--dump-first-step", dump_path, "--"]
+        cmd += (MODELS[args.model] + " " + TRAINING + " --train-iters 1 --lr-warmup-iters 0").split()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        if proc.returncode != 0:
+            print(proc.stdout)
+            return 1
+        with open(dump_path) as f:
+            dump = json.load(f)
+    cfg = dump["config"]
+    if cfg["micro_batch_size"] != 1:
+        sys.exit("the reference assumes --micro-batch-size 1")
+    P = {n: torch.tensor(t["value"], dtype=torch.float64).view(t["shape"]).requires_grad_(True)
+         for n, t in dump["weights"].items()}
+    total, count = 0.0, 0
+    for toks, labs in zip(dump["tokens"], dump["labels"]):
+        total = total + model_loss(cfg, P, torch.tensor(toks), torch.tensor(labs))
+        count += len(toks)
+    loss = total / count
+    loss.backward()
+    failures, worst = [], 0.0
+    rel = abs(loss.item() - dump["loss"]) / abs(loss.item())
+    worst = max(worst, rel)
+    if rel > TOL:
+        failures.append(f"loss: tandem {dump['loss']:.9g}, torch {loss.item():.9g}, rel {rel:.2e}")
+    for name, t in dump["grads"].items():
+        ref = P[name].grad
+        got = torch.tensor(t["value"], dtype=torch.float64).view(t["shape"])
+        scale = ref.abs().max().item()
+        err = (got - ref).abs().max().item() / (scale if scale > 0 else 1.0)
+        worst = max(worst, err)
+        if err > TOL:
+            failures.append(f"grad {name}: max error {err:.2e} of max |grad| {scale:.3e}")
+    print(f"{args.model}: loss {loss.item():.6f}, {len(dump['grads'])} parameter gradients, "
+          f"worst relative error {worst:.2e}")
+    if failures:
+        print("\n".join(failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
