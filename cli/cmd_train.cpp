@@ -102,6 +102,7 @@ int relaunch_under_mpirun(int64_t ranks, const std::vector<std::string>& args) {
 nlohmann::json report_json(const Job& job, const exec::TrainReport& r, int world) {
   return {{"backend", "cpu"},
           {"world_size", world},
+          {"first_iteration", r.first_iteration},
           {"iterations", r.losses.size()},
           {"losses", r.losses},
           {"grad_norms", r.grad_norms},
@@ -128,6 +129,11 @@ int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
   };
   const exec::TrainReport report = cpu::train_on_cpu(job, options);
   if (mpi.rank() != 0) return 0;
+  if (report.losses.empty()) {
+    std::printf("nothing to train: the checkpoint is at iteration %lld of %lld\n",
+                static_cast<long long>(report.first_iteration - 1), static_cast<long long>(job.training.train_iters));
+    return 0;
+  }
   std::printf("trained %zu iterations on %d ranks in %.2f s: final loss %.6f, %.0f tokens/s\n", report.losses.size(),
               mpi.size(), report.elapsed_s, report.losses.back(), report.tokens_per_s);
   if (opts.json_out) write_file_atomically("--json", *opts.json_out, report_json(job, report, mpi.size()).dump(2) + "\n");

@@ -31,6 +31,7 @@ namespace {
 
 using lower::ParamSlot;
 
+// Initial value and shard rule of one tensor, as add_tensor spells it.
 struct Cut {
   Param::Init init;
   int64_t rows, cols;
@@ -38,38 +39,10 @@ struct Cut {
   int64_t parts, part;
 };
 
-int64_t cut_rows(const Cut& c) { return c.shard == ShardKind::Rows ? c.rows / c.parts : c.rows; }
-int64_t cut_cols(const Cut& c) {
-  return c.shard == ShardKind::Columns || c.shard == ShardKind::GatedColumns ? c.cols / c.parts : c.cols;
-}
-
 void check_divisible(const char* field, int64_t value, int64_t parts, const char* by) {
   if (parts > 0 && value % parts != 0)
     throw_field_error(field, value, std::string("must be divisible by ") + by + " = " + std::to_string(parts) +
                                         " for the CPU backend");
-}
-
-// This rank's shard of the full tensor `full` [rows, cols].
-std::vector<float> cut_shard(const std::vector<float>& full, const Cut& c) {
-  const int64_t rows = cut_rows(c), cols = cut_cols(c);
-  std::vector<float> out(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < cols; ++j) {
-      int64_t src_r = r, src_c = j;
-      switch (c.shard) {
-        case ShardKind::Replicated: break;
-        case ShardKind::Rows: src_r = c.part * rows + r; break;
-        case ShardKind::Columns: src_c = c.part * cols + j; break;
-        case ShardKind::GatedColumns: {
-          const int64_t half = cols / 2, full_half = c.cols / 2;
-          src_c = j < half ? c.part * half + j : full_half + c.part * half + (j - half);
-          break;
-        }
-      }
-      out[static_cast<size_t>(r * cols + j)] = full[static_cast<size_t>(src_r * c.cols + src_c)];
-    }
-  }
-  return out;
 }
 
 std::vector<float> draw(const std::string& name, int64_t count, Param::Init init, int64_t seed, double std_dev) {
@@ -84,6 +57,30 @@ std::vector<float> draw(const std::string& name, int64_t count, Param::Init init
 }
 
 }  // namespace
+
+int64_t ShardRule::full_index(int64_t r, int64_t c) const {
+  int64_t src_r = r, src_c = c;
+  switch (kind) {
+    case ShardKind::Replicated: break;
+    case ShardKind::Rows: src_r = part * local_rows() + r; break;
+    case ShardKind::Columns: src_c = part * local_cols() + c; break;
+    case ShardKind::GatedColumns: {
+      const int64_t half = local_cols() / 2;
+      src_c = c < half ? part * half + c : cols / 2 + part * half + (c - half);
+      break;
+    }
+  }
+  return src_r * cols + src_c;
+}
+
+std::vector<float> ShardRule::cut(const std::vector<float>& full) const {
+  TANDEM_CHECK(static_cast<int64_t>(full.size()) == rows * cols);
+  const int64_t lr = local_rows(), lc = local_cols();
+  std::vector<float> out(static_cast<size_t>(lr * lc));
+  for (int64_t r = 0; r < lr; ++r)
+    for (int64_t c = 0; c < lc; ++c) out[static_cast<size_t>(r * lc + c)] = full[static_cast<size_t>(full_index(r, c))];
+  return out;
+}
 
 ParamStore::ParamStore(Device& device, const Job& job, const ParallelGrid& grid, const Schedule& schedule,
                        int64_t rank)
@@ -107,7 +104,8 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
   const int64_t tp = d.t, tpr = dc.tp;
   const std::string layer = "layers." + std::to_string(t.layer) + ".";
   int64_t total = 0;
-  auto add = [&](std::string name, bool bias, Cut cut, int64_t experts = 1, int64_t first_expert = 0) {
+  auto add = [&](std::string name, bool bias, Cut c, int64_t experts = 1, int64_t first_expert = 0) {
+    const ShardRule cut{c.rows, c.cols, c.shard, c.parts, c.part};
     auto p = std::make_unique<Param>();
     p->name = std::move(name);
     p->key = t.key;
@@ -115,21 +113,23 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     p->slot = t.slot;
     p->chunk = chunk;
     p->bias = bias;
-    p->tp_replicated = t.tp_replicated || cut.shard == ShardKind::Replicated;
+    p->tp_replicated = t.tp_replicated || cut.kind == ShardKind::Replicated;
     p->sp_grad_sync = t.tp_replicated;
     p->expert = t.expert;
-    p->no_weight_decay = bias || cut.init == Param::Init::Ones;
-    p->init = cut.init;
+    p->no_weight_decay = bias || c.init == Param::Init::Ones;
+    p->init = c.init;
     p->full_rows = cut.rows;
     p->full_cols = cut.cols;
-    p->shard = cut.shard;
+    p->shard = cut.kind;
     p->parts = cut.parts;
     p->part = cut.part;
     p->experts = experts;
     p->first_expert = first_expert;
-    if (cut.shard != ShardKind::Replicated) check_divisible((p->name + " rows/cols").c_str(), cut.shard == ShardKind::Rows ? cut.rows : cut.cols, cut.parts * (cut.shard == ShardKind::GatedColumns ? 2 : 1), "its split");
+    if (cut.kind != ShardKind::Replicated)
+      check_divisible((p->name + " rows/cols").c_str(), cut.kind == ShardKind::Rows ? cut.rows : cut.cols,
+                      cut.parts * (cut.kind == ShardKind::GatedColumns ? 2 : 1), "its split");
     const bool one_d = cut.rows == 1;
-    p->shape = one_d ? Shape{cut_cols(cut)} : Shape{cut_rows(cut), cut_cols(cut)};
+    p->shape = one_d ? Shape{cut.local_cols()} : Shape{cut.local_rows(), cut.local_cols()};
     if (t.expert) p->shape.insert(p->shape.begin(), experts);
     total += numel_of(p->shape);
     params_.push_back(std::move(p));
@@ -245,12 +245,11 @@ void ParamStore::build_buckets(lower::Context& ctx) {
 void ParamStore::initialize(int64_t seed, double init_std) {
   const double scaled = init_std / std::sqrt(2.0 * double(job_.model.num_layers));
   for (auto& p : params_) {
-    const Cut cut{p->init, p->full_rows, p->full_cols, p->shard, p->parts, p->part};
+    const ShardRule cut = p->rule();
     const double sd = p->init == Param::Init::ScaledNormal ? scaled : init_std;
     std::vector<float> local;
     for (int64_t e = 0; e < p->experts; ++e) {
-      const std::string name = p->expert ? p->name + "." + std::to_string(p->first_expert + e) : p->name;
-      const std::vector<float> part = cut_shard(draw(name, p->full_rows * p->full_cols, p->init, seed, sd), cut);
+      const std::vector<float> part = cut.cut(draw(p->full_name(e), p->full_rows * p->full_cols, p->init, seed, sd));
       local.insert(local.end(), part.begin(), part.end());
     }
     device_.upload(local, p->value);

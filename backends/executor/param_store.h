@@ -49,6 +49,20 @@ class LoweringView {
 // How a rank's shard is cut from the full tensor [R, C] (1-D tensors are [1, C]).
 enum class ShardKind { Replicated, Rows, Columns, GatedColumns };
 
+// The cut of one (expert's) full tensor [rows, cols] into part `part` of `parts`. GatedColumns
+// keeps the same column block of both halves ([gate | up] of a SwiGLU fc1).
+struct ShardRule {
+  int64_t rows = 1, cols = 1;
+  ShardKind kind = ShardKind::Replicated;
+  int64_t parts = 1, part = 0;
+  int64_t local_rows() const { return kind == ShardKind::Rows ? rows / parts : rows; }
+  int64_t local_cols() const { return kind == ShardKind::Columns || kind == ShardKind::GatedColumns ? cols / parts : cols; }
+  // Flat index in the full tensor of element (r, c) of the shard.
+  int64_t full_index(int64_t r, int64_t c) const;
+  // The shard [local_rows, local_cols] of `full` [rows, cols].
+  std::vector<float> cut(const std::vector<float>& full) const;
+};
+
 struct Param {
   std::string name;           // layout-independent, e.g. "layers.3.qkv.weight", "embedding.word"
   int64_t key = 0;            // lower::param_key(layer, slot)
@@ -69,6 +83,12 @@ struct Param {
   ShardKind shard = ShardKind::Replicated;
   int64_t parts = 1, part = 0;
   DeviceTensor value, grad;   // views into the bucket buffers
+
+  ShardRule rule() const { return ShardRule{full_rows, full_cols, shard, parts, part}; }
+  // Name of expert e's full tensor (the name itself for dense tensors).
+  std::string full_name(int64_t local_expert) const {
+    return expert ? name + "." + std::to_string(first_expert + local_expert) : name;
+  }
 };
 
 // An AdamW range: elements [begin, end) of one parameter, with its optimizer state.

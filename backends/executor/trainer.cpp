@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/executor/checkpoint.h"
 #include "backends/executor/data_source.h"
 #include "backends/executor/lr_schedule.h"
 #include "backends/executor/model_runner.h"
@@ -111,6 +112,19 @@ TrainReport train(const Job& job, Device& device, Communicator& comm, const Trai
   report.tokens_per_iteration = gbs * job.model.seq_length;
   if (options.log && rank == 0)
     for (const std::string& n : report.notes) options.log("note: " + n);
+  int64_t first = 1;
+  const auto& tr = job.training;
+  if (!tr.load.empty()) {
+    const int64_t saved = latest_checkpoint(tr.load);
+    if (saved > 0) {
+      load_checkpoint(tr.load, saved, params, device, comm);
+      first = saved + 1;
+      if (options.log && rank == 0) options.log("loaded checkpoint " + tr.load + " at iteration " + std::to_string(saved));
+    } else if (options.log && rank == 0) {
+      options.log("note: no checkpoint under --load " + tr.load + "; training from the initial weights");
+    }
+  }
+  report.first_iteration = first;
   nlohmann::json dump;
   if (options.dump_first_step) {
     if (comm.world_size() != 1) throw UserError("the first-step dump is for one rank (world size " + std::to_string(comm.world_size()) + ")");
@@ -122,7 +136,7 @@ TrainReport train(const Job& job, Device& device, Communicator& comm, const Trai
     }
   }
   double timed = 0;
-  for (int64_t it = 1; it <= iterations; ++it) {
+  for (int64_t it = first; it <= iterations; ++it) {
     const auto t0 = Clock::now();
     const double rate = lr.lr_at(it - 1);
     runner.begin_iteration(it, rate, rank_batch(*data, job, grid, rank, it - 1));
@@ -138,7 +152,7 @@ TrainReport train(const Job& job, Device& device, Communicator& comm, const Trai
     report.lrs.push_back(rate);
     report.iteration_times_s.push_back(seconds);
     report.program_peak_bytes = stats.peak_bytes;
-    if (it > 1) timed += seconds;
+    if (it > first) timed += seconds;
     if (options.dump_first_step && it == 1) {
       dump["loss"] = report.losses.back();
       dump["grads"] = dump_params(device, params, true);
@@ -149,14 +163,20 @@ TrainReport train(const Job& job, Device& device, Communicator& comm, const Trai
       for (const std::string& line : trace) text += line + "\n";
       for (const std::string& part : comm.gather_to_root(text)) report.op_trace += part;
     }
+    if (!tr.save.empty() && ((tr.save_interval > 0 && it % tr.save_interval == 0) || it == iterations)) {
+      save_checkpoint(tr.save, it, params, device, comm);
+      if (options.log && rank == 0) options.log("saved checkpoint " + tr.save + " at iteration " + std::to_string(it));
+    }
     const int64_t interval = std::max<int64_t>(1, job.training.log_interval);
     if (options.log && rank == 0 && (it % interval == 0 || it == iterations))
       options.log(iteration_line(it, iterations, seconds * 1e3, rate, gbs, report.losses.back(), totals.grad_norm,
                                  double(report.tokens_per_iteration) / seconds));
   }
   report.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
-  const double steady = iterations > 1 ? timed : report.iteration_times_s.front();
-  report.tokens_per_s = double(report.tokens_per_iteration) * double(iterations > 1 ? iterations - 1 : 1) / steady;
+  const int64_t ran = static_cast<int64_t>(report.losses.size());
+  if (ran == 0) return report;
+  const double steady = ran > 1 ? timed : report.iteration_times_s.front();
+  report.tokens_per_s = double(report.tokens_per_iteration) * double(ran > 1 ? ran - 1 : 1) / steady;
   return report;
 }
 

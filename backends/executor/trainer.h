@@ -2,7 +2,9 @@
 // The training loop every real backend runs: lower this rank's program once, initialise the
 // parameters from the seed, then per iteration build this rank's microbatches, execute the
 // program (ProgramExecutor + ModelRunner) and report loss, learning rate and gradient norm.
-// Backend-neutral: the caller supplies the Device and the Communicator.
+// Backend-neutral: the caller supplies the Device and the Communicator. Checkpoints follow the
+// job's save / save_interval / load (Megatron semantics: resume from the latest under --load,
+// save every save_interval iterations and at the end).
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -23,7 +25,8 @@ struct TrainOptions {
 
 // Complete on rank 0 (other ranks hold their own timings only).
 struct TrainReport {
-  std::vector<double> losses, grad_norms, lrs, iteration_times_s;
+  int64_t first_iteration = 1;      // > 1 when resumed from a checkpoint (--load)
+  std::vector<double> losses, grad_norms, lrs, iteration_times_s;   // [iteration - first_iteration]
   double elapsed_s = 0;
   double tokens_per_s = 0;          // over the iterations after the first
   int64_t tokens_per_iteration = 0;

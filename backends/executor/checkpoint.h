@@ -1,0 +1,39 @@
+#pragma once
+// Checkpoints of real training runs (Megatron's --save / --save-interval / --load semantics).
+//
+// Layout: DIR/iter_0000010/{metadata.json, rank_00000.bin, ...} and DIR/latest_checkpointed_iteration.txt.
+// Every rank writes the parameter pieces it owns once in the job (one DP replica, TP rank 0 for
+// replicated tensors, no tied-embedding or mirrored copies; with the distributed optimizer each
+// DP rank its shard): initial name, the shard rule that cut it from the full tensor, the flat
+// range of the rank's tensor, and the values, exp_avg and exp_avg_sq of that range. A piece thus
+// says where its numbers sit in the full tensor, so a checkpoint saved with one layout loads
+// into another (TP, PP, DP, EP, distributed optimizer or not): every rank assembles the full
+// tensors it needs from all pieces and cuts its own shard.
+//
+// Crash safety: files are written into iter_N.tmp/ and fsynced; rank 0 then writes metadata.json
+// with every file's size and FNV-1a 64 checksum, renames the directory to iter_N (atomic) and
+// replaces the tracker file through a temporary + rename. A crash at any point leaves the
+// previous checkpoint and tracker intact. On load every file's size and checksum is verified
+// before anything is used; a mismatch is a UserError naming the file.
+#include <cstdint>
+#include <string>
+
+#include "backends/executor/communicator.h"
+#include "backends/executor/device.h"
+#include "backends/executor/param_store.h"
+
+namespace tandem::exec {
+
+// Collective over the world. Saves iteration `iteration` under `dir`.
+void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
+                     Communicator& comm);
+
+// The iteration of the latest checkpoint under `dir` (tracker file), or 0 when there is none.
+int64_t latest_checkpoint(const std::string& dir);
+
+// Collective over the world. Loads iteration `iteration` from `dir` into `params` (values and
+// optimizer state), whatever layout saved it. UserError for missing, truncated or corrupted files.
+void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
+                     Communicator& comm);
+
+}  // namespace tandem::exec
