@@ -8,6 +8,7 @@
 
 #include "backends/executor/checkpoint.h"
 #include "backends/executor/data_source.h"
+#include "backends/executor/indexed_dataset.h"
 #include "backends/executor/lr_schedule.h"
 #include "backends/executor/model_runner.h"
 #include "backends/executor/param_store.h"
@@ -100,8 +101,11 @@ TrainReport train(const Job& job, Device& device, Communicator& comm, const Trai
   ProgramExecutor executor(device);
   if (!job.training.mock_data && job.training.data_path.empty())
     throw UserError("no training data: pass --mock-data or --data-path PREFIX");
-  if (!job.training.data_path.empty()) throw_field_error("data_path", job.training.data_path, "not supported yet; use --mock-data");
-  std::unique_ptr<DataSource> data = make_mock_data(job.training.seed, job.model.seq_length, job.model.vocab_size);
+  std::unique_ptr<DataSource> data =
+      job.training.data_path.empty()
+          ? make_mock_data(job.training.seed, job.model.seq_length, job.model.vocab_size)
+          : open_indexed_dataset(job.training.data_path, job.model.seq_length, job.model.vocab_size,
+                                 job.training.split, job.training.seed);
   const int64_t iterations = options.iterations > 0 ? options.iterations : job.training.train_iters;
   if (iterations <= 0) throw_field_error("train_iters", iterations, "must be positive to train");
   const LrSchedule lr(job.training, iterations);

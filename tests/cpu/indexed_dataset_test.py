@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Megatron indexed datasets (.bin/.idx, MMIDIDX version 1) in `tandem train --backend cpu`:
+a small dataset written here trains, and single-rank and DP2 training agree on it; bad data
+(truncated .bin, wrong magic, an index pointing past the end, a token id >= vocabulary size)
+stops with a message naming the file and the offset.
+
+usage: indexed_dataset_test.py --tandem BIN   (mpirun from $TANDEM_MPIRUN)"""
+import argparse
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_equality import MODELS  # noqa: E402
+
+TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 6 --lr 1e-3 --seed 7 --init-method-std 0.02 "
+            "--hidden-dropout 0 --attention-dropout 0 --split 90,10,0 --log-interval 3")
+
+
+def write_dataset(prefix, docs, dtype_code=8, fmt="H"):
+    pointers, offset = [], 0
+    with open(prefix + ".bin", "wb") as f:
+        for d in docs:
+            pointers.append(offset)
+            f.write(struct.pack(f"<{len(d)}{fmt}", *d))
+            offset += len(d) * struct.calcsize(fmt)
+    with open(prefix + ".idx", "wb") as f:
+        f.write(b"MMIDIDX\x00\x00")
+        f.write(struct.pack("<Q", 1))
+        f.write(struct.pack("<B", dtype_code))
+        f.write(struct.pack("<Q", len(docs)))
+        f.write(struct.pack("<Q", len(docs) + 1))
+        f.write(struct.pack(f"<{len(docs)}i", *[len(d) for d in docs]))
+        f.write(struct.pack(f"<{len(docs)}q", *pointers))
+        f.write(struct.pack(f"<{len(docs) + 1}q", *range(len(docs) + 1)))
+
+
+def run(tandem, ranks, prefix, json_out=None, extra=""):
+    cmd = [tandem, "train", "--backend", "cpu"] + (["--ranks", str(ranks)] if ranks > 1 else [])
+    cmd += (["--json", json_out] if json_out else []) + ["--"]
+    cmd += (MODELS["llama"] + " " + TRAINING + " --data-path " + prefix + " " + extra).split()
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+
+
+def check(cond, what, out=""):
+    if not cond:
+        print(out)
+        sys.exit("FAILED: " + what)
+    print("ok:", what)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tandem", required=True)
+    t = ap.parse_args().tandem
+    rng = random.Random(3)
+    docs = []
+    for _ in range(40):
+        start, stride = rng.randrange(128), rng.randrange(1, 5)
+        docs.append([(start + i * stride) % 128 for i in range(rng.randrange(20, 70))])
+    with tempfile.TemporaryDirectory() as tmp:
+        good = os.path.join(tmp, "good")
+        write_dataset(good, docs)
+        one, two = os.path.join(tmp, "one.json"), os.path.join(tmp, "two.json")
+        p = run(t, 1, good, one)
+        check(p.returncode == 0, "trains on an indexed dataset", p.stdout)
+        p = run(t, 2, good, two)
+        check(p.returncode == 0, "trains on it with DP2", p.stdout)
+        a, b = json.load(open(one))["losses"], json.load(open(two))["losses"]
+        worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+        check(worst <= 1e-5, f"single rank and DP2 see the same samples (losses within {worst:.1e})")
+
+        bad = os.path.join(tmp, "trunc")
+        write_dataset(bad, docs)
+        size = os.path.getsize(bad + ".bin")
+        with open(bad + ".bin", "r+b") as f:
+            f.truncate(size - 10)
+        p = run(t, 1, bad)
+        check(p.returncode != 0 and "trunc.bin" in p.stdout and "bytes [" in p.stdout, "truncated .bin refused", p.stdout)
+
+        bad = os.path.join(tmp, "magic")
+        write_dataset(bad, docs)
+        with open(bad + ".idx", "r+b") as f:
+            f.write(b"XXIDIDX")
+        p = run(t, 1, bad)
+        check(p.returncode != 0 and "magic.idx offset 0" in p.stdout and "magic" in p.stdout, "wrong magic refused", p.stdout)
+
+        bad = os.path.join(tmp, "past")
+        write_dataset(bad, docs)
+        with open(bad + ".idx", "r+b") as f:   # pointer of sequence 3 far beyond the .bin
+            f.seek(9 + 8 + 1 + 8 + 8 + 4 * len(docs) + 8 * 3)
+            f.write(struct.pack("<q", 10 ** 9))
+        p = run(t, 1, bad)
+        check(p.returncode != 0 and "past.idx" in p.stdout and "sequence 3" in p.stdout, "index past the end refused", p.stdout)
+
+        bad = os.path.join(tmp, "vocab")
+        write_dataset(bad, [[d[0] + 1000] + d[1:] for d in docs])
+        p = run(t, 1, bad)
+        check(p.returncode != 0 and "vocab.bin offset" in p.stdout and "outside the vocabulary" in p.stdout,
+              "token id >= vocabulary size refused", p.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
