@@ -45,6 +45,37 @@ void check_divisible(const char* field, int64_t value, int64_t parts, const char
                                         " for the CPU backend");
 }
 
+// One real tensor of lowering entry `t`.
+std::unique_ptr<Param> make_param(const lower::ParamTensor& t, int chunk, std::string name, bool bias, const Cut& c,
+                                  int64_t experts, int64_t first_expert) {
+  const ShardRule cut{c.rows, c.cols, c.shard, c.parts, c.part};
+  auto p = std::make_unique<Param>();
+  p->name = std::move(name);
+  p->key = t.key;
+  p->layer = t.layer;
+  p->slot = t.slot;
+  p->chunk = chunk;
+  p->bias = bias;
+  p->tp_replicated = t.tp_replicated || cut.kind == ShardKind::Replicated;
+  p->sp_grad_sync = t.tp_replicated;
+  p->expert = t.expert;
+  p->no_weight_decay = bias || c.init == Param::Init::Ones;
+  p->init = c.init;
+  p->full_rows = cut.rows;
+  p->full_cols = cut.cols;
+  p->shard = cut.kind;
+  p->parts = cut.parts;
+  p->part = cut.part;
+  p->experts = experts;
+  p->first_expert = first_expert;
+  if (cut.kind != ShardKind::Replicated)
+    check_divisible((p->name + " rows/cols").c_str(), cut.kind == ShardKind::Rows ? cut.rows : cut.cols,
+                    cut.parts * (cut.kind == ShardKind::GatedColumns ? 2 : 1), "its split");
+  p->shape = cut.rows == 1 ? Shape{cut.local_cols()} : Shape{cut.local_rows(), cut.local_cols()};
+  if (t.expert) p->shape.insert(p->shape.begin(), experts);
+  return p;
+}
+
 std::vector<float> draw(const std::string& name, int64_t count, Param::Init init, int64_t seed, double std_dev) {
   std::vector<float> v(static_cast<size_t>(count));
   if (init == Param::Init::Ones || init == Param::Init::Zeros) {
@@ -104,35 +135,9 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
   const int64_t tp = d.t, tpr = dc.tp;
   const std::string layer = "layers." + std::to_string(t.layer) + ".";
   int64_t total = 0;
-  auto add = [&](std::string name, bool bias, Cut c, int64_t experts = 1, int64_t first_expert = 0) {
-    const ShardRule cut{c.rows, c.cols, c.shard, c.parts, c.part};
-    auto p = std::make_unique<Param>();
-    p->name = std::move(name);
-    p->key = t.key;
-    p->layer = t.layer;
-    p->slot = t.slot;
-    p->chunk = chunk;
-    p->bias = bias;
-    p->tp_replicated = t.tp_replicated || cut.kind == ShardKind::Replicated;
-    p->sp_grad_sync = t.tp_replicated;
-    p->expert = t.expert;
-    p->no_weight_decay = bias || c.init == Param::Init::Ones;
-    p->init = c.init;
-    p->full_rows = cut.rows;
-    p->full_cols = cut.cols;
-    p->shard = cut.kind;
-    p->parts = cut.parts;
-    p->part = cut.part;
-    p->experts = experts;
-    p->first_expert = first_expert;
-    if (cut.kind != ShardKind::Replicated)
-      check_divisible((p->name + " rows/cols").c_str(), cut.kind == ShardKind::Rows ? cut.rows : cut.cols,
-                      cut.parts * (cut.kind == ShardKind::GatedColumns ? 2 : 1), "its split");
-    const bool one_d = cut.rows == 1;
-    p->shape = one_d ? Shape{cut.local_cols()} : Shape{cut.local_rows(), cut.local_cols()};
-    if (t.expert) p->shape.insert(p->shape.begin(), experts);
-    total += numel_of(p->shape);
-    params_.push_back(std::move(p));
+  auto add = [&](std::string name, bool bias, const Cut& c, int64_t experts = 1, int64_t first_expert = 0) {
+    params_.push_back(make_param(t, chunk, std::move(name), bias, c, experts, first_expert));
+    total += numel_of(params_.back()->shape);
   };
   auto norm = [&](const std::string& name) {
     add(name + ".weight", false, {Param::Init::Ones, 1, d.h, ShardKind::Replicated, 1, 0});

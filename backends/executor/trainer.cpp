@@ -88,100 +88,145 @@ nlohmann::json dump_params(Device& device, ParamStore& params, bool grads) {
 
 }  // namespace
 
-TrainReport train(const Job& job, Device& device, Communicator& comm, const TrainOptions& options) {
+namespace {
+
+// One training run: the objects of this rank and the loop over iterations.
+class TrainingRun {
+ public:
+  TrainingRun(const Job& job, Device& device, Communicator& comm, const TrainOptions& options)
+      : job_(job),
+        device_(device),
+        comm_(comm),
+        options_(options),
+        grid_(ParallelGrid::from_job(job)),
+        schedule_(schedule_for_job(job)),
+        rank_(comm.rank()),
+        program_(lower_rank(job, grid_, schedule_, rank_)),
+        params_(device, job, grid_, schedule_, rank_),
+        runner_(device, comm, params_, job, grid_, schedule_, rank_, settings_for(job, grid_)),
+        executor_(device),
+        iterations_(options.iterations > 0 ? options.iterations : job.training.train_iters),
+        lr_(job.training, iterations_) {
+    if (iterations_ <= 0) throw_field_error("train_iters", iterations_, "must be positive to train");
+    const auto& t = job.training;
+    if (!t.mock_data && t.data_path.empty()) throw UserError("no training data: pass --mock-data or --data-path PREFIX");
+    data_ = t.data_path.empty() ? make_mock_data(t.seed, job.model.seq_length, job.model.vocab_size)
+                                : open_indexed_dataset(t.data_path, job.model.seq_length, job.model.vocab_size, t.split, t.seed);
+    params_.initialize(t.seed, t.init_method_std);
+    gbs_ = std::max<int64_t>(1, t.num_microbatches) * std::max<int64_t>(1, t.micro_batch_size) * grid_.dp_size();
+    report_.notes = run_notes(job);
+    report_.tokens_per_iteration = gbs_ * job.model.seq_length;
+  }
+
+  TrainReport run() {
+    const auto start = Clock::now();
+    for (const std::string& n : report_.notes) log("note: " + n);
+    report_.first_iteration = resume();
+    if (options_.dump_first_step) begin_dump();
+    for (int64_t it = report_.first_iteration; it <= iterations_; ++it) iteration(it);
+    report_.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
+    const size_t ran = report_.losses.size();
+    if (ran > 0) {
+      const double steady = ran > 1 ? timed_ : report_.iteration_times_s.front();
+      report_.tokens_per_s = double(report_.tokens_per_iteration) * double(ran > 1 ? ran - 1 : 1) / steady;
+    }
+    return std::move(report_);
+  }
+
+ private:
   using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  const ParallelGrid grid = ParallelGrid::from_job(job);
-  const Schedule schedule = schedule_for_job(job);
-  const int64_t rank = comm.rank();
-  const RankProgram program = lower_rank(job, grid, schedule, rank);
-  ParamStore params(device, job, grid, schedule, rank);
-  params.initialize(job.training.seed, job.training.init_method_std);
-  ModelRunner runner(device, comm, params, job, grid, schedule, rank, settings_for(job, grid));
-  ProgramExecutor executor(device);
-  if (!job.training.mock_data && job.training.data_path.empty())
-    throw UserError("no training data: pass --mock-data or --data-path PREFIX");
-  std::unique_ptr<DataSource> data =
-      job.training.data_path.empty()
-          ? make_mock_data(job.training.seed, job.model.seq_length, job.model.vocab_size)
-          : open_indexed_dataset(job.training.data_path, job.model.seq_length, job.model.vocab_size,
-                                 job.training.split, job.training.seed);
-  const int64_t iterations = options.iterations > 0 ? options.iterations : job.training.train_iters;
-  if (iterations <= 0) throw_field_error("train_iters", iterations, "must be positive to train");
-  const LrSchedule lr(job.training, iterations);
-  TrainReport report;
-  report.notes = run_notes(job);
-  const int64_t gbs = std::max<int64_t>(1, job.training.num_microbatches) *
-                      std::max<int64_t>(1, job.training.micro_batch_size) * grid.dp_size();
-  report.tokens_per_iteration = gbs * job.model.seq_length;
-  if (options.log && rank == 0)
-    for (const std::string& n : report.notes) options.log("note: " + n);
-  int64_t first = 1;
-  const auto& tr = job.training;
-  if (!tr.load.empty()) {
-    const int64_t saved = latest_checkpoint(tr.load);
-    if (saved > 0) {
-      load_checkpoint(tr.load, saved, params, device, comm);
-      first = saved + 1;
-      if (options.log && rank == 0) options.log("loaded checkpoint " + tr.load + " at iteration " + std::to_string(saved));
-    } else if (options.log && rank == 0) {
-      options.log("note: no checkpoint under --load " + tr.load + "; training from the initial weights");
+
+  void log(const std::string& line) const {
+    if (options_.log && rank_ == 0) options_.log(line);
+  }
+
+  // Megatron's --load: the latest checkpoint under the directory, or the initial weights.
+  int64_t resume() {
+    const std::string& dir = job_.training.load;
+    if (dir.empty()) return 1;
+    const int64_t saved = latest_checkpoint(dir);
+    if (saved == 0) {
+      log("note: no checkpoint under --load " + dir + "; training from the initial weights");
+      return 1;
+    }
+    load_checkpoint(dir, saved, params_, device_, comm_);
+    log("loaded checkpoint " + dir + " at iteration " + std::to_string(saved));
+    return saved + 1;
+  }
+
+  void begin_dump() {
+    if (comm_.world_size() != 1)
+      throw UserError("the first-step dump is for one rank (world size " + std::to_string(comm_.world_size()) + ")");
+    dump_["config"] = dump_config(job_, settings_for(job_, grid_));
+    dump_["weights"] = dump_params(device_, params_, false);
+    for (const MicrobatchData& mb : rank_batch(*data_, job_, grid_, rank_, report_.first_iteration - 1)) {
+      dump_["tokens"].push_back(mb.tokens);
+      dump_["labels"].push_back(mb.labels);
     }
   }
-  report.first_iteration = first;
-  nlohmann::json dump;
-  if (options.dump_first_step) {
-    if (comm.world_size() != 1) throw UserError("the first-step dump is for one rank (world size " + std::to_string(comm.world_size()) + ")");
-    dump["config"] = dump_config(job, settings_for(job, grid));
-    dump["weights"] = dump_params(device, params, false);
-    for (const MicrobatchData& mb : rank_batch(*data, job, grid, rank, 0)) {
-      dump["tokens"].push_back(mb.tokens);
-      dump["labels"].push_back(mb.labels);
-    }
-  }
-  double timed = 0;
-  for (int64_t it = first; it <= iterations; ++it) {
+
+  void iteration(int64_t it) {
     const auto t0 = Clock::now();
-    const double rate = lr.lr_at(it - 1);
-    runner.begin_iteration(it, rate, rank_batch(*data, job, grid, rank, it - 1));
+    const bool first = it == report_.first_iteration;
+    const double rate = lr_.lr_at(it - 1);
+    runner_.begin_iteration(it, rate, rank_batch(*data_, job_, grid_, rank_, it - 1));
     std::vector<std::string> trace;
-    const ExecutionStats stats = executor.run(program, runner, options.trace_ops && it == 1 ? &trace : nullptr);
-    const IterationTotals totals = runner.end_iteration();
+    const ExecutionStats stats = executor_.run(program_, runner_, options_.trace_ops && first ? &trace : nullptr);
+    const IterationTotals totals = runner_.end_iteration();
     const double sums_in[2] = {totals.loss_sum, totals.tokens};
-    const std::vector<double> sums = comm.world_sum(sums_in);
+    const std::vector<double> sums = comm_.world_sum(sums_in);
     TANDEM_CHECK_MSG(sums[1] > 0, "no loss was computed in iteration " << it);
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    report.losses.push_back(sums[0] / sums[1]);
-    report.grad_norms.push_back(totals.grad_norm);
-    report.lrs.push_back(rate);
-    report.iteration_times_s.push_back(seconds);
-    report.program_peak_bytes = stats.peak_bytes;
-    if (it > first) timed += seconds;
-    if (options.dump_first_step && it == 1) {
-      dump["loss"] = report.losses.back();
-      dump["grads"] = dump_params(device, params, true);
-      report.first_step = dump.dump();
+    report_.losses.push_back(sums[0] / sums[1]);
+    report_.grad_norms.push_back(totals.grad_norm);
+    report_.lrs.push_back(rate);
+    report_.iteration_times_s.push_back(seconds);
+    report_.program_peak_bytes = stats.peak_bytes;
+    if (!first) timed_ += seconds;
+    if (options_.dump_first_step && first) {
+      dump_["loss"] = report_.losses.back();
+      dump_["grads"] = dump_params(device_, params_, true);
+      report_.first_step = dump_.dump();
     }
-    if (options.trace_ops && it == 1) {
-      std::string text = "# rank " + std::to_string(rank) + "\n";
+    if (options_.trace_ops && first) {
+      std::string text = "# rank " + std::to_string(rank_) + "\n";
       for (const std::string& line : trace) text += line + "\n";
-      for (const std::string& part : comm.gather_to_root(text)) report.op_trace += part;
+      for (const std::string& part : comm_.gather_to_root(text)) report_.op_trace += part;
     }
-    if (!tr.save.empty() && ((tr.save_interval > 0 && it % tr.save_interval == 0) || it == iterations)) {
-      save_checkpoint(tr.save, it, params, device, comm);
-      if (options.log && rank == 0) options.log("saved checkpoint " + tr.save + " at iteration " + std::to_string(it));
+    const auto& t = job_.training;
+    if (!t.save.empty() && ((t.save_interval > 0 && it % t.save_interval == 0) || it == iterations_)) {
+      save_checkpoint(t.save, it, params_, device_, comm_);
+      log("saved checkpoint " + t.save + " at iteration " + std::to_string(it));
     }
-    const int64_t interval = std::max<int64_t>(1, job.training.log_interval);
-    if (options.log && rank == 0 && (it % interval == 0 || it == iterations))
-      options.log(iteration_line(it, iterations, seconds * 1e3, rate, gbs, report.losses.back(), totals.grad_norm,
-                                 double(report.tokens_per_iteration) / seconds));
+    if (it % std::max<int64_t>(1, t.log_interval) == 0 || it == iterations_)
+      log(iteration_line(it, iterations_, seconds * 1e3, rate, gbs_, report_.losses.back(), totals.grad_norm,
+                         double(report_.tokens_per_iteration) / seconds));
   }
-  report.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
-  const int64_t ran = static_cast<int64_t>(report.losses.size());
-  if (ran == 0) return report;
-  const double steady = ran > 1 ? timed : report.iteration_times_s.front();
-  report.tokens_per_s = double(report.tokens_per_iteration) * double(ran > 1 ? ran - 1 : 1) / steady;
-  return report;
+
+  const Job& job_;
+  Device& device_;
+  Communicator& comm_;
+  const TrainOptions& options_;
+  const ParallelGrid grid_;
+  const Schedule schedule_;
+  const int64_t rank_;
+  const RankProgram program_;
+  ParamStore params_;
+  ModelRunner runner_;
+  ProgramExecutor executor_;
+  const int64_t iterations_;
+  const LrSchedule lr_;
+  std::unique_ptr<DataSource> data_;
+  int64_t gbs_ = 1;
+  double timed_ = 0;
+  TrainReport report_;
+  nlohmann::json dump_;
+};
+
+}  // namespace
+
+TrainReport train(const Job& job, Device& device, Communicator& comm, const TrainOptions& options) {
+  return TrainingRun(job, device, comm, options).run();
 }
 
 }  // namespace tandem::exec
