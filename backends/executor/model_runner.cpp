@@ -140,6 +140,7 @@ void ModelRunner::on_free(const Buffer& buffer) {
     routing_.erase({layer, mb});
     plans_.erase({layer, mb});
     counts_.erase({layer, mb});
+    gathered_plans_.erase({layer, mb});
   } else if (n.rfind("act/embedding/", 0) == 0) {
     drop(kEmbedding, mb);
   } else if (n.rfind("act/head/", 0) == 0) {
@@ -212,6 +213,7 @@ void ModelRunner::begin_iteration(int64_t step, double lr, std::vector<Microbatc
   routing_.clear();
   plans_.clear();
   counts_.clear();
+  gathered_plans_.clear();
   mirror_inbox_.assign(static_cast<size_t>(schedule_.num_chunks()), DeviceTensor{});
   params_.zero_grads();
 }
@@ -223,6 +225,7 @@ IterationTotals ModelRunner::end_iteration() {
   routing_.clear();
   plans_.clear();
   counts_.clear();
+  gathered_plans_.clear();
   return totals_;
 }
 

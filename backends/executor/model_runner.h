@@ -162,6 +162,12 @@ class ModelRunner final : public InstructionHandler {
   void moe_add(const Instruction& ins);
   DeviceTensor to_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
   DeviceTensor from_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
+  void allgather_dispatch(const Instruction& ins);   // allgather dispatcher's collectives
+  bool alltoall() const { return dims_.dispatcher != TokenDispatcher::AllGather; }
+  // Tokens moved between ranks by this layer's dispatcher (else every expert is local).
+  bool exchanged() const { return alltoall() ? dims_.ep > 1 : dims_.ep * dims_.etp > 1; }
+  const PermutationPlan& expert_plan(int32_t layer, int32_t mb) const;   // the plan of the expert rows
+  std::vector<int64_t> expert_counts(int32_t layer, int32_t mb) const;   // rows per local expert
 
   Device& device_;
   Communicator& comm_;
@@ -185,6 +191,7 @@ class ModelRunner final : public InstructionHandler {
   std::map<std::tuple<int32_t, int32_t>, RoutingResult> routing_;      // (layer, mb)
   std::map<std::tuple<int32_t, int32_t>, PermutationPlan> plans_;      // (layer, mb)
   std::map<std::tuple<int32_t, int32_t>, std::vector<int64_t>> counts_;   // (layer, mb) received rows per source
+  std::map<std::tuple<int32_t, int32_t>, PermutationPlan> gathered_plans_;   // allgather: local experts' rows
 
   // Iteration state.
   int64_t step_ = 0;

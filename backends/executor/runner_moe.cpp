@@ -1,4 +1,4 @@
-// ModelRunner, the MoE block (program/lower_moe.cpp) with the all-to-all token dispatcher:
+// ModelRunner, the MoE block (program/lower_moe.cpp). The all-to-all token dispatcher:
 //
 //   ln2 [T, h] -router-> moe.logits [T, E] + routing (host: experts, kept, counts; probs [T, k])
 //   -permute-> moe.perm [N, h] (expert-major, N kept copies)
@@ -11,6 +11,14 @@
 // and are regrouped per local expert (Megatron's sort_chunks_by_idxs). Without EP the
 // collectives are absent and the local experts are all experts. Backward mirrors it:
 // unpermute -> combine-grad-a2a -> experts -> dispatch-grad-a2a -> permute -> router (+ aux loss).
+//
+// The all-gather dispatcher (Megatron's default) over the expert tensor-and-expert group:
+//   ln2 [T, h] -dispatch-ag-> moe.x_full [T x TPxEP, h] (+ everyone's routing) -permute (the copies
+//   routed to this rank's experts)-> moe.in -experts-> moe.out_local -unpermute (x probs)->
+//   moe.y_full [T x TPxEP, h] -combine-rs-> moe.out [T, h]
+// With expert tensor parallelism the experts' fc1 is column- and fc2 row-split over ETP; the
+// reduce-scatter then also sums the ETP partial outputs. Its backward reduce-scatters the token
+// and the routing-weight gradients (dispatch-grad-rs).
 #include <numeric>
 
 #include "backends/executor/model_runner.h"
@@ -48,9 +56,9 @@ static std::vector<int64_t> local_counts(const std::vector<int64_t>& from_source
 
 void ModelRunner::router(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  if (dims_.etp > 1) throw UserError("expert tensor parallelism is not supported by real backends yet (pass --expert-tensor-parallel-size 1)");
-  if (dims_.dispatcher != TokenDispatcher::AllToAll && dims_.ep * dims_.etp > 1)
-    throw UserError("real backends implement the alltoall MoE dispatcher (pass --moe-token-dispatcher-type alltoall)");
+  if (alltoall() && dims_.etp > 1)
+    throw UserError("expert tensor parallelism with the alltoall MoE dispatcher is not supported by real backends yet "
+                    "(use --moe-token-dispatcher-type allgather or --expert-tensor-parallel-size 1)");
   if (settings_.aux_loss_coeff > 0 && (dims_.t > 1 || dims_.cp > 1))
     throw UserError("--moe-aux-loss-coeff with TP or CP needs routing counts summed over TP x CP; not supported by real backends yet");
   const DeviceTensor& x = at(L, mb, "ln2");
@@ -65,36 +73,72 @@ void ModelRunner::router(const Instruction& ins) {
 
 void ModelRunner::permute(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const PermutationPlan& plan = plans_.at({L, mb});
+  const bool gathered = !alltoall() && exchanged();
+  const PermutationPlan& plan = expert_plan(L, mb);
   DeviceTensor out = fresh({static_cast<int64_t>(plan.source.size()), dims_.h});
-  device_.permute_forward(at(L, mb, "ln2"), plan, out);
-  put(L, mb, "moe.perm", out);
+  device_.permute_forward(at(L, mb, gathered ? "moe.x_full" : "ln2"), plan, out);
+  put(L, mb, gathered ? "moe.in" : "moe.perm", out);
 }
+
+const PermutationPlan& ModelRunner::expert_plan(int32_t L, int32_t mb) const {
+  return !alltoall() && exchanged() ? gathered_plans_.at({L, mb}) : plans_.at({L, mb});
+}
+
+std::vector<int64_t> ModelRunner::expert_counts(int32_t L, int32_t mb) const {
+  if (alltoall() && exchanged()) return local_counts(counts_.at({L, mb}), dims_.experts / dims_.ep);
+  return expert_plan(L, mb).tokens_per_expert;
+}
+
+// Names of the MoE slots for this layer's dispatcher (see the file comment).
+namespace {
+struct MoeSlots {
+  const char* y_perm;      // expert outputs in permuted order, unpermute's input
+  const char* unpermuted;  // unpermute's output
+  const char* probs_src;   // "" = the local routing's probs
+  const char* dy;          // unpermute's output gradient
+  const char* d_expert;    // unpermute's input gradient (expert-row order)
+  const char* d_probs;     // routing-weight gradient
+  const char* d_perm;      // permute's output gradient
+  const char* d_tokens;    // permute's input gradient
+};
+MoeSlots moe_slots(bool alltoall, bool exchanged) {
+  if (!alltoall && exchanged)
+    return {"moe.out_local", "moe.y_full", "moe.probs_full", "moe.d_y_full", "moe.d_out_local", "moe.d_probs_full",
+            "moe.d_in_local", "moe.d_x_full"};
+  if (alltoall && exchanged)
+    return {"moe.y_perm", "moe.out", "", "g_mlp", "moe.d_y_perm", "moe.d_probs", "moe.d_perm", "moe.d_x_perm"};
+  return {"moe.out_local", "moe.out", "", "g_mlp", "moe.d_y_perm", "moe.d_probs", "moe.d_in_local", "moe.d_x_perm"};
+}
+}  // namespace
 
 void ModelRunner::unpermute(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const DeviceTensor& y_perm = at(L, mb, dims_.ep > 1 ? "moe.y_perm" : "moe.out_local");
-  DeviceTensor out = fresh({plans_.at({L, mb}).tokens, dims_.h});
-  device_.unpermute_forward(y_perm, plans_.at({L, mb}), routing_.at({L, mb}).probs, out);
-  put(L, mb, "moe.out", out);
+  const MoeSlots n = moe_slots(alltoall(), exchanged());
+  const PermutationPlan& plan = expert_plan(L, mb);
+  const DeviceTensor probs = *n.probs_src ? at(L, mb, n.probs_src) : routing_.at({L, mb}).probs;
+  DeviceTensor out = fresh({plan.tokens, dims_.h});
+  device_.unpermute_forward(at(L, mb, n.y_perm), plan, probs, out);
+  put(L, mb, n.unpermuted, out);
 }
 
 void ModelRunner::unpermute_grad(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const DeviceTensor& y_perm = at(L, mb, dims_.ep > 1 ? "moe.y_perm" : "moe.out_local");
-  const RoutingResult& r = routing_.at({L, mb});
-  DeviceTensor d_perm = fresh(y_perm.shape), d_probs = fresh(r.probs.shape);
-  device_.unpermute_backward(y_perm, plans_.at({L, mb}), r.probs, at(L, mb, "g_mlp"), d_perm, d_probs);
-  put(L, mb, "moe.d_y_perm", d_perm);
-  put(L, mb, "moe.d_probs", d_probs);
+  const MoeSlots n = moe_slots(alltoall(), exchanged());
+  const DeviceTensor& y_perm = at(L, mb, n.y_perm);
+  const DeviceTensor probs = *n.probs_src ? at(L, mb, n.probs_src) : routing_.at({L, mb}).probs;
+  DeviceTensor d_perm = fresh(y_perm.shape), d_probs = fresh(probs.shape);
+  device_.unpermute_backward(y_perm, expert_plan(L, mb), probs, at(L, mb, n.dy), d_perm, d_probs);
+  put(L, mb, n.d_expert, d_perm);
+  put(L, mb, n.d_probs, d_probs);
 }
 
 void ModelRunner::permute_grad(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const PermutationPlan& plan = plans_.at({L, mb});
+  const MoeSlots n = moe_slots(alltoall(), exchanged());
+  const PermutationPlan& plan = expert_plan(L, mb);
   DeviceTensor dx = fresh({plan.tokens, dims_.h});
-  device_.permute_backward(at(L, mb, dims_.ep > 1 ? "moe.d_perm" : "moe.d_in_local"), plan, dx);
-  put(L, mb, "moe.d_x_perm", dx);
+  device_.permute_backward(at(L, mb, n.d_perm), plan, dx);
+  put(L, mb, n.d_tokens, dx);
 }
 
 void ModelRunner::router_grad(const Instruction& ins) {
@@ -130,10 +174,9 @@ void ModelRunner::moe_add(const Instruction& ins) {
 
 void ModelRunner::expert_gemm(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const std::vector<int64_t> counts = dims_.ep > 1 ? local_counts(counts_.at({L, mb}), dims_.experts / dims_.ep)
-                                                   : plans_.at({L, mb}).tokens_per_expert;
+  const std::vector<int64_t> counts = expert_counts(L, mb);
   const bool fc1 = is(ins, "expert-fc1");
-  const DeviceTensor& x = at(L, mb, fc1 ? (dims_.ep > 1 ? "moe.in" : "moe.perm") : "moe.act");
+  const DeviceTensor& x = at(L, mb, fc1 ? (exchanged() ? "moe.in" : "moe.perm") : "moe.act");
   const Param& w = params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2);
   DeviceTensor y = fresh({x.dim(0), w.shape[2]});
   device_.grouped_gemm_forward(x, w.value, counts, y);
@@ -142,10 +185,9 @@ void ModelRunner::expert_gemm(const Instruction& ins) {
 
 void ModelRunner::expert_gemm_grad_input(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const std::vector<int64_t> counts = dims_.ep > 1 ? local_counts(counts_.at({L, mb}), dims_.experts / dims_.ep)
-                                                   : plans_.at({L, mb}).tokens_per_expert;
+  const std::vector<int64_t> counts = expert_counts(L, mb);
   const bool fc1 = is(ins, "expert-fc1");
-  const DeviceTensor& dy = at(L, mb, fc1 ? "moe.d_fc1" : (dims_.ep > 1 ? "moe.d_out_local" : "moe.d_y_perm"));
+  const DeviceTensor& dy = at(L, mb, fc1 ? "moe.d_fc1" : (exchanged() ? "moe.d_out_local" : "moe.d_y_perm"));
   const Param& w = params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2);
   DeviceTensor dx = fresh({dy.dim(0), w.shape[1]});
   device_.grouped_gemm_grad_input(dy, w.value, counts, dx);
@@ -159,11 +201,10 @@ void ModelRunner::expert_gemm_grad_weight(const Instruction& ins) {
                              params_.get(L, ParamSlot::Router).grad, {});
     return;
   }
-  const std::vector<int64_t> counts = dims_.ep > 1 ? local_counts(counts_.at({L, mb}), dims_.experts / dims_.ep)
-                                                   : plans_.at({L, mb}).tokens_per_expert;
+  const std::vector<int64_t> counts = expert_counts(L, mb);
   const bool fc1 = is(ins, "expert-fc1");
-  const DeviceTensor& x = at(L, mb, fc1 ? (dims_.ep > 1 ? "moe.in" : "moe.perm") : "moe.act");
-  const DeviceTensor& dy = at(L, mb, fc1 ? "moe.d_fc1" : (dims_.ep > 1 ? "moe.d_out_local" : "moe.d_y_perm"));
+  const DeviceTensor& x = at(L, mb, fc1 ? (exchanged() ? "moe.in" : "moe.perm") : "moe.act");
+  const DeviceTensor& dy = at(L, mb, fc1 ? "moe.d_fc1" : (exchanged() ? "moe.d_out_local" : "moe.d_y_perm"));
   device_.grouped_gemm_grad_weight(x, dy, counts, params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2).grad);
 }
 
@@ -225,13 +266,93 @@ DeviceTensor ModelRunner::from_experts(int32_t L, int32_t mb, const DeviceTensor
 
 void ModelRunner::moe_collective(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
+  if (!alltoall()) return allgather_dispatch(ins);
   if (ins.kind != OpKind::AllToAllV)
-    throw UserError("the allgather MoE dispatcher across ranks and expert tensor parallelism are not supported by "
-                    "real backends yet (" + op_trace_line(ins) + ")");
+    throw UserError("expert tensor parallelism with the alltoall dispatcher is not supported by real backends yet (" +
+                    op_trace_line(ins) + ")");
   if (is(ins, "dispatch-a2a")) put(L, mb, "moe.in", to_experts(L, mb, at(L, mb, "moe.perm")));
   else if (is(ins, "combine-a2a")) put(L, mb, "moe.y_perm", from_experts(L, mb, at(L, mb, "moe.out_local")));
   else if (is(ins, "combine-grad-a2a")) put(L, mb, "moe.d_out_local", to_experts(L, mb, at(L, mb, "moe.d_y_perm")));
   else put(L, mb, "moe.d_perm", from_experts(L, mb, at(L, mb, "moe.d_in_local")));
+}
+
+// ---- all-gather dispatcher ---------------------------------------------------------------------
+
+namespace {
+
+// Rows of the gathered tokens routed to experts [first, first + count), grouped by expert.
+PermutationPlan local_plan(const std::vector<float>& routing, int64_t tokens, int64_t k, int64_t first, int64_t count) {
+  PermutationPlan plan;
+  plan.tokens = tokens;
+  plan.topk = k;
+  plan.tokens_per_expert.assign(static_cast<size_t>(count), 0);
+  for (int64_t e = 0; e < count; ++e)
+    for (int64_t i = 0; i < tokens * k; ++i) {
+      const int64_t t = i / k, slot = i % k;
+      const float* row = routing.data() + t * 3 * k;
+      if (row[k + slot] > 0.5f && static_cast<int64_t>(row[slot]) == first + e) {
+        plan.source.push_back(i);
+        ++plan.tokens_per_expert[static_cast<size_t>(e)];
+      }
+    }
+  return plan;
+}
+
+}  // namespace
+
+void ModelRunner::allgather_dispatch(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const ParallelGroup g = ParallelGroup::ExpertTpEp;
+  const int64_t members = comm_.group_size(g), k = dims_.topk, h = dims_.h;
+  if (is(ins, "dispatch-ag")) {   // tokens and routing of every member
+    const DeviceTensor& x = at(L, mb, "ln2");
+    const int64_t T = x.dim(0);
+    DeviceTensor full = fresh({T * members, h});
+    comm_.all_gather(g, x, full);
+    check_bytes(ins, full.numel());
+    put(L, mb, "moe.x_full", full);
+    const RoutingResult& r = routing_.at({L, mb});
+    std::vector<float> mine(static_cast<size_t>(T * 3 * k));   // per token [experts | kept | probs]
+    const std::vector<float> probs = device_.to_host(r.probs);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t s = 0; s < k; ++s) {
+        const size_t i = static_cast<size_t>(t * k + s), row = static_cast<size_t>(t * 3 * k);
+        mine[row + static_cast<size_t>(s)] = static_cast<float>(r.expert[i]);
+        mine[row + static_cast<size_t>(k + s)] = r.kept[i] ? 1.0f : 0.0f;
+        mine[row + static_cast<size_t>(2 * k + s)] = probs[i];
+      }
+    DeviceTensor local = fresh({T, 3 * k}), all = fresh({T * members, 3 * k});
+    device_.upload(mine, local);
+    comm_.all_gather(g, local, all);
+    const std::vector<float> routing = device_.to_host(all);
+    const int64_t el = dims_.experts / dims_.ep;
+    gathered_plans_[{L, mb}] = local_plan(routing, T * members, k, grid_.expert_coord(rank_).ep * el, el);
+    DeviceTensor probs_full = fresh({T * members, k});
+    device_.copy_columns(all, 2 * k, probs_full);
+    put(L, mb, "moe.probs_full", probs_full);
+  } else if (is(ins, "combine-rs")) {   // token outputs back to their owners, ETP partials summed
+    const DeviceTensor& y = at(L, mb, "moe.y_full");
+    DeviceTensor out = fresh({y.dim(0) / members, h});
+    comm_.reduce_scatter(g, y, out);
+    check_bytes(ins, y.numel());
+    put(L, mb, "moe.out", out);
+  } else if (is(ins, "combine-grad-ag")) {
+    const DeviceTensor& dy = at(L, mb, "g_mlp");
+    DeviceTensor full = fresh({dy.dim(0) * members, h});
+    comm_.all_gather(g, dy, full);
+    check_bytes(ins, full.numel());
+    put(L, mb, "moe.d_y_full", full);
+  } else {   // dispatch-grad-rs: token gradients and routing-weight gradients to their owners
+    const DeviceTensor& dx = at(L, mb, "moe.d_x_full");
+    DeviceTensor out = fresh({dx.dim(0) / members, h});
+    comm_.reduce_scatter(g, dx, out);
+    check_bytes(ins, dx.numel());
+    put(L, mb, "moe.d_x_perm", out);
+    const DeviceTensor& dp = at(L, mb, "moe.d_probs_full");
+    DeviceTensor mine = fresh({dp.dim(0) / members, k});
+    comm_.reduce_scatter(g, dp, mine);
+    put(L, mb, "moe.d_probs", mine);
+  }
 }
 
 }  // namespace tandem::exec

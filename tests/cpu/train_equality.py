@@ -32,6 +32,9 @@ MODELS = {
            "--num-experts 4 --moe-router-topk 2 --moe-ffn-hidden-size 64 --moe-token-dispatcher-type alltoall "
            "--moe-aux-loss-coeff 0.01",
 }
+# The same MoE with Megatron's default all-gather dispatcher, no aux loss (so TP layouts apply).
+MODELS["moe-ag"] = MODELS["moe"].replace("alltoall", "allgather").replace("--moe-aux-loss-coeff 0.01",
+                                                                          "--moe-shared-expert-intermediate-size 64")
 
 TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 10 --lr 1e-3 --min-lr 1e-4 "
             "--lr-decay-style cosine --lr-warmup-iters 2 --seed 1234 --init-method-std 0.02 --mock-data "
@@ -51,6 +54,8 @@ LAYOUTS = {
     "ep4": (4, "--expert-model-parallel-size 4"),
     "ep2-pp2": (4, f"--expert-model-parallel-size 2 {PP} 2"),
     "tp2-sp-ep2": (4, f"{TP} 2 --sequence-parallel --expert-model-parallel-size 2 --expert-tensor-parallel-size 1"),
+    "tp2-sp-etp2": (2, f"{TP} 2 --sequence-parallel"),
+    "tp2-sp-etp2-ep2": (4, f"{TP} 2 --sequence-parallel --expert-model-parallel-size 2"),
     "tp2-pp2-dp2": (8, f"{TP} 2 {PP} 2 --sequence-parallel {DP}"),
     "interleaved-pp2x2": (2, f"{PP} 2 --num-layers-per-virtual-pipeline-stage 1"),
     "recompute-full": (2, f"{PP} 2 --recompute-granularity full --recompute-method uniform --recompute-num-layers 1"),
