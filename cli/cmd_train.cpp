@@ -107,6 +107,7 @@ nlohmann::json report_json(const Job& job, const exec::TrainReport& r, int world
           {"losses", r.losses},
           {"grad_norms", r.grad_norms},
           {"lrs", r.lrs},
+          {"eval_losses", r.eval_losses},
           {"iteration_times_s", r.iteration_times_s},
           {"elapsed_s", r.elapsed_s},
           {"tokens_per_iteration", r.tokens_per_iteration},

@@ -9,9 +9,10 @@ namespace {
 
 class MockData final : public DataSource {
  public:
-  MockData(int64_t seed, int64_t s, int64_t vocab) : seed_(seed), s_(s), vocab_(vocab) {}
+  MockData(int64_t seed, int64_t s, int64_t vocab, DataSplit split)
+      : seed_(seed), s_(s), vocab_(vocab), stream_(split == DataSplit::Train ? "mock-data" : "mock-data-valid") {}
   std::vector<int32_t> sample(int64_t index) override {
-    uint64_t state = stream_seed(seed_, "mock-data") ^ static_cast<uint64_t>(index);
+    uint64_t state = stream_seed(seed_, stream_) ^ static_cast<uint64_t>(index);
     const int64_t start = static_cast<int64_t>(splitmix64(state) % static_cast<uint64_t>(vocab_));
     const int64_t stride = 1 + static_cast<int64_t>(splitmix64(state) % 7);
     std::vector<int32_t> out(static_cast<size_t>(s_ + 1));
@@ -21,13 +22,14 @@ class MockData final : public DataSource {
 
  private:
   int64_t seed_, s_, vocab_;
+  const char* stream_;
 };
 
 }  // namespace
 
-std::unique_ptr<DataSource> make_mock_data(int64_t seed, int64_t seq_length, int64_t vocab_size) {
+std::unique_ptr<DataSource> make_mock_data(int64_t seed, int64_t seq_length, int64_t vocab_size, DataSplit split) {
   if (vocab_size <= 0) throw_field_error("vocab_size", vocab_size, "must be positive for --mock-data");
-  return std::make_unique<MockData>(seed, seq_length, vocab_size);
+  return std::make_unique<MockData>(seed, seq_length, vocab_size, split);
 }
 
 std::vector<int32_t> context_parallel_positions(int64_t cp_rank, int64_t cp, int64_t s) {

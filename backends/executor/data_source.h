@@ -17,6 +17,8 @@
 
 namespace tandem::exec {
 
+enum class DataSplit { Train, Valid };
+
 class DataSource {
  public:
   virtual ~DataSource() = default;
@@ -26,7 +28,9 @@ class DataSource {
 // --mock-data: a deterministic synthetic stream from --seed. Sample k is an arithmetic
 // progression modulo the vocabulary with start and stride drawn from (seed, k): learnable,
 // reproducible, the same on every layout.
-std::unique_ptr<DataSource> make_mock_data(int64_t seed, int64_t seq_length, int64_t vocab_size);
+// The validation split is another stream of the same kind.
+std::unique_ptr<DataSource> make_mock_data(int64_t seed, int64_t seq_length, int64_t vocab_size,
+                                           DataSplit split = DataSplit::Train);
 
 // Global positions of CP rank r's rows: chunks r and 2CP-1-r of s / (2 CP) positions each.
 std::vector<int32_t> context_parallel_positions(int64_t cp_rank, int64_t cp, int64_t seq_length);

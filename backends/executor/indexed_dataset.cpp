@@ -140,19 +140,24 @@ void shuffle(std::vector<int64_t>& v, uint64_t seed) {
 
 class IndexedDataset final : public DataSource {
  public:
-  IndexedDataset(const std::string& prefix, int64_t s, int64_t vocab, const std::string& split, int64_t seed)
+  IndexedDataset(const std::string& prefix, int64_t s, int64_t vocab, const std::string& split, int64_t seed,
+                 DataSplit which)
       : bin_path_(prefix + ".bin"), bin_(bin_path_), s_(s), vocab_(vocab), seed_(seed) {
     index_ = read_index(prefix + ".idx", bin_.size(), bin_path_);
     const std::vector<double> w = split_weights(split);
     const int64_t docs = std::max<int64_t>(0, static_cast<int64_t>(index_.documents.size()) - 1);
-    const int64_t train_docs = static_cast<int64_t>(double(docs) * w[0] / (w[0] + w[1] + w[2]) + 0.5);
-    for (int64_t d = 0; d < train_docs; ++d) {
+    const double total = w[0] + w[1] + w[2];
+    const int64_t train_docs = static_cast<int64_t>(double(docs) * w[0] / total + 0.5);
+    const int64_t valid_end = static_cast<int64_t>(double(docs) * (w[0] + w[1]) / total + 0.5);
+    const int64_t lo = which == DataSplit::Train ? 0 : train_docs, hi = which == DataSplit::Train ? train_docs : valid_end;
+    const char* name = which == DataSplit::Train ? "training" : "validation";
+    for (int64_t d = lo; d < hi; ++d) {
       for (int64_t q = index_.documents[static_cast<size_t>(d)]; q < index_.documents[static_cast<size_t>(d) + 1]; ++q)
         sequences_.push_back(q);
     }
     for (int64_t q : sequences_) tokens_ += index_.lengths[static_cast<size_t>(q)];
     if (tokens_ < s + 1)
-      throw UserError("--data-path " + prefix + ": the training split holds " + std::to_string(tokens_) +
+      throw UserError("--data-path " + prefix + ": the " + name + " split holds " + std::to_string(tokens_) +
                       " tokens, fewer than one sample of " + std::to_string(s + 1));
     per_epoch_ = (tokens_ - 1) / s;
   }
@@ -220,10 +225,10 @@ class IndexedDataset final : public DataSource {
 }  // namespace
 
 std::unique_ptr<DataSource> open_indexed_dataset(const std::string& prefix, int64_t seq_length, int64_t vocab_size,
-                                                 const std::string& split, int64_t seed) {
+                                                 const std::string& split, int64_t seed, DataSplit which) {
   if (prefix.find(' ') != std::string::npos)
     throw_field_error("data_path", prefix, "blends of several datasets are not supported yet (give one PREFIX)");
-  return std::make_unique<IndexedDataset>(prefix, seq_length, vocab_size, split, seed);
+  return std::make_unique<IndexedDataset>(prefix, seq_length, vocab_size, split, seed, which);
 }
 
 }  // namespace tandem::exec

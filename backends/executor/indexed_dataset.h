@@ -24,7 +24,9 @@
 
 namespace tandem::exec {
 
+// `which`: the train or the validation documents of --split.
 std::unique_ptr<DataSource> open_indexed_dataset(const std::string& prefix, int64_t seq_length, int64_t vocab_size,
-                                                 const std::string& split, int64_t seed);
+                                                 const std::string& split, int64_t seed,
+                                                 DataSplit which = DataSplit::Train);
 
 }  // namespace tandem::exec

@@ -201,9 +201,10 @@ const MicrobatchData& ModelRunner::data(const Instruction& ins) const {
 
 bool ModelRunner::moe_layer(int32_t layer) const { return is_moe_layer(job_.model, layer); }
 
-void ModelRunner::begin_iteration(int64_t step, double lr, std::vector<MicrobatchData> batch) {
+void ModelRunner::begin_iteration(int64_t step, double lr, std::vector<MicrobatchData> batch, bool update) {
   step_ = step;
   lr_ = lr;
+  update_ = update;
   batch_ = std::move(batch);
   totals_ = IterationTotals{};
   norms_ready_ = false;

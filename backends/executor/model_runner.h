@@ -65,8 +65,9 @@ class ModelRunner final : public InstructionHandler {
   ModelRunner(Device& device, Communicator& comm, ParamStore& params, const Job& job, const ParallelGrid& grid,
               const Schedule& schedule, int64_t rank, RunnerSettings settings);
 
-  // batch[mb] for every microbatch of the iteration; step is the 1-based optimizer step.
-  void begin_iteration(int64_t step, double lr, std::vector<MicrobatchData> batch);
+  // batch[mb] for every microbatch of the iteration; step is the 1-based optimizer step. With
+  // update = false (evaluation) the program runs whole but its optimizer step changes nothing.
+  void begin_iteration(int64_t step, double lr, std::vector<MicrobatchData> batch, bool update = true);
   IterationTotals end_iteration();
 
   bool execute(const Instruction& ins, int32_t index) override;
@@ -196,6 +197,7 @@ class ModelRunner final : public InstructionHandler {
   // Iteration state.
   int64_t step_ = 0;
   double lr_ = 0;
+  bool update_ = true;
   std::vector<MicrobatchData> batch_;
   IterationTotals totals_;
   bool norms_ready_ = false;

@@ -2,6 +2,7 @@
 #include "backends/executor/trainer.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -201,6 +202,33 @@ class TrainingRun {
     if (it % std::max<int64_t>(1, t.log_interval) == 0 || it == iterations_)
       log(iteration_line(it, iterations_, seconds * 1e3, rate, gbs_, report_.losses.back(), totals.grad_norm,
                          double(report_.tokens_per_iteration) / seconds));
+    if (t.eval_interval > 0 && t.eval_iters > 0 && it % t.eval_interval == 0) evaluate(it);
+  }
+
+  // Megatron's evaluate(): eval_iters batches of the validation split, continuing its stream.
+  void evaluate(int64_t it) {
+    const auto& t = job_.training;
+    if (!valid_)
+      valid_ = t.data_path.empty()
+                   ? make_mock_data(t.seed, job_.model.seq_length, job_.model.vocab_size, DataSplit::Valid)
+                   : open_indexed_dataset(t.data_path, job_.model.seq_length, job_.model.vocab_size, t.split, t.seed,
+                                          DataSplit::Valid);
+    double sum = 0, count = 0;
+    for (int64_t e = 0; e < t.eval_iters; ++e) {
+      runner_.begin_iteration(it, 0.0, rank_batch(*valid_, job_, grid_, rank_, eval_batches_++), false);
+      executor_.run(program_, runner_, nullptr);
+      const IterationTotals totals = runner_.end_iteration();
+      const double in[2] = {totals.loss_sum, totals.tokens};
+      const std::vector<double> out = comm_.world_sum(in);
+      sum += out[0];
+      count += out[1];
+    }
+    const double loss = sum / count;
+    report_.eval_losses.emplace_back(it, loss);
+    char buf[160];
+    std::snprintf(buf, sizeof buf, " validation loss at iteration %lld | lm loss value: %.6E | lm loss PPL: %.6E",
+                  static_cast<long long>(it), loss, std::exp(loss));
+    log(buf);
   }
 
   const Job& job_;
@@ -216,7 +244,8 @@ class TrainingRun {
   ProgramExecutor executor_;
   const int64_t iterations_;
   const LrSchedule lr_;
-  std::unique_ptr<DataSource> data_;
+  std::unique_ptr<DataSource> data_, valid_;
+  int64_t eval_batches_ = 0;
   int64_t gbs_ = 1;
   double timed_ = 0;
   TrainReport report_;

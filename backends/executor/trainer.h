@@ -4,10 +4,13 @@
 // program (ProgramExecutor + ModelRunner) and report loss, learning rate and gradient norm.
 // Backend-neutral: the caller supplies the Device and the Communicator. Checkpoints follow the
 // job's save / save_interval / load (Megatron semantics: resume from the latest under --load,
-// save every save_interval iterations and at the end).
+// save every save_interval iterations and at the end). Every eval_interval iterations the
+// program runs eval_iters times on validation batches without updating anything (the CPU
+// backend has no forward-only program: the backward runs and its gradients are discarded).
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/executor/communicator.h"
@@ -27,6 +30,7 @@ struct TrainOptions {
 struct TrainReport {
   int64_t first_iteration = 1;      // > 1 when resumed from a checkpoint (--load)
   std::vector<double> losses, grad_norms, lrs, iteration_times_s;   // [iteration - first_iteration]
+  std::vector<std::pair<int64_t, double>> eval_losses;              // (iteration, validation loss)
   double elapsed_s = 0;
   double tokens_per_s = 0;          // over the iterations after the first
   int64_t tokens_per_iteration = 0;

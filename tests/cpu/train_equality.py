@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Parallel layouts train exactly like one rank: `tandem train --backend cpu` on a tiny model,
-10 iterations, fixed seed; the loss and grad-norm sequences of the layout must equal those of
-single-rank training to a relative tolerance (default 1e-5).
+10 iterations, fixed seed; the loss and grad-norm sequences (and the validation losses at
+iterations 5 and 10) of the layout must equal those of single-rank training to a relative
+tolerance (default 1e-5).
 
 usage: train_equality.py --tandem BIN --model llama|gpt|moe --layout NAME [--ranks N]
        [--tolerance 1e-5] [-- EXTRA_MEGATRON_FLAGS...]
@@ -38,7 +39,8 @@ MODELS["moe-ag"] = MODELS["moe"].replace("alltoall", "allgather").replace("--moe
 
 TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 10 --lr 1e-3 --min-lr 1e-4 "
             "--lr-decay-style cosine --lr-warmup-iters 2 --seed 1234 --init-method-std 0.02 --mock-data "
-            "--hidden-dropout 0 --attention-dropout 0 --clip-grad 1.0 --weight-decay 0.1 --log-interval 5")
+            "--hidden-dropout 0 --attention-dropout 0 --clip-grad 1.0 --weight-decay 0.1 --log-interval 5 "
+            "--eval-interval 5 --eval-iters 1")
 
 TP, PP, DP = "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--use-distributed-optimizer"
 LAYOUTS = {
@@ -118,6 +120,8 @@ def main():
         got = train(args.tandem, ranks, base + " " + layout_flags, workdir, args.layout)
     bad = compare("loss", ref["losses"], got["losses"], args.tolerance)
     bad += compare("grad norm", ref["grad_norms"], got["grad_norms"], args.tolerance)
+    bad += compare("validation loss", [v for _, v in ref["eval_losses"]], [v for _, v in got["eval_losses"]],
+                   args.tolerance)
     if ref["lrs"] != got["lrs"]:
         bad.append("  learning rates differ")
     if ref["losses"][-1] >= ref["losses"][0]:
