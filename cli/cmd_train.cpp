@@ -119,8 +119,16 @@ nlohmann::json report_json(const Job& job, const exec::TrainReport& r, int world
 
 int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
   JobRequest request = opts.request;
-  if (!request.gpus) request.gpus = mpi.size();
-  const Job job = load_job(request);
+  const bool defaulted = !request.gpus;
+  if (defaulted) request.gpus = mpi.size();
+  Job job;
+  try {
+    job = load_job(request);
+  } catch (const UserError& e) {
+    if (!defaulted) throw;
+    throw UserError(std::string(e.what()) + " (--gpus defaults to this run's " + std::to_string(mpi.size()) +
+                    " MPI ranks; start more with --ranks N or under mpirun)");
+  }
   exec::TrainOptions options;
   options.trace_ops = opts.extra.count("--trace-ops") > 0;
   options.dump_first_step = opts.extra.count("--dump-first-step") > 0;
