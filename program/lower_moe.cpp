@@ -139,7 +139,12 @@ int32_t moe_forward(Context& ctx, int32_t x) {
   router.k = d.h;
   router.flops = 2.0 * z.tokens * h * double(d.experts);
   router.bytes = router_bytes(ctx, z);
-  const int32_t probs = ctx.em.add(std::move(router), {x});
+  int32_t probs = ctx.em.add(std::move(router), {x});
+  // The aux loss needs the routing counts summed over TP x CP (Megatron's TopKRouter all-reduces
+  // tokens_per_expert over the tp-cp group before it returns the probabilities): E int64 counts.
+  if (ctx.job.model.moe_aux_loss_coeff > 0 && ctx.tp * ctx.cp > 1)
+    probs = ctx.em.collective(OpKind::AllReduce, ParallelGroup::TpCp, StreamKind::TpComm, "router-counts",
+                              8.0 * double(d.experts), {probs});
   int32_t tokens = probs;
   if (z.alltoall) tokens = routed_op(ctx, OpKind::Permute, "permute", z.copies, d.h, 2.0 * z.copies * h * e, {probs});
   int32_t in = to_experts(ctx, z, "dispatch-a2a", "dispatch-ag", tokens);

@@ -82,6 +82,7 @@ void ModelRunner::register_handlers() {
   on(OpKind::Recv, {"mirror-grad"}, &ModelRunner::mirror_recv);
   on(OpKind::Elementwise, {"mirror-grad-add"}, &ModelRunner::mirror_add);
   on(OpKind::Router, {"router"}, &ModelRunner::router);
+  on(OpKind::AllReduce, {"router-counts"}, &ModelRunner::router_counts);
   on(OpKind::RouterGrad, {"router"}, &ModelRunner::router_grad);
   on(OpKind::Permute, {"permute"}, &ModelRunner::permute);
   on(OpKind::PermuteGrad, {"permute"}, &ModelRunner::permute_grad);
@@ -141,6 +142,7 @@ void ModelRunner::on_free(const Buffer& buffer) {
     plans_.erase({layer, mb});
     counts_.erase({layer, mb});
     gathered_plans_.erase({layer, mb});
+    aux_counts_.erase({layer, mb});
   } else if (n.rfind("act/embedding/", 0) == 0) {
     drop(kEmbedding, mb);
   } else if (n.rfind("act/head/", 0) == 0) {
@@ -215,6 +217,7 @@ void ModelRunner::begin_iteration(int64_t step, double lr, std::vector<Microbatc
   plans_.clear();
   counts_.clear();
   gathered_plans_.clear();
+  aux_counts_.clear();
   mirror_inbox_.assign(static_cast<size_t>(schedule_.num_chunks()), DeviceTensor{});
   params_.zero_grads();
 }
@@ -227,6 +230,7 @@ IterationTotals ModelRunner::end_iteration() {
   plans_.clear();
   counts_.clear();
   gathered_plans_.clear();
+  aux_counts_.clear();
   return totals_;
 }
 

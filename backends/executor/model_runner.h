@@ -56,7 +56,7 @@ struct RunnerSettings {
 struct IterationTotals {
   double loss_sum = 0;   // token losses summed over this rank's microbatches (TP rank 0 of last stages)
   double tokens = 0;     // tokens in loss_sum
-  double aux_loss = 0;   // MoE aux loss summed over this rank's layers and microbatches (TP rank 0)
+  double aux_loss = 0;   // this rank's share of the MoE aux loss, summed over its layers and microbatches
   double grad_norm = 0;  // global gradient norm before clipping
 };
 
@@ -161,6 +161,8 @@ class ModelRunner final : public InstructionHandler {
   void unpermute_grad(const Instruction& ins);
   void moe_collective(const Instruction& ins);
   void moe_add(const Instruction& ins);
+  void router_counts(const Instruction& ins);   // aux loss: routing counts summed over TP x CP
+  void aux_loss(int32_t layer, int32_t mb, std::vector<int64_t> routed, int64_t tokens);
   DeviceTensor to_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
   DeviceTensor from_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
   void allgather_dispatch(const Instruction& ins);   // allgather dispatcher's collectives
@@ -193,6 +195,8 @@ class ModelRunner final : public InstructionHandler {
   std::map<std::tuple<int32_t, int32_t>, PermutationPlan> plans_;      // (layer, mb)
   std::map<std::tuple<int32_t, int32_t>, std::vector<int64_t>> counts_;   // (layer, mb) received rows per source
   std::map<std::tuple<int32_t, int32_t>, PermutationPlan> gathered_plans_;   // allgather: local experts' rows
+  // Aux loss inputs per (layer, mb): routed counts per expert and tokens, summed over TP x CP.
+  std::map<std::tuple<int32_t, int32_t>, std::pair<std::vector<int64_t>, int64_t>> aux_counts_;
 
   // Iteration state.
   int64_t step_ = 0;

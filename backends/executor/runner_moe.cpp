@@ -59,16 +59,33 @@ void ModelRunner::router(const Instruction& ins) {
   if (alltoall() && dims_.etp > 1)
     throw UserError("expert tensor parallelism with the alltoall MoE dispatcher is not supported by real backends yet "
                     "(use --moe-token-dispatcher-type allgather or --expert-tensor-parallel-size 1)");
-  if (settings_.aux_loss_coeff > 0 && (dims_.t > 1 || dims_.cp > 1))
-    throw UserError("--moe-aux-loss-coeff with TP or CP needs routing counts summed over TP x CP; not supported by real backends yet");
   const DeviceTensor& x = at(L, mb, "ln2");
   const DeviceTensor logits = put(L, mb, "moe.logits", fresh({x.dim(0), dims_.experts}));
   device_.gemm_forward(x, params_.get(L, ParamSlot::Router).value, {}, WeightLayout::InOut, logits);
   RoutingResult r = device_.router_forward(logits, settings_.router);
-  if (settings_.aux_loss_coeff > 0 && tp_rank_ == 0)
-    totals_.aux_loss += device_.router_aux_loss(r, settings_.aux_loss_coeff, r.routed_per_expert, r.tokens);
   plans_[{L, mb}] = make_plan(r);
+  const std::vector<int64_t> routed = r.routed_per_expert;
+  const int64_t tokens = r.tokens;
   routing_[{L, mb}] = std::move(r);
+  if (settings_.aux_loss_coeff > 0 && dims_.t * dims_.cp == 1) aux_loss(L, mb, routed, tokens);
+}
+
+// The counts the aux loss is normalised by, over the TP x CP group (exact in fp32 below 2^24).
+void ModelRunner::router_counts(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const RoutingResult& r = routing_.at({L, mb});
+  std::vector<float> counts(r.routed_per_expert.begin(), r.routed_per_expert.end());
+  DeviceTensor t = fresh({static_cast<int64_t>(counts.size())});
+  device_.upload(counts, t);
+  comm_.all_reduce(ParallelGroup::TpCp, t, ReduceOp::Sum);
+  const std::vector<float> sum = device_.to_host(t);
+  aux_loss(L, mb, std::vector<int64_t>(sum.begin(), sum.end()), r.tokens * dims_.t * dims_.cp);
+}
+
+// This rank's share of the aux loss (its tokens' scores against the group's counts).
+void ModelRunner::aux_loss(int32_t L, int32_t mb, std::vector<int64_t> routed, int64_t tokens) {
+  totals_.aux_loss += device_.router_aux_loss(routing_.at({L, mb}), settings_.aux_loss_coeff, routed, tokens);
+  aux_counts_[{L, mb}] = {std::move(routed), tokens};
 }
 
 void ModelRunner::permute(const Instruction& ins) {
@@ -146,8 +163,11 @@ void ModelRunner::router_grad(const Instruction& ins) {
   const RoutingResult& r = routing_.at({L, mb});
   const DeviceTensor& logits = at(L, mb, "moe.logits");
   DeviceTensor d_logits = fresh(logits.shape);
-  device_.router_backward(logits, r, at(L, mb, "moe.d_probs"), settings_.aux_loss_coeff, r.routed_per_expert, r.tokens,
-                          settings_.aux_grad, d_logits);
+  const auto aux = aux_counts_.find({L, mb});
+  const bool with_aux = aux != aux_counts_.end();
+  device_.router_backward(logits, r, at(L, mb, "moe.d_probs"), with_aux ? settings_.aux_loss_coeff : 0.0,
+                          with_aux ? std::span<const int64_t>(aux->second.first) : std::span<const int64_t>(),
+                          with_aux ? aux->second.second : r.tokens, settings_.aux_grad, d_logits);
   put(L, mb, "moe.d_logits", d_logits);
   DeviceTensor dx = fresh({r.tokens, dims_.h});
   device_.gemm_grad_input(d_logits, params_.get(L, ParamSlot::Router).value, WeightLayout::InOut, dx);

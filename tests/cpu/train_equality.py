@@ -31,10 +31,10 @@ MODELS = {
            "--make-vocab-size-divisible-by 64 --swiglu --normalization RMSNorm "
            "--position-embedding-type rope --untie-embeddings-and-output-weights --disable-bias-linear "
            "--num-experts 4 --moe-router-topk 2 --moe-ffn-hidden-size 64 --moe-token-dispatcher-type alltoall "
-           "--moe-aux-loss-coeff 0.01",
+           "--moe-aux-loss-coeff 0.1",
 }
-# The same MoE with Megatron's default all-gather dispatcher, no aux loss (so TP layouts apply).
-MODELS["moe-ag"] = MODELS["moe"].replace("alltoall", "allgather").replace("--moe-aux-loss-coeff 0.01",
+# The same MoE with Megatron's default all-gather dispatcher, a shared expert instead of the aux loss.
+MODELS["moe-ag"] = MODELS["moe"].replace("alltoall", "allgather").replace("--moe-aux-loss-coeff 0.1",
                                                                           "--moe-shared-expert-intermediate-size 64")
 
 TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 10 --lr 1e-3 --min-lr 1e-4 "
@@ -71,8 +71,7 @@ for schedule in ["1f1b", "gpipe", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpip
         LAYOUTS[f"pp{pp}-{schedule}"] = (pp, f"{PP} {pp} --pipeline-schedule {schedule}")
         if pp == 4 and schedule in ("zb-v", "dualpipev", "interleaved"):
             MODEL_OVERRIDES[f"pp{pp}-{schedule}"] = "--num-layers 8"
-# MoE with TP needs SP; the aux loss with TP would need TP-summed routing counts (not in the
-# program), so this layout trains without it, and with a shared expert.
+# MoE with TP needs SP; this variant trains without the aux loss and with a shared expert.
 LAYOUTS["tp2-sp-ep2-shared"] = LAYOUTS["tp2-sp-ep2"]
 MODEL_OVERRIDES["tp2-sp-ep2-shared"] = "--moe-aux-loss-coeff 0 --moe-shared-expert-intermediate-size 64"
 
