@@ -113,6 +113,7 @@ nlohmann::json report_json(const Job& job, const exec::TrainReport& r, int world
           {"tokens_per_iteration", r.tokens_per_iteration},
           {"tokens_per_s", r.tokens_per_s},
           {"program_peak_bytes_rank0", r.program_peak_bytes},
+          {"device_peak_bytes_rank0", r.device_peak_bytes},
           {"notes", r.notes},
           {"job", job_to_json(job)}};
 }

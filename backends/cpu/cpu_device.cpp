@@ -25,9 +25,20 @@ using exec::DeviceTensor;
 
 class CpuStorage final : public exec::DeviceStorage {
  public:
-  explicit CpuStorage(int64_t n) : data(static_cast<size_t>(n)) {}
+  CpuStorage(int64_t n, std::shared_ptr<CpuDevice::Counter> counter)
+      : data(static_cast<size_t>(n)), counter_(std::move(counter)) {
+    counter_->live += bytes();
+    counter_->peak = std::max(counter_->peak, counter_->live);
+  }
+  ~CpuStorage() override { counter_->live -= bytes(); }
+  CpuStorage(const CpuStorage&) = delete;
+  CpuStorage& operator=(const CpuStorage&) = delete;
   int64_t size() const override { return static_cast<int64_t>(data.size()); }
   std::vector<float> data;
+
+ private:
+  double bytes() const { return 4.0 * static_cast<double>(data.size()); }
+  std::shared_ptr<CpuDevice::Counter> counter_;
 };
 
 // The tensor as a kernel view; an undefined tensor gives an empty view ("absent").
@@ -67,10 +78,16 @@ PermutePlan plan_of(const exec::PermutationPlan& p) {
 
 }  // namespace
 
+CpuDevice::CpuDevice() : counter_(std::make_shared<Counter>()) {}
+
 DeviceTensor CpuDevice::empty(exec::Shape shape) {
   const int64_t n = exec::numel_of(shape);
-  return DeviceTensor{std::make_shared<CpuStorage>(n), 0, std::move(shape)};
+  return DeviceTensor{std::make_shared<CpuStorage>(n, counter_), 0, std::move(shape)};
 }
+
+exec::Device::MemoryStats CpuDevice::memory_stats() const { return {counter_->live, counter_->peak}; }
+
+void CpuDevice::reset_peak() { counter_->peak = counter_->live; }
 
 void CpuDevice::upload(std::span<const float> host, const DeviceTensor& dst) {
   TANDEM_CHECK_MSG(static_cast<int64_t>(host.size()) == dst.numel(), "upload of " << host.size() << " into " << dst.numel());

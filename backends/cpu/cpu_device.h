@@ -1,18 +1,23 @@
 #pragma once
 // The CPU implementation of exec::Device: host memory, every call synchronous (streams and
 // events are accepted and need nothing), kernels from backends/cpu/ops_*.h.
+#include <memory>
+
 #include "backends/executor/device.h"
 
 namespace tandem::cpu {
 
 class CpuDevice final : public exec::Device {
  public:
+  CpuDevice();
   const char* name() const override { return "cpu"; }
 
   exec::DeviceTensor empty(exec::Shape shape) override;
   void upload(std::span<const float> host, const exec::DeviceTensor& dst) override;
   void download(const exec::DeviceTensor& src, std::span<float> host) override;
   float* address(const exec::DeviceTensor& t) override;
+  MemoryStats memory_stats() const override;
+  void reset_peak() override;
 
   void set_stream(StreamKind stream) override { (void)stream; }
   void record_event(int32_t event) override { (void)event; }
@@ -116,6 +121,13 @@ class CpuDevice final : public exec::Device {
   void adamw_step(const exec::DeviceTensor& param, const exec::DeviceTensor& grad, const exec::DeviceTensor& exp_avg,
                   const exec::DeviceTensor& exp_avg_sq, float lr, float beta1, float beta2, float eps,
                   float weight_decay, int64_t step, float grad_scale) override;
+
+  struct Counter {
+    double live = 0, peak = 0;
+  };
+
+ private:
+  std::shared_ptr<Counter> counter_;   // shared with every allocation, which outlives nothing it needs
 };
 
 }  // namespace tandem::cpu

@@ -100,6 +100,13 @@ class Device {
   std::vector<float> to_host(const DeviceTensor& src);
   // Address of the first element, for communicators (host pointer on CPU, device pointer on GPU).
   virtual float* address(const DeviceTensor& t) = 0;
+  // Bytes of live allocations now and at most since reset_peak() (what the run really holds,
+  // to set beside the program's symbolic peak).
+  struct MemoryStats {
+    double live_bytes = 0, peak_bytes = 0;
+  };
+  virtual MemoryStats memory_stats() const = 0;
+  virtual void reset_peak() = 0;
 
   // ---- streams and events (instruction indices name events)
   virtual void set_stream(StreamKind stream) = 0;

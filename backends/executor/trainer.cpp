@@ -183,6 +183,7 @@ class TrainingRun {
     report_.lrs.push_back(rate);
     report_.iteration_times_s.push_back(seconds);
     report_.program_peak_bytes = stats.peak_bytes;
+    report_.device_peak_bytes = std::max(report_.device_peak_bytes, device_.memory_stats().peak_bytes);
     if (!first) timed_ += seconds;
     if (options_.dump_first_step && first) {
       dump_["loss"] = report_.losses.back();

@@ -35,6 +35,7 @@ struct TrainReport {
   double tokens_per_s = 0;          // over the iterations after the first
   int64_t tokens_per_iteration = 0;
   double program_peak_bytes = 0;    // rank 0's program, symbolic buffer sizes
+  double device_peak_bytes = 0;     // rank 0's device, measured (max over iterations)
   std::string op_trace;             // "# rank R" + op_trace_line per instruction, every rank
   std::vector<std::string> notes;   // what the run did differently from the job (dropout, dtype)
   // JSON (dump_first_step): "config", "tokens"/"labels" [microbatch][row], "loss" of step 1, and
