@@ -26,6 +26,7 @@ class Walk {
       TANDEM_CHECK(s < last.size());
       stream_prev_[i] = last[s];
       last[s] = static_cast<int32_t>(i);
+      if (is_collective(ins.kind)) collectives_.push_back(static_cast<int32_t>(i));
       for (int32_t d : ins.deps)
         TANDEM_CHECK_MSG(d >= 0 && static_cast<size_t>(d) < i, "instruction " << i << " depends on " << d);
     }
@@ -65,6 +66,11 @@ class Walk {
   }
 
   bool ready(int32_t i) {
+    // Collectives keep their list order across streams: every member of every group then meets
+    // them in the program's order, whatever waits elsewhere (no cross-group deadlock).
+    if (is_collective(program_.instructions[static_cast<size_t>(i)].kind) &&
+        (next_collective_ >= collectives_.size() || collectives_[next_collective_] != i))
+      return false;
     if (!finished(stream_prev_[static_cast<size_t>(i)])) return false;
     for (int32_t d : program_.instructions[static_cast<size_t>(i)].deps)
       if (!finished(d)) return false;
@@ -85,6 +91,7 @@ class Walk {
     if (is_memory(ins.kind)) memory(ins, index);
     else done = handler_.execute(ins, index);
     device_.record_event(index);
+    if (is_collective(ins.kind)) ++next_collective_;
     state_[static_cast<size_t>(index)] = done ? State::Done : State::InFlight;
     if (!done) in_flight_.push_back(index);
     ++stats_.instructions;
@@ -113,6 +120,8 @@ class Walk {
   std::vector<State> state_;
   std::vector<int32_t> stream_prev_;
   std::vector<int32_t> in_flight_;
+  std::vector<int32_t> collectives_;   // indices of the collectives, in list order
+  size_t next_collective_ = 0;
   std::vector<bool> live_;
   double bytes_ = 0;
   ExecutionStats stats_;

@@ -7,7 +7,8 @@
 // accounted here (Alloc/Free, then the handler's hooks). Issue order is the list order whenever
 // that is possible. A handler may leave an instruction in flight (a posted receive): then the
 // walk goes on with the other streams' instructions in list order — what a GPU's streams do —
-// and polls the instruction until it finishes; nothing that must follow it starts before. Before
+// and polls the instruction until it finishes; nothing that must follow it starts before.
+// Collectives never overtake one another (they keep list order on every rank). Before
 // an instruction starts, the device is told its stream and the events (instruction indices) of
 // its deps, so an asynchronous device can order its own work (a CPU device needs neither).
 //

@@ -59,6 +59,10 @@ LAYOUTS = {
     "tp2-sp-etp2": (2, f"{TP} 2 --sequence-parallel"),
     "tp2-sp-etp2-ep2": (4, f"{TP} 2 --sequence-parallel --expert-model-parallel-size 2"),
     "tp2-pp2-dp2": (8, f"{TP} 2 {PP} 2 --sequence-parallel {DP}"),
+    "tp2-pp2-dp2-overlap": (8, f"{TP} 2 {PP} 2 --sequence-parallel {DP} --overlap-grad-reduce --overlap-param-gather "
+                               "--num-layers-per-virtual-pipeline-stage 1"),
+    "pp2-dp2-zb-h1-overlap": (4, f"{PP} 2 --pipeline-schedule zb-h1 --overlap-grad-reduce"),
+    "cp2-pp2-dp2": (8, f"--context-parallel-size 2 {PP} 2 {DP} --overlap-grad-reduce"),
     "interleaved-pp2x2": (2, f"{PP} 2 --num-layers-per-virtual-pipeline-stage 1"),
     "recompute-full": (2, f"{PP} 2 --recompute-granularity full --recompute-method uniform --recompute-num-layers 1"),
     "recompute-selective": (2, f"{TP} 2 --recompute-activations"),
