@@ -217,6 +217,56 @@ void MpiCommunicator::all_gather(ParallelGroup group, const exec::DeviceTensor& 
   MPI_Allgather(impl_->device.address(in), count, MPI_FLOAT, dst, count, MPI_FLOAT, impl_->comm(group));
 }
 
+namespace {
+
+// Element counts and offsets of row blocks of `cols` columns.
+void row_blocks(std::span<const int64_t> rows, int64_t cols, std::vector<int>& counts, std::vector<int>& offsets) {
+  counts.resize(rows.size());
+  offsets.resize(rows.size());
+  int64_t at = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    counts[i] = to_int(rows[i] * cols, "block count");
+    offsets[i] = to_int(at, "block offset");
+    at += rows[i] * cols;
+  }
+}
+
+int64_t cols_of(const exec::DeviceTensor& a, const exec::DeviceTensor& b) {
+  if (a.shape.size() >= 2) return a.numel() / a.dim(0);
+  return b.shape.size() >= 2 ? b.numel() / std::max<int64_t>(1, b.dim(0)) : 1;
+}
+
+}  // namespace
+
+void MpiCommunicator::all_gather_v(ParallelGroup group, const exec::DeviceTensor& in, const exec::DeviceTensor& out,
+                                   std::span<const int64_t> rows) {
+  TANDEM_CHECK(static_cast<int64_t>(rows.size()) == group_size(group));
+  const int64_t cols = cols_of(out, in);
+  std::vector<int> counts, offsets;
+  row_blocks(rows, cols, counts, offsets);
+  const int me = static_cast<int>(group_rank(group));
+  TANDEM_CHECK(in.numel() == counts[static_cast<size_t>(me)] && out.numel() == std::accumulate(counts.begin(), counts.end(), int64_t{0}));
+  TANDEM_CHECK(!in.same_memory(out));
+  float* src = in.numel() > 0 ? impl_->device.address(in) : nullptr;
+  float* dst = out.numel() > 0 ? impl_->device.address(out) : nullptr;
+  MPI_Allgatherv(src, counts[static_cast<size_t>(me)], MPI_FLOAT, dst, counts.data(), offsets.data(), MPI_FLOAT,
+                 impl_->comm(group));
+}
+
+void MpiCommunicator::reduce_scatter_v(ParallelGroup group, const exec::DeviceTensor& in, const exec::DeviceTensor& out,
+                                       std::span<const int64_t> rows) {
+  TANDEM_CHECK(static_cast<int64_t>(rows.size()) == group_size(group));
+  const int64_t cols = cols_of(in, out);
+  std::vector<int> counts, offsets;
+  row_blocks(rows, cols, counts, offsets);
+  const int me = static_cast<int>(group_rank(group));
+  TANDEM_CHECK(out.numel() == counts[static_cast<size_t>(me)] && in.numel() == std::accumulate(counts.begin(), counts.end(), int64_t{0}));
+  TANDEM_CHECK(!in.same_memory(out));
+  float* src = in.numel() > 0 ? impl_->device.address(in) : nullptr;
+  float* dst = out.numel() > 0 ? impl_->device.address(out) : nullptr;
+  MPI_Reduce_scatter(src, dst, counts.data(), MPI_FLOAT, MPI_SUM, impl_->comm(group));
+}
+
 void MpiCommunicator::all_to_all_v(ParallelGroup group, const exec::DeviceTensor& in,
                                    std::span<const int64_t> send_rows, const exec::DeviceTensor& out,
                                    std::span<const int64_t> recv_rows) {

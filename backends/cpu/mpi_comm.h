@@ -53,6 +53,10 @@ class MpiCommunicator final : public exec::Communicator {
   void all_reduce(ParallelGroup group, const exec::DeviceTensor& data, exec::ReduceOp op) override;
   void reduce_scatter(ParallelGroup group, const exec::DeviceTensor& in, const exec::DeviceTensor& out) override;
   void all_gather(ParallelGroup group, const exec::DeviceTensor& in, const exec::DeviceTensor& out) override;
+  void all_gather_v(ParallelGroup group, const exec::DeviceTensor& in, const exec::DeviceTensor& out,
+                    std::span<const int64_t> rows) override;
+  void reduce_scatter_v(ParallelGroup group, const exec::DeviceTensor& in, const exec::DeviceTensor& out,
+                        std::span<const int64_t> rows) override;
   void all_to_all_v(ParallelGroup group, const exec::DeviceTensor& in, std::span<const int64_t> send_rows,
                     const exec::DeviceTensor& out, std::span<const int64_t> recv_rows) override;
   std::vector<int64_t> all_to_all_counts(ParallelGroup group, std::span<const int64_t> in) override;

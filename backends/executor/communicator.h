@@ -41,6 +41,13 @@ class Communicator {
   virtual void reduce_scatter(ParallelGroup group, const DeviceTensor& in, const DeviceTensor& out) = 0;
   // in [m] -> out [group_size * m] in member order. `in` may be out's own block (in place).
   virtual void all_gather(ParallelGroup group, const DeviceTensor& in, const DeviceTensor& out) = 0;
+  // Variable-size forms (rows[i]: rows of member i, known to all): in [rows[me], cols] ->
+  // out [sum(rows), cols] in member order; and the reverse, summing: in [sum(rows), cols] ->
+  // out [rows[me], cols] = sum over members of their block `me`.
+  virtual void all_gather_v(ParallelGroup group, const DeviceTensor& in, const DeviceTensor& out,
+                            std::span<const int64_t> rows) = 0;
+  virtual void reduce_scatter_v(ParallelGroup group, const DeviceTensor& in, const DeviceTensor& out,
+                                std::span<const int64_t> rows) = 0;
   // Rows of `in` [sum(send_rows), cols] go to member i in consecutive blocks of send_rows[i];
   // `out` [sum(recv_rows), cols] receives from member i a block of recv_rows[i] rows.
   virtual void all_to_all_v(ParallelGroup group, const DeviceTensor& in, std::span<const int64_t> send_rows,

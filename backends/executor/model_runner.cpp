@@ -142,6 +142,7 @@ void ModelRunner::on_free(const Buffer& buffer) {
     plans_.erase({layer, mb});
     counts_.erase({layer, mb});
     gathered_plans_.erase({layer, mb});
+    etp_counts_.erase({layer, mb});
     aux_counts_.erase({layer, mb});
   } else if (n.rfind("act/embedding/", 0) == 0) {
     drop(kEmbedding, mb);
@@ -217,6 +218,7 @@ void ModelRunner::begin_iteration(int64_t step, double lr, std::vector<Microbatc
   plans_.clear();
   counts_.clear();
   gathered_plans_.clear();
+  etp_counts_.clear();
   aux_counts_.clear();
   mirror_inbox_.assign(static_cast<size_t>(schedule_.num_chunks()), DeviceTensor{});
   params_.zero_grads();
@@ -230,6 +232,7 @@ IterationTotals ModelRunner::end_iteration() {
   plans_.clear();
   counts_.clear();
   gathered_plans_.clear();
+  etp_counts_.clear();
   aux_counts_.clear();
   return totals_;
 }

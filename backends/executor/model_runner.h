@@ -168,7 +168,10 @@ class ModelRunner final : public InstructionHandler {
   void allgather_dispatch(const Instruction& ins);   // allgather dispatcher's collectives
   bool alltoall() const { return dims_.dispatcher != TokenDispatcher::AllGather; }
   // Tokens moved between ranks by this layer's dispatcher (else every expert is local).
-  bool exchanged() const { return alltoall() ? dims_.ep > 1 : dims_.ep * dims_.etp > 1; }
+  bool exchanged() const { return dims_.ep * dims_.etp > 1; }
+  void etp_exchange(const Instruction& ins);   // alltoall dispatcher's expert-TP gathers / scatters
+  const char* expert_input() const;             // slot of the expert GEMMs' input rows
+  std::vector<int64_t> my_expert_counts(int32_t layer, int32_t mb) const;   // before the ETP gather
   const PermutationPlan& expert_plan(int32_t layer, int32_t mb) const;   // the plan of the expert rows
   std::vector<int64_t> expert_counts(int32_t layer, int32_t mb) const;   // rows per local expert
 
@@ -195,6 +198,7 @@ class ModelRunner final : public InstructionHandler {
   std::map<std::tuple<int32_t, int32_t>, PermutationPlan> plans_;      // (layer, mb)
   std::map<std::tuple<int32_t, int32_t>, std::vector<int64_t>> counts_;   // (layer, mb) received rows per source
   std::map<std::tuple<int32_t, int32_t>, PermutationPlan> gathered_plans_;   // allgather: local experts' rows
+  std::map<std::tuple<int32_t, int32_t>, std::vector<int64_t>> etp_counts_;   // alltoall + ETP: [member][expert]
   // Aux loss inputs per (layer, mb): routed counts per expert and tokens, summed over TP x CP.
   std::map<std::tuple<int32_t, int32_t>, std::pair<std::vector<int64_t>, int64_t>> aux_counts_;
 

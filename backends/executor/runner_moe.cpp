@@ -56,9 +56,6 @@ static std::vector<int64_t> local_counts(const std::vector<int64_t>& from_source
 
 void ModelRunner::router(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  if (alltoall() && dims_.etp > 1)
-    throw UserError("expert tensor parallelism with the alltoall MoE dispatcher is not supported by real backends yet "
-                    "(use --moe-token-dispatcher-type allgather or --expert-tensor-parallel-size 1)");
   const DeviceTensor& x = at(L, mb, "ln2");
   const DeviceTensor logits = put(L, mb, "moe.logits", fresh({x.dim(0), dims_.experts}));
   device_.gemm_forward(x, params_.get(L, ParamSlot::Router).value, {}, WeightLayout::InOut, logits);
@@ -101,9 +98,15 @@ const PermutationPlan& ModelRunner::expert_plan(int32_t L, int32_t mb) const {
   return !alltoall() && exchanged() ? gathered_plans_.at({L, mb}) : plans_.at({L, mb});
 }
 
-std::vector<int64_t> ModelRunner::expert_counts(int32_t L, int32_t mb) const {
-  if (alltoall() && exchanged()) return local_counts(counts_.at({L, mb}), dims_.experts / dims_.ep);
+std::vector<int64_t> ModelRunner::my_expert_counts(int32_t L, int32_t mb) const {
+  if (alltoall() && dims_.ep > 1) return local_counts(counts_.at({L, mb}), dims_.experts / dims_.ep);
   return expert_plan(L, mb).tokens_per_expert;
+}
+
+std::vector<int64_t> ModelRunner::expert_counts(int32_t L, int32_t mb) const {
+  if (!alltoall() || dims_.etp == 1) return my_expert_counts(L, mb);
+  const int64_t el = dims_.experts / dims_.ep;
+  return local_counts(etp_counts_.at({L, mb}), el);   // summed over the ETP members
 }
 
 // Names of the MoE slots for this layer's dispatcher (see the file comment).
@@ -118,19 +121,20 @@ struct MoeSlots {
   const char* d_perm;      // permute's output gradient
   const char* d_tokens;    // permute's input gradient
 };
-MoeSlots moe_slots(bool alltoall, bool exchanged) {
-  if (!alltoall && exchanged)
+MoeSlots moe_slots(bool alltoall, int64_t ep, int64_t etp) {
+  if (!alltoall && ep * etp > 1)
     return {"moe.out_local", "moe.y_full", "moe.probs_full", "moe.d_y_full", "moe.d_out_local", "moe.d_probs_full",
             "moe.d_in_local", "moe.d_x_full"};
-  if (alltoall && exchanged)
-    return {"moe.y_perm", "moe.out", "", "g_mlp", "moe.d_y_perm", "moe.d_probs", "moe.d_perm", "moe.d_x_perm"};
-  return {"moe.out_local", "moe.out", "", "g_mlp", "moe.d_y_perm", "moe.d_probs", "moe.d_in_local", "moe.d_x_perm"};
+  // all-to-all (or nothing to exchange): after the EP all-to-all, or the ETP scatter, or local.
+  const char* y_perm = ep > 1 ? "moe.y_perm" : (etp > 1 ? "moe.out_mine" : "moe.out_local");
+  const char* d_perm = ep > 1 ? "moe.d_perm" : (etp > 1 ? "moe.d_in_mine" : "moe.d_in_local");
+  return {y_perm, "moe.out", "", "g_mlp", "moe.d_y_perm", "moe.d_probs", d_perm, "moe.d_x_perm"};
 }
 }  // namespace
 
 void ModelRunner::unpermute(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const MoeSlots n = moe_slots(alltoall(), exchanged());
+  const MoeSlots n = moe_slots(alltoall(), dims_.ep, alltoall() ? dims_.etp : 1);
   const PermutationPlan& plan = expert_plan(L, mb);
   const DeviceTensor probs = *n.probs_src ? at(L, mb, n.probs_src) : routing_.at({L, mb}).probs;
   DeviceTensor out = fresh({plan.tokens, dims_.h});
@@ -140,7 +144,7 @@ void ModelRunner::unpermute(const Instruction& ins) {
 
 void ModelRunner::unpermute_grad(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const MoeSlots n = moe_slots(alltoall(), exchanged());
+  const MoeSlots n = moe_slots(alltoall(), dims_.ep, alltoall() ? dims_.etp : 1);
   const DeviceTensor& y_perm = at(L, mb, n.y_perm);
   const DeviceTensor probs = *n.probs_src ? at(L, mb, n.probs_src) : routing_.at({L, mb}).probs;
   DeviceTensor d_perm = fresh(y_perm.shape), d_probs = fresh(probs.shape);
@@ -151,7 +155,7 @@ void ModelRunner::unpermute_grad(const Instruction& ins) {
 
 void ModelRunner::permute_grad(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const MoeSlots n = moe_slots(alltoall(), exchanged());
+  const MoeSlots n = moe_slots(alltoall(), dims_.ep, alltoall() ? dims_.etp : 1);
   const PermutationPlan& plan = expert_plan(L, mb);
   DeviceTensor dx = fresh({plan.tokens, dims_.h});
   device_.permute_backward(at(L, mb, n.d_perm), plan, dx);
@@ -196,7 +200,7 @@ void ModelRunner::expert_gemm(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
   const std::vector<int64_t> counts = expert_counts(L, mb);
   const bool fc1 = is(ins, "expert-fc1");
-  const DeviceTensor& x = at(L, mb, fc1 ? (exchanged() ? "moe.in" : "moe.perm") : "moe.act");
+  const DeviceTensor& x = at(L, mb, fc1 ? expert_input() : "moe.act");
   const Param& w = params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2);
   DeviceTensor y = fresh({x.dim(0), w.shape[2]});
   device_.grouped_gemm_forward(x, w.value, counts, y);
@@ -223,7 +227,7 @@ void ModelRunner::expert_gemm_grad_weight(const Instruction& ins) {
   }
   const std::vector<int64_t> counts = expert_counts(L, mb);
   const bool fc1 = is(ins, "expert-fc1");
-  const DeviceTensor& x = at(L, mb, fc1 ? (exchanged() ? "moe.in" : "moe.perm") : "moe.act");
+  const DeviceTensor& x = at(L, mb, fc1 ? expert_input() : "moe.act");
   const DeviceTensor& dy = at(L, mb, fc1 ? "moe.d_fc1" : (exchanged() ? "moe.d_out_local" : "moe.d_y_perm"));
   device_.grouped_gemm_grad_weight(x, dy, counts, params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2).grad);
 }
@@ -287,13 +291,93 @@ DeviceTensor ModelRunner::from_experts(int32_t L, int32_t mb, const DeviceTensor
 void ModelRunner::moe_collective(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
   if (!alltoall()) return allgather_dispatch(ins);
-  if (ins.kind != OpKind::AllToAllV)
-    throw UserError("expert tensor parallelism with the alltoall dispatcher is not supported by real backends yet (" +
-                    op_trace_line(ins) + ")");
-  if (is(ins, "dispatch-a2a")) put(L, mb, "moe.in", to_experts(L, mb, at(L, mb, "moe.perm")));
-  else if (is(ins, "combine-a2a")) put(L, mb, "moe.y_perm", from_experts(L, mb, at(L, mb, "moe.out_local")));
-  else if (is(ins, "combine-grad-a2a")) put(L, mb, "moe.d_out_local", to_experts(L, mb, at(L, mb, "moe.d_y_perm")));
-  else put(L, mb, "moe.d_perm", from_experts(L, mb, at(L, mb, "moe.d_in_local")));
+  if (ins.kind != OpKind::AllToAllV) return etp_exchange(ins);
+  const bool etp = dims_.etp > 1;
+  if (is(ins, "dispatch-a2a")) {
+    put(L, mb, "moe.in", to_experts(L, mb, at(L, mb, "moe.perm")));
+  } else if (is(ins, "combine-a2a")) {
+    put(L, mb, "moe.y_perm", from_experts(L, mb, at(L, mb, etp ? "moe.out_mine" : "moe.out_local")));
+  } else if (is(ins, "combine-grad-a2a")) {
+    put(L, mb, etp ? "moe.d_out_mine" : "moe.d_out_local", to_experts(L, mb, at(L, mb, "moe.d_y_perm")));
+  } else {
+    put(L, mb, "moe.d_perm", from_experts(L, mb, at(L, mb, etp ? "moe.d_in_mine" : "moe.d_in_local")));
+  }
+}
+
+// ---- all-to-all dispatcher with expert tensor parallelism ----------------------------------------
+// After the EP all-to-all each ETP member holds its own rows, grouped by local expert. dispatch-ag
+// gathers every member's rows (variable sizes) and regroups them by expert, so every member runs
+// its fc1 column slice / fc2 row slice over the same rows; combine-rs sums the fc2 partials and
+// hands each member its rows back. The backward gathers the output gradients and reduce-scatters
+// the input gradients the same way.
+
+namespace {
+
+// Row index lists between member-major ([member][expert] blocks) and expert-major order.
+std::vector<int64_t> regroup(const std::vector<int64_t>& counts, int64_t members, int64_t experts, bool to_expert_major) {
+  std::vector<int64_t> member_off(counts.size() + 1, 0), expert_off(counts.size() + 1, 0), index;
+  for (size_t i = 0; i < counts.size(); ++i) member_off[i + 1] = member_off[i] + counts[i];   // i = m * E + e
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t m = 0; m < members; ++m) {
+      const size_t k = static_cast<size_t>(e * members + m);
+      expert_off[k + 1] = expert_off[k] + counts[static_cast<size_t>(m * experts + e)];
+    }
+  if (to_expert_major) {
+    for (int64_t e = 0; e < experts; ++e)
+      for (int64_t m = 0; m < members; ++m) {
+        const size_t b = static_cast<size_t>(m * experts + e);
+        for (int64_t r = member_off[b]; r < member_off[b + 1]; ++r) index.push_back(r);
+      }
+  } else {
+    for (int64_t m = 0; m < members; ++m)
+      for (int64_t e = 0; e < experts; ++e) {
+        const size_t k = static_cast<size_t>(e * members + m);
+        for (int64_t r = expert_off[k]; r < expert_off[k + 1]; ++r) index.push_back(r);
+      }
+  }
+  return index;
+}
+
+}  // namespace
+
+const char* ModelRunner::expert_input() const {
+  if (!alltoall()) return exchanged() ? "moe.in" : "moe.perm";
+  return dims_.etp > 1 ? "moe.in_etp" : (dims_.ep > 1 ? "moe.in" : "moe.perm");
+}
+
+void ModelRunner::etp_exchange(const Instruction& ins) {
+  const int32_t L = ins.layer, mb = ins.microbatch;
+  const ParallelGroup g = ParallelGroup::ExpertTp;
+  const int64_t members = dims_.etp, el = dims_.experts / dims_.ep, h = dims_.h;
+  if (!etp_counts_.count({L, mb})) {   // every member's rows per local expert
+    const std::vector<int64_t> mine = my_expert_counts(L, mb);
+    std::vector<int64_t> out;
+    for (int64_t m = 0; m < members; ++m) out.insert(out.end(), mine.begin(), mine.end());
+    etp_counts_[{L, mb}] = comm_.all_to_all_counts(g, out);
+  }
+  const std::vector<int64_t>& counts = etp_counts_.at({L, mb});
+  std::vector<int64_t> rows(static_cast<size_t>(members), 0);
+  for (size_t i = 0; i < counts.size(); ++i) rows[i / static_cast<size_t>(el)] += counts[i];
+  const int64_t total = std::accumulate(rows.begin(), rows.end(), int64_t{0});
+  const int64_t me = comm_.group_rank(g);
+  const bool gather = ins.kind == OpKind::AllGather;
+  const char* src = is(ins, "dispatch-ag") ? (dims_.ep > 1 ? "moe.in" : "moe.perm")
+                    : is(ins, "combine-grad-ag") ? (dims_.ep > 1 ? "moe.d_out_mine" : "moe.d_y_perm")
+                    : is(ins, "combine-rs") ? "moe.out_local" : "moe.d_in_local";
+  const char* dst = is(ins, "dispatch-ag") ? "moe.in_etp" : is(ins, "combine-grad-ag") ? "moe.d_out_local"
+                    : is(ins, "combine-rs") ? "moe.out_mine" : "moe.d_in_mine";
+  const DeviceTensor& in = at(L, mb, src);
+  if (gather) {
+    DeviceTensor arrived = fresh({total, h}), out = fresh({total, h});
+    comm_.all_gather_v(g, in, arrived, rows);
+    device_.gather_rows(arrived, regroup(counts, members, el, true), out);
+    put(L, mb, dst, out);   // (the program's bytes are the expected size under balanced routing)
+    return;
+  }
+  DeviceTensor ordered = fresh({total, h}), out = fresh({rows[static_cast<size_t>(me)], h});
+  device_.gather_rows(in, regroup(counts, members, el, false), ordered);
+  comm_.reduce_scatter_v(g, ordered, out, rows);
+  put(L, mb, dst, out);
 }
 
 // ---- all-gather dispatcher ---------------------------------------------------------------------

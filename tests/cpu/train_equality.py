@@ -57,6 +57,7 @@ LAYOUTS = {
     "ep2-pp2": (4, f"--expert-model-parallel-size 2 {PP} 2"),
     "tp2-sp-ep2": (4, f"{TP} 2 --sequence-parallel --expert-model-parallel-size 2 --expert-tensor-parallel-size 1"),
     "tp2-sp-etp2": (2, f"{TP} 2 --sequence-parallel"),
+    "tp2-sp-etp2-ep2-pp2": (8, f"{TP} 2 --sequence-parallel --expert-model-parallel-size 2 {PP} 2"),
     "tp2-sp-etp2-ep2": (4, f"{TP} 2 --sequence-parallel --expert-model-parallel-size 2"),
     "tp2-pp2-dp2": (8, f"{TP} 2 {PP} 2 --sequence-parallel {DP}"),
     "tp2-pp2-dp2-overlap": (8, f"{TP} 2 {PP} 2 --sequence-parallel {DP} --overlap-grad-reduce --overlap-param-gather "
