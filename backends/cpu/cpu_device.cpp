@@ -16,6 +16,7 @@
 #include "backends/cpu/ops_permute.h"
 #include "backends/cpu/ops_rope.h"
 #include "backends/cpu/ops_router.h"
+#include "backends/executor/init_rng.h"
 #include "core/check.h"
 
 namespace tandem::cpu {
@@ -150,6 +151,22 @@ void CpuDevice::copy_columns(const DeviceTensor& src, int64_t begin, const Devic
   TANDEM_CHECK(begin >= 0 && begin + w <= cols);
   const TensorView s = view(src), d = view(dst);
   for (int64_t r = 0; r < rows; ++r) std::copy_n(s.ptr() + r * cols + begin, w, d.ptr() + r * w);
+}
+
+void CpuDevice::dropout(const DeviceTensor& x, float p, uint64_t key, std::span<const int64_t> row_ids) {
+  TANDEM_CHECK(!x.shape.empty() && static_cast<int64_t>(row_ids.size()) == x.dim(0));
+  const int64_t cols = x.numel() / std::max<int64_t>(1, x.dim(0));
+  const TensorView v = view(x);
+  const float scale = 1.0f / (1.0f - p);
+  for (int64_t r = 0; r < x.dim(0); ++r) {
+    uint64_t row_state = key ^ (static_cast<uint64_t>(row_ids[static_cast<size_t>(r)]) * 0xD1B54A32D192ED03ull);
+    const uint64_t row_seed = exec::splitmix64(row_state);
+    for (int64_t c = 0; c < cols; ++c) {
+      uint64_t state = row_seed + static_cast<uint64_t>(c) * 0x9E3779B97F4A7C15ull;
+      const double u = static_cast<double>(exec::splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
+      v.data[r * cols + c] = u >= p ? v.data[r * cols + c] * scale : 0.0f;
+    }
+  }
 }
 
 double CpuDevice::sum_of_squares(const DeviceTensor& x) { return tandem::cpu::sum_of_squares(view(x).data); }

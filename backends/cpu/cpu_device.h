@@ -32,6 +32,7 @@ class CpuDevice final : public exec::Device {
   void add_row_vector(const exec::DeviceTensor& x, const exec::DeviceTensor& bias) override;
   void column_sums_accumulate(const exec::DeviceTensor& x, const exec::DeviceTensor& out) override;
   void copy_columns(const exec::DeviceTensor& src, int64_t begin, const exec::DeviceTensor& dst) override;
+  void dropout(const exec::DeviceTensor& x, float p, uint64_t key, std::span<const int64_t> row_ids) override;
   double sum_of_squares(const exec::DeviceTensor& x) override;
   double sum(const exec::DeviceTensor& x) override;
 

@@ -56,6 +56,7 @@ std::vector<MicrobatchData> rank_batch(DataSource& source, const Job& job, const
   for (int64_t m = 0; m < mbs; ++m) {
     MicrobatchData& d = out[static_cast<size_t>(m)];
     d.positions = positions;
+    for (int64_t j = 0; j < b; ++j) d.samples.push_back(iteration * global + m * b * dp + dc.dp * b + j);
     d.tokens.assign(static_cast<size_t>(s_local * b), 0);
     d.labels.assign(static_cast<size_t>(s_local * b), 0);
     for (int64_t j = 0; j < b; ++j) {

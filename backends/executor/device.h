@@ -126,6 +126,8 @@ class Device {
   virtual void column_sums_accumulate(const DeviceTensor& x, const DeviceTensor& out) = 0;
   // src [R, C] -> dst [R, w] = columns [begin, begin + w).
   virtual void copy_columns(const DeviceTensor& src, int64_t begin, const DeviceTensor& dst) = 0;
+  // x [rows, cols] *= keep / (1 - p), keep[r, c] = hash(key, row_ids[r], c) >= p (a uniform draw).
+  virtual void dropout(const DeviceTensor& x, float p, uint64_t key, std::span<const int64_t> row_ids) = 0;
   virtual double sum_of_squares(const DeviceTensor& x) = 0;   // accumulated in double
   virtual double sum(const DeviceTensor& x) = 0;
 

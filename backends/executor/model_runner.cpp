@@ -49,7 +49,7 @@ void ModelRunner::register_handlers() {
   on(OpKind::ActivationGrad, {"act", "shared-act"}, &ModelRunner::activation_grad);
   on(OpKind::Elementwise, {"attn-residual", "mlp-residual"}, &ModelRunner::residual);
   on(OpKind::Elementwise, {"residual-grad"}, &ModelRunner::residual_grad);
-  on(OpKind::Elementwise, {"embed-dropout"}, &ModelRunner::identity);
+  on(OpKind::Elementwise, {"embed-dropout"}, &ModelRunner::embedding_dropout);
   on(OpKind::Embedding, {"embedding"}, &ModelRunner::embedding);
   on(OpKind::EmbeddingGrad, {"embedding"}, &ModelRunner::embedding_grad);
   on(OpKind::CrossEntropy, {"loss"}, &ModelRunner::cross_entropy);
@@ -237,6 +237,5 @@ IterationTotals ModelRunner::end_iteration() {
   return totals_;
 }
 
-void ModelRunner::identity(const Instruction& ins) { (void)ins; }
 
 }  // namespace tandem::exec

@@ -18,7 +18,8 @@
 // slots nothing overwrites before the layer's buffers are freed, so deferred weight gradients
 // (zero-bubble schedules) read what the input-gradient pass left.
 //
-// Dropout is executed as the identity (rate 0); the caller says so in its log.
+// Hidden dropout (embedding, residual branches) uses deterministic masks; attention dropout is
+// executed as the identity (the caller says so in its log). Evaluation runs without dropout.
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -39,6 +40,7 @@ struct MicrobatchData {
   std::vector<int32_t> tokens;      // [n] rows sequence-first: row = local position * b + sample
   std::vector<int32_t> labels;      // [n] next tokens
   std::vector<int32_t> positions;   // [s / CP] global positions of the local sequence rows
+  std::vector<int64_t> samples;     // [b] global sample index of each micro-batch element
 };
 
 struct RunnerSettings {
@@ -48,6 +50,8 @@ struct RunnerSettings {
   double rope_base = 10000.0;
   double loss_grad = 1.0;           // d(reported loss) / d(one token's loss): 1 / global tokens
   double aux_grad = 1.0;            // d(total loss) / d(one microbatch's aux loss): 1 / (M x DP)
+  double hidden_dropout = 0.0;      // embedding and residual-branch dropout (masks: see dropout())
+  int64_t seed = 1234;
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, weight_decay = 0.0, clip_grad = 0.0;
   RouterArgs router;
   double aux_loss_coeff = 0.0;
@@ -111,7 +115,12 @@ class ModelRunner final : public InstructionHandler {
   void activation_grad(const Instruction& ins);
   void residual(const Instruction& ins);
   void residual_grad(const Instruction& ins);
-  void identity(const Instruction& ins);
+  void embedding_dropout(const Instruction& ins);
+  // Hidden dropout of x [rows, h] in place (rows: this rank's shard of the microbatch's tokens,
+  // `sharded` when they are the TP rank's sequence-parallel slice). The keep mask is a hash of
+  // (seed, iteration, layer, site, global sample, global position, column): the same on every
+  // layout, in the backward and in recompute.
+  void dropout(const Instruction& ins, int32_t site, bool sharded, const DeviceTensor& x);
   void split_heads(int32_t layer, int32_t mb);
   // ---- runner_attention_cp.cpp: ring attention steps over the CP group
   void attention_cp_step(const Instruction& ins);

@@ -29,6 +29,18 @@ void ModelRunner::embedding(const Instruction& ins) {
   put(stream_scope(ins.chunk), ins.microbatch, "hidden", out);
 }
 
+// The embedding's dropout over the residual stream ([n/t, h] with SP); its backward masks the
+// gradient the same way.
+void ModelRunner::embedding_dropout(const Instruction& ins) {
+  if (settings_.hidden_dropout <= 0 || !update_) return;
+  const bool fwd = forward_pass(ins);
+  const DeviceTensor& src = fwd ? hidden(ins) : grad(ins);
+  DeviceTensor out = fresh(src.shape);
+  device_.copy(src, out);
+  dropout(ins, 3, dims_.sp, out);
+  put(stream_scope(ins.chunk), ins.microbatch, fwd ? "hidden" : "grad", out);
+}
+
 void ModelRunner::embedding_grad(const Instruction& ins) {
   const MicrobatchData& d = data(ins);
   const DeviceTensor dy = dims_.sp ? at(kEmbedding, ins.microbatch, "d_full") : grad(ins);

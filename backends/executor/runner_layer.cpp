@@ -1,6 +1,7 @@
 // ModelRunner, one decoder layer: norms, GEMMs, RoPE, attention, activations, residuals.
 #include <cstring>
 
+#include "backends/executor/init_rng.h"
 #include "backends/executor/model_runner.h"
 #include "core/check.h"
 
@@ -294,24 +295,39 @@ void ModelRunner::activation_grad(const Instruction& ins) {
   put(ins.layer, ins.microbatch, p + "d_fc1", dx);
 }
 
-// Bias-dropout-add (dropout as identity). Forward: out = residual + branch (+ row-parallel bias).
-// Backward: the branch and the residual both receive the block's output gradient; the bias
-// gradient is its column sum.
+// Bias-dropout-add: out = residual + dropout(branch + row-parallel bias). Backward: the residual
+// receives the block's output gradient, the branch its dropout-masked copy (and the bias its
+// column sums).
 void ModelRunner::residual(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool attn = is(ins, "attn-residual");
   const bool moe = moe_layer(L);
+  const int32_t site = attn ? 1 : 2;
+  const bool drop = settings_.hidden_dropout > 0 && update_;
   Param* bias = attn ? params_.find(L, ParamSlot::Proj, true) : (moe ? nullptr : params_.find(L, ParamSlot::Fc2, true));
   if (!forward_pass(ins)) {
-    const DeviceTensor& g = put(L, mb, attn ? "g_attn" : "g_mlp", grad(ins));
-    if (bias != nullptr) device_.column_sums_accumulate(g, bias->grad);
+    const DeviceTensor& g = put(L, mb, attn ? "g_attn_res" : "g_mlp_res", grad(ins));
+    DeviceTensor branch = g;
+    if (drop) {
+      branch = fresh(g.shape);
+      device_.copy(g, branch);
+      dropout(ins, site, dims_.sp, branch);
+    }
+    put(L, mb, attn ? "g_attn" : "g_mlp", branch);
+    if (bias != nullptr) device_.column_sums_accumulate(branch, bias->grad);
     return;
   }
   const DeviceTensor& x = at(L, mb, attn ? "x" : "h1");
-  const DeviceTensor& branch = at(L, mb, attn ? "proj" : (moe ? "moe.out" : "mlp.out"));
+  DeviceTensor branch = at(L, mb, attn ? "proj" : (moe ? "moe.out" : "mlp.out"));
+  if (drop || bias != nullptr) {
+    DeviceTensor b = fresh(branch.shape);
+    device_.copy(branch, b);
+    if (bias != nullptr) device_.add_row_vector(b, bias->value);
+    if (drop) dropout(ins, site, dims_.sp, b);
+    branch = b;
+  }
   DeviceTensor out = fresh(x.shape);
   device_.add(x, branch, out);
-  if (bias != nullptr) device_.add_row_vector(out, bias->value);
   if (attn) {
     put(L, mb, "h1", out);
   } else {
@@ -320,12 +336,25 @@ void ModelRunner::residual(const Instruction& ins) {
   }
 }
 
+void ModelRunner::dropout(const Instruction& ins, int32_t site, bool sharded, const DeviceTensor& x) {
+  const MicrobatchData& d = data(ins);
+  const int64_t rows = x.dim(0), offset = sharded ? tp_rank_ * rows : 0;
+  std::vector<int64_t> ids(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t row = offset + i, p = row / dims_.b, j = row % dims_.b;
+    ids[static_cast<size_t>(i)] = d.samples[static_cast<size_t>(j)] * dims_.s + d.positions[static_cast<size_t>(p)];
+  }
+  uint64_t key = stream_seed(settings_.seed, "dropout") ^ (static_cast<uint64_t>(step_) << 32) ^
+                 (static_cast<uint64_t>(ins.layer + 2) << 8) ^ static_cast<uint64_t>(site);
+  device_.dropout(x, static_cast<float>(settings_.hidden_dropout), splitmix64(key), ids);
+}
+
 void ModelRunner::residual_grad(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool attn = has(L, mb, "d_norm.attn");
   const DeviceTensor& dn = at(L, mb, attn ? "d_norm.attn" : "d_norm.mlp");
   DeviceTensor out = fresh(dn.shape);
-  device_.add(dn, at(L, mb, attn ? "g_attn" : "g_mlp"), out);
+  device_.add(dn, at(L, mb, attn ? "g_attn_res" : "g_mlp_res"), out);
   put(stream_scope(ins.chunk), mb, "grad", out);
 }
 

@@ -134,7 +134,7 @@ MoeSlots moe_slots(bool alltoall, int64_t ep, int64_t etp) {
 
 void ModelRunner::unpermute(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const MoeSlots n = moe_slots(alltoall(), dims_.ep, alltoall() ? dims_.etp : 1);
+  const MoeSlots n = moe_slots(alltoall(), dims_.ep, dims_.etp);
   const PermutationPlan& plan = expert_plan(L, mb);
   const DeviceTensor probs = *n.probs_src ? at(L, mb, n.probs_src) : routing_.at({L, mb}).probs;
   DeviceTensor out = fresh({plan.tokens, dims_.h});
@@ -144,7 +144,7 @@ void ModelRunner::unpermute(const Instruction& ins) {
 
 void ModelRunner::unpermute_grad(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const MoeSlots n = moe_slots(alltoall(), dims_.ep, alltoall() ? dims_.etp : 1);
+  const MoeSlots n = moe_slots(alltoall(), dims_.ep, dims_.etp);
   const DeviceTensor& y_perm = at(L, mb, n.y_perm);
   const DeviceTensor probs = *n.probs_src ? at(L, mb, n.probs_src) : routing_.at({L, mb}).probs;
   DeviceTensor d_perm = fresh(y_perm.shape), d_probs = fresh(probs.shape);
@@ -155,7 +155,7 @@ void ModelRunner::unpermute_grad(const Instruction& ins) {
 
 void ModelRunner::permute_grad(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const MoeSlots n = moe_slots(alltoall(), dims_.ep, alltoall() ? dims_.etp : 1);
+  const MoeSlots n = moe_slots(alltoall(), dims_.ep, dims_.etp);
   const PermutationPlan& plan = expert_plan(L, mb);
   DeviceTensor dx = fresh({plan.tokens, dims_.h});
   device_.permute_backward(at(L, mb, n.d_perm), plan, dx);

@@ -41,16 +41,23 @@ RunnerSettings settings_for(const Job& job, const ParallelGrid& grid) {
   s.router.topk = m.moe_router_topk;
   s.router.capacity_factor = m.moe_expert_capacity_factor;
   s.aux_loss_coeff = m.moe_aux_loss_coeff;
+  s.hidden_dropout = t.hidden_dropout;
+  s.seed = t.seed;
   return s;
 }
 
 std::vector<std::string> run_notes(const Job& job) {
   std::vector<std::string> notes;
   const auto& t = job.training;
-  if (t.hidden_dropout > 0 || t.attention_dropout > 0) {
+  if (t.hidden_dropout > 0) {
     char buf[160];
-    std::snprintf(buf, sizeof buf, "dropout executed as the identity (requested hidden %.3g, attention %.3g)",
-                  t.hidden_dropout, t.attention_dropout);
+    std::snprintf(buf, sizeof buf, "hidden dropout %.3g with deterministic masks (the same on every layout)",
+                  t.hidden_dropout);
+    notes.emplace_back(buf);
+  }
+  if (t.attention_dropout > 0) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "attention dropout executed as the identity (requested %.3g)", t.attention_dropout);
     notes.emplace_back(buf);
   }
   if (t.params_dtype != DType::FP32)
@@ -78,7 +85,8 @@ nlohmann::json dump_config(const Job& job, const RunnerSettings& s) {
           {"rotary_base", m.rotary_base}, {"swiglu", d.gated},
           {"gelu_tanh", s.activation == ActivationKind::GeluTanh}, {"bias", d.bias}, {"qkv_bias", d.qkv_bias},
           {"tied_embeddings", d.tied}, {"learned_positions", d.positions > 0},
-          {"micro_batch_size", d.b}, {"num_microbatches", job.training.num_microbatches}};
+          {"micro_batch_size", d.b}, {"num_microbatches", job.training.num_microbatches},
+          {"hidden_dropout", s.hidden_dropout}, {"seed", s.seed}};
 }
 
 nlohmann::json dump_params(Device& device, ParamStore& params, bool grads) {
@@ -163,6 +171,7 @@ class TrainingRun {
     for (const MicrobatchData& mb : rank_batch(*data_, job_, grid_, rank_, report_.first_iteration - 1)) {
       dump_["tokens"].push_back(mb.tokens);
       dump_["labels"].push_back(mb.labels);
+      dump_["samples"].push_back(mb.samples);
     }
   }
 

@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
     args = ap.parse_args()
     ranks, layout = LAYOUTS[args.layout]
-    flags = " ".join([MODELS[args.model], MODEL_OVERRIDES.get(args.layout, ""), TRAINING, layout]).split()
+    flags = " ".join([TRAINING, MODELS[args.model], MODEL_OVERRIDES.get(args.layout, ""), layout]).split()
     with tempfile.TemporaryDirectory() as tmp:
         train_trace, sim_trace = os.path.join(tmp, "train.ops"), os.path.join(tmp, "simulate.ops")
         run([args.tandem, "train", "--backend", "cpu", "--ranks", str(ranks), "--trace-ops", train_trace, "--"] + flags)

@@ -31,6 +31,38 @@ except ImportError:
     sys.exit(77)
 
 TOL = 1e-5
+M64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def splitmix64(state):
+    """backends/executor/init_rng.h: returns (value, state); works on Python ints or uint64 arrays."""
+    state = (state + GOLDEN) & M64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def fnv1a64(text):
+    h = 1469598103934665603
+    for c in text.encode():
+        h = ((h ^ c) * 1099511628211) & M64
+    return h
+
+
+def dropout_mask(cfg, step, layer, site, row_ids, cols):
+    """tandem's hidden-dropout keep mask / (1 - p) for rows with global ids row_ids (ModelRunner::dropout)."""
+    p = cfg["hidden_dropout"]
+    key = splitmix64(fnv1a64("dropout") ^ ((cfg["seed"] * GOLDEN) & M64))
+    key = splitmix64(key ^ ((step << 32) & M64) ^ ((layer + 2) << 8) ^ site)
+    out = torch.empty(len(row_ids), cols, dtype=torch.float64)
+    for r, rid in enumerate(row_ids):
+        row_seed = splitmix64(key ^ ((rid * 0xD1B54A32D192ED03) & M64))
+        for c in range(cols):
+            u = (splitmix64((row_seed + c * GOLDEN) & M64) >> 11) * (1.0 / 9007199254740992.0)
+            out[r, c] = 1.0 / (1.0 - p) if u >= p else 0.0
+    return out
 
 
 def norm(cfg, x, w, b):
@@ -51,7 +83,13 @@ def rope(cfg, x, positions):
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
 
 
-def layer(cfg, P, i, x, positions):
+def drop(cfg, x, layer, site, rows):
+    if cfg["hidden_dropout"] <= 0:
+        return x
+    return x * dropout_mask(cfg, 1, layer, site, rows, x.shape[-1])
+
+
+def layer(cfg, P, i, x, positions, rows):
     g, a, d = cfg["num_query_groups"], cfg["num_attention_heads"], cfg["head_dim"]
     qpg, s = a // g, x.shape[0]
     pre = f"layers.{i}."
@@ -73,7 +111,7 @@ def layer(cfg, P, i, x, positions):
     proj = ctx @ P[pre + "proj.weight"]
     if pre + "proj.bias" in P:
         proj = proj + P[pre + "proj.bias"]
-    x = x + proj
+    x = x + drop(cfg, proj, i, 1, rows)
     h = norm(cfg, x, P[pre + "pre_mlp_norm.weight"], P.get(pre + "pre_mlp_norm.bias"))
     f1 = h @ P[pre + "fc1.weight"]
     if pre + "fc1.bias" in P:
@@ -86,17 +124,19 @@ def layer(cfg, P, i, x, positions):
     out = act @ P[pre + "fc2.weight"]
     if pre + "fc2.bias" in P:
         out = out + P[pre + "fc2.bias"]
-    return x + out
+    return x + drop(cfg, out, i, 2, rows)
 
 
-def model_loss(cfg, P, tokens, labels):
+def model_loss(cfg, P, tokens, labels, sample):
     s = cfg["seq_length"]
     positions = torch.arange(s)
+    rows = [sample * s + p for p in range(s)]
     x = P["embedding.word"][tokens]
     if cfg["learned_positions"]:
         x = x + P["embedding.position"][positions]
+    x = drop(cfg, x, -1, 3, rows)
     for i in range(cfg["num_layers"]):
-        x = layer(cfg, P, i, x, positions)
+        x = layer(cfg, P, i, x, positions, rows)
     x = norm(cfg, x, P["final_norm.weight"], P.get("final_norm.bias"))
     w = P["embedding.word"] if cfg["tied_embeddings"] else P["output.weight"]
     return F.cross_entropy(x @ w.t(), labels, reduction="sum")
@@ -107,11 +147,13 @@ def main():
     ap.add_argument("--tandem", required=True)
     ap.add_argument("--model", choices=["gpt", "llama"], required=True)
     ap.add_argument("--keep")
+    ap.add_argument("--hidden-dropout", default="0")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dump_path = args.keep or os.path.join(tmp, "step1.json")
         cmd = [args.tandem, "train", "--backend", "cpu", "--dump-first-step", dump_path, "--"]
         cmd += (MODELS[args.model] + " " + TRAINING + " --train-iters 1 --lr-warmup-iters 0").split()
+        cmd += ["--hidden-dropout", args.hidden_dropout]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
         if proc.returncode != 0:
             print(proc.stdout)
@@ -124,8 +166,8 @@ def main():
     P = {n: torch.tensor(t["value"], dtype=torch.float64).view(t["shape"]).requires_grad_(True)
          for n, t in dump["weights"].items()}
     total, count = 0.0, 0
-    for toks, labs in zip(dump["tokens"], dump["labels"]):
-        total = total + model_loss(cfg, P, torch.tensor(toks), torch.tensor(labs))
+    for toks, labs, samples in zip(dump["tokens"], dump["labels"], dump["samples"]):
+        total = total + model_loss(cfg, P, torch.tensor(toks), torch.tensor(labs), samples[0])
         count += len(toks)
     loss = total / count
     loss.backward()
@@ -142,7 +184,7 @@ def main():
         worst = max(worst, err)
         if err > TOL:
             failures.append(f"grad {name}: max error {err:.2e} of max |grad| {scale:.3e}")
-    print(f"{args.model}: loss {loss.item():.6f}, {len(dump['grads'])} parameter gradients, "
+    print(f"{args.model} (hidden dropout {cfg['hidden_dropout']}): loss {loss.item():.6f}, {len(dump['grads'])} parameter gradients, "
           f"worst relative error {worst:.2e}")
     if failures:
         print("\n".join(failures))

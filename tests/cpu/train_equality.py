@@ -37,6 +37,9 @@ MODELS = {
 MODELS["moe-ag"] = MODELS["moe"].replace("alltoall", "allgather").replace("--moe-aux-loss-coeff 0.1",
                                                                           "--moe-shared-expert-intermediate-size 64")
 
+# GPT with Megatron's hidden dropout: deterministic masks keyed by global token and column.
+MODELS["gpt-dropout"] = MODELS["gpt"] + " --hidden-dropout 0.1"
+
 TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 10 --lr 1e-3 --min-lr 1e-4 "
             "--lr-decay-style cosine --lr-warmup-iters 2 --seed 1234 --init-method-std 0.02 --mock-data "
             "--hidden-dropout 0 --attention-dropout 0 --clip-grad 1.0 --weight-decay 0.1 --log-interval 5 "
@@ -118,7 +121,7 @@ def main():
     args = ap.parse_args()
     ranks, layout_flags = LAYOUTS[args.layout]
     ranks = args.ranks or ranks
-    base = " ".join([MODELS[args.model], MODEL_OVERRIDES.get(args.layout, ""), TRAINING] + args.extra)
+    base = " ".join([TRAINING, MODELS[args.model], MODEL_OVERRIDES.get(args.layout, "")] + args.extra)
     with tempfile.TemporaryDirectory() as workdir:
         ref = train(args.tandem, 1, base, workdir, "single")
         got = train(args.tandem, ranks, base + " " + layout_flags, workdir, args.layout)
