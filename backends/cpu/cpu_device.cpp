@@ -68,6 +68,10 @@ AttentionOptions options_of(const exec::AttentionArgs& a) {
   return o;
 }
 
+AttentionDropout dropout_of(const exec::AttentionArgs& a) {
+  return AttentionDropout{a.dropout, a.dropout_key, a.head_offset, a.samples};
+}
+
 PermutePlan plan_of(const exec::PermutationPlan& p) {
   PermutePlan out;
   out.tokens = p.tokens;
@@ -255,6 +259,9 @@ void CpuDevice::rope_backward(const DeviceTensor& dy, std::span<const int32_t> p
 
 void CpuDevice::attention_forward(const DeviceTensor& q, const DeviceTensor& k, const DeviceTensor& v,
                                   const exec::AttentionArgs& args, const DeviceTensor& out, const DeviceTensor& lse) {
+  if (args.dropout > 0.0f)
+    return tandem::cpu::attention_forward_dropout(view(q), view(k), view(v), options_of(args), dropout_of(args),
+                                                  view(out), view(lse));
   tandem::cpu::attention_forward(view(q), view(k), view(v), options_of(args), view(out), view(lse));
 }
 
@@ -262,6 +269,9 @@ void CpuDevice::attention_backward(const DeviceTensor& q, const DeviceTensor& k,
                                    const DeviceTensor& out, const DeviceTensor& lse, const DeviceTensor& d_out,
                                    const exec::AttentionArgs& args, const DeviceTensor& dq, const DeviceTensor& dk,
                                    const DeviceTensor& dv) {
+  if (args.dropout > 0.0f)
+    return tandem::cpu::attention_backward_block(view(q), view(k), view(v), view(out), view(lse), view(d_out),
+                                                 options_of(args), view(dq), view(dk), view(dv), dropout_of(args));
   tandem::cpu::attention_backward(view(q), view(k), view(v), view(out), view(lse), view(d_out), options_of(args),
                                   view(dq), view(dk), view(dv));
 }
@@ -271,7 +281,7 @@ void CpuDevice::attention_backward_block(const DeviceTensor& q, const DeviceTens
                                          const exec::AttentionArgs& args, const DeviceTensor& dq,
                                          const DeviceTensor& dk, const DeviceTensor& dv) {
   tandem::cpu::attention_backward_block(view(q), view(k), view(v), view(out), view(lse), view(d_out), options_of(args),
-                                        view(dq), view(dk), view(dv));
+                                        view(dq), view(dk), view(dv), dropout_of(args));
 }
 
 void CpuDevice::attention_merge(const DeviceTensor& out, const DeviceTensor& lse, const DeviceTensor& out_blk,

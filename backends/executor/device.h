@@ -60,6 +60,12 @@ struct AttentionArgs {
   float softmax_scale = 0.0f;              // 0: 1/sqrt(head_dim)
   std::span<const int32_t> q_positions;    // [s_q]; empty: 0..s_q-1
   std::span<const int32_t> kv_positions;   // [s_kv]; empty: 0..s_kv-1
+  // Dropout of the probabilities (0: none). The keep mask is a function of (dropout_key, global
+  // sample, global head = head_offset + local head, query position, key position).
+  float dropout = 0.0f;
+  uint64_t dropout_key = 0;
+  int64_t head_offset = 0;
+  std::span<const int64_t> samples;        // [b] global sample index of each batch element
 };
 
 // MoE routing decided on the device, returned to the host (token counts drive the all-to-all).

@@ -18,8 +18,8 @@
 // slots nothing overwrites before the layer's buffers are freed, so deferred weight gradients
 // (zero-bubble schedules) read what the input-gradient pass left.
 //
-// Hidden dropout (embedding, residual branches) uses deterministic masks; attention dropout is
-// executed as the identity (the caller says so in its log). Evaluation runs without dropout.
+// Dropout (embedding, residual branches, attention probabilities) uses deterministic masks
+// hashed from global indices, so every layout draws the same. Evaluation runs without dropout.
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -51,6 +51,7 @@ struct RunnerSettings {
   double loss_grad = 1.0;           // d(reported loss) / d(one token's loss): 1 / global tokens
   double aux_grad = 1.0;            // d(total loss) / d(one microbatch's aux loss): 1 / (M x DP)
   double hidden_dropout = 0.0;      // embedding and residual-branch dropout (masks: see dropout())
+  double attention_dropout = 0.0;   // dropout of the attention probabilities (masks: see attention_args())
   int64_t seed = 1234;
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, weight_decay = 0.0, clip_grad = 0.0;
   RouterArgs router;
@@ -122,6 +123,10 @@ class ModelRunner final : public InstructionHandler {
   // layout, in the backward and in recompute.
   void dropout(const Instruction& ins, int32_t site, bool sharded, const DeviceTensor& x);
   void split_heads(int32_t layer, int32_t mb);
+  // Positions and, when training with attention dropout, its mask key (seed, iteration, layer),
+  // global head offset and samples: the mask does not depend on the layout.
+  AttentionArgs attention_args(const Instruction& ins, std::span<const int32_t> q_positions,
+                               std::span<const int32_t> kv_positions) const;
   // ---- runner_attention_cp.cpp: ring attention steps over the CP group
   void attention_cp_step(const Instruction& ins);
   void attention_grad_cp_step(const Instruction& ins);

@@ -72,7 +72,7 @@ void ModelRunner::attention_cp_step(const Instruction& ins) {
   const DeviceTensor qs = q.rows(blk.q_begin, blk.q_end);
   DeviceTensor out = fresh(qs.shape), lse = fresh({dims_.b, dims_.heads, blk.q_end - blk.q_begin});
   device_.attention_forward(qs, k.rows(blk.kv_begin, blk.kv_end), v.rows(blk.kv_begin, blk.kv_end),
-                            AttentionArgs{0.0f, qp, kp}, out, lse);
+                            attention_args(ins, qp, kp), out, lse);
   if (j == 0) {
     put(L, mb, "ctx", out.reshaped({dims_.n, dims_.heads * dims_.d}));
     put(L, mb, "lse", lse);
@@ -112,7 +112,7 @@ void ModelRunner::attention_grad_cp_step(const Instruction& ins) {
   const DeviceTensor ks = k.rows(blk.kv_begin, blk.kv_end), vs = v.rows(blk.kv_begin, blk.kv_end);
   DeviceTensor dq = fresh(out.shape), dks = fresh(ks.shape), dvs = fresh(vs.shape);
   device_.attention_backward_block(q.rows(blk.q_begin, blk.q_end), ks, vs, out, lse.reshaped({dims_.b, dims_.heads, rows}),
-                             d_out, AttentionArgs{0.0f, qp, kp}, dq, dks, dvs);
+                             d_out, attention_args(ins, qp, kp), dq, dks, dvs);
   device_.axpy(1.0f, dq, at(L, mb, "dq").rows(blk.q_begin, blk.q_end));
   device_.axpy(1.0f, dks, dk.rows(blk.kv_begin, blk.kv_end));
   device_.axpy(1.0f, dvs, dv.rows(blk.kv_begin, blk.kv_end));

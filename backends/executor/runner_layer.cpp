@@ -248,12 +248,27 @@ void ModelRunner::rope_grad(const Instruction& ins) {
   put(L, mb, "d_qkv", mixed);
 }
 
+AttentionArgs ModelRunner::attention_args(const Instruction& ins, std::span<const int32_t> q_positions,
+                                          std::span<const int32_t> kv_positions) const {
+  AttentionArgs a;
+  a.q_positions = q_positions;
+  a.kv_positions = kv_positions;
+  if (settings_.attention_dropout <= 0 || !update_) return a;
+  uint64_t key = stream_seed(settings_.seed, "attention-dropout") ^ (static_cast<uint64_t>(step_) << 32) ^
+                 static_cast<uint64_t>(ins.layer + 2);
+  a.dropout = static_cast<float>(settings_.attention_dropout);
+  a.dropout_key = splitmix64(key);
+  a.head_offset = tp_rank_ * dims_.heads;
+  a.samples = data(ins).samples;
+  return a;
+}
+
 void ModelRunner::attention(const Instruction& ins) {
   if (ins.step >= 0) return attention_cp_step(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const DeviceTensor& q = at(L, mb, "q");
   DeviceTensor out = fresh(q.shape), lse = fresh({dims_.b, dims_.heads, s_local_});
-  device_.attention_forward(q, at(L, mb, "k"), at(L, mb, "v"), AttentionArgs{}, out, lse);
+  device_.attention_forward(q, at(L, mb, "k"), at(L, mb, "v"), attention_args(ins, {}, {}), out, lse);
   put(L, mb, "ctx", out.reshaped({dims_.n, dims_.heads * dims_.d}));
   put(L, mb, "lse", lse);
 }
@@ -264,7 +279,7 @@ void ModelRunner::attention_grad(const Instruction& ins) {
   const DeviceTensor &q = at(L, mb, "q"), &k = at(L, mb, "k"), &v = at(L, mb, "v");
   DeviceTensor dq = fresh(q.shape), dk = fresh(k.shape), dv = fresh(v.shape);
   device_.attention_backward(q, k, v, at(L, mb, "ctx").reshaped(q.shape), at(L, mb, "lse"),
-                             at(L, mb, "d_ctx").reshaped(q.shape), AttentionArgs{}, dq, dk, dv);
+                             at(L, mb, "d_ctx").reshaped(q.shape), attention_args(ins, {}, {}), dq, dk, dv);
   put(L, mb, "dq", dq);
   put(L, mb, "dk", dk);
   put(L, mb, "dv", dv);

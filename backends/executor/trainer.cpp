@@ -42,6 +42,7 @@ RunnerSettings settings_for(const Job& job, const ParallelGrid& grid) {
   s.router.capacity_factor = m.moe_expert_capacity_factor;
   s.aux_loss_coeff = m.moe_aux_loss_coeff;
   s.hidden_dropout = t.hidden_dropout;
+  s.attention_dropout = t.attention_dropout;
   s.seed = t.seed;
   return s;
 }
@@ -49,15 +50,11 @@ RunnerSettings settings_for(const Job& job, const ParallelGrid& grid) {
 std::vector<std::string> run_notes(const Job& job) {
   std::vector<std::string> notes;
   const auto& t = job.training;
-  if (t.hidden_dropout > 0) {
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "hidden dropout %.3g with deterministic masks (the same on every layout)",
-                  t.hidden_dropout);
-    notes.emplace_back(buf);
-  }
-  if (t.attention_dropout > 0) {
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "attention dropout executed as the identity (requested %.3g)", t.attention_dropout);
+  if (t.hidden_dropout > 0 || t.attention_dropout > 0) {
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  "dropout hidden %.3g, attention %.3g with deterministic masks (the same on every layout)",
+                  t.hidden_dropout, t.attention_dropout);
     notes.emplace_back(buf);
   }
   if (t.params_dtype != DType::FP32)
@@ -86,7 +83,7 @@ nlohmann::json dump_config(const Job& job, const RunnerSettings& s) {
           {"gelu_tanh", s.activation == ActivationKind::GeluTanh}, {"bias", d.bias}, {"qkv_bias", d.qkv_bias},
           {"tied_embeddings", d.tied}, {"learned_positions", d.positions > 0},
           {"micro_batch_size", d.b}, {"num_microbatches", job.training.num_microbatches},
-          {"hidden_dropout", s.hidden_dropout}, {"seed", s.seed}};
+          {"hidden_dropout", s.hidden_dropout}, {"attention_dropout", s.attention_dropout}, {"seed", s.seed}};
 }
 
 nlohmann::json dump_params(Device& device, ParamStore& params, bool grads) {

@@ -83,13 +83,28 @@ def rope(cfg, x, positions):
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
 
 
+def attention_mask(cfg, layer, sample, heads, s):
+    """tandem's attention-dropout keep mask / (1 - p) [heads, s_q, s_kv] (attention_dropout_scale)."""
+    p = cfg["attention_dropout"]
+    key = splitmix64(fnv1a64("attention-dropout") ^ ((cfg["seed"] * GOLDEN) & M64))
+    key = splitmix64(key ^ ((1 << 32) & M64) ^ (layer + 2))
+    out = torch.empty(heads, s, s, dtype=torch.float64)
+    for h in range(heads):
+        base = key ^ ((sample * 0xD1B54A32D192ED03) & M64) ^ ((h * 0xA24BAED4963EE407) & M64)
+        for i in range(s):
+            for j in range(s):
+                u = (splitmix64(base ^ ((i << 32) & M64) ^ j) >> 11) * (1.0 / 9007199254740992.0)
+                out[h, i, j] = 1.0 / (1.0 - p) if u >= p else 0.0
+    return out
+
+
 def drop(cfg, x, layer, site, rows):
     if cfg["hidden_dropout"] <= 0:
         return x
     return x * dropout_mask(cfg, 1, layer, site, rows, x.shape[-1])
 
 
-def layer(cfg, P, i, x, positions, rows):
+def layer(cfg, P, i, x, positions, rows, sample):
     g, a, d = cfg["num_query_groups"], cfg["num_attention_heads"], cfg["head_dim"]
     qpg, s = a // g, x.shape[0]
     pre = f"layers.{i}."
@@ -107,6 +122,8 @@ def layer(cfg, P, i, x, positions, rows):
     scores = torch.einsum("shd,thd->hst", q, k) / math.sqrt(d)
     mask = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
     probs = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+    if cfg["attention_dropout"] > 0:
+        probs = probs * attention_mask(cfg, i, sample, a, s)
     ctx = torch.einsum("hst,thd->shd", probs, v).reshape(s, a * d)
     proj = ctx @ P[pre + "proj.weight"]
     if pre + "proj.bias" in P:
@@ -136,7 +153,7 @@ def model_loss(cfg, P, tokens, labels, sample):
         x = x + P["embedding.position"][positions]
     x = drop(cfg, x, -1, 3, rows)
     for i in range(cfg["num_layers"]):
-        x = layer(cfg, P, i, x, positions, rows)
+        x = layer(cfg, P, i, x, positions, rows, sample)
     x = norm(cfg, x, P["final_norm.weight"], P.get("final_norm.bias"))
     w = P["embedding.word"] if cfg["tied_embeddings"] else P["output.weight"]
     return F.cross_entropy(x @ w.t(), labels, reduction="sum")
@@ -148,12 +165,13 @@ def main():
     ap.add_argument("--model", choices=["gpt", "llama"], required=True)
     ap.add_argument("--keep")
     ap.add_argument("--hidden-dropout", default="0")
+    ap.add_argument("--attention-dropout", default="0")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dump_path = args.keep or os.path.join(tmp, "step1.json")
         cmd = [args.tandem, "train", "--backend", "cpu", "--dump-first-step", dump_path, "--"]
         cmd += (MODELS[args.model] + " " + TRAINING + " --train-iters 1 --lr-warmup-iters 0").split()
-        cmd += ["--hidden-dropout", args.hidden_dropout]
+        cmd += ["--hidden-dropout", args.hidden_dropout, "--attention-dropout", args.attention_dropout]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
         if proc.returncode != 0:
             print(proc.stdout)
@@ -184,7 +202,7 @@ def main():
         worst = max(worst, err)
         if err > TOL:
             failures.append(f"grad {name}: max error {err:.2e} of max |grad| {scale:.3e}")
-    print(f"{args.model} (hidden dropout {cfg['hidden_dropout']}): loss {loss.item():.6f}, {len(dump['grads'])} parameter gradients, "
+    print(f"{args.model} (dropout hidden {cfg['hidden_dropout']}, attention {cfg['attention_dropout']}): loss {loss.item():.6f}, {len(dump['grads'])} parameter gradients, "
           f"worst relative error {worst:.2e}")
     if failures:
         print("\n".join(failures))

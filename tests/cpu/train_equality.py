@@ -37,8 +37,8 @@ MODELS = {
 MODELS["moe-ag"] = MODELS["moe"].replace("alltoall", "allgather").replace("--moe-aux-loss-coeff 0.1",
                                                                           "--moe-shared-expert-intermediate-size 64")
 
-# GPT with Megatron's hidden dropout: deterministic masks keyed by global token and column.
-MODELS["gpt-dropout"] = MODELS["gpt"] + " --hidden-dropout 0.1"
+# GPT with Megatron's dropout (hidden and attention): deterministic masks keyed by global indices.
+MODELS["gpt-dropout"] = MODELS["gpt"] + " --hidden-dropout 0.1 --attention-dropout 0.1"
 
 TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 10 --lr 1e-3 --min-lr 1e-4 "
             "--lr-decay-style cosine --lr-warmup-iters 2 --seed 1234 --init-method-std 0.02 --mock-data "
@@ -70,6 +70,7 @@ LAYOUTS = {
     "interleaved-pp2x2": (2, f"{PP} 2 --num-layers-per-virtual-pipeline-stage 1"),
     "recompute-full": (2, f"{PP} 2 --recompute-granularity full --recompute-method uniform --recompute-num-layers 1"),
     "recompute-selective": (2, f"{TP} 2 --recompute-activations"),
+    "cp2-recompute-selective": (2, "--context-parallel-size 2 --recompute-activations"),
 }
 # Model flags a layout needs on both sides of the comparison (V-shaped and interleaved schedules
 # put two stages on every rank: 8 stages of PP4 need 8 layers).
