@@ -170,30 +170,32 @@ int32_t Emitter::collective(OpKind kind, ParallelGroup group, StreamKind stream,
   return add(std::move(ins), deps);
 }
 
-int32_t Emitter::send(ParallelGroup group, StreamKind stream, const char* label, int64_t peer, int64_t tag,
-                      double bytes, Deps deps) {
+namespace {
+
+// Send and Recv differ only in their kind: one message of `bytes` to or from `peer`, matched by `tag`.
+Instruction point_to_point(OpKind kind, ParallelGroup group, StreamKind stream, const char* label, int64_t peer,
+                           int64_t tag, double bytes) {
   Instruction ins;
-  ins.kind = OpKind::Send;
+  ins.kind = kind;
   ins.stream = stream;
   ins.group = group;
   ins.label = label;
   ins.peer = peer;
   ins.tag = tag;
   ins.bytes = bytes;
-  return add(std::move(ins), deps);
+  return ins;
+}
+
+}  // namespace
+
+int32_t Emitter::send(ParallelGroup group, StreamKind stream, const char* label, int64_t peer, int64_t tag,
+                      double bytes, Deps deps) {
+  return add(point_to_point(OpKind::Send, group, stream, label, peer, tag, bytes), deps);
 }
 
 int32_t Emitter::recv(ParallelGroup group, StreamKind stream, const char* label, int64_t peer, int64_t tag,
                       double bytes, Deps deps) {
-  Instruction ins;
-  ins.kind = OpKind::Recv;
-  ins.stream = stream;
-  ins.group = group;
-  ins.label = label;
-  ins.peer = peer;
-  ins.tag = tag;
-  ins.bytes = bytes;
-  return add(std::move(ins), deps);
+  return add(point_to_point(OpKind::Recv, group, stream, label, peer, tag, bytes), deps);
 }
 
 int32_t Emitter::new_buffer(BufferRole role, std::string name, double bytes) {

@@ -171,42 +171,9 @@ void read_communication(const Reader& r, const json& c, GpuEfficiency& e) {
 
 }  // namespace
 
-const char* op_kind_name(OpKind kind) {
-  switch (kind) {
-    case OpKind::Embedding: return "Embedding";
-    case OpKind::EmbeddingGrad: return "EmbeddingGrad";
-    case OpKind::Norm: return "Norm";
-    case OpKind::NormGrad: return "NormGrad";
-    case OpKind::Gemm: return "Gemm";
-    case OpKind::GemmGradInput: return "GemmGradInput";
-    case OpKind::GemmGradWeight: return "GemmGradWeight";
-    case OpKind::Attention: return "Attention";
-    case OpKind::AttentionGrad: return "AttentionGrad";
-    case OpKind::Rope: return "Rope";
-    case OpKind::RopeGrad: return "RopeGrad";
-    case OpKind::Activation: return "Activation";
-    case OpKind::ActivationGrad: return "ActivationGrad";
-    case OpKind::Elementwise: return "Elementwise";
-    case OpKind::CrossEntropy: return "CrossEntropy";
-    case OpKind::CrossEntropyGrad: return "CrossEntropyGrad";
-    case OpKind::Router: return "Router";
-    case OpKind::RouterGrad: return "RouterGrad";
-    case OpKind::Permute: return "Permute";
-    case OpKind::PermuteGrad: return "PermuteGrad";
-    case OpKind::Unpermute: return "Unpermute";
-    case OpKind::UnpermuteGrad: return "UnpermuteGrad";
-    case OpKind::OptimizerStep: return "OptimizerStep";
-    case OpKind::Send: return "Send";
-    case OpKind::Recv: return "Recv";
-    case OpKind::AllReduce: return "AllReduce";
-    case OpKind::ReduceScatter: return "ReduceScatter";
-    case OpKind::AllGather: return "AllGather";
-    case OpKind::AllToAllV: return "AllToAllV";
-    case OpKind::Alloc: return "Alloc";
-    case OpKind::Free: return "Free";
-  }
-  return "?";
-}
+// The program's own spelling of op kinds (program/program.h), so profiles and data files use the
+// names that op traces print.
+const char* op_kind_name(OpKind kind) { return to_string(kind); }
 
 std::optional<OpKind> op_kind_from_name(const std::string& name) {
   const std::string l = lower(name);
