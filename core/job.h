@@ -21,6 +21,8 @@ enum class LrDecayStyle { Constant, Linear, Cosine, InverseSquareRoot, WSD };
 enum class TokenDispatcher { AllGather, AllToAll, Alltoall_Seq, Flex };
 // Megatron's --attention-backend. auto/flash/fused never materialise the s x s score matrix.
 enum class AttentionBackend { Auto, Flash, Fused, Unfused, Local };
+// tandem: how the simulator draws MoE token-to-expert loads (backends/sim/moe_routing.h).
+enum class MoeRouting { Balanced, Zipf, Trace };
 
 // Transformer architecture. Sizes are element counts; 0 means "derive Megatron's default".
 struct ModelConfig {
@@ -128,6 +130,14 @@ struct TrainingConfig {
   int64_t log_interval = 100;
   int64_t eval_interval = 1000;
   int64_t eval_iters = 100;
+  // tandem (simulator): the MoE routing model. Balanced: every expert gets tokens x topk / E
+  // copies (the lowering's expected sizes). Zipf: expert popularity proportional to 1 / rank^s
+  // over a seeded per-layer permutation of the experts, loads drawn per (layer, microbatch).
+  // Trace: loads recorded from a real run (`tandem train --record-routing FILE`).
+  MoeRouting moe_routing = MoeRouting::Balanced;
+  double moe_routing_zipf_s = 1.0;            // skew exponent s > 0
+  std::string moe_routing_trace;              // trace file (JSON, format in moe_routing.h)
+  int64_t moe_routing_seed = 0;               // seeds the zipf permutation and draws
 };
 
 // One GPU kind. Units: FLOP/s, bytes, bytes/s.
@@ -182,6 +192,7 @@ std::string to_string(RecomputeMethod v);
 std::string to_string(LrDecayStyle v);
 std::string to_string(TokenDispatcher v);
 std::string to_string(AttentionBackend v);
+std::string to_string(MoeRouting v);
 // True when attention never stores the s x s probabilities (flash / fused kernels).
 bool uses_flash_attention(AttentionBackend v);
 

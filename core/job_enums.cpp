@@ -78,6 +78,20 @@ std::string to_string(AttentionBackend v) {
   return "?";
 }
 
+template <> MoeRouting parse_enum<MoeRouting>(const std::string& f, const std::string& t) {
+  return lookup<MoeRouting>(f, t, {{"balanced", MoeRouting::Balanced}, {"zipf", MoeRouting::Zipf},
+                                  {"trace", MoeRouting::Trace}});
+}
+
+std::string to_string(MoeRouting v) {
+  switch (v) {
+    case MoeRouting::Balanced: return "balanced";
+    case MoeRouting::Zipf: return "zipf";
+    case MoeRouting::Trace: return "trace";
+  }
+  return "?";
+}
+
 bool uses_flash_attention(AttentionBackend v) {
   return v == AttentionBackend::Auto || v == AttentionBackend::Flash || v == AttentionBackend::Fused;
 }

@@ -158,6 +158,19 @@ std::vector<FieldSpec> training_fields() {
       int_field("log_interval", kT, T(log_interval), 1, kHuge, "iterations between log lines"),
       int_field("eval_interval", kT, T(eval_interval), 1, kHuge, "iterations between evaluations"),
       int_field("eval_iters", kT, T(eval_iters), 0, kHuge, "iterations per evaluation"),
+      choice_field<MoeRouting>("moe_routing", kT, T(moe_routing),
+                               "tandem: simulated MoE routing, balanced, zipf or trace"),
+      {"moe_routing_zipf_s", kT, FieldKind::Real,
+       [](Job& j, const std::string& name, const std::string& v) {
+         const double s = parse_real(name, v, 0.0, 100.0);
+         if (s <= 0) throw_field_error(name, v, "the Zipf exponent must be > 0");
+         j.training.moe_routing_zipf_s = s;
+       },
+       [](const Job& j) { return json(j.training.moe_routing_zipf_s); },
+       "tandem: Zipf skew s > 0 of --moe-routing zipf (expert popularity ~ 1/rank^s)"},
+      text_field("moe_routing_trace", kT, T(moe_routing_trace),
+                 "tandem: routing trace of --moe-routing trace (written by train --record-routing)"),
+      int_field("moe_routing_seed", kT, T(moe_routing_seed), 0, kHuge, "tandem: seed of --moe-routing zipf"),
   };
 }
 #undef M

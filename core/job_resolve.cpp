@@ -188,6 +188,19 @@ void resolve_optimizer(Job& job) {
     throw UserError("--fp8-format = " + to_string(t.fp8_format) + " needs --bf16 or --fp16");
 }
 
+// The simulator's MoE routing model (training section): consistent choices; the trace file's
+// contents are checked where it is read (backends/sim/moe_routing.cpp).
+void resolve_routing(const Job& job) {
+  const TrainingConfig& t = job.training;
+  const std::string routing = to_string(t.moe_routing);
+  if (t.moe_routing != MoeRouting::Balanced && !job.model.is_moe())
+    throw UserError("--moe-routing = " + routing + " needs an MoE model (--num-experts is 0)");
+  if (t.moe_routing == MoeRouting::Trace && t.moe_routing_trace.empty())
+    throw UserError("--moe-routing = trace needs --moe-routing-trace FILE (written by tandem train --record-routing)");
+  if (t.moe_routing != MoeRouting::Trace && !t.moe_routing_trace.empty())
+    throw UserError("--moe-routing-trace = " + t.moe_routing_trace + " needs --moe-routing trace (got " + routing + ")");
+}
+
 }  // namespace
 
 bool ModelConfig::layer_is_moe(int64_t layer) const {
@@ -206,6 +219,7 @@ void resolve_job(Job& job) {
   resolve_world(job);
   resolve_batch(job);
   resolve_optimizer(job);
+  resolve_routing(job);
 }
 
 }  // namespace tandem
