@@ -47,7 +47,9 @@ void print_train_help() {
       "  --json FILE       per-iteration losses, grad_norms, lrs, timings\n"
       "  --trace-ops FILE  per-rank op trace of the first iteration (compare: tandem simulate --trace-ops)\n"
       "  --dump-first-step FILE  one rank: initial weights, batch, loss and gradients of step 1 (JSON),\n"
-      "                    for an independent reference (tests/cpu/torch_model_reference.py)\n");
+      "                    for an independent reference (tests/cpu/torch_model_reference.py)\n"
+      "  --record-routing FILE  MoE: routing counts of the first iteration, for tandem simulate\n"
+      "                    --moe-routing trace --moe-routing-trace FILE\n");
 }
 
 // The CUDA backend's verdict on this machine: one line, non-zero exit.
@@ -138,6 +140,8 @@ int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
   exec::TrainOptions options;
   options.trace_ops = opts.extra.count("--trace-ops") > 0;
   options.dump_first_step = opts.extra.count("--dump-first-step") > 0;
+  options.record_routing = opts.extra.count("--record-routing") > 0;
+  if (options.record_routing && !job.model.is_moe()) throw UserError("--record-routing needs an MoE model (--num-experts)");
   options.log = [](const std::string& line) {
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
@@ -155,11 +159,13 @@ int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
   if (options.trace_ops) write_file_atomically("--trace-ops", opts.extra.at("--trace-ops"), report.op_trace);
   if (options.dump_first_step)
     write_file_atomically("--dump-first-step", opts.extra.at("--dump-first-step"), report.first_step + "\n");
+  if (options.record_routing)
+    write_file_atomically("--record-routing", opts.extra.at("--record-routing"), report.routing_trace + "\n");
   return 0;
 }
 
 int run_train(const std::vector<std::string>& args) {
-  const JobOptions opts = parse_job_options(args, {"--backend", "--ranks", "--trace-ops", "--dump-first-step"}, {"--help", "-h"});
+  const JobOptions opts = parse_job_options(args, {"--backend", "--ranks", "--trace-ops", "--dump-first-step", "--record-routing"}, {"--help", "-h"});
   if (opts.extra.count("--help") || opts.extra.count("-h")) return print_train_help(), 0;
   const std::string backend = opts.extra.count("--backend") ? opts.extra.at("--backend") : "cpu";
   if (backend == "cuda") return refuse_cuda();

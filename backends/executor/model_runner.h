@@ -76,6 +76,9 @@ class ModelRunner final : public InstructionHandler {
   IterationTotals end_iteration();
 
   bool execute(const Instruction& ins, int32_t index) override;
+  // When set: called by every forward router (not its recompute) with (layer, microbatch, router
+  // tokens, copies routed per expert before capacity), for `tandem train --record-routing`.
+  std::function<void(int32_t, int32_t, int64_t, const std::vector<int64_t>&)> on_routing;
   bool poll(int32_t index) override;
   void on_free(const Buffer& buffer) override;
 

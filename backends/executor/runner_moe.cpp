@@ -60,6 +60,7 @@ void ModelRunner::router(const Instruction& ins) {
   const DeviceTensor logits = put(L, mb, "moe.logits", fresh({x.dim(0), dims_.experts}));
   device_.gemm_forward(x, params_.get(L, ParamSlot::Router).value, {}, WeightLayout::InOut, logits);
   RoutingResult r = device_.router_forward(logits, settings_.router);
+  if (on_routing && !ins.recompute) on_routing(L, mb, r.tokens, r.routed_per_expert);
   plans_[{L, mb}] = make_plan(r);
   const std::vector<int64_t> routed = r.routed_per_expert;
   const int64_t tokens = r.tokens;

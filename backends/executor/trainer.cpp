@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -19,6 +20,21 @@
 
 namespace tandem::exec {
 namespace {
+
+// Routing counts of one rank: layer -> microbatch -> copies per expert (before capacity).
+using RoutingCounts = std::map<int32_t, std::map<int32_t, std::vector<int64_t>>>;
+
+// The trace (simulator's --moe-routing-trace format) from every rank's counts, rank order: each
+// layer from the lowest rank that holds it.
+std::string routing_trace_json(const Job& job, const std::vector<std::string>& parts, int64_t tokens) {
+  std::map<int64_t, nlohmann::json> layers;
+  for (const std::string& part : parts)
+    for (const auto& [layer, rows] : nlohmann::json::parse(part).items()) layers.try_emplace(std::stoll(layer), rows);
+  nlohmann::json out = {{"format", "tandem-moe-routing-trace"}, {"experts", job.model.num_experts},
+                        {"topk", job.model.moe_router_topk}, {"tokens", tokens}, {"layers", nlohmann::json::array()}};
+  for (auto& [layer, rows] : layers) out["layers"].push_back(std::move(rows));
+  return out.dump();
+}
 
 RunnerSettings settings_for(const Job& job, const ParallelGrid& grid) {
   const auto& m = job.model;
@@ -178,7 +194,10 @@ class TrainingRun {
     const double rate = lr_.lr_at(it - 1);
     runner_.begin_iteration(it, rate, rank_batch(*data_, job_, grid_, rank_, it - 1));
     std::vector<std::string> trace;
+    const bool record = options_.record_routing && first;
+    if (record) begin_routing_record();
     const ExecutionStats stats = executor_.run(program_, runner_, options_.trace_ops && first ? &trace : nullptr);
+    if (record) end_routing_record();
     const IterationTotals totals = runner_.end_iteration();
     const double sums_in[2] = {totals.loss_sum, totals.tokens};
     const std::vector<double> sums = comm_.world_sum(sums_in);
@@ -210,6 +229,31 @@ class TrainingRun {
       log(iteration_line(it, iterations_, seconds * 1e3, rate, gbs_, report_.losses.back(), totals.grad_norm,
                          double(report_.tokens_per_iteration) / seconds));
     if (t.eval_interval > 0 && t.eval_iters > 0 && it % t.eval_interval == 0) evaluate(it);
+  }
+
+  // MoE routing trace: this rank's router counts of the iteration, merged at rank 0.
+  void begin_routing_record() {
+    runner_.on_routing = [this](int32_t layer, int32_t mb, int64_t tokens, const std::vector<int64_t>& counts) {
+      routing_[layer][mb] = counts;
+      routing_tokens_ = tokens;
+    };
+  }
+
+  void end_routing_record() {
+    runner_.on_routing = nullptr;
+    nlohmann::json mine = nlohmann::json::object();
+    for (const auto& [layer, rows] : routing_) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& [mb, counts] : rows) list.push_back(counts);
+      mine[std::to_string(layer)] = std::move(list);
+    }
+    const std::vector<std::string> parts = comm_.gather_to_root(mine.dump());
+    const double tokens_in[1] = {double(routing_tokens_)};
+    const double tokens = comm_.world_sum(tokens_in)[0];   // equal on every rank that routes
+    const double routers_in[1] = {routing_tokens_ > 0 ? 1.0 : 0.0};
+    const double routers = comm_.world_sum(routers_in)[0];
+    if (rank_ == 0) report_.routing_trace = routing_trace_json(job_, parts, std::llround(tokens / std::max(1.0, routers)));
+    routing_.clear();
   }
 
   // Megatron's evaluate(): eval_iters batches of the validation split, continuing its stream.
@@ -257,6 +301,8 @@ class TrainingRun {
   double timed_ = 0;
   TrainReport report_;
   nlohmann::json dump_;
+  RoutingCounts routing_;
+  int64_t routing_tokens_ = 0;
 };
 
 }  // namespace

@@ -23,6 +23,7 @@ struct TrainOptions {
   int64_t iterations = 0;                       // 0: the job's train_iters
   bool trace_ops = false;                       // keep the op trace of the first iteration
   bool dump_first_step = false;                 // one rank: keep weights, batch, loss, gradients of step 1
+  bool record_routing = false;                  // MoE: keep the routing counts of the first iteration
   std::function<void(const std::string&)> log;  // called on rank 0 with one line at a time
 };
 
@@ -41,6 +42,10 @@ struct TrainReport {
   // JSON (dump_first_step): "config", "tokens"/"labels" [microbatch][row], "loss" of step 1, and
   // per parameter "shape", initial "value" and step-1 "grad" — for an independent reference.
   std::string first_step;
+  // record_routing: the MoE routing trace of the first iteration (JSON, the format of the
+  // simulator's --moe-routing-trace): per MoE layer and microbatch the copies per expert that
+  // the lowest rank holding the layer routed, before capacity dropping.
+  std::string routing_trace;
 };
 
 TrainReport train(const Job& job, Device& device, Communicator& comm, const TrainOptions& options);
