@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +16,20 @@ namespace {
 bool g_progress_drawn = false;
 
 std::string pct(double part, double whole) { return whole > 0 ? fixed(100.0 * part / whole, 1) + "%" : "-"; }
+
+// The MoE routing model's imbalance: the most imbalanced layers (at most 8), for skewed models.
+std::string routing_text(const sim::RoutingSummary& s) {
+  if (s.model == "balanced" && s.dropped_copies == 0) return "";
+  std::vector<sim::LayerImbalance> layers = s.layers;
+  std::stable_sort(layers.begin(), layers.end(),
+                   [](const auto& a, const auto& b) { return a.max_over_mean > b.max_over_mean; });
+  if (layers.size() > 8) layers.resize(8);
+  Table t({"MoE layer (" + s.model + " routing)", "max/mean expert load", "max load", "copies dropped"});
+  for (const auto& l : layers)
+    t.add_row({std::to_string(l.layer), fixed(l.max_over_mean, 2), with_commas(static_cast<int64_t>(std::llround(l.max_load))),
+               with_commas(static_cast<int64_t>(std::llround(l.dropped)))});
+  return "\n" + t.render();
+}
 
 }  // namespace
 
@@ -38,6 +53,7 @@ std::string simulation_text(const Job& job, const sim::SimResult& r) {
       {"exposed DP communication", b.dp_comm}, {"pipeline bubble", b.pipeline_bubble}, {"optimizer", b.optimizer}};
   for (const auto& [name, s] : parts) t.add_row({name, fixed(s, 3), pct(s, r.iteration_time_s)});
   out += "\n" + t.render();
+  if (r.moe_routing) out += routing_text(*r.moe_routing);
   for (const auto& n : r.notes) out += "note: " + n + "\n";
   return out;
 }

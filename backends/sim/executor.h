@@ -70,6 +70,11 @@ struct ExecutorOptions {
   bool merge_local_work = true;
   // Called now and then with (fraction of instructions done, message).
   std::function<void(double, const std::string&)> progress;
+  // MoE routing model (moe_routing.h): for a routed AllToAllV, the bytes EP rank i sends to EP
+  // rank j (row-major EP x EP, by expert-parallel coordinate). Such all-to-alls are played as
+  // flows with those per-peer sizes, also inside a node, so that members wait for the slowest.
+  // Empty: every all-to-all splits Instruction::bytes evenly over the peers.
+  std::function<std::vector<double>(const Instruction&)> all_to_all_bytes;
 };
 
 // Which ranks are played, and which rank plays the part of an unplayed one.

@@ -50,6 +50,18 @@ const char* plan_kind_name(PlanKind kind) {
   return "?";
 }
 
+// MoE routing model (ExecutorOptions::all_to_all_bytes): a routed all-to-all(v) with real
+// per-peer sizes, and the bytes of one (src, dst) pair from the EP x EP matrix.
+bool routed_all_to_all(const ExecutorOptions& options, const Instruction& x) {
+  return x.kind == OpKind::AllToAllV && x.routed && static_cast<bool>(options.all_to_all_bytes);
+}
+
+double pair_bytes(const ParallelGrid& grid, const std::vector<double>& matrix, int64_t src, int64_t dst) {
+  const auto p = static_cast<size_t>(grid.ep_size());
+  TANDEM_CHECK_MSG(matrix.size() == p * p, matrix.size() << " all-to-all sizes for EP " << p);
+  return matrix[static_cast<size_t>(grid.expert_coord(src).ep) * p + static_cast<size_t>(grid.expert_coord(dst).ep)];
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -302,7 +314,9 @@ void Execution::instructions_done(int64_t count) {
 bool RankPlayer::analytic_seconds(const Instruction& x, double* seconds) {
   if (!is_collective(x.kind)) return false;
   *seconds = 0;
-  if (ex_.options.free_communication || x.bytes <= 0) return true;
+  if (ex_.options.free_communication) return true;
+  if (routed_all_to_all(ex_.options, x)) return ex_.group(rank_, x.group).group.gpus.size() < 2;  // flows: members wait
+  if (x.bytes <= 0) return true;
   GroupInfo& g = ex_.group(rank_, x.group);
   if (g.group.gpus.size() < 2) return true;
   if (!(g.intra_node && ex_.options.analytic_intra_node)) return false;
@@ -454,8 +468,12 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
   const auto& gpus = g.group.gpus;
   const size_t p = gpus.size();
   PlanInfo& plan = ex_.plan(g, kind);
+  std::vector<double> routed;  // EP x EP bytes of a routed all-to-all(v)
+  if (routed_all_to_all(ex_.options, x)) routed = ex_.options.all_to_all_bytes(x);
   if (kind == PlanKind::AllToAll) {
-    Pending pending = ex_.collectives.start_all_to_all(g.group, rank_, x.bytes / static_cast<double>(p - 1));
+    std::vector<double> send(p, x.bytes / static_cast<double>(p - 1));
+    for (size_t j = 0; j < p && !routed.empty(); ++j) send[j] = pair_bytes(ex_.grid, routed, rank_, gpus[j]);
+    Pending pending = ex_.collectives.start_all_to_all_v(g.group, rank_, send);
     // collectives.h order: puts to the other members, then gets from them, in group order.
     size_t k = 0;
     for (int pass = 0; pass < 2; ++pass)
@@ -472,7 +490,8 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
   if (plan.images.empty()) return;
   const int64_t seq = seq_[g.key | (uint64_t{1} << 63)]++;
   if (ex_.arrive(g.key, seq, p))
-    for (const OneSidedFlow& f : plan.images) ghost(f.src, f.dst, f.unit_bytes * x.bytes);
+    for (const OneSidedFlow& f : plan.images)
+      ghost(f.src, f.dst, routed.empty() ? f.unit_bytes * x.bytes : pair_bytes(ex_.grid, routed, f.src, f.dst));
 }
 
 // Some members are unplayed (a data-parallel group in a reduced run): this member starts its own
@@ -480,6 +499,7 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
 // is done no earlier than the plan's uncontended time.
 void RankPlayer::start_partial_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x) {
   PlanInfo& plan = ex_.plan(g, kind);
+  TANDEM_CHECK_MSG(!routed_all_to_all(ex_.options, x), "routed all-to-all on a group that is not played whole");
   const auto member = static_cast<size_t>(g.member.at(rank_));
   for (const OneSidedFlow& f : plan.starts[member]) {
     const double bytes = f.unit_bytes * x.bytes;

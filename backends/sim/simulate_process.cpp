@@ -81,6 +81,7 @@ SimResult result_from_json(const nlohmann::json& j) {
     r.ranks.push_back(rr);
   }
   r.notes = j.at("notes").get<std::vector<std::string>>();
+  if (j.contains("moe_routing")) r.moe_routing = summary_from_json(j.at("moe_routing"));
   return r;
 }
 

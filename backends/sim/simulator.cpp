@@ -5,6 +5,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
@@ -110,6 +113,56 @@ Lowered lower_played(const Job& job, const ParallelGrid& grid, const Schedule& s
   return out;
 }
 
+// MoE routing model that changes sizes: one program per (symmetry class, EP coordinate), the
+// class program with its routed sizes redrawn (moe_routing.h). Ranks that differ in the EP
+// coordinate are different classes; every other coordinate still only renames peers.
+struct Routed {
+  std::map<int64_t, std::unique_ptr<RoutedProgram>> programs;    // class * EP + ep coordinate
+  std::unordered_map<const RankProgram*, const RoutedProgram*> of;
+};
+
+int64_t played_class(const Job& job, const ParallelGrid& grid, int64_t rank, bool routed) {
+  const int64_t c = symmetry_class(job, grid, rank);
+  return routed ? c * grid.ep_size() + grid.expert_coord(rank).ep : c;
+}
+
+void route_played(const Job& job, const ParallelGrid& grid, const MoeRoutingModel& routing, Lowered& lowered,
+                  Routed& routed) {
+  for (PlayedRank& p : lowered.played) {
+    auto& slot = routed.programs[played_class(job, grid, p.rank, true)];
+    if (!slot) {
+      slot = std::make_unique<RoutedProgram>(
+          apply_routing(*p.program, job, grid, routing, grid.expert_coord(p.rank).ep));
+      routed.of[&slot->program] = slot.get();
+    }
+    p.program = &slot->program;
+  }
+}
+
+// Grouped expert GEMMs with unequal experts: their time factor over the even split.
+double routed_gemm_factor(const Routed& routed, const ComputeModel& model, const RankProgram& p, const Instruction& x) {
+  auto it = routed.of.find(&p);
+  if (it == routed.of.end()) return 1.0;
+  const auto rows = it->second->expert_rows.find(static_cast<int32_t>(&x - p.instructions.data()));
+  return rows == it->second->expert_rows.end() ? 1.0 : grouped_gemm_factor(model, x, rows->second);
+}
+
+std::string routing_note(const Job& job, const RoutingSummary& s) {
+  const TrainingConfig& t = job.training;
+  std::string what = "MoE routing: " + s.model;
+  if (t.moe_routing == MoeRouting::Zipf)
+    what += " (s = " + fixed(t.moe_routing_zipf_s, 2) + ", seed " + std::to_string(t.moe_routing_seed) + ")";
+  if (t.moe_routing == MoeRouting::Trace) what += " (" + t.moe_routing_trace + ")";
+  what += ": max/mean expert load " + fixed(s.max_over_mean, 2);
+  if (job.model.moe_expert_capacity_factor > 0)
+    what += ", capacity factor " + fixed(job.model.moe_expert_capacity_factor, 2) + " drops " +
+            fixed(100.0 * s.dropped_fraction, 2) + "% of the token copies";
+  else
+    what += ", dropless";
+  if (t.moe_routing == MoeRouting::Balanced) what += " (the expected token counts per expert)";
+  return what;
+}
+
 void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const std::string& why_not,
                const ComputeModel& model, const std::string& peak_name, int64_t world, const SimCounts& counts) {
   if (layout.reduced()) {
@@ -130,7 +183,6 @@ void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const 
       "other and they do not share NVLink with concurrent flows");
   r.notes.push_back("compute: " + model.describe());
   r.notes.push_back("MFU and HFU relative to the " + peak_name + " peak of " + job.cluster.gpu.name);
-  if (job.model.is_moe()) r.notes.push_back("MoE: expected (balanced) token counts per expert");
 }
 
 }  // namespace
@@ -144,7 +196,12 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   ComputeModel model = ComputeModel::for_job(job);
   if (options.profile) model.load_profile(*options.profile);
 
-  const Lowered lowered = lower_played(job, grid, schedule, layout, options);
+  std::optional<MoeRoutingModel> routing;
+  if (job.model.is_moe()) routing.emplace(job, grid);   // checks a trace file before lowering
+  const bool redraw = routing && !routing->is_expected();
+  Lowered lowered = lower_played(job, grid, schedule, layout, options);
+  Routed routed;
+  if (redraw) route_played(job, grid, *routing, lowered, routed);
   if (options.op_trace_path) write_op_trace(*options.op_trace_path, grid, lowered.played);
   if (options.progress) options.progress(0.0, "building the platform of " + std::to_string(grid.world_size()) + " GPUs");
   Platform platform(job.cluster, grid.world_size());
@@ -152,7 +209,11 @@ SimResult simulate(const Job& job, const SimOptions& options) {
 
   ComputeTimes times(model);
   ExecutorOptions exec;
-  exec.compute_time = [&times](const RankProgram&, const Instruction& x) { return times(x); };
+  exec.compute_time = [&times, &routed, &model](const RankProgram& p, const Instruction& x) {
+    const double t = times(x);
+    return x.routed && !routed.of.empty() ? t * routed_gemm_factor(routed, model, p, x) : t;
+  };
+  if (redraw) exec.all_to_all_bytes = [&routing](const Instruction& x) { return all_to_all_bytes(*routing, x); };
   exec.record_timeline = options.trace_path.has_value();
   exec.progress = options.progress;
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
@@ -171,12 +232,13 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.mfu = peak > 0 ? r.model_tflops_per_gpu * 1e12 / peak : 0;
   r.hfu = peak > 0 ? r.hardware_tflops_per_gpu * 1e12 / peak : 0;
   double peak_bytes = 0;
-  std::vector<double> class_peak(lowered.programs.size(), -1.0);  // bytes, per class program
+  // Bytes, per class program (classes split by EP coordinate when the routing redraws sizes).
+  std::vector<double> class_peak(lowered.programs.size() * static_cast<size_t>(redraw ? grid.ep_size() : 1), -1.0);
   for (size_t i = 0; i < lowered.played.size(); ++i) {
     RankResult rank;
     rank.rank = lowered.played[i].rank;
     rank.busy_s = run.ranks[i].compute_s;
-    rank.symmetry_class = symmetry_class(job, grid, rank.rank);
+    rank.symmetry_class = played_class(job, grid, rank.rank, redraw);
     double& peak_of_class = class_peak[static_cast<size_t>(rank.symmetry_class)];
     if (peak_of_class < 0) peak_of_class = lowered.played[i].program->peak_bytes();
     rank.peak_memory_bytes = peak_of_class;
@@ -188,10 +250,14 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.breakdown = run.ranks[run.critical].breakdown;
   r.critical_rank = run.ranks[run.critical].rank;
   r.ranks_played = static_cast<int64_t>(lowered.played.size());
-  r.symmetry_classes = static_cast<int64_t>(class_representatives(job, grid).size());
+  r.symmetry_classes = static_cast<int64_t>(class_representatives(job, grid).size()) * (redraw ? grid.ep_size() : 1);
   r.symmetry_reduced = layout.reduced();
   r.counts = run.stats;
   add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats);
+  if (routing) {
+    r.moe_routing = routing->summary();
+    r.notes.push_back(routing_note(job, *r.moe_routing));
+  }
   if (r.oom)
     r.notes.push_back("out of memory: a rank needs " + fixed(r.peak_memory_gib, 2) + " GiB of the GPU's " +
                       fixed(job.cluster.gpu.hbm_bytes / kBytesPerGiB, 2) + " GiB");
@@ -225,6 +291,7 @@ nlohmann::json result_to_json(const SimResult& r) {
                      {"symmetry_class", rank.symmetry_class}});
   j["ranks"] = std::move(ranks);
   j["notes"] = r.notes;
+  if (r.moe_routing) j["moe_routing"] = summary_to_json(*r.moe_routing);
   return j;
 }
 

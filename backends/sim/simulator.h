@@ -9,6 +9,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "backends/sim/moe_routing.h"
 #include "core/job.h"
 
 namespace tandem::sim {
@@ -73,6 +74,7 @@ struct SimResult {
   SimCounts counts;                     // not in the JSON
   std::vector<RankResult> ranks;        // played ranks
   std::vector<std::string> notes;       // approximations the user should know about
+  std::optional<RoutingSummary> moe_routing;   // MoE jobs: the routing model and its imbalance
 };
 
 // UserError for a job the simulator cannot play (e.g. unknown GPU model file). SimGrid allows one
@@ -89,7 +91,8 @@ SimResult simulate_in_subprocess(const Job& job, const SimOptions& options = {})
 // hardware_tflops_per_gpu, mfu, hfu, peak_memory_gib, oom, breakdown{compute, tp_comm, cp_comm,
 // ep_comm, pp_comm, dp_comm, pipeline_bubble, optimizer}, critical_rank, ranks_played,
 // symmetry_classes, symmetry_reduced, ranks[{rank, busy_s, peak_memory_gib, symmetry_class}],
-// notes. Deterministic: no host time in it, so equal inputs give byte-identical dumps.
+// notes, and for MoE jobs moe_routing{model, max_over_mean, dropped_copies, dropped_fraction,
+// layers[{layer, max_over_mean, max_load, mean_load, dropped}]} (moe_routing.h). Deterministic: no host time in it, so equal inputs give byte-identical dumps.
 nlohmann::json result_to_json(const SimResult& result);
 // The inverse of result_to_json (wall_seconds and counts stay 0).
 SimResult result_from_json(const nlohmann::json& json);
