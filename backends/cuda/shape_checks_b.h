@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "backends/cuda/ops_gemm.cuh"
 #include "backends/executor/device.h"
@@ -45,5 +47,34 @@ LinearDims check_grouped_grad_weight(const exec::Shape& x, const exec::Shape& dy
 LtGemm linear_forward_gemm(const LinearDims& d, exec::WeightLayout layout);       // y = x W
 LtGemm linear_grad_input_gemm(const LinearDims& d, exec::WeightLayout layout);    // dx = dy W^T
 LtGemm linear_grad_weight_gemm(const LinearDims& d, exec::WeightLayout layout);   // dW += x^T dy | dy^T x
+
+
+// ---- attention: q [s_q, b, hq, d], k/v [s_kv, b, hkv, d], out like q, lse [b, hq, s_q].
+struct AttentionShape {
+  int64_t s_q = 0, s_kv = 0, b = 0, hq = 0, hkv = 0, d = 0;
+};
+// Also checks the position spans (empty or [s_q] / [s_kv]) and, with dropout, samples [b].
+AttentionShape check_attention_inputs(const char* op, const exec::Shape& q, const exec::Shape& k,
+                                      const exec::Shape& v, const exec::AttentionArgs& args);
+void check_attention_outputs(const char* op, const AttentionShape& a, const exec::Shape& q, const exec::Shape& out,
+                             const exec::Shape& lse);
+// The scale the kernels use: args.softmax_scale, or 1 / sqrt(d) when it is 0.
+float resolved_softmax_scale(const exec::AttentionArgs& args, int64_t d);
+// Merge: out [s_q, b, hq, d], lse [b, hq, s_q], out_blk [s_blk, b, hq, d], lse_blk [b, hq, s_blk],
+// 0 <= row0 <= s_q - s_blk.
+void check_attention_merge(const exec::Shape& out, const exec::Shape& lse, const exec::Shape& out_blk,
+                           const exec::Shape& lse_blk, int64_t row0);
+
+// ---- fused QKV: mixed [rows, groups * (qpg + 2) * d], q [rows, groups * qpg * d], k/v [rows, groups * d].
+int64_t check_qkv_shapes(const char* op, const exec::Shape& mixed, int64_t groups, int64_t qpg, int64_t d,
+                         const exec::Shape& q, const exec::Shape& k, const exec::Shape& v);
+
+// ---- MoE
+// logits [T, E] with 1 <= topk <= E; returns {T, E}.
+std::pair<int64_t, int64_t> check_router_logits(const char* op, const exec::Shape& logits, int64_t topk);
+// Permuted row j's token source[j] / topk, checking 0 <= source[j] < tokens * topk.
+std::vector<int64_t> permutation_tokens(const char* op, const exec::PermutationPlan& plan);
+// Rows of a [rows, ...] tensor and the elements per row (numel / rows, 0 rows: 0).
+std::pair<int64_t, int64_t> rows_and_cols(const exec::Shape& s);
 
 }  // namespace tandem::cuda
