@@ -1,0 +1,666 @@
+// Measured per-op times of a job's compute instructions (op_timer.h).
+#include "backends/executor/op_timer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <numeric>
+#include <sstream>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/executor/init_rng.h"
+#include "core/check.h"
+#include "core/parallel_grid.h"
+#include "models/accounting.h"
+#include "program/lower_context.h"
+
+namespace tandem::exec {
+
+// ---- collecting the distinct shapes --------------------------------------------------------
+
+std::string OpShape::describe() const {
+  std::ostringstream os;
+  os << to_string(kind) << " " << label << (backward ? " (bwd)" : "") << " m=" << m << " n=" << n << " k=" << k
+     << " batch=" << batch;
+  if (step >= 0) os << " step=" << step;
+  return os.str();
+}
+
+namespace {
+
+bool is_gemm_kind(OpKind k) { return k == OpKind::Gemm || k == OpKind::GemmGradInput || k == OpKind::GemmGradWeight; }
+
+using ShapeKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int, std::string, bool, int>;
+
+}  // namespace
+
+std::vector<OpShape> collect_op_shapes(const Job& job, const std::vector<RankProgram>& programs) {
+  const bool fp8 = job.training.fp8_format != Fp8Format::None;
+  std::vector<OpShape> out;
+  std::map<ShapeKey, size_t> index;
+  for (const RankProgram& p : programs)
+    for (const Instruction& ins : p.instructions) {
+      if (!is_compute(ins.kind)) continue;
+      const bool backward = !(ins.phase == Phase::Forward || ins.recompute);
+      // Attention ring steps: the diagonal (0) and off-diagonal (> 0) blocks are different work.
+      const int step_class = ins.step < 0 ? -1 : (ins.step == 0 ? 0 : 1);
+      const bool attention = ins.kind == OpKind::Attention || ins.kind == OpKind::AttentionGrad;
+      const ShapeKey key{static_cast<int>(ins.kind), ins.m, ins.n, ins.k, ins.batch, static_cast<int>(ins.dtype),
+                         ins.label, backward, attention ? step_class : -1};
+      const auto [it, fresh] = index.emplace(key, out.size());
+      if (!fresh) {
+        ++out[it->second].count;
+        continue;
+      }
+      OpShape s;
+      s.kind = ins.kind;
+      s.m = ins.m;
+      s.n = ins.n;
+      s.k = ins.k;
+      s.batch = std::max<int64_t>(ins.batch, 1);
+      s.dtype = ins.dtype;
+      s.label = ins.label;
+      s.backward = backward;
+      s.step = attention ? ins.step : int16_t{-1};
+      s.count = 1;
+      s.flops = ins.flops;
+      s.bytes = ins.bytes;
+      s.profile_dtype = fp8 && ins.dtype != DType::FP32 && is_gemm_kind(ins.kind) ? "fp8" : to_string(ins.dtype);
+      out.push_back(std::move(s));
+    }
+  return out;
+}
+
+std::vector<RankProgram> representative_programs(const Job& job) {
+  const ParallelGrid grid = ParallelGrid::from_job(job);
+  const Schedule schedule = schedule_for_job(job);
+  std::vector<RankProgram> programs;
+  for (int64_t rank : class_representatives(job, grid)) programs.push_back(lower_rank(job, grid, schedule, rank));
+  return programs;
+}
+
+// ---- the device calls of each instruction --------------------------------------------------
+
+namespace {
+
+// What to call for one shape: a closure over synthesised tensors, or why there is none.
+struct Prepared {
+  std::string calls;
+  std::function<void()> run;
+  std::string skip;
+};
+
+Prepared skip(std::string why) { return Prepared{"", {}, std::move(why)}; }
+
+std::string dims_text(const Shape& s) {
+  std::string t = "[";
+  for (size_t i = 0; i < s.size(); ++i) t += (i ? "," : "") + std::to_string(s[i]);
+  return t + "]";
+}
+
+bool label_is(const OpShape& op, const char* l) { return op.label == l; }
+bool label_starts(const OpShape& op, const char* p) { return op.label.rfind(p, 0) == 0; }
+
+// Synthesises the tensors of one op and the calls the ModelRunner makes for it. The job's
+// settings are the trainer's (trainer.cpp settings_for): norm kind, activation, RoPE base,
+// dropout, router.
+class CallBuilder {
+ public:
+  CallBuilder(Device& device, const Job& job)
+      : dev_(device), job_(job), grid_(ParallelGrid::from_job(job)), d_(lower::dims_for_job(job, grid_)) {
+    const ModelConfig& m = job.model;
+    norm_ = m.normalization == Normalization::LayerNorm ? NormKind::LayerNorm : NormKind::RMSNorm;
+    eps_ = static_cast<float>(m.norm_epsilon);
+    act_ = m.swiglu ? ActivationKind::SwiGlu : (m.add_bias_linear ? ActivationKind::GeluTanh : ActivationKind::GeluErf);
+    router_.topk = m.moe_router_topk;
+    router_.capacity_factor = m.moe_expert_capacity_factor;
+  }
+
+  Prepared build(const OpShape& op);
+
+ private:
+  DeviceTensor random(Shape shape, float scale = 0.5f);
+  DeviceTensor constant(Shape shape, float value);
+  std::vector<int32_t> ids(int64_t rows, int64_t range) const;
+  std::vector<int32_t> positions() const;   // [s / CP] positions of the first CP rank's rows
+  std::vector<int64_t> samples() const;     // [b]
+
+  Prepared norm(const OpShape& op);
+  Prepared gemm(const OpShape& op);
+  Prepared grouped_gemm(const OpShape& op);
+  Prepared attention(const OpShape& op);
+  Prepared rope(const OpShape& op);
+  Prepared activation(const OpShape& op);
+  Prepared elementwise(const OpShape& op);
+  Prepared residual(const OpShape& op);
+  Prepared embedding(const OpShape& op);
+  Prepared cross_entropy(const OpShape& op);
+  Prepared router(const OpShape& op);
+  Prepared permute(const OpShape& op);
+  Prepared optimizer(const OpShape& op);
+
+  Device& dev_;
+  const Job& job_;
+  ParallelGrid grid_;
+  lower::Dims d_;
+  NormKind norm_ = NormKind::RMSNorm;
+  float eps_ = 1e-5f;
+  ActivationKind act_ = ActivationKind::SwiGlu;
+  RouterArgs router_;
+  uint64_t rng_ = 0x7A3D0E11u;
+};
+
+DeviceTensor CallBuilder::random(Shape shape, float scale) {
+  DeviceTensor t = dev_.empty(std::move(shape));
+  std::vector<float> host(static_cast<size_t>(t.numel()));
+  for (float& x : host) x = scale * (static_cast<float>(splitmix64(rng_) >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f);
+  dev_.upload(host, t);
+  return t;
+}
+
+DeviceTensor CallBuilder::constant(Shape shape, float value) {
+  DeviceTensor t = dev_.empty(std::move(shape));
+  dev_.fill(t, value);
+  return t;
+}
+
+std::vector<int32_t> CallBuilder::ids(int64_t rows, int64_t range) const {
+  std::vector<int32_t> v(static_cast<size_t>(rows));
+  uint64_t state = 12345;
+  for (int32_t& x : v) x = static_cast<int32_t>(splitmix64(state) % static_cast<uint64_t>(std::max<int64_t>(range, 1)));
+  return v;
+}
+
+std::vector<int32_t> CallBuilder::positions() const {
+  std::vector<int32_t> p(static_cast<size_t>(d_.s / d_.cp));
+  std::iota(p.begin(), p.end(), 0);
+  return p;
+}
+
+std::vector<int64_t> CallBuilder::samples() const {
+  std::vector<int64_t> v(static_cast<size_t>(d_.b));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+Prepared CallBuilder::build(const OpShape& op) {
+  if (op.m <= 0 || op.n <= 0) return skip("empty shape");
+  switch (op.kind) {
+    case OpKind::Norm:
+    case OpKind::NormGrad:
+      return norm(op);
+    case OpKind::Gemm:
+    case OpKind::GemmGradInput:
+    case OpKind::GemmGradWeight:
+      return op.batch > 1 || label_starts(op, "expert-") ? grouped_gemm(op) : gemm(op);
+    case OpKind::Attention:
+    case OpKind::AttentionGrad:
+      return attention(op);
+    case OpKind::Rope:
+    case OpKind::RopeGrad:
+      return rope(op);
+    case OpKind::Activation:
+    case OpKind::ActivationGrad:
+      return activation(op);
+    case OpKind::Elementwise:
+      return elementwise(op);
+    case OpKind::Embedding:
+    case OpKind::EmbeddingGrad:
+      return embedding(op);
+    case OpKind::CrossEntropy:
+    case OpKind::CrossEntropyGrad:
+      return cross_entropy(op);
+    case OpKind::Router:
+    case OpKind::RouterGrad:
+      return router(op);
+    case OpKind::Permute:
+    case OpKind::PermuteGrad:
+    case OpKind::Unpermute:
+    case OpKind::UnpermuteGrad:
+      return permute(op);
+    case OpKind::OptimizerStep:
+      return optimizer(op);
+    default:
+      return skip("not a compute kind");
+  }
+}
+
+// Norm over [m rows, n = h]: stats [m]; the backward's stats come from one forward call.
+Prepared CallBuilder::norm(const OpShape& op) {
+  if (!label_is(op, "input-norm") && !label_is(op, "pre-mlp-norm") && !label_is(op, "final-norm"))
+    return skip("label '" + op.label + "' is not executed by the real backends");
+  const bool ln = norm_ == NormKind::LayerNorm;
+  DeviceTensor x = random({op.m, op.n}), gamma = constant({op.n}, 1.0f);
+  DeviceTensor beta = ln ? constant({op.n}, 0.0f) : DeviceTensor{};
+  DeviceTensor y = dev_.empty({op.m, op.n}), mean = ln ? dev_.empty({op.m}) : DeviceTensor{}, rstd = dev_.empty({op.m});
+  const NormKind kind = norm_;
+  const float eps = eps_;
+  Device& dev = dev_;
+  if (op.kind == OpKind::Norm)
+    return {"norm_forward x" + dims_text(x.shape), [=, &dev] { dev.norm_forward(kind, x, gamma, beta, eps, y, mean, rstd); }, ""};
+  dev_.norm_forward(kind, x, gamma, beta, eps, y, mean, rstd);
+  DeviceTensor dy = random({op.m, op.n}), dx = dev_.empty({op.m, op.n});
+  DeviceTensor dgamma = constant({op.n}, 0.0f), dbeta = ln ? constant({op.n}, 0.0f) : DeviceTensor{};
+  return {"norm_backward x" + dims_text(x.shape),
+          [=, &dev] { dev.norm_backward(kind, x, gamma, mean, rstd, dy, dx, dgamma, dbeta); }, ""};
+}
+
+// Dense GEMMs: Gemm y [m, n] = x [m, k] W; GemmGradInput dx [m, k] = dy [m, n] W^T; GemmGradWeight
+// dW [k, n] += x^T dy. W is [k, n] (InOut), or [n, k] for the output layer (the embedding's layout).
+Prepared CallBuilder::gemm(const OpShape& op) {
+  static const char* known[] = {"qkv", "proj", "fc1", "fc2", "shared-fc1", "shared-fc2", "output", "router"};
+  if (std::none_of(std::begin(known), std::end(known), [&](const char* l) { return label_is(op, l); }))
+    return skip("label '" + op.label + "' is not executed by the real backends");
+  if (label_is(op, "router") && op.kind != OpKind::GemmGradWeight) return skip("router GEMMs are in Router/RouterGrad");
+  const WeightLayout layout = label_is(op, "output") ? WeightLayout::OutIn : WeightLayout::InOut;
+  const Shape wshape = layout == WeightLayout::OutIn ? Shape{op.n, op.k} : Shape{op.k, op.n};
+  const bool with_bias = (label_is(op, "qkv") && (d_.qkv_bias || d_.bias)) ||
+                         ((label_is(op, "fc1") || label_is(op, "shared-fc1")) && d_.bias);
+  Device& dev = dev_;
+  DeviceTensor w = random(wshape, 0.05f);
+  const std::string shapes = dims_text({op.m, op.k}) + "x" + dims_text(wshape);
+  if (op.kind == OpKind::Gemm) {
+    DeviceTensor x = random({op.m, op.k}), y = dev_.empty({op.m, op.n});
+    DeviceTensor bias = with_bias ? random({op.n}) : DeviceTensor{};
+    // Without RoPE the qkv handler also splits the heads.
+    const bool split = label_is(op, "qkv") && !d_.rope && op.n == (d_.heads + 2 * d_.kv_heads) * d_.d;
+    const int64_t g = d_.kv_heads, qpg = d_.kv_heads > 0 ? d_.heads / d_.kv_heads : 1, hd = d_.d;
+    DeviceTensor q = split ? dev_.empty({op.m, d_.heads * hd}) : DeviceTensor{};
+    DeviceTensor k = split ? dev_.empty({op.m, g * hd}) : DeviceTensor{}, v = split ? dev_.empty({op.m, g * hd}) : DeviceTensor{};
+    return {"gemm_forward " + shapes + (split ? " + split_qkv" : ""), [=, &dev] {
+              dev.gemm_forward(x, w, bias, layout, y);
+              if (split) dev.split_qkv(y, g, qpg, hd, q, k, v);
+            }, ""};
+  }
+  if (op.kind == OpKind::GemmGradInput) {
+    DeviceTensor dy = random({op.m, op.n}), dx = dev_.empty({op.m, op.k});
+    return {"gemm_grad_input " + dims_text(dy.shape) + "x" + dims_text(wshape) + "^T",
+            [=, &dev] { dev.gemm_grad_input(dy, w, layout, dx); }, ""};
+  }
+  DeviceTensor x = random({op.m, op.k}), dy = random({op.m, op.n}), dw = constant(wshape, 0.0f);
+  DeviceTensor dbias = with_bias ? constant({op.n}, 0.0f) : DeviceTensor{};
+  return {"gemm_grad_weight " + dims_text(x.shape) + "^T x" + dims_text(dy.shape),
+          [=, &dev] { dev.gemm_grad_weight(x, dy, layout, dw, dbias); }, ""};
+}
+
+// Expert GEMMs: `batch` local experts of m rows each, W [batch, k, n].
+Prepared CallBuilder::grouped_gemm(const OpShape& op) {
+  if (!label_is(op, "expert-fc1") && !label_is(op, "expert-fc2"))
+    return skip("grouped GEMM label '" + op.label + "' is not executed by the real backends");
+  const int64_t e = op.batch, rows = op.m * e;
+  std::vector<int64_t> counts(static_cast<size_t>(e), op.m);
+  DeviceTensor w = random({e, op.k, op.n}, 0.05f);
+  Device& dev = dev_;
+  const std::string tail = " " + std::to_string(e) + " experts x " + dims_text({op.m, op.k}) + "x" +
+                           dims_text({op.k, op.n});
+  if (op.kind == OpKind::Gemm) {
+    DeviceTensor x = random({rows, op.k}), y = dev_.empty({rows, op.n});
+    return {"grouped_gemm_forward" + tail, [=, &dev] { dev.grouped_gemm_forward(x, w, counts, y); }, ""};
+  }
+  if (op.kind == OpKind::GemmGradInput) {
+    DeviceTensor dy = random({rows, op.n}), dx = dev_.empty({rows, op.k});
+    return {"grouped_gemm_grad_input" + tail, [=, &dev] { dev.grouped_gemm_grad_input(dy, w, counts, dx); }, ""};
+  }
+  DeviceTensor x = random({rows, op.k}), dy = random({rows, op.n}), dw = constant({e, op.k, op.n}, 0.0f);
+  return {"grouped_gemm_grad_weight" + tail, [=, &dev] { dev.grouped_gemm_grad_weight(x, dy, counts, dw); }, ""};
+}
+
+// Attention core without CP: q [m, b, hq, d], k/v [n, b, hkv, d]; b x hq = batch.
+Prepared CallBuilder::attention(const OpShape& op) {
+  if (op.step >= 0)
+    return skip("context-parallel ring step: its block (diagonal or half) depends on the rank's ring position");
+  if (d_.mla) return skip("multi-latent attention is not executed by the real backends");
+  if (op.batch != d_.b * d_.heads || op.k != d_.d || op.m != d_.s || op.n != d_.s)
+    return skip("shape does not match the job's micro-batch x heads and sequence");
+  const int64_t b = d_.b, hq = d_.heads, hkv = d_.kv_heads, hd = d_.d;
+  DeviceTensor q = random({op.m, b, hq, hd}), k = random({op.n, b, hkv, hd}), v = random({op.n, b, hkv, hd});
+  DeviceTensor out = dev_.empty(q.shape), lse = dev_.empty({b, hq, op.m});
+  // Without CP the positions are 0..s-1 (empty spans); dropout masks need the samples, kept
+  // alive by the closures.
+  auto smp = std::make_shared<std::vector<int64_t>>(samples());
+  AttentionArgs args;
+  if (job_.training.attention_dropout > 0) {
+    args.dropout = static_cast<float>(job_.training.attention_dropout);
+    args.dropout_key = 0x5EEDu;
+    args.samples = *smp;
+  }
+  Device& dev = dev_;
+  const std::string shapes = "q" + dims_text(q.shape) + " kv" + dims_text(k.shape);
+  if (op.kind == OpKind::Attention)
+    return {"attention_forward " + shapes, [=, &dev] {
+              (void)smp;
+              dev.attention_forward(q, k, v, args, out, lse);
+            }, ""};
+  dev_.attention_forward(q, k, v, args, out, lse);
+  DeviceTensor d_out = random(q.shape), dq = dev_.empty(q.shape), dk = dev_.empty(k.shape), dv = dev_.empty(v.shape);
+  const bool merge = !d_.rope;   // without RoPE the attention backward merges dq, dk, dv
+  const int64_t n = op.m * b;
+  DeviceTensor mixed = merge ? dev_.empty({n, (hq + 2 * hkv) * hd}) : DeviceTensor{};
+  return {"attention_backward " + shapes + (merge ? " + merge_qkv" : ""), [=, &dev] {
+            (void)smp;
+            dev.attention_backward(q, k, v, out, lse, d_out, args, dq, dk, dv);
+            if (merge)
+              dev.merge_qkv(dq.reshaped({n, hq * hd}), dk.reshaped({n, hkv * hd}), dv.reshaped({n, hkv * hd}), hkv,
+                            hq / hkv, hd, mixed);
+          }, ""};
+}
+
+// RoPE over m = tokens rows of (hq + hkv) heads x d: the handler splits qkv and rotates q and k
+// (backward: rotates dq, dk back and merges dq, dk, dv).
+Prepared CallBuilder::rope(const OpShape& op) {
+  if (d_.mla) return skip("multi-latent attention is not executed by the real backends");
+  const int64_t hq = d_.heads, hkv = d_.kv_heads, hd = d_.d, s = d_.s / d_.cp, b = d_.b;
+  if (op.m != s * b || op.n != (hq + hkv) * hd) return skip("shape does not match the job's heads");
+  auto pos = std::make_shared<std::vector<int32_t>>(positions());
+  const double base = job_.model.rotary_base;
+  DeviceTensor q = random({s, b, hq, hd}), k = random({s, b, hkv, hd}), v = random({s, b, hkv, hd});
+  DeviceTensor mixed = random({op.m, (hq + 2 * hkv) * hd});
+  Device& dev = dev_;
+  const int64_t n = op.m;
+  if (op.kind == OpKind::Rope)
+    return {"split_qkv + rope_forward q" + dims_text(q.shape) + " k" + dims_text(k.shape), [=, &dev] {
+              dev.split_qkv(mixed, hkv, hq / hkv, hd, q.reshaped({n, hq * hd}), k.reshaped({n, hkv * hd}),
+                            v.reshaped({n, hkv * hd}));
+              dev.rope_forward(q, *pos, base, q);
+              dev.rope_forward(k, *pos, base, k);
+            }, ""};
+  return {"rope_backward dq" + dims_text(q.shape) + " dk" + dims_text(k.shape) + " + merge_qkv", [=, &dev] {
+            dev.rope_backward(q, *pos, base, q);
+            dev.rope_backward(k, *pos, base, k);
+            dev.merge_qkv(q.reshaped({n, hq * hd}), k.reshaped({n, hkv * hd}), v.reshaped({n, hkv * hd}), hkv, hq / hkv,
+                          hd, mixed);
+          }, ""};
+}
+
+// Activation over [m, n] outputs: input [m, 2n] with SwiGLU, else [m, n].
+Prepared CallBuilder::activation(const OpShape& op) {
+  const int64_t in_cols = act_ == ActivationKind::SwiGlu ? 2 * op.n : op.n;
+  DeviceTensor x = random({op.m, in_cols});
+  const ActivationKind kind = act_;
+  Device& dev = dev_;
+  if (op.kind == OpKind::Activation) {
+    DeviceTensor y = dev_.empty({op.m, op.n});
+    return {"activation_forward x" + dims_text(x.shape), [=, &dev] { dev.activation_forward(kind, x, y); }, ""};
+  }
+  DeviceTensor dy = random({op.m, op.n}), dx = dev_.empty(x.shape);
+  return {"activation_backward x" + dims_text(x.shape), [=, &dev] { dev.activation_backward(kind, x, dy, dx); }, ""};
+}
+
+// Elementwise ops by label (model_runner.cpp's handlers).
+Prepared CallBuilder::elementwise(const OpShape& op) {
+  Device& dev = dev_;
+  if (label_is(op, "attn-residual") || label_is(op, "mlp-residual")) return residual(op);
+  if (label_is(op, "residual-grad") || label_is(op, "moe-grad-add") || label_is(op, "shared-add") ||
+      label_is(op, "shared-grad-add")) {
+    DeviceTensor a = random({op.m, op.n}), b = random({op.m, op.n}), out = dev_.empty({op.m, op.n});
+    return {"add " + dims_text(a.shape), [=, &dev] { dev.add(a, b, out); }, ""};
+  }
+  if (label_is(op, "mirror-grad-add")) {
+    DeviceTensor x = random({op.m * op.n}), y = random({op.m * op.n});
+    return {"axpy " + dims_text(x.shape), [=, &dev] { dev.axpy(1.0f, x, y); }, ""};
+  }
+  if (label_is(op, "loss-reduce")) {
+    DeviceTensor mx = random({op.m}), sum = constant({op.m}, 2.0f), target = random({op.m}), loss = dev_.empty({op.m});
+    return {"cross_entropy_loss + sum " + dims_text(mx.shape), [=, &dev] {
+              dev.cross_entropy_loss(mx, sum, target, loss);
+              (void)dev.sum(loss);
+            }, ""};
+  }
+  if (label_is(op, "embed-dropout")) {
+    if (job_.training.hidden_dropout <= 0) return skip("no device work: the job has no hidden dropout");
+    DeviceTensor src = random({op.m, op.n}), out = dev_.empty({op.m, op.n});
+    auto rows = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(op.m));
+    std::iota(rows->begin(), rows->end(), int64_t{0});
+    const float p = static_cast<float>(job_.training.hidden_dropout);
+    return {"copy + dropout " + dims_text(src.shape), [=, &dev] {
+              dev.copy(src, out);
+              dev.dropout(out, p, 0x5EEDu, *rows);
+            }, ""};
+  }
+  return skip("label '" + op.label + "' is not executed by the real backends");
+}
+
+// Bias-dropout-add over [m, n]. Forward: out = x + dropout(branch + bias); backward: the branch
+// gradient is a masked copy, the bias gradient its column sums. The MLP residual of a MoE layer
+// has no bias: with a MoE model it is timed without one.
+Prepared CallBuilder::residual(const OpShape& op) {
+  const bool attn = label_is(op, "attn-residual");
+  const bool bias_on = d_.bias && (attn || !job_.model.is_moe());
+  const float p = static_cast<float>(job_.training.hidden_dropout);
+  const bool drop = p > 0;
+  auto rows = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(op.m));
+  std::iota(rows->begin(), rows->end(), int64_t{0});
+  DeviceTensor g = random({op.m, op.n}), branch = dev_.empty({op.m, op.n});
+  DeviceTensor bias = bias_on ? random({op.n}) : DeviceTensor{}, dbias = bias_on ? constant({op.n}, 0.0f) : DeviceTensor{};
+  Device& dev = dev_;
+  if (op.backward) {
+    return {std::string(drop ? "copy + dropout " : "") + (bias_on ? "column_sums " : "") + dims_text(g.shape), [=, &dev] {
+              if (drop) {
+                dev.copy(g, branch);
+                dev.dropout(branch, p, 0x5EEDu, *rows);
+              }
+              if (bias_on) dev.column_sums_accumulate(drop ? branch : g, dbias);
+            }, ""};
+  }
+  DeviceTensor x = random({op.m, op.n}), out = dev_.empty({op.m, op.n});
+  const bool staged = drop || bias_on;
+  return {std::string(staged ? "copy + " : "") + (bias_on ? "add_row_vector + " : "") + (drop ? "dropout + " : "") +
+              "add " + dims_text(x.shape),
+          [=, &dev] {
+            if (staged) dev.copy(g, branch);
+            if (bias_on) dev.add_row_vector(branch, bias);
+            if (drop) dev.dropout(branch, p, 0x5EEDu, *rows);
+            dev.add(x, staged ? branch : g, out);
+          }, ""};
+}
+
+// Embedding rows of this rank's vocabulary slice [V/t, h] for m tokens (+ learned positions).
+Prepared CallBuilder::embedding(const OpShape& op) {
+  const int64_t v_local = d_.vocab / d_.t;
+  auto tok = std::make_shared<std::vector<int32_t>>(ids(op.m, v_local));
+  auto pos = std::make_shared<std::vector<int32_t>>(ids(op.m, std::max<int64_t>(d_.positions, 1)));
+  const bool learned = d_.positions > 0;
+  DeviceTensor table = random({v_local, op.n}), ptable = learned ? random({d_.positions, op.n}) : DeviceTensor{};
+  Device& dev = dev_;
+  const std::string what = dims_text({op.m}) + " of " + dims_text(table.shape) + (learned ? " + positions" : "");
+  if (op.kind == OpKind::Embedding) {
+    DeviceTensor out = dev_.empty({op.m, op.n}), pout = learned ? dev_.empty({op.m, op.n}) : DeviceTensor{};
+    return {"embedding_forward " + what, [=, &dev] {
+              dev.embedding_forward(*tok, table, 0, out);
+              if (learned) {
+                dev.embedding_forward(*pos, ptable, 0, pout);
+                dev.add(out, pout, out);
+              }
+            }, ""};
+  }
+  DeviceTensor dy = random({op.m, op.n});
+  return {"embedding_backward " + what, [=, &dev] {
+            dev.embedding_backward(*tok, dy, 0, table);
+            if (learned) dev.embedding_backward(*pos, dy, 0, ptable);
+          }, ""};
+}
+
+// Vocabulary-parallel cross-entropy over logits [m tokens, n = V/t].
+Prepared CallBuilder::cross_entropy(const OpShape& op) {
+  auto targets = std::make_shared<std::vector<int32_t>>(ids(op.m, op.n * d_.t));
+  DeviceTensor logits = random({op.m, op.n}, 4.0f), mx = dev_.empty({op.m}), sum = dev_.empty({op.m});
+  DeviceTensor target = dev_.empty({op.m}), loss = dev_.empty({op.m});
+  Device& dev = dev_;
+  const bool one_rank = d_.t == 1;
+  if (op.kind == OpKind::CrossEntropy)
+    return {"cross_entropy_partials " + dims_text(logits.shape) + (one_rank ? " + cross_entropy_loss" : " + copy"),
+            [=, &dev] {
+              dev.cross_entropy_partials(logits, *targets, 0, mx, sum, target);
+              if (one_rank) {
+                dev.cross_entropy_loss(mx, sum, target, loss);
+                (void)dev.sum(loss);
+              } else {
+                dev.copy(mx, loss);
+              }
+            }, ""};
+  dev_.cross_entropy_partials(logits, *targets, 0, mx, sum, target);
+  DeviceTensor d_loss = dev_.empty({op.m}), d_logits = dev_.empty(logits.shape);
+  return {"fill + cross_entropy_backward " + dims_text(logits.shape), [=, &dev] {
+            dev.fill(d_loss, 1.0e-3f);
+            dev.cross_entropy_backward(logits, *targets, 0, mx, sum, d_loss, d_logits);
+          }, ""};
+}
+
+// Router: logits [m, n = E] = x [m, k = h] W [h, E], then top-k; backward: d_logits and dx.
+Prepared CallBuilder::router(const OpShape& op) {
+  DeviceTensor x = random({op.m, op.k}), w = random({op.k, op.n}, 0.05f), logits = dev_.empty({op.m, op.n});
+  const RouterArgs args = router_;
+  Device& dev = dev_;
+  if (op.kind == OpKind::Router)
+    return {"gemm_forward " + dims_text(x.shape) + "x" + dims_text(w.shape) + " + router_forward", [=, &dev] {
+              dev.gemm_forward(x, w, {}, WeightLayout::InOut, logits);
+              (void)dev.router_forward(logits, args);
+            }, ""};
+  dev_.gemm_forward(x, w, {}, WeightLayout::InOut, logits);
+  auto routing = std::make_shared<RoutingResult>(dev_.router_forward(logits, args));
+  DeviceTensor d_probs = random({op.m, args.topk}), d_logits = dev_.empty(logits.shape), dx = dev_.empty(x.shape);
+  return {"router_backward + gemm_grad_input " + dims_text(logits.shape) + "x" + dims_text(w.shape) + "^T",
+          [=, &dev] {
+            dev.router_backward(logits, *routing, d_probs, 0.0, {}, routing->tokens, 1.0, d_logits);
+            dev.gemm_grad_input(d_logits, w, WeightLayout::InOut, dx);
+          }, ""};
+}
+
+// Token (un)permutation of m rows x n = h: a plan of m copies over E experts, balanced, in
+// expert-major order (as make_plan in runner_moe.cpp orders a real routing).
+Prepared CallBuilder::permute(const OpShape& op) {
+  const int64_t topk = std::max<int64_t>(router_.topk, 1), experts = std::max<int64_t>(d_.experts, 1);
+  if (op.m % topk != 0) return skip("rows not a multiple of top-k: no routing gives this shape");
+  auto plan = std::make_shared<PermutationPlan>();
+  plan->tokens = op.m / topk;
+  plan->topk = topk;
+  plan->tokens_per_expert.assign(static_cast<size_t>(experts), 0);
+  std::vector<std::vector<int64_t>> by_expert(static_cast<size_t>(experts));
+  for (int64_t i = 0; i < op.m; ++i) by_expert[static_cast<size_t>((i / topk + i % topk) % experts)].push_back(i);
+  for (int64_t e = 0; e < experts; ++e) {
+    plan->tokens_per_expert[static_cast<size_t>(e)] = static_cast<int64_t>(by_expert[static_cast<size_t>(e)].size());
+    for (int64_t s : by_expert[static_cast<size_t>(e)]) plan->source.push_back(s);
+  }
+  DeviceTensor tokens = random({plan->tokens, op.n}), rows = random({op.m, op.n}), probs = random({plan->tokens, topk});
+  DeviceTensor d_probs = dev_.empty(probs.shape);
+  Device& dev = dev_;
+  const std::string shape = dims_text({op.m, op.n});
+  switch (op.kind) {
+    case OpKind::Permute:
+      return {"permute_forward " + shape, [=, &dev] { dev.permute_forward(tokens, *plan, rows); }, ""};
+    case OpKind::PermuteGrad:
+      return {"permute_backward " + shape, [=, &dev] { dev.permute_backward(rows, *plan, tokens); }, ""};
+    case OpKind::Unpermute:
+      return {"unpermute_forward " + shape, [=, &dev] { dev.unpermute_forward(rows, *plan, probs, tokens); }, ""};
+    default: {
+      DeviceTensor d_rows = dev_.empty(rows.shape);
+      return {"unpermute_backward " + shape,
+              [=, &dev] { dev.unpermute_backward(rows, *plan, probs, tokens, d_rows, d_probs); }, ""};
+    }
+  }
+}
+
+// AdamW over the local shard of m parameters, after the squared gradient norm.
+Prepared CallBuilder::optimizer(const OpShape& op) {
+  const int64_t n = op.m * op.n;
+  DeviceTensor param = random({n}), grad = random({n}, 1e-3f), m1 = constant({n}, 0.0f), m2 = constant({n}, 0.0f);
+  const TrainingConfig& t = job_.training;
+  const float b1 = static_cast<float>(t.adam_beta1), b2 = static_cast<float>(t.adam_beta2);
+  const float eps = static_cast<float>(t.adam_eps), wd = static_cast<float>(t.weight_decay);
+  Device& dev = dev_;
+  return {"sum_of_squares + adamw_step " + dims_text({n}), [=, &dev] {
+            (void)dev.sum_of_squares(grad);
+            dev.adamw_step(param, grad, m1, m2, 1e-4f, b1, b2, eps, wd, 1, 1.0f);
+          }, ""};
+}
+
+// ---- timing --------------------------------------------------------------------------------
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+OpTiming time_one(Device& device, const OpShape& op, const Prepared& p, const OpTimerOptions& o) {
+  using clock = std::chrono::steady_clock;
+  device.synchronize();
+  p.run();   // warm-up: first-touch pages, library handles, caches
+  device.synchronize();
+  std::vector<double> samples;
+  double total = 0;
+  while (static_cast<int64_t>(samples.size()) < o.max_repeats &&
+         (static_cast<int64_t>(samples.size()) < o.min_repeats || total < o.min_seconds)) {
+    const auto t0 = clock::now();
+    p.run();
+    device.synchronize();
+    const double s = std::chrono::duration<double>(clock::now() - t0).count();
+    samples.push_back(s);
+    total += s;
+  }
+  OpTiming t;
+  t.op = op;
+  t.repeats = static_cast<int64_t>(samples.size());
+  // A clock tick can read 0 for a trivially small op; a profile needs seconds > 0.
+  t.seconds = std::max(median(std::move(samples)), 1e-9);
+  t.calls = p.calls;
+  return t;
+}
+
+}  // namespace
+
+OpTimingReport time_ops(Device& device, const Job& job, const std::vector<OpShape>& shapes,
+                        const OpTimerOptions& options) {
+  if (options.min_repeats < 1) throw_field_error("repeats", options.min_repeats, "must be at least 1");
+  CallBuilder builder(device, job);
+  OpTimingReport report;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    if (options.progress) options.progress(i, shapes.size(), shapes[i]);
+    const Prepared p = builder.build(shapes[i]);
+    if (!p.run) {
+      report.skipped.push_back(SkippedOp{shapes[i], p.skip});
+      continue;
+    }
+    report.timed.push_back(time_one(device, shapes[i], p, options));
+  }
+  return report;
+}
+
+nlohmann::json profile_entries(const OpTimingReport& report) {
+  using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, std::string>;
+  struct Acc {
+    double weighted_seconds = 0, count = 0, bytes = 0;
+  };
+  std::vector<Key> order;
+  std::map<Key, Acc> acc;
+  for (const OpTiming& t : report.timed) {
+    const OpShape& s = t.op;
+    const Key key{static_cast<int>(s.kind), s.m, s.n, s.k, s.batch, s.profile_dtype};
+    auto [it, fresh] = acc.emplace(key, Acc{});
+    if (fresh) {
+      order.push_back(key);
+      it->second.bytes = s.bytes;
+    }
+    const double c = static_cast<double>(std::max<int64_t>(s.count, 1));
+    it->second.weighted_seconds += t.seconds * c;
+    it->second.count += c;
+  }
+  nlohmann::json entries = nlohmann::json::array();
+  for (const Key& key : order) {
+    const Acc& a = acc.at(key);
+    entries.push_back({{"op", to_string(static_cast<OpKind>(std::get<0>(key)))},
+                       {"m", std::get<1>(key)},
+                       {"n", std::get<2>(key)},
+                       {"k", std::get<3>(key)},
+                       {"batch", std::get<4>(key)},
+                       {"dtype", std::get<5>(key)},
+                       {"seconds", a.weighted_seconds / a.count},
+                       {"bytes", a.bytes}});
+  }
+  return entries;
+}
+
+}  // namespace tandem::exec
