@@ -28,8 +28,10 @@ using RoutingCounts = std::map<int32_t, std::map<int32_t, std::vector<int64_t>>>
 // layer from the lowest rank that holds it.
 std::string routing_trace_json(const Job& job, const std::vector<std::string>& parts, int64_t tokens) {
   std::map<int64_t, nlohmann::json> layers;
-  for (const std::string& part : parts)
-    for (const auto& [layer, rows] : nlohmann::json::parse(part).items()) layers.try_emplace(std::stoll(layer), rows);
+  for (const std::string& part : parts) {
+    const nlohmann::json counts = nlohmann::json::parse(part);
+    for (const auto& [layer, rows] : counts.items()) layers.try_emplace(std::stoll(layer), rows);
+  }
   nlohmann::json out = {{"format", "tandem-moe-routing-trace"}, {"experts", job.model.num_experts},
                         {"topk", job.model.moe_router_topk}, {"tokens", tokens}, {"layers", nlohmann::json::array()}};
   for (auto& [layer, rows] : layers) out["layers"].push_back(std::move(rows));
