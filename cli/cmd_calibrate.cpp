@@ -84,7 +84,8 @@ std::string shape_text(const exec::OpShape& s) {
 }
 
 std::string op_text(const exec::OpShape& s) {
-  return std::string(to_string(s.kind)) + " " + s.label + (s.backward && s.kind == OpKind::Elementwise ? " (bwd)" : "");
+  return std::string(to_string(s.kind)) + " " + s.label + (s.backward && s.kind == OpKind::Elementwise ? " (bwd)" : "") +
+         (s.step >= 0 ? " step " + std::to_string(s.step) : "");
 }
 
 std::string timing_table(const exec::OpTimingReport& r) {

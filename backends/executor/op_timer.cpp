@@ -132,6 +132,10 @@ class CallBuilder {
   Prepared gemm(const OpShape& op);
   Prepared grouped_gemm(const OpShape& op);
   Prepared attention(const OpShape& op);
+  Prepared cp_attention_forward(const OpShape& op);
+  Prepared cp_attention_backward(const OpShape& op);
+  AttentionArgs attention_args(const std::vector<int32_t>* q_pos, const std::vector<int32_t>* kv_pos,
+                               const std::vector<int64_t>* samples) const;
   Prepared rope(const OpShape& op);
   Prepared activation(const OpShape& op);
   Prepared elementwise(const OpShape& op);
@@ -308,25 +312,33 @@ Prepared CallBuilder::grouped_gemm(const OpShape& op) {
   return {"grouped_gemm_grad_weight" + tail, [=, &dev] { dev.grouped_gemm_grad_weight(x, dy, counts, dw); }, ""};
 }
 
-// Attention core without CP: q [m, b, hq, d], k/v [n, b, hkv, d]; b x hq = batch.
-Prepared CallBuilder::attention(const OpShape& op) {
-  if (op.step >= 0)
-    return skip("context-parallel ring step: its block (diagonal or half) depends on the rank's ring position");
-  if (d_.mla) return skip("multi-latent attention is not executed by the real backends");
-  if (op.batch != d_.b * d_.heads || op.k != d_.d || op.m != d_.s || op.n != d_.s)
-    return skip("shape does not match the job's micro-batch x heads and sequence");
-  const int64_t b = d_.b, hq = d_.heads, hkv = d_.kv_heads, hd = d_.d;
-  DeviceTensor q = random({op.m, b, hq, hd}), k = random({op.n, b, hkv, hd}), v = random({op.n, b, hkv, hd});
-  DeviceTensor out = dev_.empty(q.shape), lse = dev_.empty({b, hq, op.m});
-  // Without CP the positions are 0..s-1 (empty spans); dropout masks need the samples, kept
-  // alive by the closures.
-  auto smp = std::make_shared<std::vector<int64_t>>(samples());
+// The runner's attention arguments: positions (empty spans: 0..s-1) and, with attention
+// dropout, a mask key and the samples. The vectors must outlive the calls (closures keep them).
+AttentionArgs CallBuilder::attention_args(const std::vector<int32_t>* q_pos, const std::vector<int32_t>* kv_pos,
+                                          const std::vector<int64_t>* smp) const {
   AttentionArgs args;
+  if (q_pos != nullptr) args.q_positions = *q_pos;
+  if (kv_pos != nullptr) args.kv_positions = *kv_pos;
   if (job_.training.attention_dropout > 0) {
     args.dropout = static_cast<float>(job_.training.attention_dropout);
     args.dropout_key = 0x5EEDu;
     args.samples = *smp;
   }
+  return args;
+}
+
+// Attention core without CP: q [m, b, hq, d], k/v [n, b, hkv, d]; b x hq = batch.
+Prepared CallBuilder::attention(const OpShape& op) {
+  if (d_.mla) return skip("multi-latent attention is not executed by the real backends");
+  const int64_t s_local = d_.s / d_.cp;
+  if (op.batch != d_.b * d_.heads || op.k != d_.d || op.m != s_local || op.n != (op.step >= 0 ? s_local : d_.s))
+    return skip("shape does not match the job's micro-batch x heads and sequence");
+  if (op.step >= 0) return op.kind == OpKind::Attention ? cp_attention_forward(op) : cp_attention_backward(op);
+  const int64_t b = d_.b, hq = d_.heads, hkv = d_.kv_heads, hd = d_.d;
+  DeviceTensor q = random({op.m, b, hq, hd}), k = random({op.n, b, hkv, hd}), v = random({op.n, b, hkv, hd});
+  DeviceTensor out = dev_.empty(q.shape), lse = dev_.empty({b, hq, op.m});
+  auto smp = std::make_shared<std::vector<int64_t>>(samples());
+  const AttentionArgs args = attention_args(nullptr, nullptr, smp.get());
   Device& dev = dev_;
   const std::string shapes = "q" + dims_text(q.shape) + " kv" + dims_text(k.shape);
   if (op.kind == OpKind::Attention)
@@ -345,6 +357,93 @@ Prepared CallBuilder::attention(const OpShape& op) {
             if (merge)
               dev.merge_qkv(dq.reshaped({n, hq * hd}), dk.reshaped({n, hkv * hd}), dv.reshaped({n, hkv * hd}), hkv,
                             hq / hkv, hd, mixed);
+          }, ""};
+}
+
+// Context-parallel ring steps as CP rank 0 runs them (runner_attention_cp.cpp): rank 0 holds
+// sequence chunks 0 and 2CP-1 (c = s / 2CP positions each). Step 0 is its causal diagonal block;
+// at step j > 0 it holds the block of rank CP - j, which only its second half (chunk 2CP-1)
+// sees, fully: s/2CP queries x s/CP keys. (Ranks r > 0 compute s/CP queries x s/2CP keys at
+// some steps: the same work.)
+struct CpStepPlan {
+  int64_t q_begin = 0;                    // first local query row of the block
+  std::shared_ptr<std::vector<int32_t>> q_pos, kv_pos;   // [rows] of the block, [s/CP]
+};
+
+CpStepPlan cp_step_plan(int64_t cp, int64_t s, int64_t step) {
+  auto chunks = [&](int64_t rank) {
+    const int64_t c = s / (2 * cp);
+    auto pos = std::make_shared<std::vector<int32_t>>();
+    for (int64_t chunk : {rank, 2 * cp - 1 - rank})
+      for (int64_t i = 0; i < c; ++i) pos->push_back(static_cast<int32_t>(chunk * c + i));
+    return pos;
+  };
+  CpStepPlan p;
+  const int64_t s_local = s / cp, src = (cp - step % cp) % cp;
+  p.q_begin = step == 0 ? 0 : s_local / 2;
+  auto q_all = chunks(0);
+  p.q_pos = std::make_shared<std::vector<int32_t>>(q_all->begin() + p.q_begin, q_all->end());
+  p.kv_pos = chunks(src);
+  return p;
+}
+
+// Forward step: attention of the block's queries, merged into the running output (step > 0).
+Prepared CallBuilder::cp_attention_forward(const OpShape& op) {
+  const int64_t b = d_.b, hq = d_.heads, hkv = d_.kv_heads, hd = d_.d, s_local = op.m;
+  const CpStepPlan plan = cp_step_plan(d_.cp, d_.s, op.step);
+  const int64_t rows = s_local - plan.q_begin;
+  auto smp = std::make_shared<std::vector<int64_t>>(samples());
+  const AttentionArgs args = attention_args(plan.q_pos.get(), plan.kv_pos.get(), smp.get());
+  DeviceTensor q = random({s_local, b, hq, hd}), k = random({s_local, b, hkv, hd}), v = random({s_local, b, hkv, hd});
+  DeviceTensor out = dev_.empty({rows, b, hq, hd}), lse = dev_.empty({b, hq, rows});
+  DeviceTensor ctx = random(q.shape), ctx_lse = random({b, hq, s_local});
+  const int64_t q_begin = plan.q_begin;
+  const bool merge = op.step > 0;
+  Device& dev = dev_;
+  return {"attention_forward q" + dims_text(out.shape) + " kv" + dims_text(k.shape) + (merge ? " + attention_merge" : ""),
+          [=, &dev] {
+            (void)plan;
+            (void)smp;
+            dev.attention_forward(q.rows(q_begin, s_local), k, v, args, out, lse);
+            if (merge) dev.attention_merge(ctx, ctx_lse, out, lse, q_begin);
+          }, ""};
+}
+
+// Backward step: the block's gradients, dQ and the travelling dK/dV accumulated (step 0 also
+// stages K, V and zeroed dK, dV into the travelling buffer and zeroes dQ).
+Prepared CallBuilder::cp_attention_backward(const OpShape& op) {
+  const int64_t b = d_.b, hq = d_.heads, hkv = d_.kv_heads, hd = d_.d, s_local = op.m;
+  const CpStepPlan plan = cp_step_plan(d_.cp, d_.s, op.step);
+  const int64_t rows = s_local - plan.q_begin, q_begin = plan.q_begin;
+  auto smp = std::make_shared<std::vector<int64_t>>(samples());
+  const AttentionArgs args = attention_args(plan.q_pos.get(), plan.kv_pos.get(), smp.get());
+  const Shape kv_shape{s_local, b, hkv, hd};
+  const int64_t kv_n = numel_of(kv_shape);
+  DeviceTensor q = random({s_local, b, hq, hd}), kv = random(kv_shape), travel = random({4 * kv_n});
+  DeviceTensor ctx = random(q.shape), d_ctx = random(q.shape), ctx_lse = random({b * hq, s_local}, 0.1f);
+  DeviceTensor lse = dev_.empty({b * hq, rows}), dq_all = dev_.empty(q.shape);
+  DeviceTensor dq = dev_.empty({rows, b, hq, hd}), dks = dev_.empty(kv_shape), dvs = dev_.empty(kv_shape);
+  const bool first = op.step == 0;
+  Device& dev = dev_;
+  return {std::string(first ? "copy K, V + " : "") + "attention_backward_block q" + dims_text(dq.shape) + " kv" +
+              dims_text(kv_shape) + " + 3 axpy",
+          [=, &dev] {
+            (void)plan;
+            (void)smp;
+            const DeviceTensor k = travel.slice(0, kv_shape), v = travel.slice(kv_n, kv_shape);
+            const DeviceTensor dk = travel.slice(2 * kv_n, kv_shape), dv = travel.slice(3 * kv_n, kv_shape);
+            if (first) {
+              dev.copy(kv, k);
+              dev.copy(kv, v);
+              dev.fill(travel.slice(2 * kv_n, {2 * kv_n}), 0.0f);
+              dev.fill(dq_all, 0.0f);
+            }
+            dev.copy_columns(ctx_lse, q_begin, lse);
+            dev.attention_backward_block(q.rows(q_begin, s_local), k, v, ctx.rows(q_begin, s_local),
+                                         lse.reshaped({b, hq, rows}), d_ctx.rows(q_begin, s_local), args, dq, dks, dvs);
+            dev.axpy(1.0f, dq, dq_all.rows(q_begin, s_local));
+            dev.axpy(1.0f, dks, dk);
+            dev.axpy(1.0f, dvs, dv);
           }, ""};
 }
 

@@ -13,11 +13,12 @@
 //      GemmGradWeight m,n,k    gemm_grad_weight X [m, k], dY [m, n] -> dW [k, n] (+=)
 //      Gemm batch > 1          grouped_gemm_* over `batch` experts of m rows each, W [batch, k, n]
 //      Attention m,n,k,batch   attention_forward q [m, b, hq, d], k/v [n, b, hkv, d], b x hq = batch
+//      Attention step >= 0     a context-parallel ring step as CP rank 0 runs it (its diagonal
+//                              block, then half-blocks + attention_merge; backward_block + axpy)
 //      Norm / Activation / Rope / CrossEntropy / Router / Permute / OptimizerStep ...
 //    Warm-up call, then repeated calls, each between device.synchronize() calls, until both a
 //    minimum count and a minimum total time are reached; the median is the op's time.
-//    Instructions with no faithful mapping (CP ring steps, MLA, MTP, ops the real backends do not
-//    execute) are returned as skipped with the reason, never timed with an invented call.
+//    Instructions with no faithful mapping (MLA, MTP, ops the real backends do not execute) are returned as skipped with the reason, never timed with an invented call.
 // Communication and memory instructions are not compute and are not collected.
 #include <cstdint>
 #include <functional>

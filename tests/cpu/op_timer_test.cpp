@@ -117,20 +117,23 @@ TEST(OpTimer, MoeRouterPermuteAndExpertGemms) {
     EXPECT_TRUE(timed.count(want)) << want;
 }
 
-// Context parallelism: ring steps have no single-call mapping; they are listed, not invented.
-TEST(OpTimer, ContextParallelStepsAreSkippedWithReason) {
+// Context parallelism: the ring steps (diagonal block, then half blocks) are timed as CP rank 0
+// runs them, both the causal diagonal step and the half-block steps.
+TEST(OpTimer, ContextParallelRingStepsTimed) {
   std::vector<RankProgram> programs;
   const OpTimingReport r = time_job(tiny_job(kLlama, 2, "--context-parallel-size 2"), &programs);
   const Coverage c = coverage(programs, r);
   EXPECT_EQ(c.in_programs, c.in_report);
-  int skipped_attention = 0;
-  for (const SkippedOp& s : r.skipped)
-    if (s.op.kind == OpKind::Attention || s.op.kind == OpKind::AttentionGrad) {
-      ++skipped_attention;
-      EXPECT_NE(s.reason.find("context-parallel"), std::string::npos) << s.reason;
+  std::set<std::pair<OpKind, int>> steps;
+  for (const OpTiming& t : r.timed)
+    if (t.op.kind == OpKind::Attention || t.op.kind == OpKind::AttentionGrad) {
+      steps.insert({t.op.kind, t.op.step});
+      EXPECT_EQ(t.op.m, 16) << t.op.describe();   // s / CP local queries
+      EXPECT_GT(t.seconds, 0.0);
     }
-  EXPECT_GT(skipped_attention, 0);
-  for (const OpTiming& t : r.timed) EXPECT_NE(t.op.kind, OpKind::Attention);
+  for (OpKind k : {OpKind::Attention, OpKind::AttentionGrad})
+    for (int step : {0, 1}) EXPECT_TRUE(steps.count({k, step})) << to_string(k) << " step " << step;
+  for (const SkippedOp& s : r.skipped) EXPECT_NE(s.op.kind, OpKind::Attention) << s.reason;
 }
 
 // The largest forward GEMM of a wider job: the timer's rate vs the same call timed here.
