@@ -147,7 +147,7 @@ double routed_gemm_factor(const Routed& routed, const ComputeModel& model, const
   return rows == it->second->expert_rows.end() ? 1.0 : grouped_gemm_factor(model, x, rows->second);
 }
 
-std::string routing_note(const Job& job, const RoutingSummary& s) {
+std::string routing_note(const Job& job, const RoutingSummary& s, bool redraw) {
   const TrainingConfig& t = job.training;
   std::string what = "MoE routing: " + s.model;
   if (t.moe_routing == MoeRouting::Zipf)
@@ -159,7 +159,8 @@ std::string routing_note(const Job& job, const RoutingSummary& s) {
             fixed(100.0 * s.dropped_fraction, 2) + "% of the token copies";
   else
     what += ", dropless";
-  if (t.moe_routing == MoeRouting::Balanced) what += " (the expected token counts per expert)";
+  if (!redraw) what += " (the expected token counts per expert)";
+  else what += "; EP all-to-alls played as flows with per-peer sizes (members wait for each other), ranks split by EP coordinate";
   return what;
 }
 
@@ -256,7 +257,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats);
   if (routing) {
     r.moe_routing = routing->summary();
-    r.notes.push_back(routing_note(job, *r.moe_routing));
+    r.notes.push_back(routing_note(job, *r.moe_routing, redraw));
   }
   if (r.oom)
     r.notes.push_back("out of memory: a rank needs " + fixed(r.peak_memory_gib, 2) + " GiB of the GPU's " +
