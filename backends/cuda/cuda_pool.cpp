@@ -2,7 +2,9 @@
 #include "backends/cuda/cuda_pool.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <deque>
@@ -119,6 +121,16 @@ int64_t PoolArena::block_bytes(int64_t offset) const {
 
 namespace {
 
+std::string mib_of(double bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
+  return buf;
+}
+
+}  // namespace
+
+namespace {
+
 // Device bytes (fp32 storage) per program byte of a buffer of `role`.
 double fp32_factor(BufferRole role, const lower::BytesPerParameter& bpp, double element_bytes) {
   switch (role) {
@@ -157,15 +169,33 @@ PoolSizing size_pool(const RankProgram& program, DType dtype) {
   return s;
 }
 
+double choose_pool_bytes(const PoolSizing& sizing, double free_device_bytes, const std::string& override_text) {
+  const double usable = std::max(0.0, free_device_bytes - kReservedDeviceBytes);
+  if (!override_text.empty()) {
+    errno = 0;
+    char* end = nullptr;
+    const double v = std::strtod(override_text.c_str(), &end);
+    if (end == override_text.c_str() || *end != '\0' || errno != 0 || v < 0)
+      throw_field_error("TANDEM_CUDA_POOL_BYTES", override_text, "must be a byte count (0: grow on demand)");
+    if (v > usable)
+      throw_field_error("TANDEM_CUDA_POOL_BYTES", override_text,
+                        "exceeds the " + mib_of(usable) + " the device can give (free less the reserve)");
+    return v;
+  }
+  if (sizing.fp32_peak_bytes > usable)
+    throw UserError("this rank's program needs " + mib_of(sizing.fp32_peak_bytes) +
+                    " of device memory in fp32 (its predicted peak), more than the " + mib_of(usable) +
+                    " free on the device after a reserve of " + mib_of(kReservedDeviceBytes) +
+                    ": use a smaller --micro-batch-size, more recompute, or more tensor/pipeline parallelism");
+  const double a = double(PoolArena::kAlignment);
+  return std::min(sizing.pool_bytes, std::floor(usable / a) * a);
+}
+
 // ---------------------------------------------------------------- messages
 
 namespace {
 
-std::string mib(int64_t bytes) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / (1024.0 * 1024.0));
-  return buf;
-}
+std::string mib(int64_t bytes) { return mib_of(double(bytes)); }
 
 }  // namespace
 

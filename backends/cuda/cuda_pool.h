@@ -112,6 +112,16 @@ struct PoolSizing {
 // `dtype`: the program's element type (lower::dims_for_job(job, grid).dtype).
 PoolSizing size_pool(const RankProgram& program, DType dtype);
 
+// Bytes the device may not give the pool: the CUDA context, NCCL's buffers, cuBLASLt's
+// workspace and plans live outside it.
+inline constexpr double kReservedDeviceBytes = 1024.0 * 1024 * 1024;
+
+// The pool for a rank: `sizing` (from its program), unless `override_text` (the value of
+// $TANDEM_CUDA_POOL_BYTES, empty when unset) says otherwise: a byte count, or 0 to grow on
+// demand. Capped by the device's free bytes less kReservedDeviceBytes; UserError when even the
+// program's fp32 peak does not fit there, or when the override is not a number.
+double choose_pool_bytes(const PoolSizing& sizing, double free_device_bytes, const std::string& override_text);
+
 // ---- device side
 
 // Thrown when a fixed pool cannot place an allocation (a user-level error: the job is too big

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -174,6 +175,33 @@ TEST(PoolSizing, AnFp32ProgramNeedsItsOwnPeak) {
       EXPECT_GT(s.pool_bytes, s.fp32_peak_bytes);
     }
   }
+}
+
+TEST(PoolSizing, ChoosesThePredictedSizeWithinTheFreeMemory) {
+  PoolSizing s;
+  s.fp32_peak_bytes = 1e9;
+  s.margin_bytes = 0.25e9 + kPoolMarginBytes;
+  s.pool_bytes = 1024.0 * std::ceil((s.fp32_peak_bytes + s.margin_bytes) / 1024.0);
+  const double roomy = 80e9, tight = 1.1e9 + kReservedDeviceBytes;
+  EXPECT_DOUBLE_EQ(choose_pool_bytes(s, roomy, ""), s.pool_bytes);
+  // Little free memory: the pool shrinks to what is there (above the peak, below the margin).
+  const double tight_pool = choose_pool_bytes(s, tight, "");
+  EXPECT_GE(tight_pool, s.fp32_peak_bytes);
+  EXPECT_LE(tight_pool, tight - kReservedDeviceBytes);
+  // Not even the peak fits: a user error that says how much is needed.
+  try {
+    choose_pool_bytes(s, 0.5e9 + kReservedDeviceBytes, "");
+    ADD_FAILURE() << "expected an error";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("953.7 MiB"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--micro-batch-size"), std::string::npos) << e.what();
+  }
+  // $TANDEM_CUDA_POOL_BYTES overrides: a byte count or 0 (grow on demand).
+  EXPECT_DOUBLE_EQ(choose_pool_bytes(s, roomy, "0"), 0.0);
+  EXPECT_DOUBLE_EQ(choose_pool_bytes(s, roomy, "2e9"), 2e9);
+  EXPECT_THROW(choose_pool_bytes(s, roomy, "lots"), UserError);
+  EXPECT_THROW(choose_pool_bytes(s, roomy, "-5"), UserError);
+  EXPECT_THROW(choose_pool_bytes(s, roomy, "1e12"), UserError);
 }
 
 TEST(PoolExhaustedMessage, SaysSizesAndWhatToDo) {
