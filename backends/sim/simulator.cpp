@@ -139,6 +139,26 @@ void route_played(const Job& job, const ParallelGrid& grid, const MoeRoutingMode
   }
 }
 
+// A reduced run plays the data-parallel groups one-sided, assuming every unplayed member arrives
+// with the rank that plays its part. With a routing model that makes EP ranks differ, the dense
+// data-parallel groups mix EP coordinates, so that assumption holds only where those collectives
+// are costed analytically (members inside one node do not wait for each other). Otherwise the
+// reduction would not be exact: the reason to play every rank, or "" when it stays exact.
+std::string routed_reduction_blocker(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout) {
+  if (!layout.reduced() || grid.ep_size() == 1) return "";
+  const std::vector<GpuPlace> places = place_gpus(job.cluster, grid.world_size());
+  for (int64_t rank : layout.played)
+    for (ParallelGroup kind : {ParallelGroup::Dp, ParallelGroup::DpCp, ParallelGroup::TpDp, ParallelGroup::TpDpCp}) {
+      const auto group = grid.find_group(rank, kind);
+      if (!group) continue;
+      for (int64_t member : group->ranks)
+        if (places[static_cast<size_t>(member)].node != places[static_cast<size_t>(rank)].node)
+          return "the MoE routing model makes expert-parallel ranks differ and their data-parallel groups cross "
+                 "nodes, where a reduced run cannot wait for the slowest member";
+    }
+  return "";
+}
+
 // Grouped expert GEMMs with unequal experts: their time factor over the even split.
 double routed_gemm_factor(const Routed& routed, const ComputeModel& model, const RankProgram& p, const Instruction& x) {
   auto it = routed.of.find(&p);
@@ -193,13 +213,19 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   const ParallelGrid grid = ParallelGrid::from_job(job);
   const Schedule schedule = schedule_for_job(job);
   std::string why_not;
-  const ReplicaLayout layout = replica_layout(grid, options.all_ranks, &why_not);
+  ReplicaLayout layout = replica_layout(grid, options.all_ranks, &why_not);
   ComputeModel model = ComputeModel::for_job(job);
   if (options.profile) model.load_profile(*options.profile);
 
   std::optional<MoeRoutingModel> routing;
   if (job.model.is_moe()) routing.emplace(job, grid);   // checks a trace file before lowering
   const bool redraw = routing && !routing->is_expected();
+  if (redraw) {
+    if (const std::string blocker = routed_reduction_blocker(job, grid, layout); !blocker.empty()) {
+      why_not = blocker;
+      layout = replica_layout(grid, true);
+    }
+  }
   Lowered lowered = lower_played(job, grid, schedule, layout, options);
   Routed routed;
   if (redraw) route_played(job, grid, *routing, lowered, routed);

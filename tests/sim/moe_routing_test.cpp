@@ -189,6 +189,20 @@ TEST(MoeRouting, ReducedRunEqualsAllRanksWithImbalancedExperts) {
   EXPECT_EQ(reduced["moe_routing"], faithful["moe_routing"]);
 }
 
+TEST(MoeRouting, ImbalancedRanksWhoseDataParallelGroupsCrossNodesAreAllPlayed) {
+  // 32 GPUs, PP 2: each stage's data-parallel group spans two nodes and mixes EP coordinates.
+  const Job job = moe_job({"--moe-routing", "zipf", "--moe-token-dispatcher-type", "allgather"}, 32);
+  SimOptions all;
+  all.all_ranks = true;
+  const json reduced = simulate_json(job);
+  const json faithful = simulate_json(job, all);
+  EXPECT_FALSE(reduced["symmetry_reduced"].get<bool>());
+  EXPECT_EQ(reduced["iteration_time_s"], faithful["iteration_time_s"]);
+  EXPECT_EQ(reduced["peak_memory_gib"], faithful["peak_memory_gib"]);
+  // Balanced routing keeps the reduction.
+  EXPECT_TRUE(simulate_json(moe_job({"--moe-token-dispatcher-type", "allgather"}, 32))["symmetry_reduced"].get<bool>());
+}
+
 // `tandem train --backend cpu --record-routing` writes the trace; the simulator reads the same counts.
 TEST(MoeRouting, TraceRecordedByCpuTrainingIsReadBackUnchanged) {
   const std::string tandem = std::string(TANDEM_BINARY_DIR) + "/tandem";
