@@ -6,7 +6,7 @@
 
 #include <Eigen/Core>
 
-#include "backends/executor/init_rng.h"
+#include "backends/kernel_math/dropout_math.h"
 #include "backends/kernel_math/softmax_math.h"
 #include "core/check.h"
 
@@ -32,11 +32,7 @@ int64_t position(std::span<const int32_t> positions, int64_t i) { return positio
 }  // namespace
 
 float attention_dropout_scale(const AttentionDropout& dr, int64_t sample, int64_t head, int64_t q_pos, int64_t kv_pos) {
-  uint64_t state = dr.key ^ (static_cast<uint64_t>(sample) * 0xD1B54A32D192ED03ull) ^
-                   (static_cast<uint64_t>(head) * 0xA24BAED4963EE407ull) ^ (static_cast<uint64_t>(q_pos) << 32) ^
-                   static_cast<uint64_t>(kv_pos);
-  const double u = static_cast<double>(exec::splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
-  return u >= dr.p ? 1.0f / (1.0f - dr.p) : 0.0f;
+  return kmath::dropout_factor(kmath::attention_dropout_keep(dr.key, sample, head, q_pos, kv_pos, dr.p), dr.p);
 }
 
 void attention_forward_dropout(ConstTensorView q, ConstTensorView k, ConstTensorView v, const AttentionOptions& o,
