@@ -114,8 +114,10 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key, size_t workspace_bytes) {
     st = cublasLtMatmulAlgoGetHeuristic(key.handle, plan->desc, plan->a, plan->b, plan->c, plan->c, pref, 1, &result,
                                         &found);
   cublasLtMatmulPreferenceDestroy(pref);
+  // NOT_SUPPORTED from the heuristic means no algorithm fits, like found == 0.
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found < 1))
+    return nullptr;   // the caller decides (bias fallback or error)
   TANDEM_CUBLAS_CHECK(st);
-  if (found < 1) return nullptr;   // the caller decides (bias fallback or error)
   plan->algo = result.algo;
   plan->workspace = result.workspaceSize;
   return plan;
