@@ -102,9 +102,9 @@ void flash_backward(CudaDevice& dev, const char* op, const DeviceTensor& q, cons
 
 }  // namespace
 
-// ---- cuBLASLt resources (the handle and one workspace shared by the device's streams; GEMMs
-// of two streams never run at once with one workspace only if the program serialises them, so
-// the workspace is as large as one GEMM needs and the streams' GEMMs are ordered by events).
+// ---- cuBLASLt resources: one handle and one 32 MiB workspace (cudaMalloc, outside the pool),
+// created on first use. GEMMs are compute instructions, issued on the Compute stream only, so
+// one workspace is never used by two GEMMs at once.
 
 cublasLtHandle_t CudaDevice::cublaslt() {
   if (lt_ == nullptr) TANDEM_CUBLAS_CHECK(cublasLtCreate(&lt_));
