@@ -26,6 +26,7 @@
 #include "core/job_loader.h"
 #ifdef TANDEM_HAVE_CUDA
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/cuda_train.h"
 #endif
 
 namespace tandem::cli {
@@ -42,7 +43,9 @@ void print_train_help() {
       "(checkpoints load into any layout), --log-interval.\n"
       "e.g. tandem train --backend cpu --ranks 2 -- --num-layers 2 --hidden-size 64 --num-attention-heads 4 \\\n"
       "       --seq-length 32 --vocab-size 128 --train-iters 10 --lr 1e-3 --mock-data --tensor-model-parallel-size 2\n\n"
-      "  --backend cpu     fp32 on CPUs, MPI between ranks (cuda: NVIDIA GPUs, NCCL)\n"
+      "  --backend cpu     fp32 on CPUs, MPI between ranks\n"
+      "  --backend cuda    one NVIDIA GPU per rank, NCCL between ranks, bf16 GEMM/attention operands\n"
+      "                    (memory pool sized from the program; TANDEM_CUDA_POOL_BYTES overrides, 0 grows)\n"
       "  --ranks N         start N ranks with mpirun (not needed under mpirun/srun)\n"
       "  --json FILE       per-iteration losses, grad_norms, lrs, timings\n"
       "  --trace-ops FILE  per-rank op trace of the first iteration (compare: tandem simulate --trace-ops)\n"
@@ -52,20 +55,25 @@ void print_train_help() {
       "                    --moe-routing trace --moe-routing-trace FILE\n");
 }
 
-// The CUDA backend's verdict on this machine: one line, non-zero exit.
-int refuse_cuda() {
+// Whether --backend cuda can run here; if not, says why in one line and returns false.
+bool cuda_usable() {
 #ifdef TANDEM_HAVE_CUDA
   std::string why;
-  if (tandem::cuda::visible_devices(&why).empty()) {
-    std::fprintf(stderr, "tandem train: error: no CUDA device visible (%s)\n", why.empty() ? "count 0" : why.c_str());
-    return 2;
-  }
-  std::fprintf(stderr, "tandem train: error: the CUDA backend cannot train yet (use --backend cpu)\n");
-  return 2;
+  if (!tandem::cuda::visible_devices(&why).empty()) return true;
+  std::fprintf(stderr, "tandem train: error: no CUDA device visible (%s)\n", why.empty() ? "count 0" : why.c_str());
+  return false;
 #else
   std::fprintf(stderr, "tandem train: error: no CUDA device: this build has no CUDA backend (TANDEM_WITH_CUDA=OFF)\n");
-  return 2;
+  return false;
 #endif
+}
+
+exec::TrainReport train_on(const std::string& backend, const Job& job, const exec::TrainOptions& options) {
+#ifdef TANDEM_HAVE_CUDA
+  if (backend == "cuda") return cuda::train_on_cuda(job, options);
+#endif
+  TANDEM_CHECK_MSG(backend == "cpu", "backend " << backend << " reached training");
+  return cpu::train_on_cpu(job, options);
 }
 
 // Re-executes this command under mpirun with N ranks; returns its exit code.
@@ -106,8 +114,8 @@ int relaunch_under_mpirun(int64_t ranks, const std::vector<std::string>& args) {
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-nlohmann::json report_json(const Job& job, const exec::TrainReport& r, int world) {
-  return {{"backend", "cpu"},
+nlohmann::json report_json(const std::string& backend, const Job& job, const exec::TrainReport& r, int world) {
+  return {{"backend", backend},
           {"world_size", world},
           {"first_iteration", r.first_iteration},
           {"iterations", r.losses.size()},
@@ -125,7 +133,7 @@ nlohmann::json report_json(const Job& job, const exec::TrainReport& r, int world
           {"job", job_to_json(job)}};
 }
 
-int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
+int train_here(const JobOptions& opts, const std::string& backend, cpu::MpiSession& mpi) {
   JobRequest request = opts.request;
   const bool defaulted = !request.gpus;
   if (defaulted) request.gpus = mpi.size();
@@ -146,7 +154,7 @@ int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
   };
-  const exec::TrainReport report = cpu::train_on_cpu(job, options);
+  const exec::TrainReport report = train_on(backend, job, options);
   if (mpi.rank() != 0) return 0;
   if (report.losses.empty()) {
     std::printf("nothing to train: the checkpoint is at iteration %lld of %lld\n",
@@ -155,7 +163,7 @@ int train_here(const JobOptions& opts, cpu::MpiSession& mpi) {
   }
   std::printf("trained %zu iterations on %d ranks in %.2f s: final loss %.6f, %.0f tokens/s\n", report.losses.size(),
               mpi.size(), report.elapsed_s, report.losses.back(), report.tokens_per_s);
-  if (opts.json_out) write_file_atomically("--json", *opts.json_out, report_json(job, report, mpi.size()).dump(2) + "\n");
+  if (opts.json_out) write_file_atomically("--json", *opts.json_out, report_json(backend, job, report, mpi.size()).dump(2) + "\n");
   if (options.trace_ops) write_file_atomically("--trace-ops", opts.extra.at("--trace-ops"), report.op_trace);
   if (options.dump_first_step)
     write_file_atomically("--dump-first-step", opts.extra.at("--dump-first-step"), report.first_step + "\n");
@@ -168,8 +176,8 @@ int run_train(const std::vector<std::string>& args) {
   const JobOptions opts = parse_job_options(args, {"--backend", "--ranks", "--trace-ops", "--dump-first-step", "--record-routing"}, {"--help", "-h"});
   if (opts.extra.count("--help") || opts.extra.count("-h")) return print_train_help(), 0;
   const std::string backend = opts.extra.count("--backend") ? opts.extra.at("--backend") : "cpu";
-  if (backend == "cuda") return refuse_cuda();
-  if (backend != "cpu") throw_field_error("--backend", backend, "must be cpu or cuda");
+  if (backend != "cpu" && backend != "cuda") throw_field_error("--backend", backend, "must be cpu or cuda");
+  if (backend == "cuda" && !cuda_usable()) return 2;
   int64_t ranks = 0;
   if (opts.extra.count("--ranks")) ranks = parse_int("--ranks", opts.extra.at("--ranks"), 1, int64_t{1} << 20);
   if (ranks > 0 && !cpu::MpiSession::launched_by_mpi()) return relaunch_under_mpirun(ranks, args);
@@ -177,7 +185,7 @@ int run_train(const std::vector<std::string>& args) {
   if (ranks > 0 && ranks != mpi.size())
     throw_field_error("--ranks", ranks, "differs from the " + std::to_string(mpi.size()) + " ranks of this MPI run");
   try {
-    return train_here(opts, mpi);
+    return train_here(opts, backend, mpi);
   } catch (const std::exception& e) {
     const bool user = dynamic_cast<const UserError*>(&e) != nullptr;
     std::fprintf(stderr, "tandem train: error: %s%s\n", e.what(),
@@ -194,5 +202,5 @@ int run_train(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace tandem::cli
 
-TANDEM_REGISTER_COMMAND(train, "train", "train the job for real (--backend cpu: MPI ranks on CPUs)",
+TANDEM_REGISTER_COMMAND(train, "train", "train the job for real (--backend cpu: MPI ranks on CPUs; cuda: GPUs)",
                         tandem::cli::run_train)
