@@ -16,7 +16,7 @@
 #include "backends/cpu/ops_permute.h"
 #include "backends/cpu/ops_rope.h"
 #include "backends/cpu/ops_router.h"
-#include "backends/executor/init_rng.h"
+#include "backends/kernel_math/dropout_math.h"
 #include "core/check.h"
 
 namespace tandem::cpu {
@@ -163,13 +163,9 @@ void CpuDevice::dropout(const DeviceTensor& x, float p, uint64_t key, std::span<
   const TensorView v = view(x);
   const float scale = 1.0f / (1.0f - p);
   for (int64_t r = 0; r < x.dim(0); ++r) {
-    uint64_t row_state = key ^ (static_cast<uint64_t>(row_ids[static_cast<size_t>(r)]) * 0xD1B54A32D192ED03ull);
-    const uint64_t row_seed = exec::splitmix64(row_state);
-    for (int64_t c = 0; c < cols; ++c) {
-      uint64_t state = row_seed + static_cast<uint64_t>(c) * 0x9E3779B97F4A7C15ull;
-      const double u = static_cast<double>(exec::splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
-      v.data[r * cols + c] = u >= p ? v.data[r * cols + c] * scale : 0.0f;
-    }
+    const uint64_t row_seed = kmath::hidden_dropout_row_seed(key, row_ids[static_cast<size_t>(r)]);
+    for (int64_t c = 0; c < cols; ++c)
+      v.data[r * cols + c] = kmath::hidden_dropout_keep(row_seed, c, p) ? v.data[r * cols + c] * scale : 0.0f;
   }
 }
 
