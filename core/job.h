@@ -89,6 +89,15 @@ struct ParallelConfig {
   bool overlap_grad_reduce = false;
   bool overlap_param_gather = false;
   bool tp_comm_overlap = false;
+  // Megatron's asynchronous TP communication of the input gradient in backward: the all-reduce
+  // (reduce-scatter with SP) of a linear layer's dX runs while its weight-gradient GEMM computes.
+  // `--no-async-tensor-model-parallel-allreduce` (and the 2021 code, which predates it) runs it
+  // after the weight gradient instead.
+  bool async_tensor_model_parallel_allreduce = true;
+  // Pipeline sends/receives overlapped with compute (`--overlap-p2p-communication`); off, a
+  // stage's next compute waits for its send to complete, as Megatron's blocking
+  // send_forward_recv_backward and friends do.
+  bool overlap_p2p_communication = false;
   std::string order = "tp-cp-ep-dp-pp";       // Megatron's rank order, fastest-varying first
   std::string pipeline_schedule = "";         // "" = Megatron's choice (1f1b or interleaved)
 };

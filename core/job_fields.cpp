@@ -117,6 +117,10 @@ std::vector<FieldSpec> parallel_fields() {
       bool_field("overlap_grad_reduce", kP, P(overlap_grad_reduce), "overlap DP gradient reduction with backward"),
       bool_field("overlap_param_gather", kP, P(overlap_param_gather), "overlap DP parameter all-gather with forward"),
       bool_field("tp_comm_overlap", kP, P(tp_comm_overlap), "overlap TP communication with GEMMs"),
+      bool_field("async_tensor_model_parallel_allreduce", kP, P(async_tensor_model_parallel_allreduce),
+                 "overlap the backward TP all-reduce/reduce-scatter of dX with the weight-gradient GEMM"),
+      bool_field("overlap_p2p_communication", kP, P(overlap_p2p_communication),
+                 "pipeline sends/receives overlap compute (off: the next compute waits for the send)"),
       text_field("order", kP, P(order), "rank order, fastest first (default tp-cp-ep-dp-pp)"),
       text_field("pipeline_schedule", kP, P(pipeline_schedule), "tandem schedule name (default 1f1b / interleaved)"),
   };

@@ -22,7 +22,7 @@ const std::vector<FlagAlias>& ignored_flags_table() {
     const char* no_value[] = {
         "--use-mcore-models", "--use-legacy-models", "--no-masked-softmax-fusion",
         "--no-bias-gelu-fusion", "--no-bias-swiglu-fusion", "--no-bias-dropout-fusion", "--no-rope-fusion",
-        "--no-gradient-accumulation-fusion", "--no-async-tensor-model-parallel-allreduce",
+        "--no-gradient-accumulation-fusion",
         "--apply-query-key-layer-scaling", "--attention-softmax-in-fp32", "--accumulate-allreduce-grads-in-fp32",
         "--log-throughput", "--log-timers-to-tensorboard", "--log-validation-ppl-to-tensorboard",
         "--log-memory-to-tensorboard", "--log-num-zeros-in-grad", "--log-params-norm", "--log-progress",
@@ -33,7 +33,7 @@ const std::vector<FlagAlias>& ignored_flags_table() {
         "--qk-layernorm", "--reset-position-ids", "--reset-attention-mask", "--eod-mask-loss",
         "--no-create-attention-mask-in-dataloader", "--profile", "--use-pytorch-profiler",
         "--record-memory-history", "--check-for-nan-in-loss-and-grad", "--log-straggler",
-        "--defer-embedding-wgrad-compute", "--overlap-p2p-communication", "--align-grad-reduce",
+        "--defer-embedding-wgrad-compute", "--align-grad-reduce",
         "--align-param-gather", "--use-contiguous-buffers-in-local-ddp", "--no-persist-layer-norm",
         "--empty-unused-memory-level", "--tp-comm-overlap-rs-dgrad", "--no-check-for-nan-in-loss-and-grad",
         "--moe-router-pre-softmax", "--distribute-saved-activations", "--use-cpu-initialization",
@@ -93,6 +93,8 @@ const std::vector<FlagAlias>& flag_aliases() {
         {"--num-layers-in-last-pipeline-stage", "decoder_last_pipeline_num_layers", nullptr, 0},
         {"--expert-tensor-parallel-size", "expert_tensor_parallel_size", nullptr, 0},
         {"--mtp-num-layers", "mtp_num_layers", nullptr, 0},
+        {"--no-async-tensor-model-parallel-allreduce", "async_tensor_model_parallel_allreduce", "false", 0},
+        {"--overlap-p2p-communication", "overlap_p2p_communication", "true", 0},
     };
     for (const auto& f : ignored_flags_table()) a.push_back(f);
     return a;

@@ -109,6 +109,9 @@ class Emitter {
   Cursor cursor;
   // When set, weight gradients go to this list instead of the program.
   std::vector<DeferredGrad>* defer_to = nullptr;
+  // Instructions the next compute-stream instruction waits for, then cleared (a blocking
+  // pipeline send: the stage computes on only once its message has left).
+  std::vector<int32_t> compute_gate;
 
   int32_t size() const { return static_cast<int32_t>(program_.instructions.size()); }
   const Instruction& at(int32_t index) const { return program_.instructions[static_cast<size_t>(index)]; }
@@ -177,7 +180,10 @@ int64_t pipeline_peer(const Context& ctx, int pp);
 int32_t tp_gather_input(Context& ctx, const char* label, int64_t cols, int32_t x);   // SP: all-gather [n, cols]
 int32_t tp_reduce_output(Context& ctx, const char* rs_label, const char* ar_label, int32_t x);   // [n, h]
 int32_t tp_gather_output_grad(Context& ctx, const char* label, int32_t dy);          // SP: all-gather [n, h]
-int32_t tp_reduce_input_grad(Context& ctx, const char* rs_label, const char* ar_label, int64_t cols, int32_t dx);
+// dX's reduction; `wgrad` (the layer's weight-gradient GEMM, -1 when deferred) runs beside it
+// with the asynchronous TP all-reduce, before it without (--no-async-tensor-model-parallel-allreduce).
+int32_t tp_reduce_input_grad(Context& ctx, const char* rs_label, const char* ar_label, int64_t cols, int32_t dx,
+                             int32_t wgrad = -1);
 
 // Attention core with the CP ring (lower_layer.cpp).
 int32_t attention_core_forward(Context& ctx, int32_t layer, int32_t x);

@@ -100,6 +100,11 @@ int32_t Emitter::add(Instruction ins, Deps deps) {
   ins.recompute = cursor.recompute;
   ins.dtype = dtype_;
   push_deps(ins, deps);
+  if (ins.stream == StreamKind::Compute && !compute_gate.empty()) {
+    for (int32_t g : compute_gate)
+      if (std::find(ins.deps.begin(), ins.deps.end(), g) == ins.deps.end()) ins.deps.push_back(g);
+    compute_gate.clear();
+  }
   program_.instructions.push_back(std::move(ins));
   return size() - 1;
 }

@@ -100,8 +100,8 @@ int32_t logits_backward(Context& ctx, int32_t norm_layer, ParamSlot norm_slot) {
   w.k = d.h;
   w.flops = 2.0 * double(d.n) * double(v_local) * double(d.h);
   w.bytes = e_of(ctx) * (double(d.n) * double(d.h) + double(d.h) * double(v_local) + double(d.n) * double(v_local));
-  ctx.em.weight_grad(std::move(w), param_key(kModelLayerKey, output_slot(ctx)), {ag});
-  const int32_t red = tp_reduce_input_grad(ctx, "output-grad-rs", "output-grad-ar", d.h, dx);
+  const int32_t wg = ctx.em.weight_grad(std::move(w), param_key(kModelLayerKey, output_slot(ctx)), {ag});
+  const int32_t red = tp_reduce_input_grad(ctx, "output-grad-rs", "output-grad-ar", d.h, dx, wg);
   const int32_t ng = ctx.em.op(OpKind::NormGrad, "final-norm", d.sp_rows(), d.h,
                                3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {red});
   ctx.em.produced(param_key(norm_layer, norm_slot), ng);

@@ -73,11 +73,15 @@ int32_t tp_gather_output_grad(Context& ctx, const char* label, int32_t dy) {
   return tp_gather_input(ctx, label, ctx.dims.h, dy);
 }
 
-int32_t tp_reduce_input_grad(Context& ctx, const char* rs_label, const char* ar_label, int64_t cols, int32_t dx) {
+int32_t tp_reduce_input_grad(Context& ctx, const char* rs_label, const char* ar_label, int64_t cols, int32_t dx,
+                             int32_t wgrad) {
   if (ctx.tp == 1) return dx;
   const double bytes = double(ctx.dims.n) * double(cols) * e_of(ctx);
   const OpKind kind = ctx.dims.sp ? OpKind::ReduceScatter : OpKind::AllReduce;
-  return ctx.em.collective(kind, ParallelGroup::Tp, StreamKind::TpComm, ctx.dims.sp ? rs_label : ar_label, bytes, {dx});
+  // Synchronous: the reduction is issued after the weight gradient, so it cannot hide behind it.
+  const int32_t after = ctx.job.parallel.async_tensor_model_parallel_allreduce ? -1 : wgrad;
+  return ctx.em.collective(kind, ParallelGroup::Tp, StreamKind::TpComm, ctx.dims.sp ? rs_label : ar_label, bytes,
+                           {dx, after});
 }
 
 // ---- attention core -----------------------------------------------------------------------
@@ -221,8 +225,8 @@ int32_t mla_projections_backward(Context& ctx, int32_t layer, int32_t dqkv) {
   } else {
     const int32_t ag = tp_gather_input(ctx, "q-wgrad-ag", d.h, g);
     dhidden = ctx.em.gemm(OpKind::GemmGradInput, "q", d.n, q_cols, d.h, 1, {g});
-    weight_grad(ctx, "q", d.n, q_cols, d.h, layer, ParamSlot::QUp, {ag});
-    dhidden = tp_reduce_input_grad(ctx, "q-grad-rs", "q-grad-ar", d.h, dhidden);
+    const int32_t w = weight_grad(ctx, "q", d.n, q_cols, d.h, layer, ParamSlot::QUp, {ag});
+    dhidden = tp_reduce_input_grad(ctx, "q-grad-rs", "q-grad-ar", d.h, dhidden, w);
   }
   // Latent gradients are partial sums over TP (each rank holds a slice of the up projections).
   const int32_t dl = tp_reduce_input_grad(ctx, "mla-grad-rs", "mla-grad-ar", latent, dx);
@@ -255,8 +259,8 @@ int32_t qkv_backward(Context& ctx, int32_t layer, int32_t dqkv) {
   const int64_t cols = (d.heads + 2 * d.kv_heads) * d.d;
   const int32_t ag = tp_gather_input(ctx, "qkv-wgrad-ag", d.h, g);
   const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, "qkv", d.n, cols, d.h, 1, {g});
-  weight_grad(ctx, "qkv", d.n, cols, d.h, layer, ParamSlot::Qkv, {ag});
-  return tp_reduce_input_grad(ctx, "qkv-grad-rs", "qkv-grad-ar", d.h, dx);
+  const int32_t w = weight_grad(ctx, "qkv", d.n, cols, d.h, layer, ParamSlot::Qkv, {ag});
+  return tp_reduce_input_grad(ctx, "qkv-grad-rs", "qkv-grad-ar", d.h, dx, w);
 }
 
 int32_t attention_block_forward(Context& ctx, int32_t layer, int32_t x) {
@@ -315,8 +319,8 @@ int32_t mlp_core_backward(Context& ctx, const MlpNames& names, int64_t ffn, int3
   const int64_t cols = d.mlp_fc1_cols(f_local);
   const int32_t ag = tp_gather_input(ctx, names.fc1_wgrad_ag, d.h, dfc1);
   const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, names.fc1, d.n, cols, d.h, 1, {dfc1});
-  weight_grad(ctx, names.fc1, d.n, cols, d.h, layer, names.fc1_slot, {ag});
-  return tp_reduce_input_grad(ctx, names.fc1_grad_rs, names.fc1_grad_ar, d.h, dx);
+  const int32_t w = weight_grad(ctx, names.fc1, d.n, cols, d.h, layer, names.fc1_slot, {ag});
+  return tp_reduce_input_grad(ctx, names.fc1_grad_rs, names.fc1_grad_ar, d.h, dx, w);
 }
 
 namespace {

@@ -13,6 +13,9 @@
 //   Send/Recv actions      [n/t, h] (SP shard, or Megatron's scatter/gather slice without SP,
 //                          whose receiver all-gathers [n, h] over TP); n = s/CP * b; tags name
 //                          (kind, microbatch, sending stage).
+//                          Without --overlap-p2p-communication a send is blocking: the stage's
+//                          next compute instruction waits for it (Megatron waits on its p2p
+//                          requests before computing on).
 //   Gradient reduction (lower_sync.cpp): with --overlap-grad-reduce during a chunk's last weight-
 //   gradient action, each bucket right after its last gradient; otherwise after the last
 //   backward. Then the optimizer.
@@ -277,8 +280,11 @@ void PipelineWalk::send(const Action& a) {
   const MicrobatchState& st = state(a);
   const TagPurpose purpose = act ? TagPurpose::PpActivation : TagPurpose::PpGradient;
   const int64_t tag = make_tag(purpose, false, a.stage, a.microbatch, 0);
-  ctx_.em.send(ParallelGroup::Pp, StreamKind::PpSend, act ? "pp-activation" : "pp-gradient",
-               pipeline_peer(ctx_, a.peer), tag, message_bytes(), {act ? st.forward_out : st.backward_out});
+  const int32_t sent = ctx_.em.send(ParallelGroup::Pp, StreamKind::PpSend, act ? "pp-activation" : "pp-gradient",
+                                    pipeline_peer(ctx_, a.peer), tag, message_bytes(),
+                                    {act ? st.forward_out : st.backward_out});
+  // Megatron's p2p calls wait for their requests unless --overlap-p2p-communication.
+  if (!ctx_.job.parallel.overlap_p2p_communication) ctx_.em.compute_gate.push_back(sent);
 }
 
 void PipelineWalk::recv(const Action& a) {

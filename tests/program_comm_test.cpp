@@ -1,5 +1,6 @@
 // Program lowering, communication: every Send has its Recv, group members issue the same
 // collectives, MoE all-to-all bytes, pipeline scatter/gather, data-parallel buckets, symmetry.
+#include <algorithm>
 #include <map>
 #include <set>
 #include <tuple>
@@ -246,6 +247,69 @@ TEST(ProgramSymmetry, ClassesAreExact) {
       EXPECT_TRUE(equal_up_to_peers(p, rep)) << c.name << ": rank " << p.rank << " vs " << rep.rank;
       EXPECT_GE(p.rank, rep.rank);
     }
+  }
+}
+
+}  // namespace
+}  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// Index of the GemmGradWeight with `label` that precedes instruction i most closely, or -1.
+int32_t wgrad_before(const RankProgram& p, size_t i, const std::string& label) {
+  for (size_t j = i; j-- > 0;)
+    if (p.instructions[j].kind == OpKind::GemmGradWeight && p.instructions[j].label == label) return int32_t(j);
+  return -1;
+}
+
+// The backward TP all-reduce of dX waits for the layer's weight gradient only without Megatron's
+// asynchronous TP all-reduce (--no-async-tensor-model-parallel-allreduce).
+TEST(ProgramTensorParallel, BackwardAllReduceWaitsForTheWeightGradientOnlyWhenSynchronous) {
+  for (bool async : {true, false}) {
+    std::vector<std::string> flags = {"--tensor-model-parallel-size", "2", "--global-batch-size", "1"};
+    if (!async) flags.push_back("--no-async-tensor-model-parallel-allreduce");
+    const Lowered l = lower_all(tiny_gpt(flags, 2));
+    EXPECT_EQ(l.job.parallel.async_tensor_model_parallel_allreduce, async);
+    int checked = 0;
+    const RankProgram& p = l.programs[0];
+    for (size_t i = 0; i < p.instructions.size(); ++i) {
+      const Instruction& x = p.instructions[i];
+      if (x.kind != OpKind::AllReduce || (x.label != "qkv-grad-ar" && x.label != "fc1-grad-ar")) continue;
+      const int32_t w = wgrad_before(p, i, x.label == "qkv-grad-ar" ? "qkv" : "fc1");
+      ASSERT_GE(w, 0);
+      const bool waits = std::find(x.deps.begin(), x.deps.end(), w) != x.deps.end();
+      EXPECT_EQ(waits, !async) << x.label << " at " << i;
+      ++checked;
+    }
+    EXPECT_GT(checked, 0);
+  }
+}
+
+// Without --overlap-p2p-communication a pipeline send blocks: the stage's next compute
+// instruction depends on it. With it, no compute instruction waits for a send.
+TEST(ProgramMessages, PipelineSendsBlockTheNextComputeUnlessOverlapped) {
+  for (bool overlap : {false, true}) {
+    std::vector<std::string> flags = {"--pipeline-model-parallel-size", "2", "--global-batch-size", "4"};
+    if (overlap) flags.push_back("--overlap-p2p-communication");
+    const Lowered l = lower_all(tiny_gpt(flags, 2));
+    int sends = 0, followed = 0, gated = 0;
+    for (const RankProgram& p : l.programs) {
+      for (size_t i = 0; i < p.instructions.size(); ++i) {
+        if (p.instructions[i].kind != OpKind::Send) continue;
+        ++sends;
+        for (size_t j = i + 1; j < p.instructions.size(); ++j) {
+          const Instruction& y = p.instructions[j];
+          if (y.stream != StreamKind::Compute) continue;
+          ++followed;
+          gated += std::find(y.deps.begin(), y.deps.end(), int32_t(i)) != y.deps.end();
+          break;
+        }
+      }
+    }
+    EXPECT_GT(followed, 0);
+    EXPECT_LE(followed, sends);
+    EXPECT_EQ(gated, overlap ? 0 : followed) << "overlap " << overlap;
   }
 }
 
