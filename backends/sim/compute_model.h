@@ -61,7 +61,9 @@
 //   "launch_overhead_us",
 //   "communication": {"nvlink_efficiency", "nic_efficiency"   achieved NCCL bus bandwidth as a
 //             fraction of the raw NVLink / NIC bandwidth of clusters/*.json (platform.h),
-//             "collective_base_latency_us"}   fixed cost per collective (collectives.h)
+//             "collective_base_latency_us",   fixed cost per collective (collectives.h)
+//             "nccl_sm_fraction"}   share of the SMs a collective across the network holds (one
+//             CTA per NCCL channel); compute overlapping it runs 1 / (1 - fraction) slower
 // }
 //
 // Measured profile (`--profile FILE`, written by `tandem calibrate` on a real backend):
@@ -131,6 +133,7 @@ struct GpuEfficiency {
   double nvlink_efficiency = 1.0;           // NVLink/NVSwitch, per direction
   double nic_efficiency = 1.0;              // the node's NICs and the fabric behind them
   double collective_base_latency_s = 0;     // NCCL's fixed cost of one collective (launch, setup)
+  double nccl_sm_fraction = 0;              // SMs a network collective's kernel holds while it runs
 };
 
 // What the job decides beyond the GPU.

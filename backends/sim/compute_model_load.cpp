@@ -163,10 +163,11 @@ void read_memory(const Reader& r, const json& m, GpuEfficiency& e) {
 
 void read_communication(const Reader& r, const json& c, GpuEfficiency& e) {
   const std::string w = "communication";
-  r.only(c, w, {"nvlink_efficiency", "nic_efficiency", "collective_base_latency_us"});
+  r.only(c, w, {"nvlink_efficiency", "nic_efficiency", "collective_base_latency_us", "nccl_sm_fraction"});
   e.nvlink_efficiency = r.constant_number(c, w, "nvlink_efficiency", 0, 1, true);
   e.nic_efficiency = r.constant_number(c, w, "nic_efficiency", 0, 1, true);
   e.collective_base_latency_s = r.constant_number(c, w, "collective_base_latency_us", 0, 1e4) * 1e-6;
+  e.nccl_sm_fraction = r.constant_number(c, w, "nccl_sm_fraction", 0, 0.9);
 }
 
 }  // namespace

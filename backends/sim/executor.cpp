@@ -143,9 +143,13 @@ void RankPlayer::run() {
 
 void RankPlayer::issue_ready() {
   bool again = true;
+  // With SM contention modelled, communication streams go first so that a collective ready now
+  // is in flight when the compute stream's next window is timed.
+  const bool comm_first = ex_.options.comm_compute_slowdown != 1.0;
   while (again) {
     again = false;
-    for (int s = 0; s < kStreams; ++s) {
+    for (int k = 0; k < kStreams; ++k) {
+      const int s = comm_first ? (k + 1) % kStreams : k;
       const auto su = static_cast<size_t>(s);
       while (!busy_[su] && head_[su] < streams_[su].size()) {
         const int32_t i = streams_[su][head_[su]];
@@ -155,6 +159,18 @@ void RankPlayer::issue_ready() {
       }
     }
   }
+}
+
+// True when SM contention is modelled and a network collective waits for instruction i.
+bool RankPlayer::feeds_network_collective(int32_t i) {
+  if (ex_.options.comm_compute_slowdown == 1.0) return false;
+  const auto iu = static_cast<size_t>(i);
+  for (int32_t k = index_.dependent_begin[iu]; k < index_.dependent_begin[iu + 1]; ++k) {
+    const Instruction& x = ins_[static_cast<size_t>(index_.dependents[static_cast<size_t>(k)])];
+    double unused = 0;
+    if (is_collective(x.kind) && !analytic_seconds(x, &unused)) return true;
+  }
+  return false;
 }
 
 bool RankPlayer::deps_done(int32_t i) const {
@@ -243,6 +259,8 @@ void RankPlayer::start_window(int s, int32_t i) {
       continue;
     }
     if (is_collective(x.kind)) ++ex_.stats.analytic_collectives;
+    if (is_compute(x.kind) && net_collectives_ > 0 && start < net_busy_until_)
+      seconds *= ex_.options.comm_compute_slowdown;
     state_[static_cast<size_t>(j)] = kScheduled;
     start_[static_cast<size_t>(j)] = start;
     end_[static_cast<size_t>(j)] = start + seconds;
@@ -253,6 +271,7 @@ void RankPlayer::start_window(int s, int32_t i) {
     last_issued_[sj] = j;
     ops_[static_cast<size_t>(op)].members.push_back(j);
     if (!from_compute) break;  // a window from another stream holds just its head
+    if (feeds_network_collective(j)) break;  // it starts at j's end and slows what follows
   }
   Op& o = ops_[static_cast<size_t>(op)];
   std::stable_sort(o.members.begin(), o.members.end(), [this](int32_t a, int32_t b) {
@@ -389,6 +408,7 @@ void RankPlayer::mark_done(int32_t i, double start, double end) {
   const auto s = static_cast<size_t>(x.stream);
   if (--outstanding_[s] == 0) busy_[s] = false;
   if (state_before == kInFlight) --in_flight_[s];
+  if (state_before == kInFlight && is_collective(x.kind)) --net_collectives_;
   if (is_compute(x.kind)) out_.compute_s += end - start;
   if (x.stream != StreamKind::Compute) return;
   if (start > compute_free_at_) {  // idle before it (network operations charged theirs at issue)

@@ -75,6 +75,11 @@ struct ExecutorOptions {
   // flows with those per-peer sizes, also inside a node, so that members wait for the slowest.
   // Empty: every all-to-all splits Instruction::bytes evenly over the peers.
   std::function<std::vector<double>(const Instruction&)> all_to_all_bytes;
+  // Compute time factor (>= 1) while a collective crosses the network from this rank: NCCL's
+  // kernels hold SMs (one CTA per channel) for the whole collective, so overlapped compute runs
+  // on the rest (GPU kind's file, "communication": "nccl_sm_fraction"). Applied to compute
+  // instructions that start before the collective's uncontended finish; approximate.
+  double comm_compute_slowdown = 1.0;
 };
 
 // Which ranks are played, and which rank plays the part of an unplayed one.

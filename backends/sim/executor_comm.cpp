@@ -459,6 +459,8 @@ void RankPlayer::start_collective(int, int32_t i, int32_t op) {
     start_partial_collective(g, kind, op, x);
   }
   Op& o = ops_[static_cast<size_t>(op)];
+  ++net_collectives_;
+  net_busy_until_ = std::max(net_busy_until_, now_ + plan.latency + plan.seconds_per_byte * x.bytes);
   if (o.remaining == 0) schedule(op, std::max(o.ready + plan.latency, o.floor));
 }
 

@@ -173,6 +173,7 @@ class RankPlayer {
   // executor.cpp
   void issue_ready();
   bool deps_done(int32_t i) const;
+  bool feeds_network_collective(int32_t i);
   int32_t blocker(int32_t i) const;
   void issue(int stream, int32_t i);
   void start_window(int stream, int32_t i);
@@ -217,6 +218,8 @@ class RankPlayer {
   std::array<bool, kStreams> busy_{};         // some issued instruction of the stream is not done
   std::array<int, kStreams> outstanding_{};   // issued or scheduled, not done
   std::array<int, kStreams> in_flight_{};     // network operations among them
+  int net_collectives_ = 0;                   // network collectives in flight (SM contention)
+  double net_busy_until_ = 0;                 // s, their latest uncontended finish
   std::array<int32_t, kStreams> last_issued_;  // per stream, -1 before the first
   std::vector<std::uint8_t> state_;  // [i]
   std::vector<double> start_;      // [i] s, once scheduled or issued

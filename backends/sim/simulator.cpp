@@ -241,6 +241,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
     return x.routed && !routed.of.empty() ? t * routed_gemm_factor(routed, model, p, x) : t;
   };
   if (redraw) exec.all_to_all_bytes = [&routing](const Instruction& x) { return all_to_all_bytes(*routing, x); };
+  exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
   exec.record_timeline = options.trace_path.has_value();
   exec.progress = options.progress;
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
