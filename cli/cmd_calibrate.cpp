@@ -27,6 +27,7 @@
 #include "core/job_loader.h"
 #ifdef TANDEM_HAVE_CUDA
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/cuda_tensor_device.h"
 #endif
 
 namespace tandem::cli {
@@ -115,17 +116,35 @@ exec::OpTimingReport calibrate_on(exec::Device& device, const Job& job, const ex
   return report;
 }
 
-// The CUDA backend's verdict on this machine: one line, non-zero exit (as `tandem train`).
-int refuse_cuda() {
+// Times the job's ops on the first visible GPU and writes a profile for the cluster's GPU kind
+// (the simulator refuses a profile of another kind). Without a device: one line, exit 2.
+int calibrate_cuda(const JobRequest& request, const exec::OpTimerOptions& options, const std::string& out) {
 #ifdef TANDEM_HAVE_CUDA
   std::string why;
-  if (tandem::cuda::visible_devices(&why).empty()) {
+  const auto devices = tandem::cuda::visible_devices(&why);
+  if (devices.empty()) {
     std::fprintf(stderr, "tandem calibrate: error: no CUDA device visible (%s)\n", why.empty() ? "count 0" : why.c_str());
     return 2;
   }
-  std::fprintf(stderr, "tandem calibrate: error: the CUDA device's kernels are not complete yet (use --backend cpu)\n");
-  return 2;
+  const Job job = load_job(request);
+  cuda::CudaDevice device(cuda::CudaDeviceOptions{0, 0});
+  const exec::OpTimingReport report = calibrate_on(device, job, options);
+  const std::string& kind = job.cluster.gpu.name;
+  if (devices[0].name.find(kind.substr(0, kind.find('-'))) == std::string::npos)
+    std::fprintf(stderr, "tandem calibrate: warning: measured on %s, written as a profile of the cluster's %s\n",
+                 devices[0].name.c_str(), kind.c_str());
+  const nlohmann::json doc = {
+      {"gpu", kind},
+      {"source", "tandem calibrate --backend cuda on " + devices[0].name + " (" + tandem::cuda::version_string() +
+                     "): fp32 tensors, bf16 GEMM/attention operands"},
+      {"entries", exec::profile_entries(report)}};
+  write_file_atomically("--out", out, doc.dump(2) + "\n");
+  std::printf("%s\n\n%s\n", layout_summary(job).c_str(), timing_table(report).c_str());
+  std::printf("wrote %s: %zu measured ops on %s (%zu skipped)\nnext: tandem simulate --profile %s [the same job]\n",
+              out.c_str(), doc["entries"].size(), devices[0].name.c_str(), report.skipped.size(), out.c_str());
+  return 0;
 #else
+  (void)request, (void)options, (void)out;
   std::fprintf(stderr, "tandem calibrate: error: no CUDA device: this build has no CUDA backend (TANDEM_WITH_CUDA=OFF)\n");
   return 2;
 #endif
@@ -144,7 +163,7 @@ int run_calibrate(const std::vector<std::string>& args) {
     options.min_seconds = parse_real("--min-time", opts.extra.at("--min-time"), 0.0, 3600.0);
   const std::string out = opts.extra.count("--out") ? opts.extra.at("--out") : "profile-" + backend + ".json";
   check_writable(out);
-  if (backend == "cuda") return refuse_cuda();
+  if (backend == "cuda") return calibrate_cuda(opts.request, options, out);
   const Job job = load_job(opts.request);
   cpu::CpuDevice device;
   const exec::OpTimingReport report = calibrate_on(device, job, options);
