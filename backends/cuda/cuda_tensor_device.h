@@ -8,10 +8,10 @@
 // other kernel computes in fp32 with the math shared with the CPU backend (backends/kernel_math).
 //
 // Which file implements what (the class is one, its definition is spread by op family):
-//   cuda_device_core.cu     construction, memory, upload/download, streams/events, synchronize
-//   cuda_device_ops_a.cu    elementwise, reductions, dropout, embedding, norms, activations,
+//   cuda_device_core.cpp    construction, memory, upload/download, streams/events, synchronize
+//   cuda_device_ops_a.cpp   elementwise, reductions, dropout, embedding, norms, activations,
 //                           RoPE, cross-entropy, AdamW
-//   cuda_device_ops_b.cu    GEMMs (cuBLASLt), grouped GEMMs, attention, QKV split/merge,
+//   cuda_device_ops_b*.cpp  GEMMs (cuBLASLt), grouped GEMMs, attention, QKV split/merge,
 //                           router, permute/unpermute, gather/scatter rows
 //
 // This header is host C++: it includes only the CUDA runtime and cuBLASLt API headers.
@@ -158,7 +158,7 @@ class CudaDevice final : public exec::Device {
   int device_index() const { return options_.device; }
   // Device pointer of a tensor's first element (const for inputs).
   const float* in(const exec::DeviceTensor& t) { return address(t); }
-  // cuBLASLt handle and its workspace (created on first use, cuda_device_ops_b.cu).
+  // cuBLASLt handle and its workspace (created on first use, cuda_device_ops_b.cpp).
   cublasLtHandle_t cublaslt();
   void* gemm_workspace(size_t* bytes);
   // Scratch bytes on the device for one call's temporaries (bf16 copies, partial sums); freed
@@ -166,7 +166,7 @@ class CudaDevice final : public exec::Device {
   std::shared_ptr<void> scratch(size_t bytes);
 
  private:
-  void release_gemm_resources();   // cuda_device_ops_b.cu
+  void release_gemm_resources();   // cuda_device_ops_b.cpp
 
   CudaDeviceOptions options_;
   std::unique_ptr<DevicePool> pool_;
