@@ -23,6 +23,7 @@
 #include "backends/cuda/ops_optimizer.cuh"
 #include "backends/cuda/ops_reduce.cuh"
 #include "backends/kernel_math/bf16_math.h"
+#include "tests/cuda/kernels_b_util.h"
 
 namespace tandem::cuda {
 namespace {
@@ -34,74 +35,18 @@ using exec::Shape;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-struct Pair {
-  DeviceTensor cpu, gpu;
-};
+using testing::Pair;
 
-class KernelsATest : public ::testing::Test {
+// The part-B fixture (CPU and CUDA devices side by side, seeded inputs, NaN-poisoned outputs,
+// comparisons) with the integer draws the part-A tests need.
+class KernelsATest : public testing::KernelsBTest {
  protected:
-  void SetUp() override {
-    std::string why;
-    if (visible_devices(&why).empty()) GTEST_SKIP() << "no CUDA device: " << why;
-    gpu_ = std::make_unique<CudaDevice>();
-    seed_ = std::random_device{}();
-    rng_.seed(seed_);
-  }
-
-  std::string seed_text() const { return "seed " + std::to_string(seed_) + " (std::mt19937)"; }
-
-  std::vector<float> random(int64_t n, float scale = 1.0f) {
-    std::normal_distribution<float> dist(0.0f, scale);
-    std::vector<float> v(static_cast<size_t>(n));
-    for (float& x : v) x = dist(rng_);
-    return v;
-  }
   int64_t uniform_int(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng_); }
-
-  Pair both(const Shape& shape, const std::vector<float>& values) {
-    Pair p{cpu_.empty(shape), gpu_->empty(shape)};
-    cpu_.upload(values, p.cpu);
-    gpu_->upload(values, p.gpu);
-    return p;
-  }
-  Pair random_pair(const Shape& shape, float scale = 1.0f) { return both(shape, random(exec::numel_of(shape), scale)); }
-  Pair poisoned(const Shape& shape) {
-    return both(shape, std::vector<float>(static_cast<size_t>(exec::numel_of(shape)), kNaN));
-  }
-
-  // |gpu - cpu| <= rel * max|cpu| + rel_each * |cpu| element-wise; NaN fails.
-  void expect_close(const Pair& p, float rel, float rel_each, const std::string& what) {
-    const std::vector<float> c = cpu_.to_host(p.cpu), g = gpu_->to_host(p.gpu);
-    ASSERT_EQ(c.size(), g.size()) << what;
-    float scale = 0.0f;
-    for (float x : c)
-      if (std::isfinite(x)) scale = std::max(scale, std::abs(x));
-    int reported = 0;
-    for (size_t i = 0; i < c.size() && reported < 5; ++i) {
-      const float tol = rel * scale + rel_each * std::abs(c[i]) + 1e-30f;
-      const bool ok = std::isinf(c[i]) ? g[i] == c[i] : std::abs(g[i] - c[i]) <= tol;
-      if (!ok) {
-        ++reported;
-        ADD_FAILURE() << what << "[" << i << "]: gpu " << g[i] << ", cpu " << c[i] << " (tol " << tol << ")";
-      }
-    }
-  }
-  void expect_fp32(const Pair& p, const std::string& what) { expect_close(p, 1e-5f, 1e-5f, what); }
-  void expect_equal(const Pair& p, const std::string& what) {
-    const std::vector<float> c = cpu_.to_host(p.cpu), g = gpu_->to_host(p.gpu);
-    ASSERT_EQ(c.size(), g.size()) << what;
-    for (size_t i = 0; i < c.size(); ++i) ASSERT_EQ(g[i], c[i]) << what << "[" << i << "]";
-  }
   std::vector<int32_t> random_ids(int64_t n, int64_t lo, int64_t hi) {
     std::vector<int32_t> ids(static_cast<size_t>(n));
     for (int32_t& id : ids) id = static_cast<int32_t>(uniform_int(lo, hi));
     return ids;
   }
-
-  cpu::CpuDevice cpu_;
-  std::unique_ptr<CudaDevice> gpu_;
-  unsigned seed_ = 0;
-  std::mt19937 rng_;
 };
 
 TEST_F(KernelsATest, FillCopyAddAxpyScale) {

@@ -1,5 +1,5 @@
 #pragma once
-// Helpers of the part-B GPU tests: a CPU device (the reference) and a CUDA device side by side,
+// Helpers of the GPU kernel tests (parts A and B): a CPU device (the reference) and a CUDA device side by side,
 // fresh random inputs per run (the seed is printed through SCOPED_TRACE for replay), outputs
 // poisoned with NaN before a call, comparisons at tolerances that fit the numerics.
 #include <gtest/gtest.h>
