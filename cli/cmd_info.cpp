@@ -34,7 +34,7 @@ void print_flags() {
   std::printf("\nother spellings:\n");
   for (const auto& a : flag_aliases())
     if (a.key) std::printf("  %-46s sets %s%s%s\n", a.flag, a.key, a.fixed_value ? " = " : "", a.fixed_value ? a.fixed_value : "");
-  std::printf("\naccepted with no effect on the run:\n");
+  std::printf("\naccepted and ignored (not modelled: logging, checkpoints, data, fusions, and features tandem does not simulate yet):\n");
   for (const auto& a : flag_aliases())
     if (!a.key) std::printf("  %s\n", a.flag);
 }

@@ -80,7 +80,7 @@ std::string resolved_job_text(const Job& job) {
   if (!job.ignored_flags.empty()) {
     std::string list;
     for (const auto& f : job.ignored_flags) list += (list.empty() ? "" : " ") + f;
-    out += "  ignored (no effect on the run): " + list + "\n";
+    out += "  ignored (accepted, not modelled): " + list + "\n";
   }
   return out;
 }

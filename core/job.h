@@ -188,7 +188,7 @@ struct Job {
   TrainingConfig training;
   ClusterSpec cluster;
   int64_t world_size = 0;                     // GPUs (ranks); default TP*PP*CP
-  std::vector<std::string> ignored_flags;     // accepted, no effect on the run
+  std::vector<std::string> ignored_flags;     // accepted, not modelled (reported)
   std::vector<std::string> notes;             // derivations worth telling the user
 };
 

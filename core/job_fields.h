@@ -27,7 +27,7 @@ struct FieldSpec {
 };
 
 // A Megatron flag that is not simply "--key": either a fixed assignment (--bf16 sets
-// params_dtype=bf16), or a flag accepted for compatibility but with no effect on the run.
+// params_dtype=bf16), or a flag accepted for compatibility and listed as ignored (not modelled).
 struct FlagAlias {
   const char* flag;                // "--bf16"
   const char* key;                 // field key, or nullptr for an ignored flag

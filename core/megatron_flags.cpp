@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "core/job_fields.h"
 #include "core/job_loader.h"
+#include "core/megatron_flags_accepted.h"
 
 namespace tandem {
 namespace {
@@ -95,8 +96,14 @@ const std::vector<FlagAlias>& flag_aliases() {
         {"--mtp-num-layers", "mtp_num_layers", nullptr, 0},
         {"--no-async-tensor-model-parallel-allreduce", "async_tensor_model_parallel_allreduce", "false", 0},
         {"--overlap-p2p-communication", "overlap_p2p_communication", "true", 0},
+        // Spellings of Megatron-LM before 2022 (the 2021 example scripts use them).
+        {"--checkpoint-activations", "recompute_granularity", "full", 0},
+        {"--checkpoint-num-layers", "recompute_num_layers", nullptr, 0},
+        {"--model-parallel-size", "tensor_model_parallel_size", nullptr, 0},
+        {"--batch-size", "micro_batch_size", nullptr, 0},
     };
     for (const auto& f : ignored_flags_table()) a.push_back(f);
+    for (const auto& f : accepted_megatron_flags()) a.push_back(f);
     return a;
   }();
   return aliases;

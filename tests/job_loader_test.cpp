@@ -1,4 +1,5 @@
 // Job description: Megatron flags, JSON files, presets, clusters and Megatron's derivations.
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -169,6 +170,52 @@ TEST(JobLoader, EveryPresetResolves) {
     JobRequest r;
     r.config_file = name;
     EXPECT_NO_THROW(load_job(r)) << name;
+  }
+}
+
+}  // namespace
+}  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// Megatron's 2021 GPT-3 example script (examples/pretrain_gpt3_175B.sh) loads as it reads: the
+// old spellings are aliases of today's fields, its data and logging flags are listed as ignored.
+TEST(MegatronFlags, The2021Gpt3ExampleScriptLoads) {
+  const Job j = from_flags({"--tensor-model-parallel-size", "8", "--pipeline-model-parallel-size", "16",
+                            "--num-layers", "96", "--hidden-size", "12288", "--num-attention-heads", "96",
+                            "--seq-length", "2048", "--max-position-embeddings", "2048", "--micro-batch-size", "1",
+                            "--global-batch-size", "1536", "--rampup-batch-size", "16", "16", "5859375",
+                            "--train-samples", "146484375", "--lr-decay-samples", "126953125",
+                            "--lr-warmup-samples", "183105", "--lr", "6.0e-5", "--min-lr", "6.0e-6",
+                            "--lr-decay-style", "cosine", "--log-interval", "10", "--eval-iters", "40",
+                            "--eval-interval", "1000", "--data-path", "0.2", "a", "0.3", "b", "0.5", "c",
+                            "--vocab-file", "v.json", "--merge-file", "m.txt", "--save-interval", "1000",
+                            "--save", "ckpt", "--load", "ckpt", "--split", "98,2,0", "--clip-grad", "1.0",
+                            "--weight-decay", "0.1", "--adam-beta1", "0.9", "--adam-beta2", "0.95",
+                            "--init-method-std", "0.006", "--tensorboard-dir", "tb", "--fp16",
+                            "--checkpoint-activations"},
+                           1024);
+  EXPECT_EQ(j.training.recompute_granularity, RecomputeGranularity::Full);
+  EXPECT_EQ(j.parallel.tensor_model_parallel_size, 8);
+  EXPECT_EQ(j.parallel.data_parallel_size, 8);
+  EXPECT_NE(std::find(j.ignored_flags.begin(), j.ignored_flags.end(), "--tensorboard-dir"), j.ignored_flags.end());
+}
+
+// Today's Megatron-Core flags that tandem does not model load and are reported; a flag that
+// Megatron does not have is still an error naming it.
+TEST(MegatronFlags, ModernFlagsAreAcceptedAndReportedUnknownOnesRefused) {
+  const Job j = from_flags(gpt_plus({"--recompute-modules", "core_attn", "mlp", "--cp-comm-type", "p2p",
+                                     "--moe-shared-expert-overlap", "--use-sharp", "--bf16"}));
+  const std::vector<std::string> expect = {"--recompute-modules", "--cp-comm-type", "--moe-shared-expert-overlap",
+                                           "--use-sharp"};
+  EXPECT_EQ(j.ignored_flags, expect);
+  EXPECT_EQ(j.training.params_dtype, DType::BF16);
+  try {
+    from_flags(gpt_plus({"--made-up-megatron-flag", "3"}));
+    FAIL() << "an unknown flag was accepted";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("--made-up-megatron-flag"), std::string::npos);
   }
 }
 
