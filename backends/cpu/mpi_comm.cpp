@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "backends/executor/init_rng.h"
+#include "backends/mpi_control/mpi_control.h"
 #include "core/check.h"
 
 namespace tandem::cpu {
@@ -57,11 +58,6 @@ size_t group_slot(ParallelGroup g) {
     if (kAllGroups[i] == g) return i;
   TANDEM_CHECK_MSG(false, "unknown group " << to_string(g));
   return 0;
-}
-
-int to_int(int64_t v, const char* what) {
-  TANDEM_CHECK_MSG(v >= 0 && v <= std::numeric_limits<int>::max(), what << " = " << v << " exceeds an MPI count");
-  return static_cast<int>(v);
 }
 
 struct PendingSend {
@@ -122,8 +118,8 @@ MpiCommunicator::MpiCommunicator(const ParallelGrid& grid, exec::Device& device)
   if (flag && ub != nullptr) impl_->tag_ub = *ub;
   for (size_t i = 0; i < kGroupKinds; ++i) {
     const auto m = grid.find_group(impl_->rank, kAllGroups[i]);
-    const int color = m ? to_int(m->group_index, "group index") : MPI_UNDEFINED;
-    const int key = m ? to_int(m->index_in_group, "group rank") : 0;
+    const int color = m ? mpi::count(m->group_index, "group index") : MPI_UNDEFINED;
+    const int key = m ? mpi::count(m->index_in_group, "group rank") : 0;
     MPI_Comm_split(MPI_COMM_WORLD, color, key, &impl_->groups[i]);
     if (m) {
       MPI_Comm_size(impl_->groups[i], &impl_->group_sizes[i]);
@@ -151,7 +147,7 @@ void MpiCommunicator::send(int64_t peer, int64_t tag, const exec::DeviceTensor& 
   impl_->reap();
   PendingSend p;
   p.data = data;
-  MPI_Isend(impl_->device.address(data), to_int(data.numel(), "send count"), MPI_FLOAT, to_int(peer, "peer"),
+  MPI_Isend(impl_->device.address(data), mpi::count(data.numel(), "send count"), MPI_FLOAT, mpi::count(peer, "peer"),
             impl_->mpi_tag(tag), MPI_COMM_WORLD, &p.request);
   impl_->pending.push_back(std::move(p));
 }
@@ -161,7 +157,7 @@ int64_t MpiCommunicator::irecv(int64_t peer, int64_t tag, const exec::DeviceTens
   p.data = data;
   p.peer = peer;
   p.tag = tag;
-  MPI_Irecv(impl_->device.address(data), to_int(data.numel(), "recv count"), MPI_FLOAT, to_int(peer, "peer"),
+  MPI_Irecv(impl_->device.address(data), mpi::count(data.numel(), "recv count"), MPI_FLOAT, mpi::count(peer, "peer"),
             impl_->mpi_tag(tag), MPI_COMM_WORLD, &p.request);
   const int64_t id = impl_->next_request++;
   impl_->receives.emplace(id, std::move(p));
@@ -190,7 +186,7 @@ void MpiCommunicator::wait_sends() {
 }
 
 void MpiCommunicator::all_reduce(ParallelGroup group, const exec::DeviceTensor& data, exec::ReduceOp op) {
-  MPI_Allreduce(MPI_IN_PLACE, impl_->device.address(data), to_int(data.numel(), "all-reduce count"), MPI_FLOAT,
+  MPI_Allreduce(MPI_IN_PLACE, impl_->device.address(data), mpi::count(data.numel(), "all-reduce count"), MPI_FLOAT,
                 op == exec::ReduceOp::Sum ? MPI_SUM : MPI_MAX, impl_->comm(group));
 }
 
@@ -200,14 +196,14 @@ void MpiCommunicator::reduce_scatter(ParallelGroup group, const exec::DeviceTens
                                                                        << out.numel());
   TANDEM_CHECK(!in.same_memory(out));
   MPI_Reduce_scatter_block(impl_->device.address(in), impl_->device.address(out),
-                           to_int(out.numel(), "reduce-scatter count"), MPI_FLOAT, MPI_SUM, impl_->comm(group));
+                           mpi::count(out.numel(), "reduce-scatter count"), MPI_FLOAT, MPI_SUM, impl_->comm(group));
 }
 
 void MpiCommunicator::all_gather(ParallelGroup group, const exec::DeviceTensor& in, const exec::DeviceTensor& out) {
   const int64_t n = group_size(group), m = in.numel();
   TANDEM_CHECK_MSG(out.numel() == n * m, "all-gather of " << m << " into " << out.numel() << " over " << n);
   float* dst = impl_->device.address(out);
-  const int count = to_int(m, "all-gather count");
+  const int count = mpi::count(m, "all-gather count");
   const bool own_block = in.storage == out.storage && in.offset == out.offset + group_rank(group) * m;
   if (own_block) {
     MPI_Allgather(MPI_IN_PLACE, 0, MPI_FLOAT, dst, count, MPI_FLOAT, impl_->comm(group));
@@ -225,8 +221,8 @@ void row_blocks(std::span<const int64_t> rows, int64_t cols, std::vector<int>& c
   offsets.resize(rows.size());
   int64_t at = 0;
   for (size_t i = 0; i < rows.size(); ++i) {
-    counts[i] = to_int(rows[i] * cols, "block count");
-    offsets[i] = to_int(at, "block offset");
+    counts[i] = mpi::count(rows[i] * cols, "block count");
+    offsets[i] = mpi::count(at, "block offset");
     at += rows[i] * cols;
   }
 }
@@ -279,10 +275,10 @@ void MpiCommunicator::all_to_all_v(ParallelGroup group, const exec::DeviceTensor
   std::vector<int> sc(n), sd(n), rc(n), rd(n);
   int64_t so = 0, ro = 0;
   for (size_t i = 0; i < n; ++i) {
-    sc[i] = to_int(send_rows[i] * cols, "all-to-all count");
-    sd[i] = to_int(so, "all-to-all offset");
-    rc[i] = to_int(recv_rows[i] * cols, "all-to-all count");
-    rd[i] = to_int(ro, "all-to-all offset");
+    sc[i] = mpi::count(send_rows[i] * cols, "all-to-all count");
+    sd[i] = mpi::count(so, "all-to-all offset");
+    rc[i] = mpi::count(recv_rows[i] * cols, "all-to-all count");
+    rd[i] = mpi::count(ro, "all-to-all offset");
     so += send_rows[i] * cols;
     ro += recv_rows[i] * cols;
   }
@@ -292,36 +288,13 @@ void MpiCommunicator::all_to_all_v(ParallelGroup group, const exec::DeviceTensor
 }
 
 std::vector<int64_t> MpiCommunicator::all_to_all_counts(ParallelGroup group, std::span<const int64_t> in) {
-  const int64_t n = group_size(group);
-  TANDEM_CHECK(n > 0 && static_cast<int64_t>(in.size()) % n == 0);
-  std::vector<int64_t> out(in.size());
-  const int m = to_int(static_cast<int64_t>(in.size()) / n, "count block");
-  MPI_Alltoall(in.data(), m, MPI_INT64_T, out.data(), m, MPI_INT64_T, impl_->comm(group));
-  return out;
+  return mpi::all_to_all_counts(impl_->comm(group), group_size(group), in);
 }
 
-std::vector<double> MpiCommunicator::world_sum(std::span<const double> values) {
-  std::vector<double> out(values.begin(), values.end());
-  MPI_Allreduce(MPI_IN_PLACE, out.data(), to_int(static_cast<int64_t>(out.size()), "sum count"), MPI_DOUBLE, MPI_SUM,
-                MPI_COMM_WORLD);
-  return out;
-}
+std::vector<double> MpiCommunicator::world_sum(std::span<const double> values) { return mpi::world_sum(values); }
 
 std::vector<std::string> MpiCommunicator::gather_to_root(const std::string& text) {
-  int len = to_int(static_cast<int64_t>(text.size()), "text length");
-  std::vector<int> lens(static_cast<size_t>(impl_->size)), offsets(static_cast<size_t>(impl_->size));
-  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
-  int64_t total = 0;
-  for (size_t i = 0; i < lens.size(); ++i) {
-    offsets[i] = to_int(total, "text offset");
-    total += lens[i];
-  }
-  std::string all(impl_->rank == 0 ? static_cast<size_t>(total) : 0, '\0');
-  MPI_Gatherv(text.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, 0, MPI_COMM_WORLD);
-  std::vector<std::string> out;
-  if (impl_->rank != 0) return out;
-  for (size_t i = 0; i < lens.size(); ++i) out.push_back(all.substr(static_cast<size_t>(offsets[i]), static_cast<size_t>(lens[i])));
-  return out;
+  return mpi::gather_to_root(text);
 }
 
 void MpiCommunicator::barrier() { MPI_Barrier(MPI_COMM_WORLD); }

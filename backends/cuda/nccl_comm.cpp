@@ -12,6 +12,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_tensor_device.h"
+#include "backends/mpi_control/mpi_control.h"
 #include "core/check.h"
 
 #define TANDEM_NCCL_CHECK(call) ::tandem::cuda::check_nccl((call), #call, __FILE__, __LINE__)
@@ -23,11 +24,6 @@ inline void check_nccl(ncclResult_t r, const char* what, const char* file, int l
 }
 
 namespace {
-
-int to_int(int64_t v, const char* what) {
-  TANDEM_CHECK_MSG(v >= 0 && v <= std::numeric_limits<int>::max(), what << " = " << v << " exceeds an int");
-  return static_cast<int>(v);
-}
 
 }  // namespace
 
@@ -142,9 +138,9 @@ void NcclCommunicator::Impl::create_pairs(const ParallelGrid& grid) {
     MPI_Request r = MPI_REQUEST_NULL;
     if (from == rank) {
       TANDEM_NCCL_CHECK(ncclGetUniqueId(&ids[i]));
-      MPI_Isend(&ids[i], sizeof(ncclUniqueId), MPI_BYTE, to_int(to, "peer"), tag_of_pair, MPI_COMM_WORLD, &r);
+      MPI_Isend(&ids[i], sizeof(ncclUniqueId), MPI_BYTE, mpi::count(to, "peer"), tag_of_pair, MPI_COMM_WORLD, &r);
     } else {
-      MPI_Irecv(&ids[i], sizeof(ncclUniqueId), MPI_BYTE, to_int(from, "peer"), tag_of_pair, MPI_COMM_WORLD, &r);
+      MPI_Irecv(&ids[i], sizeof(ncclUniqueId), MPI_BYTE, mpi::count(from, "peer"), tag_of_pair, MPI_COMM_WORLD, &r);
     }
     requests.push_back(r);
   }
@@ -381,36 +377,13 @@ void NcclCommunicator::all_to_all_v(ParallelGroup group, const exec::DeviceTenso
 
 std::vector<int64_t> NcclCommunicator::all_to_all_counts(ParallelGroup group, std::span<const int64_t> in) {
   const Group& g = impl_->group(group);
-  TANDEM_CHECK(g.size > 0 && static_cast<int64_t>(in.size()) % g.size == 0);
-  std::vector<int64_t> out(in.size());
-  const int m = to_int(static_cast<int64_t>(in.size()) / g.size, "count block");
-  MPI_Alltoall(in.data(), m, MPI_INT64_T, out.data(), m, MPI_INT64_T, g.mpi);
-  return out;
+  return mpi::all_to_all_counts(g.mpi, g.size, in);
 }
 
-std::vector<double> NcclCommunicator::world_sum(std::span<const double> values) {
-  std::vector<double> out(values.begin(), values.end());
-  MPI_Allreduce(MPI_IN_PLACE, out.data(), to_int(static_cast<int64_t>(out.size()), "sum count"), MPI_DOUBLE, MPI_SUM,
-                MPI_COMM_WORLD);
-  return out;
-}
+std::vector<double> NcclCommunicator::world_sum(std::span<const double> values) { return mpi::world_sum(values); }
 
 std::vector<std::string> NcclCommunicator::gather_to_root(const std::string& text) {
-  int len = to_int(static_cast<int64_t>(text.size()), "text length");
-  std::vector<int> lens(static_cast<size_t>(impl_->size)), offsets(static_cast<size_t>(impl_->size));
-  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
-  int64_t total = 0;
-  for (size_t i = 0; i < lens.size(); ++i) {
-    offsets[i] = to_int(total, "text offset");
-    total += lens[i];
-  }
-  std::string all(impl_->rank == 0 ? static_cast<size_t>(total) : 0, '\0');
-  MPI_Gatherv(text.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, 0, MPI_COMM_WORLD);
-  std::vector<std::string> out;
-  if (impl_->rank != 0) return out;
-  for (size_t i = 0; i < lens.size(); ++i)
-    out.push_back(all.substr(static_cast<size_t>(offsets[i]), static_cast<size_t>(lens[i])));
-  return out;
+  return mpi::gather_to_root(text);
 }
 
 void NcclCommunicator::barrier() { MPI_Barrier(MPI_COMM_WORLD); }
