@@ -123,6 +123,14 @@ void resolve_pipeline(const ModelConfig& m, ParallelConfig& p, std::vector<std::
     p.sequence_parallel = false;
     notes.push_back("--sequence-parallel has no effect with --tensor-model-parallel-size 1 (disabled, as Megatron does)");
   }
+  if (p.tp_comm_overlap && p.tensor_model_parallel_size == 1) {
+    p.tp_comm_overlap = false;
+    notes.push_back("--tp-comm-overlap has no effect with --tensor-model-parallel-size 1 (no TP communication)");
+  }
+  if (p.tp_comm_overlap && !p.sequence_parallel)
+    throw UserError("--tp-comm-overlap with --tensor-model-parallel-size = " + std::to_string(p.tensor_model_parallel_size) +
+                    " requires --sequence-parallel (as in Megatron: the overlap pipelines the sequence-parallel "
+                    "all-gather and reduce-scatter with their GEMMs)");
 }
 
 void resolve_world(Job& job) {

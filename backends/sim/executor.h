@@ -80,6 +80,10 @@ struct ExecutorOptions {
   // on the rest (GPU kind's file, "communication": "nccl_sm_fraction"). Applied to compute
   // instructions that start before the collective's uncontended finish; approximate.
   double comm_compute_slowdown = 1.0;
+  // --tp-comm-overlap (tp_overlap.h): a TP collective with step > 0 is a later piece of one
+  // pipelined exchange through Transformer Engine's userbuffers, not an NCCL call of its own.
+  // Inside a node it pays bandwidth only; piece 0 pays the collective's latency once.
+  bool pipelined_tp_pieces = false;
 };
 
 // Which ranks are played, and which rank plays the part of an unplayed one.

@@ -321,7 +321,8 @@ bool RankPlayer::analytic_seconds(const Instruction& x, double* seconds) {
   if (g.group.gpus.size() < 2) return true;
   if (!(g.intra_node && ex_.options.analytic_intra_node)) return false;
   const PlanInfo& plan = ex_.plan(g, plan_kind(x.kind));
-  *seconds = plan.latency + plan.seconds_per_byte * x.bytes;
+  const bool later_piece = ex_.options.pipelined_tp_pieces && x.group == ParallelGroup::Tp && x.step > 0;
+  *seconds = (later_piece ? 0.0 : plan.latency) + plan.seconds_per_byte * x.bytes;
   return true;
 }
 

@@ -14,6 +14,7 @@
 
 #include "backends/sim/compute_model.h"
 #include "backends/sim/executor.h"
+#include "backends/sim/tp_overlap.h"
 #include "backends/sim/trace_writer.h"
 #include "core/check.h"
 #include "models/accounting.h"
@@ -139,6 +140,50 @@ void route_played(const Job& job, const ParallelGrid& grid, const MoeRoutingMode
   }
 }
 
+// --tp-comm-overlap: the simulator's copies of the programs pipeline each TP collective with its
+// GEMM (tp_overlap.h). Runs after the op trace recorded the programs as lowered; routed
+// programs keep their per-expert rows under the new instruction indices.
+struct TpOverlap {
+  std::unordered_map<const RankProgram*, ChunkTimes> chunks;
+  int64_t gathers = 0, scatters = 0;  // pairs in the first played rank's program
+};
+
+TpOverlap overlap_tp_comm(const Job& job, Lowered& lowered, Routed& routed) {
+  TpOverlap out;
+  if (!job.parallel.tp_comm_overlap) return out;
+  const int64_t t = job.parallel.tensor_model_parallel_size;
+  const RankProgram* first_played = lowered.played.empty() ? nullptr : lowered.played.front().program;
+  const auto take = [&](RankProgram& program, TpOverlapResult&& r) {
+    if (&program == first_played) {
+      out.gathers = r.gathers;
+      out.scatters = r.scatters;
+    }
+    if (!r.chunks.empty()) out.chunks[&program] = std::move(r.chunks);
+  };
+  for (RankProgram& program : lowered.programs)
+    if (!program.instructions.empty()) take(program, pipeline_tp_overlap(program, t));
+  for (auto& entry : routed.programs) {
+    RoutedProgram& slot = *entry.second;
+    TpOverlapResult r = pipeline_tp_overlap(slot.program, t);
+    std::map<int32_t, std::vector<int64_t>> rows;
+    for (auto& [i, v] : slot.expert_rows) rows[r.new_index[static_cast<size_t>(i)]] = std::move(v);
+    slot.expert_rows = std::move(rows);
+    take(slot.program, std::move(r));
+  }
+  return out;
+}
+
+// Time of instruction x of program p: a GEMM chunk of the TP overlap is its share of the whole.
+double chunk_time(const TpOverlap& tp, ComputeTimes& times, const RankProgram& p, const Instruction& x, bool* found) {
+  *found = false;
+  const auto it = tp.chunks.find(&p);
+  if (it == tp.chunks.end()) return 0;
+  const auto c = it->second.find(static_cast<int32_t>(&x - p.instructions.data()));
+  if (c == it->second.end()) return 0;
+  *found = true;
+  return times(c->second.whole) * c->second.share;
+}
+
 // A reduced run plays the data-parallel groups one-sided, assuming every unplayed member arrives
 // with the rank that plays its part. With a routing model that makes EP ranks differ, the dense
 // data-parallel groups mix EP coordinates, so that assumption holds only where those collectives
@@ -230,18 +275,23 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   Routed routed;
   if (redraw) route_played(job, grid, *routing, lowered, routed);
   if (options.op_trace_path) write_op_trace(*options.op_trace_path, grid, lowered.played);
+  const TpOverlap tp_overlap = overlap_tp_comm(job, lowered, routed);
   if (options.progress) options.progress(0.0, "building the platform of " + std::to_string(grid.world_size()) + " GPUs");
   Platform platform(job.cluster, grid.world_size());
   Collectives collectives(platform);
 
   ComputeTimes times(model);
   ExecutorOptions exec;
-  exec.compute_time = [&times, &routed, &model](const RankProgram& p, const Instruction& x) {
+  exec.compute_time = [&times, &routed, &model, &tp_overlap](const RankProgram& p, const Instruction& x) {
+    bool chunk = false;
+    const double share = chunk_time(tp_overlap, times, p, x, &chunk);
+    if (chunk) return share;
     const double t = times(x);
     return x.routed && !routed.of.empty() ? t * routed_gemm_factor(routed, model, p, x) : t;
   };
   if (redraw) exec.all_to_all_bytes = [&routing](const Instruction& x) { return all_to_all_bytes(*routing, x); };
   exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
+  exec.pipelined_tp_pieces = job.parallel.tp_comm_overlap;
   exec.record_timeline = options.trace_path.has_value();
   exec.progress = options.progress;
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
@@ -282,6 +332,13 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.symmetry_reduced = layout.reduced();
   r.counts = run.stats;
   add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats);
+  if (job.parallel.tp_comm_overlap)
+    r.notes.push_back("TP communication overlap (--tp-comm-overlap): " + std::to_string(tp_overlap.gathers) +
+                      " all-gather/GEMM and " + std::to_string(tp_overlap.scatters) +
+                      " GEMM/reduce-scatter pairs per iteration pipelined in " +
+                      std::to_string(job.parallel.tensor_model_parallel_size) +
+                      " chunks, as Transformer Engine's userbuffers do (approximate: the GEMM chunks are not slowed "
+                      "by the SMs or copy engines the exchange uses)");
   if (routing) {
     r.moe_routing = routing->summary();
     r.notes.push_back(routing_note(job, *r.moe_routing, redraw));
