@@ -76,12 +76,15 @@ std::string read_text(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-TEST(ComputeModel, Gemm8192CubeOnH100LandsAtTheMeasuredHopperCeiling) {
+// The H100 main-loop fraction is a sustained one (0.85 of the short-benchmark clock, as the data
+// file derives it): at the short benchmark's clock 8192^3 lands on the measured Hopper ceiling.
+TEST(ComputeModel, Gemm8192CubeOnH100LandsAtTheMeasuredHopperCeilingAtTheBenchmarkClock) {
   const ComputeModel model = h100();
   EXPECT_FALSE(model.generic());
-  const double fraction = tflops(model, gemm(8192, 8192, 8192)) * 1e12 / model.gpu().peak_flops_bf16;
-  EXPECT_GE(fraction, 0.78);
-  EXPECT_LE(fraction, 0.81);
+  const double sustained = tflops(model, gemm(8192, 8192, 8192)) * 1e12 / model.gpu().peak_flops_bf16;
+  const double benchmark = sustained / 0.85;
+  EXPECT_GE(benchmark, 0.78);
+  EXPECT_LE(benchmark, 0.81);
 }
 
 TEST(ComputeModel, OneTileMoreThanAFullWaveIsSlowerPerFlop) {
@@ -299,9 +302,9 @@ TEST(ComputeModel, BadProfilesNameFileFieldAndValue) {
 TEST(ComputeModel, BadDataFileValuesNameFileFieldAndValue) {
   const std::string good = (fs::path(data_dir()) / "clusters" / "gpu_models" / "H100-SXM5-80GB.json").string();
   const std::string text = read_text(good);
-  ASSERT_NE(text.find("\"value\": 0.84,"), std::string::npos);
+  ASSERT_NE(text.find("\"value\": 0.71,"), std::string::npos);
   std::string bad = text;
-  bad.replace(bad.find("\"value\": 0.84,"), 14, "\"value\": 1.5,");
+  bad.replace(bad.find("\"value\": 0.71,"), 14, "\"value\": 1.5,");
   const TempFile file("bad_gpu.json", bad);
   try {
     load_gpu_efficiency_file(file.path());

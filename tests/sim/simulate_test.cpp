@@ -263,7 +263,10 @@ TEST(Simulate, WindowsOfLocalWorkChangeNoTime) {
     const std::vector<double> merged = play_lowered(job, true);
     const std::vector<double> single = play_lowered(job, false);
     ASSERT_EQ(merged.size(), single.size());
-    for (size_t k = 0; k < merged.size(); ++k) EXPECT_NEAR(merged[k], single[k], 1e-12 * merged[0]) << k;
+    // Equal up to SimGrid's event-date resolution (its precision/timing, 1e-9 s by default): the
+    // two modes hand SimGrid different sets of events, which it may round to the nanosecond.
+    const double tolerance = 2e-9 + 1e-12 * merged[0];
+    for (size_t k = 0; k < merged.size(); ++k) EXPECT_NEAR(merged[k], single[k], tolerance) << k;
   }
 }
 
