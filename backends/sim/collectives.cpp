@@ -379,20 +379,61 @@ Pending Collectives::start_all_gather(const Group& group, int64_t self_gpu, doub
   return start_collective(CollectiveKind::AllGather, algorithm, group, self_gpu, bytes);
 }
 
+const Collectives::AllToAllRoutes& Collectives::all_to_all_routes(const Group& group) {
+  auto& slot = a2a_routes_[group.name];
+  if (slot) return *slot;
+  slot = std::make_unique<AllToAllRoutes>();
+  const size_t p = group.gpus.size();
+  // First member of each (node, rail), in group order.
+  std::map<std::pair<int64_t, int64_t>, int32_t> first_on_rail;
+  for (size_t m = 0; m < p; ++m) {
+    const GpuPlace& at = platform_.place(group.gpus[m]);
+    first_on_rail.emplace(std::make_pair(at.node, at.rail), static_cast<int32_t>(m));
+  }
+  slot->via.assign(p, std::vector<int32_t>(p, -1));
+  std::vector<std::vector<char>> sends(p, std::vector<char>(p, 0));  // [target][source]
+  for (size_t i = 0; i < p; ++i) {
+    const GpuPlace& from = platform_.place(group.gpus[i]);
+    for (size_t j = 0; j < p; ++j) {
+      if (i == j) continue;
+      const GpuPlace& to = platform_.place(group.gpus[j]);
+      int32_t via = static_cast<int32_t>(j);
+      if (to.node != from.node) {
+        const auto it = first_on_rail.find({to.node, from.rail});
+        if (it != first_on_rail.end()) via = it->second;
+      }
+      slot->via[i][j] = via;
+      sends[static_cast<size_t>(via)][i] = 1;
+    }
+  }
+  slot->sources.resize(p);
+  for (size_t m = 0; m < p; ++m)
+    for (size_t i = 0; i < p; ++i)
+      if (sends[m][i]) slot->sources[m].push_back(static_cast<int32_t>(i));
+  return *slot;
+}
+
 Pending Collectives::start_all_to_all_v(const Group& group, int64_t self_gpu, const std::vector<double>& send_bytes) {
   TANDEM_CHECK_MSG(send_bytes.size() == group.gpus.size(),
                    "all-to-all on '" << group.name << "': " << send_bytes.size() << " sizes for "
                                      << group.gpus.size() << " members");
-  TANDEM_CHECK_MSG(std::find(group.gpus.begin(), group.gpus.end(), self_gpu) != group.gpus.end(),
-                   "GPU " << self_gpu << " is not in group '" << group.name << "'");
+  const auto self_it = std::find(group.gpus.begin(), group.gpus.end(), self_gpu);
+  TANDEM_CHECK_MSG(self_it != group.gpus.end(), "GPU " << self_gpu << " is not in group '" << group.name << "'");
+  const auto self = static_cast<size_t>(self_it - group.gpus.begin());
+  const AllToAllRoutes& routes = all_to_all_routes(group);
+  std::map<int32_t, double> out;  // via member -> bytes
+  for (size_t j = 0; j < group.gpus.size(); ++j)
+    if (j != self) out[routes.via[self][j]] += send_bytes[j];
   Pending pending;
   pending.start_ = sg4::Engine::get_clock();
-  for (size_t j = 0; j < group.gpus.size(); ++j) {
-    const int64_t peer = group.gpus[j];
-    if (peer != self_gpu) add_put(pending, group.name, self_gpu, peer, send_bytes[j], -1, latency(self_gpu, peer));
+  for (const auto& [via, bytes] : out) {
+    const int64_t peer = group.gpus[static_cast<size_t>(via)];
+    add_put(pending, group.name, self_gpu, peer, bytes, -1, latency(self_gpu, peer));
   }
-  for (const int64_t peer : group.gpus)
-    if (peer != self_gpu) add_get(pending, group.name, peer, self_gpu, -1, latency(peer, self_gpu));
+  for (const int32_t source : routes.sources[self]) {
+    const int64_t peer = group.gpus[static_cast<size_t>(source)];
+    add_get(pending, group.name, peer, self_gpu, -1, latency(peer, self_gpu));
+  }
   return pending;
 }
 

@@ -91,6 +91,7 @@ class Pending {
   double finish_time() const;  // s, simulated; valid once test() or wait() has returned
   size_t num_flows() const { return comms_.size(); }
   const std::vector<simgrid::s4u::CommPtr>& comms() const { return comms_; }
+  const std::vector<double>& delays() const { return delays_; }  // s, per comm
 
  private:
   friend class Collectives;
@@ -118,10 +119,15 @@ class Collectives {
   Pending start_collective(CollectiveKind kind, Algorithm algorithm, const Group& group, int64_t self_gpu,
                            double bytes);
 
-  // All-to-all(v): pairwise flows, send_bytes[j] to member j (entry for self ignored); receives
-  // from every other member whatever they send. Zero-byte flows still cost one latency.
-  // Pending::comms() holds the puts to the other members in group order, then the gets from
-  // them in group order; each is charged latency(src, dst) after it ends.
+  // All-to-all(v): send_bytes[j] to member j (entry for self ignored); receives from every other
+  // member whatever they send. Zero-byte flows still cost one latency. Inside a node one flow
+  // per pair. Across nodes the traffic is rail-aligned, as NCCL's PXN sends it: what member i
+  // sends to the members of another node crosses the fabric on i's rail, so it is played as one
+  // flow to that node's first member on i's rail, carrying the sum (the same bytes on every NIC,
+  // leaf and spine, with one flow per remote node instead of one per remote member; the last
+  // NVLink hop is not played). Members without a rail match on a node send to each of its
+  // members directly. Pending::comms() holds the puts, then the gets, each charged
+  // latency(src, dst) after it ends (Pending::delays()).
   Pending start_all_to_all_v(const Group& group, int64_t self_gpu, const std::vector<double>& send_bytes);
   Pending start_all_to_all(const Group& group, int64_t self_gpu, double bytes_per_peer);
 
@@ -142,6 +148,13 @@ class Collectives {
  private:
   struct GroupPlan;
   const GroupPlan& group_plan(CollectiveKind kind, Algorithm algorithm, const Group& group);
+  // Rail-aligned all-to-all routes of a group: [i][j] = the member that carries i's traffic to
+  // member j (j itself inside a node or without a rail match); sources[m] = members sending to m.
+  struct AllToAllRoutes {
+    std::vector<std::vector<int32_t>> via;
+    std::vector<std::vector<int32_t>> sources;
+  };
+  const AllToAllRoutes& all_to_all_routes(const Group& group);
   void add_put(Pending& pending, const std::string& group, int64_t src, int64_t dst, double bytes, double rate,
                double delay);
   void add_get(Pending& pending, const std::string& group, int64_t src, int64_t dst, double rate, double delay);
@@ -150,6 +163,7 @@ class Collectives {
   CommOptions options_;
   std::unordered_map<std::string, std::unique_ptr<GroupPlan>> plans_;
   std::unordered_map<uint64_t, double> latency_;  // (src << 32 | dst) -> s
+  std::unordered_map<std::string, std::unique_ptr<AllToAllRoutes>> a2a_routes_;  // by group name
   void* token_ = nullptr;  // payload pointer handed over by every flow (bytes are modelled only)
   void* sink_ = nullptr;   // where receivers store it
 };

@@ -477,14 +477,7 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
     std::vector<double> send(p, x.bytes / static_cast<double>(p - 1));
     for (size_t j = 0; j < p && !routed.empty(); ++j) send[j] = pair_bytes(ex_.grid, routed, rank_, gpus[j]);
     Pending pending = ex_.collectives.start_all_to_all_v(g.group, rank_, send);
-    // collectives.h order: puts to the other members, then gets from them, in group order.
-    size_t k = 0;
-    for (int pass = 0; pass < 2; ++pass)
-      for (const int64_t peer : gpus) {
-        if (peer == rank_) continue;
-        const double delay = pass == 0 ? ex_.collectives.latency(rank_, peer) : ex_.collectives.latency(peer, rank_);
-        wait_on(op, pending.comms()[k++], delay);
-      }
+    for (size_t k = 0; k < pending.comms().size(); ++k) wait_on(op, pending.comms()[k], pending.delays()[k]);
   } else {
     Pending pending =
         ex_.collectives.start_collective(collective_kind(kind), ex_.options.algorithm, g.group, rank_, x.bytes);

@@ -197,6 +197,36 @@ TEST(AllToAll, PairwiseFlowsShareEachGpusNvlink) {
   for (double f : t) EXPECT_NEAR(f, want, 0.01 * want);
 }
 
+// Across nodes the all-to-all is rail-aligned (PXN): one flow per member and remote node, through
+// the member's own NIC, carrying what it sends to all of that node's members. 16 GPUs on two
+// nodes: 7 NVLink puts + 1 NIC put per member, and each NIC carries 8 x per_peer each way.
+TEST(AllToAll, AcrossNodesOneRailAlignedFlowPerRemoteNodeAtNicSpeed) {
+  const ClusterSpec c = h100_cluster();
+  const double per_peer = 64e6;  // bytes
+  const auto t = decode(run_isolated([&] {
+    Platform platform(c, 16);
+    Collectives coll(platform);
+    const Group g = make_group("ep0", 0, 16);
+    std::vector<double> finish(17);
+    for (int64_t m = 0; m < 16; ++m)
+      sg4::Actor::create("rank", platform.host(m), [&, m] {
+        Pending p = coll.start_all_to_all(g, m, per_peer);
+        if (m == 0) finish[16] = static_cast<double>(p.num_flows());
+        p.wait();
+        finish[static_cast<size_t>(m)] = p.finish_time();
+      });
+    platform.run();
+    return encode(finish);
+  }));
+  EXPECT_EQ(t[16], 16.0);  // 8 puts + 8 gets
+  const double nic = 8 * per_peer / c.nic_bandwidth, nvlink = 7 * per_peer / c.nvlink_bandwidth;
+  ASSERT_GT(nic, 2 * nvlink);
+  for (int m = 0; m < 16; ++m) {
+    EXPECT_GT(t[static_cast<size_t>(m)], nic);
+    EXPECT_LT(t[static_cast<size_t>(m)], 1.05 * nic + 1e-4) << m;
+  }
+}
+
 // One actor plays every member's flows one-sided (ranks that are not played, symmetry).
 TEST(AllFlows, OneActorPlaysAWholeCollective) {
   const ClusterSpec c = h100_cluster();
