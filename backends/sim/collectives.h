@@ -130,6 +130,13 @@ class Collectives {
   // latency(src, dst) after it ends (Pending::delays()).
   Pending start_all_to_all_v(const Group& group, int64_t self_gpu, const std::vector<double>& send_bytes);
   Pending start_all_to_all(const Group& group, int64_t self_gpu, double bytes_per_peer);
+  // Rail-aligned all-to-all routes of a group: via[i][j] = the member that carries i's traffic to
+  // member j (j itself inside a node or without a rail match); sources[m] = members sending to m.
+  struct AllToAllRoutes {
+    std::vector<std::vector<int32_t>> via;
+    std::vector<std::vector<int32_t>> sources;
+  };
+  const AllToAllRoutes& all_to_all_routes(const Group& group);
 
   // Point-to-point. Sends and receives between a pair match in order, per tag. Group names must
   // not start with "p2p:", which names these channels.
@@ -148,13 +155,7 @@ class Collectives {
  private:
   struct GroupPlan;
   const GroupPlan& group_plan(CollectiveKind kind, Algorithm algorithm, const Group& group);
-  // Rail-aligned all-to-all routes of a group: [i][j] = the member that carries i's traffic to
-  // member j (j itself inside a node or without a rail match); sources[m] = members sending to m.
-  struct AllToAllRoutes {
-    std::vector<std::vector<int32_t>> via;
-    std::vector<std::vector<int32_t>> sources;
-  };
-  const AllToAllRoutes& all_to_all_routes(const Group& group);
+
   void add_put(Pending& pending, const std::string& group, int64_t src, int64_t dst, double bytes, double rate,
                double delay);
   void add_get(Pending& pending, const std::string& group, int64_t src, int64_t dst, double rate, double delay);

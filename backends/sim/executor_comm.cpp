@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <set>
 
 #include <simgrid/s4u.hpp>
@@ -166,15 +167,21 @@ std::vector<Flow> Execution::unit_flows(const GroupInfo& g, PlanKind kind, doubl
     *seconds_per_byte = unit.bandwidth_time;
     return unit.flows;
   }
+  // The played members' flows (collectives.h): rail-aligned across nodes, each carrying its share.
+  const Collectives::AllToAllRoutes& routes = collectives.all_to_all_routes(g.group);
   std::vector<Flow> flows;
   double min_bandwidth = std::numeric_limits<double>::infinity();
-  for (size_t i = 0; i < p; ++i)
-    for (size_t j = 0; j < p; ++j) {
-      if (i == j) continue;
-      flows.push_back({static_cast<int>(i), static_cast<int>(j), 1.0 / static_cast<double>(p - 1)});
-      *latency = std::max(*latency, collectives.latency(gpus[i], gpus[j]));
-      if (i == 0) min_bandwidth = std::min(min_bandwidth, platform.route_bandwidth(gpus[i], gpus[j]));
+  for (size_t i = 0; i < p; ++i) {
+    std::map<int32_t, double> out;  // via member -> share of the buffer
+    for (size_t j = 0; j < p; ++j)
+      if (i != j) out[routes.via[i][j]] += 1.0 / static_cast<double>(p - 1);
+    for (const auto& [via, share] : out) {
+      flows.push_back({static_cast<int>(i), static_cast<int>(via), share});
+      *latency = std::max(*latency, collectives.latency(gpus[i], gpus[static_cast<size_t>(via)]));
     }
+    for (size_t j = 0; j < p && i == 0; ++j)
+      if (j != i) min_bandwidth = std::min(min_bandwidth, platform.route_bandwidth(gpus[i], gpus[j]));
+  }
   *seconds_per_byte = p > 1 ? 1.0 / min_bandwidth : 0.0;  // a member sends its whole buffer
   return flows;
 }
