@@ -176,25 +176,33 @@ TEST(Plan, RingFlowsCarryTheirChannelShare) {
   EXPECT_EQ(text, "0>1:26.250000 0>9:3.750000 7>0:26.250000 7>8:3.750000 ");
 }
 
+// Plays an all-to-all of per_peer bytes among GPUs 0..gpus-1 with one actor per member; returns
+// each member's finish time (s) followed by member 0's number of flows.
+std::vector<double> play_all_to_all(const ClusterSpec& c, int64_t gpus, double per_peer) {
+  return decode(run_isolated([&] {
+    Platform platform(c, gpus);
+    Collectives coll(platform);
+    const Group g = make_group("ep0", 0, gpus);
+    std::vector<double> out(static_cast<size_t>(gpus) + 1);
+    for (int64_t m = 0; m < gpus; ++m)
+      sg4::Actor::create("rank", platform.host(m), [&, m] {
+        Pending p = coll.start_all_to_all(g, m, per_peer);
+        if (m == 0) out.back() = static_cast<double>(p.num_flows());
+        p.wait();
+        out[static_cast<size_t>(m)] = p.finish_time();
+      });
+    platform.run();
+    return encode(out);
+  }));
+}
+
 TEST(AllToAll, PairwiseFlowsShareEachGpusNvlink) {
   const ClusterSpec c = h100_cluster();
   const double per_peer = 64e6;  // bytes
-  const auto t = decode(run_isolated([&] {
-    Platform platform(c, 8);
-    Collectives coll(platform);
-    const Group g = make_group("ep0", 0, 8);
-    std::vector<double> finish(8);
-    for (int64_t m = 0; m < 8; ++m)
-      sg4::Actor::create("rank", platform.host(m), [&, m] {
-        Pending p = coll.start_all_to_all(g, m, per_peer);
-        p.wait();
-        finish[static_cast<size_t>(m)] = p.finish_time();
-      });
-    platform.run();
-    return encode(finish);
-  }));
+  const auto t = play_all_to_all(c, 8, per_peer);
   const double want = c.nvlink_latency + 7 * per_peer / c.nvlink_bandwidth;
-  for (double f : t) EXPECT_NEAR(f, want, 0.01 * want);
+  for (size_t m = 0; m < 8; ++m) EXPECT_NEAR(t[m], want, 0.01 * want);
+  EXPECT_EQ(t[8], 14.0);  // 7 puts + 7 gets
 }
 
 // Across nodes the all-to-all is rail-aligned (PXN): one flow per member and remote node, through
@@ -203,27 +211,13 @@ TEST(AllToAll, PairwiseFlowsShareEachGpusNvlink) {
 TEST(AllToAll, AcrossNodesOneRailAlignedFlowPerRemoteNodeAtNicSpeed) {
   const ClusterSpec c = h100_cluster();
   const double per_peer = 64e6;  // bytes
-  const auto t = decode(run_isolated([&] {
-    Platform platform(c, 16);
-    Collectives coll(platform);
-    const Group g = make_group("ep0", 0, 16);
-    std::vector<double> finish(17);
-    for (int64_t m = 0; m < 16; ++m)
-      sg4::Actor::create("rank", platform.host(m), [&, m] {
-        Pending p = coll.start_all_to_all(g, m, per_peer);
-        if (m == 0) finish[16] = static_cast<double>(p.num_flows());
-        p.wait();
-        finish[static_cast<size_t>(m)] = p.finish_time();
-      });
-    platform.run();
-    return encode(finish);
-  }));
+  const auto t = play_all_to_all(c, 16, per_peer);
   EXPECT_EQ(t[16], 16.0);  // 8 puts + 8 gets
   const double nic = 8 * per_peer / c.nic_bandwidth, nvlink = 7 * per_peer / c.nvlink_bandwidth;
   ASSERT_GT(nic, 2 * nvlink);
-  for (int m = 0; m < 16; ++m) {
-    EXPECT_GT(t[static_cast<size_t>(m)], nic);
-    EXPECT_LT(t[static_cast<size_t>(m)], 1.05 * nic + 1e-4) << m;
+  for (size_t m = 0; m < 16; ++m) {
+    EXPECT_GT(t[m], nic);
+    EXPECT_LT(t[m], 1.05 * nic + 1e-4) << m;
   }
 }
 
