@@ -441,16 +441,19 @@ Pending Collectives::start_all_to_all(const Group& group, int64_t self_gpu, doub
   return start_all_to_all_v(group, self_gpu, std::vector<double>(group.gpus.size(), bytes_per_peer));
 }
 
-Pending Collectives::start_send(int64_t self_gpu, int64_t peer_gpu, double bytes, const std::string& tag) {
+Pending Collectives::start_send(int64_t self_gpu, int64_t peer_gpu, double bytes, const std::string& tag,
+                                sg4::Actor* receiver) {
   TANDEM_CHECK_MSG(self_gpu != peer_gpu, "send from GPU " << self_gpu << " to itself");
+  if (receiver) sg4::Mailbox::by_name(mailbox_name("p2p:" + tag, self_gpu, peer_gpu))->set_receiver(receiver);
   Pending pending;
   pending.start_ = sg4::Engine::get_clock();
   add_put(pending, "p2p:" + tag, self_gpu, peer_gpu, bytes, -1, latency(self_gpu, peer_gpu));
   return pending;
 }
 
-Pending Collectives::start_recv(int64_t self_gpu, int64_t peer_gpu, const std::string& tag) {
+Pending Collectives::start_recv(int64_t self_gpu, int64_t peer_gpu, const std::string& tag, sg4::Actor* receiver) {
   TANDEM_CHECK_MSG(self_gpu != peer_gpu, "receive by GPU " << self_gpu << " from itself");
+  if (receiver) sg4::Mailbox::by_name(mailbox_name("p2p:" + tag, peer_gpu, self_gpu))->set_receiver(receiver);
   Pending pending;
   pending.start_ = sg4::Engine::get_clock();
   add_get(pending, "p2p:" + tag, peer_gpu, self_gpu, -1, latency(peer_gpu, self_gpu));

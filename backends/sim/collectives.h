@@ -139,9 +139,13 @@ class Collectives {
   const AllToAllRoutes& all_to_all_routes(const Group& group);
 
   // Point-to-point. Sends and receives between a pair match in order, per tag. Group names must
-  // not start with "p2p:", which names these channels.
-  Pending start_send(int64_t self_gpu, int64_t peer_gpu, double bytes, const std::string& tag = "");
-  Pending start_recv(int64_t self_gpu, int64_t peer_gpu, const std::string& tag = "");
+  // not start with "p2p:", which names these channels. With a `receiver` (the actor playing the
+  // receiving GPU) the message is buffered: the transfer starts when the send is issued, without
+  // waiting for the receive (SimGrid permanent receiver); both sides must pass it.
+  Pending start_send(int64_t self_gpu, int64_t peer_gpu, double bytes, const std::string& tag = "",
+                     simgrid::s4u::Actor* receiver = nullptr);
+  Pending start_recv(int64_t self_gpu, int64_t peer_gpu, const std::string& tag = "",
+                     simgrid::s4u::Actor* receiver = nullptr);
 
   // Plays every flow of a plan from the calling actor as one-sided transfers (no peer actors):
   // for the traffic of ranks that are not played, or to cost a collective from a single actor.

@@ -497,8 +497,9 @@ ExecutionResult execute(Platform& platform, Collectives& collectives, const Para
     players.push_back(
         std::make_unique<detail::RankPlayer>(execution, *played[r].program, played[r].rank, result.ranks[r]));
     detail::RankPlayer* player = players.back().get();
-    sg4::Actor::create("rank" + std::to_string(played[r].rank), platform.host(played[r].rank),
-                       [player] { player->run(); });
+    const sg4::ActorPtr actor = sg4::Actor::create("rank" + std::to_string(played[r].rank),
+                                                   platform.host(played[r].rank), [player] { player->run(); });
+    execution.actors[played[r].rank] = actor.get();
   }
   platform.run();
   for (const auto& player : players) TANDEM_CHECK_MSG(player->finished(), "deadlock: " << player->where_stuck());

@@ -389,8 +389,10 @@ void RankPlayer::ghost(int64_t src, int64_t dst, double bytes) {
                   ghosts_.end());
 }
 
-// Send / Recv: matched in order per (sender, receiver, group). Sends are rendezvous, as NCCL's;
-// with free communication they are eager (the schedule analysis' semantics).
+// Send / Recv: matched by tag per (sender, receiver, group), so a schedule whose receives come in
+// another order than the sends (validate.h: MessageOrder, e.g. DualPipe at PP >= 8) plays as a
+// backend that reorders its receives does. Sends are rendezvous, as NCCL's; with free
+// communication they are eager (the schedule analysis' semantics).
 void RankPlayer::start_p2p(int, int32_t i, int32_t op) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
   const bool send = x.kind == OpKind::Send;
@@ -403,26 +405,17 @@ void RankPlayer::start_p2p(int, int32_t i, int32_t op) {
   const int64_t src = send ? rank_ : other;
   const int64_t dst = send ? other : rank_;
   const int channel = static_cast<int>(x.group);
-  // Matched in issue order, as NCCL does; with free communication by tag (eager sends may be
-  // received in any order).
   const bool eager = ex_.options.free_communication;
-  const int64_t seq =
-      eager ? x.tag : seq_[(static_cast<uint64_t>(other) << 9) | (static_cast<uint64_t>(channel) << 1) | (send ? 1u : 0u)]++;
+  const int64_t seq = x.tag;  // unique per (peer pair, iteration), equal on a Send and its Recv
   Message& m = ex_.message(src, dst, channel, seq);
   if (send) {
-    m.send_tag = x.tag;
     m.send_posted = now_;
     m.bytes = x.bytes;
   } else {
-    m.recv_tag = x.tag;
     m.recv_posted = now_;
     recv_key_[i] = {channel, seq};
   }
   if (m.send_posted >= 0 && m.recv_posted >= 0) {
-    TANDEM_CHECK_MSG(m.send_tag == m.recv_tag,
-                     "message " << seq << " from rank " << src << " to rank " << dst << " on " << to_string(x.group)
-                                << ": sent with tag " << m.send_tag << ", received as tag " << m.recv_tag
-                                << " (sends and receives of a pair must be issued in the same order)");
     if (ex_.layout.reduced() && !eager)
       for (const auto& [a, b] : ex_.message_images(src, dst)) ghost(a, b, m.bytes);
   }
@@ -439,8 +432,10 @@ void RankPlayer::start_p2p(int, int32_t i, int32_t op) {
     get->start();
     return wait_on(op, get, 0.0);
   }
-  Pending pending = send ? ex_.collectives.start_send(rank_, other, x.bytes, channel_name)
-                         : ex_.collectives.start_recv(rank_, other, channel_name);
+  const std::string tagged = channel_name + "#" + std::to_string(x.tag);
+  sg4::Actor* receiver = ex_.options.buffered_p2p ? ex_.actors.at(dst) : nullptr;
+  Pending pending = send ? ex_.collectives.start_send(rank_, other, x.bytes, tagged, receiver)
+                         : ex_.collectives.start_recv(rank_, other, tagged, receiver);
   const double latency = ex_.collectives.latency(src, dst);
   for (const sg4::CommPtr& comm : pending.comms()) wait_on(op, comm, latency);
 }

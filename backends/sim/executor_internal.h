@@ -65,9 +65,8 @@ struct PlanInfo {
   std::vector<OneSidedFlow> images;               // group played whole: its flows in other copies
 };
 
-// A message between two ranks, matched in order per (src, dst, channel).
+// A message between two ranks, matched by tag per (src, dst, channel).
 struct Message {
-  int64_t send_tag = -1, recv_tag = -1;
   double send_posted = -1, recv_posted = -1;  // s
   double bytes = 0;
 };
@@ -107,6 +106,9 @@ class Execution {
   bool arrive(uint64_t group_key, int64_t seq, size_t size);
 
   void instructions_done(int64_t count);
+
+  // The actor playing each played rank (buffered point-to-point messages name their receiver).
+  std::unordered_map<int64_t, simgrid::s4u::Actor*> actors;
 
  private:
   std::vector<Flow> unit_flows(const GroupInfo& g, PlanKind kind, double* latency, double* seconds_per_byte);

@@ -18,6 +18,7 @@
 #include "backends/sim/trace_writer.h"
 #include "core/check.h"
 #include "models/accounting.h"
+#include "schedules/validate.h"
 
 namespace tandem::sim {
 namespace {
@@ -184,6 +185,13 @@ double chunk_time(const TpOverlap& tp, ComputeTimes& times, const RankProgram& p
   return times(c->second.whole) * c->second.share;
 }
 
+// True when some rank receives messages in another order than their sender sends them.
+bool receives_out_of_order(const Schedule& schedule) {
+  const ValidationReport report = validate_schedule(schedule);
+  return std::any_of(report.warnings.begin(), report.warnings.end(),
+                     [](const ValidationIssue& w) { return w.kind == IssueKind::MessageOrder; });
+}
+
 // A reduced run plays the data-parallel groups one-sided, assuming every unplayed member arrives
 // with the rank that plays its part. With a routing model that makes EP ranks differ, the dense
 // data-parallel groups mix EP coordinates, so that assumption holds only where those collectives
@@ -292,6 +300,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   if (redraw) exec.all_to_all_bytes = [&routing](const Instruction& x) { return all_to_all_bytes(*routing, x); };
   exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
   exec.pipelined_tp_pieces = job.parallel.tp_comm_overlap;
+  exec.buffered_p2p = receives_out_of_order(schedule);
   exec.record_timeline = options.trace_path.has_value();
   exec.progress = options.progress;
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
@@ -332,6 +341,11 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.symmetry_reduced = layout.reduced();
   r.counts = run.stats;
   add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats);
+  if (exec.buffered_p2p)
+    r.notes.push_back("point-to-point messages are buffered at the receiver: the " +
+                      job.parallel.pipeline_schedule +
+                      " schedule receives some messages in another order than they are sent, which an in-order "
+                      "(NCCL) backend can only do by buffering them");
   if (job.parallel.tp_comm_overlap)
     r.notes.push_back("TP communication overlap (--tp-comm-overlap): " + std::to_string(tp_overlap.gathers) +
                       " all-gather/GEMM and " + std::to_string(tp_overlap.scatters) +
