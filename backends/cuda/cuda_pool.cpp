@@ -119,15 +119,11 @@ int64_t PoolArena::block_bytes(int64_t offset) const {
 
 // ---------------------------------------------------------------- sizing
 
-namespace {
-
-std::string mib_of(double bytes) {
+std::string mib_text(double bytes) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
   return buf;
 }
-
-}  // namespace
 
 namespace {
 
@@ -179,13 +175,13 @@ double choose_pool_bytes(const PoolSizing& sizing, double free_device_bytes, con
       throw_field_error("TANDEM_CUDA_POOL_BYTES", override_text, "must be a byte count (0: grow on demand)");
     if (v > usable)
       throw_field_error("TANDEM_CUDA_POOL_BYTES", override_text,
-                        "exceeds the " + mib_of(usable) + " the device can give (free less the reserve)");
+                        "exceeds the " + mib_text(usable) + " the device can give (free less the reserve)");
     return v;
   }
   if (sizing.fp32_peak_bytes > usable)
-    throw UserError("this rank's program needs " + mib_of(sizing.fp32_peak_bytes) +
-                    " of device memory in fp32 (its predicted peak), more than the " + mib_of(usable) +
-                    " free on the device after a reserve of " + mib_of(kReservedDeviceBytes) +
+    throw UserError("this rank's program needs " + mib_text(sizing.fp32_peak_bytes) +
+                    " of device memory in fp32 (its predicted peak), more than the " + mib_text(usable) +
+                    " free on the device after a reserve of " + mib_text(kReservedDeviceBytes) +
                     ": use a smaller --micro-batch-size, more recompute, or more tensor/pipeline parallelism");
   const double a = double(PoolArena::kAlignment);
   return std::min(sizing.pool_bytes, std::floor(usable / a) * a);
@@ -195,7 +191,7 @@ double choose_pool_bytes(const PoolSizing& sizing, double free_device_bytes, con
 
 namespace {
 
-std::string mib(int64_t bytes) { return mib_of(double(bytes)); }
+std::string mib(int64_t bytes) { return mib_text(double(bytes)); }
 
 }  // namespace
 

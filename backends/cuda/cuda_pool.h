@@ -142,6 +142,9 @@ struct PoolUsage {
 // "CUDA memory pool exhausted on device 0: ..." naming the sizes and what to do.
 std::string pool_exhausted_message(const PoolUsage& usage);
 
+// Bytes as "12.3 MiB", for sizing and exhaustion messages.
+std::string mib_text(double bytes);
+
 class DevicePool;
 struct PoolState;   // cuda_pool.cpp
 

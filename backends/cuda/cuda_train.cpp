@@ -4,11 +4,11 @@
 #include <cuda_runtime_api.h>
 #include <mpi.h>
 
-#include <cstdio>
 #include <cstdlib>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/cuda_pool.h"
 #include "backends/cuda/cuda_tensor_device.h"
 #include "backends/cuda/nccl_comm.h"
 #include "core/check.h"
@@ -17,16 +17,6 @@
 #include "program/program.h"
 
 namespace tandem::cuda {
-namespace {
-
-std::string mib_text(double bytes) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));
-  return buf;
-}
-
-}  // namespace
-
 exec::TrainReport train_on_cuda(const Job& job, const exec::TrainOptions& options) {
   std::string why;
   const std::vector<DeviceInfo> devices = visible_devices(&why);
