@@ -379,6 +379,14 @@ Pending Collectives::start_all_gather(const Group& group, int64_t self_gpu, doub
   return start_collective(CollectiveKind::AllGather, algorithm, group, self_gpu, bytes);
 }
 
+std::map<int32_t, double> Collectives::AllToAllRoutes::sends(size_t member,
+                                                           const std::vector<double>& to_member) const {
+  std::map<int32_t, double> out;
+  for (size_t j = 0; j < to_member.size(); ++j)
+    if (j != member) out[via[member][j]] += to_member[j];
+  return out;
+}
+
 const Collectives::AllToAllRoutes& Collectives::all_to_all_routes(const Group& group) {
   auto& slot = a2a_routes_[group.name];
   if (slot) return *slot;
@@ -421,12 +429,9 @@ Pending Collectives::start_all_to_all_v(const Group& group, int64_t self_gpu, co
   TANDEM_CHECK_MSG(self_it != group.gpus.end(), "GPU " << self_gpu << " is not in group '" << group.name << "'");
   const auto self = static_cast<size_t>(self_it - group.gpus.begin());
   const AllToAllRoutes& routes = all_to_all_routes(group);
-  std::map<int32_t, double> out;  // via member -> bytes
-  for (size_t j = 0; j < group.gpus.size(); ++j)
-    if (j != self) out[routes.via[self][j]] += send_bytes[j];
   Pending pending;
   pending.start_ = sg4::Engine::get_clock();
-  for (const auto& [via, bytes] : out) {
+  for (const auto& [via, bytes] : routes.sends(self, send_bytes)) {
     const int64_t peer = group.gpus[static_cast<size_t>(via)];
     add_put(pending, group.name, self_gpu, peer, bytes, -1, latency(self_gpu, peer));
   }

@@ -19,6 +19,7 @@
 // requires): flows are mailbox rendezvous named after the group, so a flow starts when both its
 // sender and its receiver have posted it.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -135,6 +136,8 @@ class Collectives {
   struct AllToAllRoutes {
     std::vector<std::vector<int32_t>> via;
     std::vector<std::vector<int32_t>> sources;
+    // What `member` sends to each member (to_member[j], own entry ignored), summed per via member.
+    std::map<int32_t, double> sends(size_t member, const std::vector<double>& to_member) const;
   };
   const AllToAllRoutes& all_to_all_routes(const Group& group);
 

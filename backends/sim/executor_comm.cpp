@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
-#include <map>
 #include <set>
 
 #include <simgrid/s4u.hpp>
@@ -172,10 +171,7 @@ std::vector<Flow> Execution::unit_flows(const GroupInfo& g, PlanKind kind, doubl
   std::vector<Flow> flows;
   double min_bandwidth = std::numeric_limits<double>::infinity();
   for (size_t i = 0; i < p; ++i) {
-    std::map<int32_t, double> out;  // via member -> share of the buffer
-    for (size_t j = 0; j < p; ++j)
-      if (i != j) out[routes.via[i][j]] += 1.0 / static_cast<double>(p - 1);
-    for (const auto& [via, share] : out) {
+    for (const auto& [via, share] : routes.sends(i, std::vector<double>(p, 1.0 / static_cast<double>(p - 1)))) {
       flows.push_back({static_cast<int>(i), static_cast<int>(via), share});
       *latency = std::max(*latency, collectives.latency(gpus[i], gpus[static_cast<size_t>(via)]));
     }
