@@ -85,7 +85,7 @@ std::string shape_text(const exec::OpShape& s) {
 }
 
 std::string op_text(const exec::OpShape& s) {
-  return std::string(to_string(s.kind)) + " " + s.label + (s.backward && s.kind == OpKind::Elementwise ? " (bwd)" : "") +
+  return std::string(to_string(s.kind)) + " " + to_string(s.site) + (s.backward && s.kind == OpKind::Elementwise ? " (bwd)" : "") +
          (s.step >= 0 ? " step " + std::to_string(s.step) : "");
 }
 

@@ -1,6 +1,8 @@
 #pragma once
-// Internal to program/: the state shared by the lowering passes of one rank.
+// Private to program/ (backends include program/model_layout.h): the state shared by the
+// lowering passes of one rank.
 //
+//   lower_rank.cpp      lower_rank, the context set-up it shares with rank_parameters
 //   lower_emit.cpp      Dims (sizes of one microbatch on this rank), Emitter (appends instructions
 //                       with provenance, stream-aware deps, tags)
 //   lower_layer.cpp     one decoder layer: attention (MHA/GQA/MLA, CP ring) and dense MLP
@@ -22,43 +24,11 @@
 #include "core/parallel_grid.h"
 #include "core/schedule.h"
 #include "models/accounting.h"
+#include "program/model_layout.h"
 #include "program/program.h"
 
 namespace tandem::lower {
 
-// Sizes of one microbatch as this rank sees them. Element counts unless noted.
-struct Dims {
-  int64_t b = 1;             // micro-batch (sequences)
-  int64_t s = 0;             // sequence length
-  int64_t cp = 1, t = 1;     // context- and tensor-parallel sizes
-  int64_t r = 1;             // divisor of sequence-parallel tensors: t with SP, else 1
-  int64_t n = 0;             // local tokens s/cp * b: rows of every GEMM inside a layer
-  int64_t h = 0, a = 0, g = 0, d = 0, f = 0;
-  int64_t heads = 0;         // a / t query heads on this rank
-  int64_t kv_heads = 0;      // g / t (at least 1) key/value heads on this rank
-  int64_t vocab = 0;         // padded vocabulary V
-  int64_t positions = 0;     // learned position rows (0 without learned positions)
-  int64_t e = 2;             // bytes per element of activations/weights
-  DType dtype = DType::BF16;
-  int norm_factor = 1;       // 2 LayerNorm (weight + bias), 1 RMSNorm
-  bool sp = false, gated = false, bias = false, qkv_bias = false, rope = false;
-  bool flash = true, attention_dropout = false, hidden_dropout = false, tied = true;
-  // Multi-latent attention.
-  bool mla = false;
-  int64_t q_lora = 0, kv_lora = 0, d_nope = 0, d_rope = 0, d_v = 0;
-  // MoE.
-  int64_t experts = 0, topk = 0, f_moe = 0, f_shared = 0, ep = 1, etp = 1;
-  TokenDispatcher dispatcher = TokenDispatcher::AllToAll;
-  // Model.
-  int64_t layers = 0, mtp_layers = 0;
-
-  int64_t qk_head_dim() const { return mla ? d_nope + d_rope : d; }
-  int64_t v_head_dim() const { return mla ? d_v : d; }
-  int64_t sp_rows() const { return n / r; }   // rows of a sequence-parallel shard
-  int64_t mlp_fc1_cols(int64_t ffn) const { return (gated ? 2 : 1) * ffn; }
-};
-
-Dims dims_for_job(const Job& job, const ParallelGrid& grid);
 
 // What a point-to-point message is for; part of its tag.
 enum class TagPurpose : int { PpActivation = 1, PpGradient, CpForward, CpBackward, MirrorGrad };
@@ -76,20 +46,9 @@ struct Cursor {
   bool recompute = false;
 };
 
-// Identifies one parameter tensor of this rank: (layer key, slot). Layer key is the global
-// layer (MTP layers after the decoder layers) or one of the model-level keys below.
-enum class ParamSlot : int {
-  InputNorm, Qkv, QDown, QNorm, QUp, KvDown, KvNorm, KvUp, Proj, PreMlpNorm, Fc1, Fc2,
-  Router, ExpertFc1, ExpertFc2, SharedFc1, SharedFc2,
-  WordEmbedding, Positions, FinalNorm, Output, MtpNorms, MtpProj, Count
-};
-inline constexpr int32_t kModelLayerKey = -1;   // embedding, final norm, output layer
 // Keys of Emitter::param_gate for the model-level parameters (layers use their layer index).
 inline constexpr int32_t kEmbeddingGate = -10;   // word + position embedding of stage 0
 inline constexpr int32_t kHeadGate = -11;        // final norm, output layer (or its embedding copy)
-inline int64_t param_key(int32_t layer, ParamSlot slot) {
-  return (int64_t(layer) + 2) * int64_t(ParamSlot::Count) + int64_t(slot);
-}
 
 // A weight-gradient instruction kept for a later BackwardWeight action (zero-bubble split).
 struct DeferredGrad {
@@ -121,22 +80,22 @@ class Emitter {
   int32_t add(Instruction ins, Deps deps = {});
   int32_t add_dep_list(Instruction ins, const std::vector<int32_t>& deps);
   // Memory-bound compute op over m x n.
-  int32_t op(OpKind kind, const char* label, int64_t m, int64_t n, double bytes, Deps deps = {});
+  int32_t op(OpKind kind, Site site, int64_t m, int64_t n, double bytes, Deps deps = {});
   // GEMM-like op (Gemm, GemmGradInput, GemmGradWeight): flops 2*m*n*k*batch; `expected_m` (> 0)
   // replaces m in flops/bytes for routed shapes.
-  int32_t gemm(OpKind kind, const char* label, int64_t m, int64_t n, int64_t k, int64_t batch, Deps deps = {},
+  int32_t gemm(OpKind kind, Site site, int64_t m, int64_t n, int64_t k, int64_t batch, Deps deps = {},
                double expected_m = 0);
   // Weight gradient of parameter `key`: appended now and recorded as its producer, or deferred.
   // Returns the index, or -1 when deferred.
   int32_t weight_grad(Instruction ins, int64_t key, Deps deps = {}, int64_t extra_key = -1);
-  int32_t collective(OpKind kind, ParallelGroup group, StreamKind stream, const char* label, double bytes,
+  int32_t collective(OpKind kind, ParallelGroup group, StreamKind stream, Site site, double bytes,
                      Deps deps = {});
-  int32_t send(ParallelGroup group, StreamKind stream, const char* label, int64_t peer, int64_t tag, double bytes,
+  int32_t send(ParallelGroup group, StreamKind stream, Site site, int64_t peer, int64_t tag, double bytes,
                Deps deps = {});
-  int32_t recv(ParallelGroup group, StreamKind stream, const char* label, int64_t peer, int64_t tag, double bytes,
+  int32_t recv(ParallelGroup group, StreamKind stream, Site site, int64_t peer, int64_t tag, double bytes,
                Deps deps = {});
   // Buffers.
-  int32_t new_buffer(BufferRole role, std::string name, double bytes);
+  int32_t new_buffer(Buffer buffer);
   int32_t alloc(int32_t buffer, Deps deps = {});
   int32_t free(int32_t buffer, Deps deps = {});
 
@@ -172,35 +131,39 @@ struct Context {
   int32_t last_grad_sync = -1;          // latest gradient reduction emitted (DpComm)
 };
 
+// The context of `rank` with its group sizes and CP ring neighbours; `em` appends to the program
+// it was made with, whose rank and pipeline rank are set here (lower_rank.cpp).
+Context rank_context(const Job& job, const ParallelGrid& grid, const Schedule& schedule, int64_t rank, Emitter& em);
+
 // Global rank of pipeline rank `pp` with this rank's other dense coordinates.
 int64_t pipeline_peer(const Context& ctx, int pp);
 
 // ---- lower_layer.cpp: TP communication around column-/row-parallel layers. Each returns the
 // instruction its consumer waits for (its input when no communication is needed).
-int32_t tp_gather_input(Context& ctx, const char* label, int64_t cols, int32_t x);   // SP: all-gather [n, cols]
-int32_t tp_reduce_output(Context& ctx, const char* rs_label, const char* ar_label, int32_t x);   // [n, h]
-int32_t tp_gather_output_grad(Context& ctx, const char* label, int32_t dy);          // SP: all-gather [n, h]
+int32_t tp_gather_input(Context& ctx, Site site, int64_t cols, int32_t x);   // SP: all-gather [n, cols]
+int32_t tp_reduce_output(Context& ctx, Site rs_site, Site ar_site, int32_t x);   // [n, h]
+int32_t tp_gather_output_grad(Context& ctx, Site site, int32_t dy);          // SP: all-gather [n, h]
 // dX's reduction; `wgrad` (the layer's weight-gradient GEMM, -1 when deferred) runs beside it
 // with the asynchronous TP all-reduce, before it without (--no-async-tensor-model-parallel-allreduce).
-int32_t tp_reduce_input_grad(Context& ctx, const char* rs_label, const char* ar_label, int64_t cols, int32_t dx,
+int32_t tp_reduce_input_grad(Context& ctx, Site rs_site, Site ar_site, int64_t cols, int32_t dx,
                              int32_t wgrad = -1);
 
 // Attention core with the CP ring (lower_layer.cpp).
 int32_t attention_core_forward(Context& ctx, int32_t layer, int32_t x);
 int32_t attention_core_backward(Context& ctx, int32_t layer, int32_t dy);
 
-// A TP-split MLP (dense MLP, shared expert): labels and parameter slots.
+// A TP-split MLP (dense MLP, shared expert): sites and parameter slots.
 struct MlpNames {
-  const char* fc1_ag;
-  const char* fc1;
-  const char* act;
-  const char* fc2;
-  const char* fc2_rs;
-  const char* fc2_ar;
-  const char* fc2_grad_ag;
-  const char* fc1_wgrad_ag;
-  const char* fc1_grad_rs;
-  const char* fc1_grad_ar;
+  Site fc1_ag;
+  Site fc1;
+  Site act;
+  Site fc2;
+  Site fc2_rs;
+  Site fc2_ar;
+  Site fc2_grad_ag;
+  Site fc1_wgrad_ag;
+  Site fc1_grad_rs;
+  Site fc1_grad_ar;
   ParamSlot fc1_slot;
   ParamSlot fc2_slot;
 };
@@ -230,26 +193,11 @@ double head_activation_bytes(const Context& ctx);
 double embedding_activation_bytes(const Context& ctx);
 
 // ---- lower_params.cpp (tensors, buffers, buckets) and lower_sync.cpp (reductions, optimizer)
-struct ParamTensor {
-  int64_t key = 0;
-  int32_t layer = -1;
-  ParamSlot slot = ParamSlot::InputNorm;
-  double elements = 0;       // on this rank
-  bool expert = false;       // routed experts: expert-DP group, expert optimizer sharding
-  bool tp_replicated = false;
-  bool shared_embedding = false;   // word embedding / tied output copy (own bucket with dist-opt)
-  int32_t gate = 0;                // Emitter::param_gate key of its first use in the forward
-};
 // Tensors of one decoder layer on this rank, in Megatron's registration order.
 std::vector<ParamTensor> layer_tensors(const Dims& dims, int32_t layer, bool moe);
 // Tensors of local chunk `chunk` (its stage), in registration order.
 std::vector<ParamTensor> chunk_tensors(const Context& ctx, int chunk);
 
-struct Bucket {
-  bool expert = false;
-  double elements = 0;
-  std::vector<int64_t> keys;
-};
 // DP buckets of one chunk in communication (backward) order, dense buffer first.
 std::vector<Bucket> chunk_buckets(const Context& ctx, int chunk);
 
@@ -287,11 +235,6 @@ class BucketTracker {
 // grad norm, optimizer step, param all-gathers. `reduced[c]` tells which chunks were reduced.
 void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t last_compute);
 
-// Bytes per parameter of weights, gradients and optimizer state (models/memory.cpp's table).
-struct BytesPerParameter {
-  double weights = 0, gradients = 0, optimizer = 0;
-};
-BytesPerParameter bytes_per_parameter(DType dtype);
 
 // ---- lower_pipeline.cpp
 void lower_actions(Context& ctx);

@@ -119,21 +119,21 @@ int32_t Emitter::add_dep_list(Instruction ins, const std::vector<int32_t>& deps)
   return add(std::move(ins));
 }
 
-int32_t Emitter::op(OpKind kind, const char* label, int64_t m, int64_t n, double bytes, Deps deps) {
+int32_t Emitter::op(OpKind kind, Site site, int64_t m, int64_t n, double bytes, Deps deps) {
   Instruction ins;
   ins.kind = kind;
-  ins.label = label;
+  ins.site = site;
   ins.m = m;
   ins.n = n;
   ins.bytes = bytes;
   return add(std::move(ins), deps);
 }
 
-int32_t Emitter::gemm(OpKind kind, const char* label, int64_t m, int64_t n, int64_t k, int64_t batch, Deps deps,
+int32_t Emitter::gemm(OpKind kind, Site site, int64_t m, int64_t n, int64_t k, int64_t batch, Deps deps,
                       double expected_m) {
   Instruction ins;
   ins.kind = kind;
-  ins.label = label;
+  ins.site = site;
   ins.m = m;
   ins.n = n;
   ins.k = k;
@@ -164,13 +164,13 @@ int32_t Emitter::weight_grad(Instruction ins, int64_t key, Deps deps, int64_t ex
   return index;
 }
 
-int32_t Emitter::collective(OpKind kind, ParallelGroup group, StreamKind stream, const char* label, double bytes,
+int32_t Emitter::collective(OpKind kind, ParallelGroup group, StreamKind stream, Site site, double bytes,
                             Deps deps) {
   Instruction ins;
   ins.kind = kind;
   ins.stream = stream;
   ins.group = group;
-  ins.label = label;
+  ins.site = site;
   ins.bytes = bytes;
   return add(std::move(ins), deps);
 }
@@ -178,13 +178,13 @@ int32_t Emitter::collective(OpKind kind, ParallelGroup group, StreamKind stream,
 namespace {
 
 // Send and Recv differ only in their kind: one message of `bytes` to or from `peer`, matched by `tag`.
-Instruction point_to_point(OpKind kind, ParallelGroup group, StreamKind stream, const char* label, int64_t peer,
+Instruction point_to_point(OpKind kind, ParallelGroup group, StreamKind stream, Site site, int64_t peer,
                            int64_t tag, double bytes) {
   Instruction ins;
   ins.kind = kind;
   ins.stream = stream;
   ins.group = group;
-  ins.label = label;
+  ins.site = site;
   ins.peer = peer;
   ins.tag = tag;
   ins.bytes = bytes;
@@ -193,25 +193,25 @@ Instruction point_to_point(OpKind kind, ParallelGroup group, StreamKind stream, 
 
 }  // namespace
 
-int32_t Emitter::send(ParallelGroup group, StreamKind stream, const char* label, int64_t peer, int64_t tag,
+int32_t Emitter::send(ParallelGroup group, StreamKind stream, Site site, int64_t peer, int64_t tag,
                       double bytes, Deps deps) {
-  return add(point_to_point(OpKind::Send, group, stream, label, peer, tag, bytes), deps);
+  return add(point_to_point(OpKind::Send, group, stream, site, peer, tag, bytes), deps);
 }
 
-int32_t Emitter::recv(ParallelGroup group, StreamKind stream, const char* label, int64_t peer, int64_t tag,
+int32_t Emitter::recv(ParallelGroup group, StreamKind stream, Site site, int64_t peer, int64_t tag,
                       double bytes, Deps deps) {
-  return add(point_to_point(OpKind::Recv, group, stream, label, peer, tag, bytes), deps);
+  return add(point_to_point(OpKind::Recv, group, stream, site, peer, tag, bytes), deps);
 }
 
-int32_t Emitter::new_buffer(BufferRole role, std::string name, double bytes) {
-  program_.buffers.push_back(Buffer{role, std::move(name), bytes});
-  return static_cast<int32_t>(program_.buffers.size()) - 1;
+int32_t Emitter::new_buffer(Buffer buffer) {
+  program_.buffers.push_back(std::move(buffer));
+  return static_cast<int32_t>(program_.buffers.size() - 1);
 }
 
 int32_t Emitter::alloc(int32_t buffer, Deps deps) {
   Instruction ins;
   ins.kind = OpKind::Alloc;
-  ins.label = "alloc";
+  ins.site = Site::Alloc;
   ins.buffer = buffer;
   ins.bytes = program_.buffers[static_cast<size_t>(buffer)].bytes;
   return add(std::move(ins), deps);
@@ -220,7 +220,7 @@ int32_t Emitter::alloc(int32_t buffer, Deps deps) {
 int32_t Emitter::free(int32_t buffer, Deps deps) {
   Instruction ins;
   ins.kind = OpKind::Free;
-  ins.label = "free";
+  ins.site = Site::Free;
   ins.buffer = buffer;
   ins.bytes = program_.buffers[static_cast<size_t>(buffer)].bytes;
   return add(std::move(ins), deps);

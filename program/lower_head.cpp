@@ -36,19 +36,19 @@ bool full_uniform_recompute(const Context& ctx) {
   return t.recompute_granularity == RecomputeGranularity::Full && t.recompute_method == RecomputeMethod::Uniform;
 }
 
-int32_t lookup(Context& ctx, const char* label, int32_t gate) {
+int32_t lookup(Context& ctx, Site site, int32_t gate) {
   const Dims& d = ctx.dims;
   const double bytes = 2.0 * double(d.n) * double(d.h) * e_of(ctx);
-  const int32_t emb = ctx.em.op(OpKind::Embedding, label, d.n, d.h, bytes, {gate});
-  return tp_reduce_output(ctx, "embed-rs", "embed-ar", emb);
+  const int32_t emb = ctx.em.op(OpKind::Embedding, site, d.n, d.h, bytes, {gate});
+  return tp_reduce_output(ctx, Site::EmbedRs, Site::EmbedAr, emb);
 }
 
-int32_t lookup_backward(Context& ctx, const char* label, int32_t dy, bool positions) {
+int32_t lookup_backward(Context& ctx, Site site, int32_t dy, bool positions) {
   const Dims& d = ctx.dims;
-  const int32_t g = tp_gather_output_grad(ctx, "embed-grad-ag", dy);
+  const int32_t g = tp_gather_output_grad(ctx, Site::EmbedGradAg, dy);
   Instruction ins;
   ins.kind = OpKind::EmbeddingGrad;
-  ins.label = label;
+  ins.site = site;
   ins.m = d.n;
   ins.n = d.h;
   // PyTorch's embedding backward (F.embedding, dense) scatter-adds the n gradient rows into a
@@ -71,16 +71,16 @@ int32_t logits_forward(Context& ctx, int32_t x) {
   const Dims& d = ctx.dims;
   const int64_t v_local = d.vocab / d.t;
   const int32_t gate = ctx.em.take_param_gate(kHeadGate);
-  const int32_t normed = ctx.em.op(OpKind::Norm, "final-norm", d.sp_rows(), d.h,
+  const int32_t normed = ctx.em.op(OpKind::Norm, Site::FinalNorm, d.sp_rows(), d.h,
                                    2.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {x, gate});
-  const int32_t in = tp_gather_input(ctx, "output-ag", d.h, normed);
-  const int32_t logits = ctx.em.gemm(OpKind::Gemm, "output", d.n, v_local, d.h, 1, {in});
+  const int32_t in = tp_gather_input(ctx, Site::OutputAg, d.h, normed);
+  const int32_t logits = ctx.em.gemm(OpKind::Gemm, Site::Output, d.n, v_local, d.h, 1, {in});
   const double ce_bytes = double(d.n) * double(v_local) * cross_entropy_forward_bytes(e_of(ctx));
-  int32_t loss = ctx.em.op(OpKind::CrossEntropy, "loss", d.n, v_local, ce_bytes, {logits});
+  int32_t loss = ctx.em.op(OpKind::CrossEntropy, Site::Loss, d.n, v_local, ce_bytes, {logits});
   if (ctx.tp > 1) {
-    for (const char* label : {"ce-max", "ce-target", "ce-sum"})
-      loss = ctx.em.collective(OpKind::AllReduce, ParallelGroup::Tp, StreamKind::TpComm, label, 4.0 * double(d.n), {loss});
-    loss = ctx.em.op(OpKind::Elementwise, "loss-reduce", d.n, 1, 12.0 * double(d.n), {loss});
+    for (Site site : {Site::CeMax, Site::CeTarget, Site::CeSum})
+      loss = ctx.em.collective(OpKind::AllReduce, ParallelGroup::Tp, StreamKind::TpComm, site, 4.0 * double(d.n), {loss});
+    loss = ctx.em.op(OpKind::Elementwise, Site::LossReduce, d.n, 1, 12.0 * double(d.n), {loss});
   }
   return loss;
 }
@@ -89,20 +89,20 @@ int32_t logits_backward(Context& ctx, int32_t norm_layer, ParamSlot norm_slot) {
   const Dims& d = ctx.dims;
   const int64_t v_local = d.vocab / d.t;
   const double ce_bytes = double(d.n) * double(v_local) * cross_entropy_backward_bytes(e_of(ctx));
-  const int32_t dlogits = ctx.em.op(OpKind::CrossEntropyGrad, "loss", d.n, v_local, ce_bytes, {});
-  const int32_t ag = tp_gather_input(ctx, "output-wgrad-ag", d.h, dlogits);
-  const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, "output", d.n, v_local, d.h, 1, {dlogits});
+  const int32_t dlogits = ctx.em.op(OpKind::CrossEntropyGrad, Site::Loss, d.n, v_local, ce_bytes, {});
+  const int32_t ag = tp_gather_input(ctx, Site::OutputWgradAg, d.h, dlogits);
+  const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, Site::Output, d.n, v_local, d.h, 1, {dlogits});
   Instruction w;
   w.kind = OpKind::GemmGradWeight;
-  w.label = "output";
+  w.site = Site::Output;
   w.m = d.n;
   w.n = v_local;
   w.k = d.h;
   w.flops = 2.0 * double(d.n) * double(v_local) * double(d.h);
   w.bytes = e_of(ctx) * (double(d.n) * double(d.h) + double(d.h) * double(v_local) + double(d.n) * double(v_local));
   const int32_t wg = ctx.em.weight_grad(std::move(w), param_key(kModelLayerKey, output_slot(ctx)), {ag});
-  const int32_t red = tp_reduce_input_grad(ctx, "output-grad-rs", "output-grad-ar", d.h, dx, wg);
-  const int32_t ng = ctx.em.op(OpKind::NormGrad, "final-norm", d.sp_rows(), d.h,
+  const int32_t red = tp_reduce_input_grad(ctx, Site::OutputGradRs, Site::OutputGradAr, d.h, dx, wg);
+  const int32_t ng = ctx.em.op(OpKind::NormGrad, Site::FinalNorm, d.sp_rows(), d.h,
                                3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {red});
   ctx.em.produced(param_key(norm_layer, norm_slot), ng);
   return ng;
@@ -112,15 +112,15 @@ int32_t logits_backward(Context& ctx, int32_t norm_layer, ParamSlot norm_slot) {
 int32_t mtp_forward(Context& ctx, int32_t layer, int32_t x) {
   const Dims& d = ctx.dims;
   ctx.em.cursor.layer = layer;
-  const int32_t emb = lookup(ctx, "mtp-embedding", -1);
+  const int32_t emb = lookup(ctx, Site::MtpEmbedding, -1);
   const double norm_bytes = 2.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx);
-  const int32_t en = ctx.em.op(OpKind::Norm, "mtp-enorm", d.sp_rows(), d.h, norm_bytes, {emb});
-  const int32_t hn = ctx.em.op(OpKind::Norm, "mtp-hnorm", d.sp_rows(), d.h, norm_bytes, {x});
-  const int32_t in = tp_gather_input(ctx, "mtp-proj-ag", 2 * d.h, hn);
-  const int32_t proj = ctx.em.gemm(OpKind::Gemm, "mtp-proj", d.n, d.h / d.t, 2 * d.h, 1, {in, en});
+  const int32_t en = ctx.em.op(OpKind::Norm, Site::MtpEnorm, d.sp_rows(), d.h, norm_bytes, {emb});
+  const int32_t hn = ctx.em.op(OpKind::Norm, Site::MtpHnorm, d.sp_rows(), d.h, norm_bytes, {x});
+  const int32_t in = tp_gather_input(ctx, Site::MtpProjAg, 2 * d.h, hn);
+  const int32_t proj = ctx.em.gemm(OpKind::Gemm, Site::MtpProj, d.n, d.h / d.t, 2 * d.h, 1, {in, en});
   int32_t out = proj;
   if (ctx.tp > 1)
-    out = ctx.em.collective(OpKind::AllGather, ParallelGroup::Tp, StreamKind::TpComm, "mtp-proj-out-ag",
+    out = ctx.em.collective(OpKind::AllGather, ParallelGroup::Tp, StreamKind::TpComm, Site::MtpProjOutAg,
                             double(d.n) * double(d.h) * e_of(ctx), {proj});
   const bool moe = is_moe_layer(ctx.job.model, d.layers - 1);
   out = layer_forward(ctx, layer, moe, out);
@@ -143,24 +143,24 @@ int32_t mtp_backward(Context& ctx, int32_t layer) {
   ctx.em.cursor.layer = layer;
   // Backward of gather-then-split: each rank keeps its column slice (free); with SP the
   // sequence split's backward all-gathers.
-  const int32_t dy = tp_gather_output_grad(ctx, "mtp-proj-grad-ag", g);
-  const int32_t ag = tp_gather_input(ctx, "mtp-proj-wgrad-ag", 2 * d.h, dy);
-  const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, "mtp-proj", d.n, d.h / d.t, 2 * d.h, 1, {dy});
+  const int32_t dy = tp_gather_output_grad(ctx, Site::MtpProjGradAg, g);
+  const int32_t ag = tp_gather_input(ctx, Site::MtpProjWgradAg, 2 * d.h, dy);
+  const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, Site::MtpProj, d.n, d.h / d.t, 2 * d.h, 1, {dy});
   Instruction w;
   w.kind = OpKind::GemmGradWeight;
-  w.label = "mtp-proj";
+  w.site = Site::MtpProj;
   w.m = d.n;
   w.n = d.h / d.t;
   w.k = 2 * d.h;
   w.flops = 2.0 * double(d.n) * double(w.n) * double(w.k);
   w.bytes = e_of(ctx) * (double(d.n) * double(w.k) + double(w.k) * double(w.n) + double(d.n) * double(w.n));
   ctx.em.weight_grad(std::move(w), param_key(layer, ParamSlot::MtpProj), {ag});
-  const int32_t red = tp_reduce_input_grad(ctx, "mtp-proj-grad-rs", "mtp-proj-grad-ar", 2 * d.h, dx);
+  const int32_t red = tp_reduce_input_grad(ctx, Site::MtpProjGradRs, Site::MtpProjGradAr, 2 * d.h, dx);
   const double nb = 3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx);
-  const int32_t hn = ctx.em.op(OpKind::NormGrad, "mtp-hnorm", d.sp_rows(), d.h, nb, {red});
-  const int32_t en = ctx.em.op(OpKind::NormGrad, "mtp-enorm", d.sp_rows(), d.h, nb, {red});
+  const int32_t hn = ctx.em.op(OpKind::NormGrad, Site::MtpHnorm, d.sp_rows(), d.h, nb, {red});
+  const int32_t en = ctx.em.op(OpKind::NormGrad, Site::MtpEnorm, d.sp_rows(), d.h, nb, {red});
   ctx.em.produced(param_key(layer, ParamSlot::MtpNorms), en);
-  lookup_backward(ctx, "mtp-embedding", en, false);
+  lookup_backward(ctx, Site::MtpEmbedding, en, false);
   return hn;
 }
 
@@ -170,9 +170,9 @@ int32_t embedding_forward(Context& ctx) {
   const Dims& d = ctx.dims;
   const int32_t saved = ctx.em.cursor.layer;
   ctx.em.cursor.layer = -1;
-  int32_t x = lookup(ctx, "embedding", ctx.em.take_param_gate(kEmbeddingGate));
+  int32_t x = lookup(ctx, Site::Embedding, ctx.em.take_param_gate(kEmbeddingGate));
   if (d.hidden_dropout)
-    x = ctx.em.op(OpKind::Elementwise, "embed-dropout", d.sp_rows(), d.h,
+    x = ctx.em.op(OpKind::Elementwise, Site::EmbedDropout, d.sp_rows(), d.h,
                   double(d.sp_rows()) * double(d.h) * (2.0 * e_of(ctx) + 1.0), {x});
   ctx.em.cursor.layer = saved;
   return x;
@@ -184,9 +184,9 @@ int32_t embedding_backward(Context& ctx, int32_t dy) {
   ctx.em.cursor.layer = -1;
   int32_t g = dy;
   if (d.hidden_dropout)
-    g = ctx.em.op(OpKind::Elementwise, "embed-dropout", d.sp_rows(), d.h,
+    g = ctx.em.op(OpKind::Elementwise, Site::EmbedDropout, d.sp_rows(), d.h,
                   double(d.sp_rows()) * double(d.h) * (2.0 * e_of(ctx) + 1.0), {dy});
-  g = lookup_backward(ctx, "embedding", g, d.positions > 0);
+  g = lookup_backward(ctx, Site::Embedding, g, d.positions > 0);
   ctx.em.cursor.layer = saved;
   return g;
 }
@@ -206,13 +206,13 @@ int32_t head_backward(Context& ctx) {
   int32_t dh = -1;
   for (int64_t i = d.mtp_layers - 1; i >= 0; --i) {
     const int32_t g = mtp_backward(ctx, static_cast<int32_t>(d.layers + i));
-    dh = dh < 0 ? g : ctx.em.op(OpKind::Elementwise, "mtp-grad-add", d.sp_rows(), d.h,
+    dh = dh < 0 ? g : ctx.em.op(OpKind::Elementwise, Site::MtpGradAdd, d.sp_rows(), d.h,
                                 3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {dh, g});
   }
   ctx.em.cursor.layer = -1;
   int32_t g = logits_backward(ctx, kModelLayerKey, ParamSlot::FinalNorm);
   if (dh >= 0)
-    g = ctx.em.op(OpKind::Elementwise, "mtp-grad-add", d.sp_rows(), d.h,
+    g = ctx.em.op(OpKind::Elementwise, Site::MtpGradAdd, d.sp_rows(), d.h,
                   3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {g, dh});
   ctx.em.cursor.layer = saved;
   return g;

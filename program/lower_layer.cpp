@@ -20,30 +20,30 @@ namespace {
 
 double e_of(const Context& ctx) { return double(ctx.dims.e); }
 
-int32_t norm(Context& ctx, const char* label, int64_t rows, int64_t cols, Deps deps) {
-  return ctx.em.op(OpKind::Norm, label, rows, cols, 2.0 * double(rows) * double(cols) * e_of(ctx), deps);
+int32_t norm(Context& ctx, Site site, int64_t rows, int64_t cols, Deps deps) {
+  return ctx.em.op(OpKind::Norm, site, rows, cols, 2.0 * double(rows) * double(cols) * e_of(ctx), deps);
 }
 
-int32_t norm_grad(Context& ctx, const char* label, int64_t rows, int64_t cols, int32_t layer, ParamSlot slot,
+int32_t norm_grad(Context& ctx, Site site, int64_t rows, int64_t cols, int32_t layer, ParamSlot slot,
                   Deps deps) {
-  const int32_t i = ctx.em.op(OpKind::NormGrad, label, rows, cols, 3.0 * double(rows) * double(cols) * e_of(ctx), deps);
+  const int32_t i = ctx.em.op(OpKind::NormGrad, site, rows, cols, 3.0 * double(rows) * double(cols) * e_of(ctx), deps);
   ctx.em.produced(param_key(layer, slot), i);
   return i;
 }
 
 // Bias-dropout-add over the [n/r, h] shard: read x and the residual, write the sum, the mask.
-int32_t residual(Context& ctx, const char* label, Deps deps) {
+int32_t residual(Context& ctx, Site site, Deps deps) {
   const Dims& d = ctx.dims;
   const double rows = double(d.sp_rows()), mask = d.hidden_dropout ? 1.0 : 0.0;
-  return ctx.em.op(OpKind::Elementwise, label, d.sp_rows(), d.h, rows * double(d.h) * (3.0 * e_of(ctx) + mask), deps);
+  return ctx.em.op(OpKind::Elementwise, site, d.sp_rows(), d.h, rows * double(d.h) * (3.0 * e_of(ctx) + mask), deps);
 }
 
 // Weight gradient dW [k, n] = X^T [k, m] x dY [m, n] of parameter (layer, slot).
-int32_t weight_grad(Context& ctx, const char* label, int64_t m, int64_t n, int64_t k, int32_t layer, ParamSlot slot,
+int32_t weight_grad(Context& ctx, Site site, int64_t m, int64_t n, int64_t k, int32_t layer, ParamSlot slot,
                     Deps deps) {
   Instruction ins;
   ins.kind = OpKind::GemmGradWeight;
-  ins.label = label;
+  ins.site = site;
   ins.m = m;
   ins.n = n;
   ins.k = k;
@@ -56,31 +56,31 @@ int32_t weight_grad(Context& ctx, const char* label, int64_t m, int64_t n, int64
 
 // ---- TP communication around column- and row-parallel layers --------------------------------
 
-int32_t tp_gather_input(Context& ctx, const char* label, int64_t cols, int32_t x) {
+int32_t tp_gather_input(Context& ctx, Site site, int64_t cols, int32_t x) {
   if (!ctx.dims.sp) return x;
   const double bytes = double(ctx.dims.n) * double(cols) * e_of(ctx);
-  return ctx.em.collective(OpKind::AllGather, ParallelGroup::Tp, StreamKind::TpComm, label, bytes, {x});
+  return ctx.em.collective(OpKind::AllGather, ParallelGroup::Tp, StreamKind::TpComm, site, bytes, {x});
 }
 
-int32_t tp_reduce_output(Context& ctx, const char* rs_label, const char* ar_label, int32_t x) {
+int32_t tp_reduce_output(Context& ctx, Site rs_site, Site ar_site, int32_t x) {
   if (ctx.tp == 1) return x;
   const double bytes = double(ctx.dims.n) * double(ctx.dims.h) * e_of(ctx);
   const OpKind kind = ctx.dims.sp ? OpKind::ReduceScatter : OpKind::AllReduce;
-  return ctx.em.collective(kind, ParallelGroup::Tp, StreamKind::TpComm, ctx.dims.sp ? rs_label : ar_label, bytes, {x});
+  return ctx.em.collective(kind, ParallelGroup::Tp, StreamKind::TpComm, ctx.dims.sp ? rs_site : ar_site, bytes, {x});
 }
 
-int32_t tp_gather_output_grad(Context& ctx, const char* label, int32_t dy) {
-  return tp_gather_input(ctx, label, ctx.dims.h, dy);
+int32_t tp_gather_output_grad(Context& ctx, Site site, int32_t dy) {
+  return tp_gather_input(ctx, site, ctx.dims.h, dy);
 }
 
-int32_t tp_reduce_input_grad(Context& ctx, const char* rs_label, const char* ar_label, int64_t cols, int32_t dx,
+int32_t tp_reduce_input_grad(Context& ctx, Site rs_site, Site ar_site, int64_t cols, int32_t dx,
                              int32_t wgrad) {
   if (ctx.tp == 1) return dx;
   const double bytes = double(ctx.dims.n) * double(cols) * e_of(ctx);
   const OpKind kind = ctx.dims.sp ? OpKind::ReduceScatter : OpKind::AllReduce;
   // Synchronous: the reduction is issued after the weight gradient, so it cannot hide behind it.
   const int32_t after = ctx.job.parallel.async_tensor_model_parallel_allreduce ? -1 : wgrad;
-  return ctx.em.collective(kind, ParallelGroup::Tp, StreamKind::TpComm, ctx.dims.sp ? rs_label : ar_label, bytes,
+  return ctx.em.collective(kind, ParallelGroup::Tp, StreamKind::TpComm, ctx.dims.sp ? rs_site : ar_site, bytes,
                            {dx, after});
 }
 
@@ -103,7 +103,7 @@ int32_t attention_op(Context& ctx, OpKind kind, int64_t sq, int64_t skv, int16_t
   const Dims& d = ctx.dims;
   Instruction ins;
   ins.kind = kind;
-  ins.label = "attn";
+  ins.site = Site::Attn;
   ins.m = sq;
   ins.n = skv;
   ins.k = d.qk_head_dim();
@@ -138,9 +138,9 @@ int32_t attention_core_forward(Context& ctx, int32_t layer, int32_t x) {
     int32_t next = -1;
     if (step + 1 < ctx.cp) {
       const int64_t tag = make_tag(TagPurpose::CpForward, rc, layer, ctx.em.cursor.microbatch, step);
-      const int32_t s = ctx.em.send(ParallelGroup::Cp, StreamKind::CpComm, "cp-kv", ctx.cp_next, tag, bytes, {kv});
+      const int32_t s = ctx.em.send(ParallelGroup::Cp, StreamKind::CpComm, Site::CpKv, ctx.cp_next, tag, bytes, {kv});
       ctx.em.program().instructions[static_cast<size_t>(s)].step = static_cast<int16_t>(step);
-      next = ctx.em.recv(ParallelGroup::Cp, StreamKind::CpComm, "cp-kv", ctx.cp_prev, tag, bytes);
+      next = ctx.em.recv(ParallelGroup::Cp, StreamKind::CpComm, Site::CpKv, ctx.cp_prev, tag, bytes);
       ctx.em.program().instructions[static_cast<size_t>(next)].step = static_cast<int16_t>(step);
     }
     out = attention_op(ctx, OpKind::Attention, sq, sq, static_cast<int16_t>(step), {kv, x});
@@ -163,10 +163,10 @@ int32_t attention_core_backward(Context& ctx, int32_t layer, int32_t dy) {
     // After each step the block moves on: K/V + dK/dV, the last time dK/dV back to its owner.
     const int64_t tag = make_tag(TagPurpose::CpBackward, false, layer, mb, step);
     const double bytes = last ? kv : 2.0 * kv;
-    const char* label = last ? "cp-dkv" : "cp-kv-dkv";
-    const int32_t s = ctx.em.send(ParallelGroup::Cp, StreamKind::CpComm, label, ctx.cp_next, tag, bytes, {out});
+    Site site = last ? Site::CpDkv : Site::CpKvDkv;
+    const int32_t s = ctx.em.send(ParallelGroup::Cp, StreamKind::CpComm, site, ctx.cp_next, tag, bytes, {out});
     ctx.em.program().instructions[static_cast<size_t>(s)].step = static_cast<int16_t>(step);
-    have = ctx.em.recv(ParallelGroup::Cp, StreamKind::CpComm, label, ctx.cp_prev, tag, bytes);
+    have = ctx.em.recv(ParallelGroup::Cp, StreamKind::CpComm, site, ctx.cp_prev, tag, bytes);
     ctx.em.program().instructions[static_cast<size_t>(have)].step = static_cast<int16_t>(step);
   }
   return have;
@@ -180,7 +180,7 @@ int32_t rope(Context& ctx, OpKind kind, int64_t heads, int64_t rot_dim, Deps dep
   const Dims& d = ctx.dims;
   if (!d.rope) return -1;
   const double bytes = 2.0 * double(d.n) * double(heads) * double(rot_dim) * e_of(ctx);
-  return ctx.em.op(kind, "rope", d.n, heads * rot_dim, bytes, deps);
+  return ctx.em.op(kind, Site::Rope, d.n, heads * rot_dim, bytes, deps);
 }
 
 // MLA projections: down projections (TP-replicated) on the [n/r, h] shard, their norms, one
@@ -191,19 +191,19 @@ int32_t mla_projections_forward(Context& ctx, int32_t x) {
   int32_t q = x, hidden = x;
   int64_t latent = d.kv_lora + d.d_rope;
   if (d.q_lora > 0) {
-    q = ctx.em.gemm(OpKind::Gemm, "q-down", rows, d.q_lora, d.h, 1, {x});
-    q = norm(ctx, "q-norm", rows, d.q_lora, {q});
+    q = ctx.em.gemm(OpKind::Gemm, Site::QDown, rows, d.q_lora, d.h, 1, {x});
+    q = norm(ctx, Site::QNorm, rows, d.q_lora, {q});
     latent += d.q_lora;
   } else {
-    hidden = tp_gather_input(ctx, "q-ag", d.h, x);
+    hidden = tp_gather_input(ctx, Site::QAg, d.h, x);
   }
-  int32_t kv = ctx.em.gemm(OpKind::Gemm, "kv-down", rows, d.kv_lora + d.d_rope, d.h, 1, {x});
-  kv = norm(ctx, "kv-norm", rows, d.kv_lora, {kv});
-  const int32_t gathered = tp_gather_input(ctx, "mla-ag", latent, kv);
+  int32_t kv = ctx.em.gemm(OpKind::Gemm, Site::KvDown, rows, d.kv_lora + d.d_rope, d.h, 1, {x});
+  kv = norm(ctx, Site::KvNorm, rows, d.kv_lora, {kv});
+  const int32_t gathered = tp_gather_input(ctx, Site::MlaAg, latent, kv);
   const int64_t q_cols = d.heads * (d.d_nope + d.d_rope);
-  if (d.q_lora > 0) q = ctx.em.gemm(OpKind::Gemm, "q-up", d.n, q_cols, d.q_lora, 1, {gathered, q});
-  else q = ctx.em.gemm(OpKind::Gemm, "q", d.n, q_cols, d.h, 1, {hidden});
-  kv = ctx.em.gemm(OpKind::Gemm, "kv-up", d.n, d.heads * (d.d_nope + d.d_v), d.kv_lora, 1, {gathered, q});
+  if (d.q_lora > 0) q = ctx.em.gemm(OpKind::Gemm, Site::QUp, d.n, q_cols, d.q_lora, 1, {gathered, q});
+  else q = ctx.em.gemm(OpKind::Gemm, Site::Q, d.n, q_cols, d.h, 1, {hidden});
+  kv = ctx.em.gemm(OpKind::Gemm, Site::KvUp, d.n, d.heads * (d.d_nope + d.d_v), d.kv_lora, 1, {gathered, q});
   const int32_t r = rope(ctx, OpKind::Rope, d.heads + 1, d.d_rope, {kv});
   return r >= 0 ? r : kv;
 }
@@ -214,40 +214,40 @@ int32_t mla_projections_backward(Context& ctx, int32_t layer, int32_t dqkv) {
   const int32_t r = rope(ctx, OpKind::RopeGrad, d.heads + 1, d.d_rope, {dqkv});
   const int32_t g = r >= 0 ? r : dqkv;
   const int64_t kv_cols = d.heads * (d.d_nope + d.d_v), q_cols = d.heads * (d.d_nope + d.d_rope);
-  int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, "kv-up", d.n, kv_cols, d.kv_lora, 1, {g});
-  weight_grad(ctx, "kv-up", d.n, kv_cols, d.kv_lora, layer, ParamSlot::KvUp, {g});
+  int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, Site::KvUp, d.n, kv_cols, d.kv_lora, 1, {g});
+  weight_grad(ctx, Site::KvUp, d.n, kv_cols, d.kv_lora, layer, ParamSlot::KvUp, {g});
   int64_t latent = d.kv_lora + d.d_rope;
   int32_t dhidden = -1;
   if (d.q_lora > 0) {
-    dx = ctx.em.gemm(OpKind::GemmGradInput, "q-up", d.n, q_cols, d.q_lora, 1, {g});
-    weight_grad(ctx, "q-up", d.n, q_cols, d.q_lora, layer, ParamSlot::QUp, {g});
+    dx = ctx.em.gemm(OpKind::GemmGradInput, Site::QUp, d.n, q_cols, d.q_lora, 1, {g});
+    weight_grad(ctx, Site::QUp, d.n, q_cols, d.q_lora, layer, ParamSlot::QUp, {g});
     latent += d.q_lora;
   } else {
-    const int32_t ag = tp_gather_input(ctx, "q-wgrad-ag", d.h, g);
-    dhidden = ctx.em.gemm(OpKind::GemmGradInput, "q", d.n, q_cols, d.h, 1, {g});
-    const int32_t w = weight_grad(ctx, "q", d.n, q_cols, d.h, layer, ParamSlot::QUp, {ag});
-    dhidden = tp_reduce_input_grad(ctx, "q-grad-rs", "q-grad-ar", d.h, dhidden, w);
+    const int32_t ag = tp_gather_input(ctx, Site::QWgradAg, d.h, g);
+    dhidden = ctx.em.gemm(OpKind::GemmGradInput, Site::Q, d.n, q_cols, d.h, 1, {g});
+    const int32_t w = weight_grad(ctx, Site::Q, d.n, q_cols, d.h, layer, ParamSlot::QUp, {ag});
+    dhidden = tp_reduce_input_grad(ctx, Site::QGradRs, Site::QGradAr, d.h, dhidden, w);
   }
   // Latent gradients are partial sums over TP (each rank holds a slice of the up projections).
-  const int32_t dl = tp_reduce_input_grad(ctx, "mla-grad-rs", "mla-grad-ar", latent, dx);
-  int32_t dkv = norm_grad(ctx, "kv-norm", rows, d.kv_lora, layer, ParamSlot::KvNorm, {dl});
-  const int32_t down = ctx.em.gemm(OpKind::GemmGradInput, "kv-down", rows, d.kv_lora + d.d_rope, d.h, 1, {dkv});
-  weight_grad(ctx, "kv-down", rows, d.kv_lora + d.d_rope, d.h, layer, ParamSlot::KvDown, {dkv});
+  const int32_t dl = tp_reduce_input_grad(ctx, Site::MlaGradRs, Site::MlaGradAr, latent, dx);
+  int32_t dkv = norm_grad(ctx, Site::KvNorm, rows, d.kv_lora, layer, ParamSlot::KvNorm, {dl});
+  const int32_t down = ctx.em.gemm(OpKind::GemmGradInput, Site::KvDown, rows, d.kv_lora + d.d_rope, d.h, 1, {dkv});
+  weight_grad(ctx, Site::KvDown, rows, d.kv_lora + d.d_rope, d.h, layer, ParamSlot::KvDown, {dkv});
   int32_t out = down;
   if (d.q_lora > 0) {
-    const int32_t dq = norm_grad(ctx, "q-norm", rows, d.q_lora, layer, ParamSlot::QNorm, {dl});
-    out = ctx.em.gemm(OpKind::GemmGradInput, "q-down", rows, d.q_lora, d.h, 1, {dq});
-    weight_grad(ctx, "q-down", rows, d.q_lora, d.h, layer, ParamSlot::QDown, {dq});
+    const int32_t dq = norm_grad(ctx, Site::QNorm, rows, d.q_lora, layer, ParamSlot::QNorm, {dl});
+    out = ctx.em.gemm(OpKind::GemmGradInput, Site::QDown, rows, d.q_lora, d.h, 1, {dq});
+    weight_grad(ctx, Site::QDown, rows, d.q_lora, d.h, layer, ParamSlot::QDown, {dq});
   }
-  return ctx.em.op(OpKind::Elementwise, "mla-grad-add", rows, d.h, 3.0 * double(rows) * double(d.h) * e_of(ctx),
+  return ctx.em.op(OpKind::Elementwise, Site::MlaGradAdd, rows, d.h, 3.0 * double(rows) * double(d.h) * e_of(ctx),
                    {out, dhidden});
 }
 
 int32_t qkv_forward(Context& ctx, int32_t x) {
   const Dims& d = ctx.dims;
-  const int32_t in = tp_gather_input(ctx, "qkv-ag", d.h, x);
+  const int32_t in = tp_gather_input(ctx, Site::QkvAg, d.h, x);
   const int64_t cols = (d.heads + 2 * d.kv_heads) * d.d;
-  const int32_t qkv = ctx.em.gemm(OpKind::Gemm, "qkv", d.n, cols, d.h, 1, {in});
+  const int32_t qkv = ctx.em.gemm(OpKind::Gemm, Site::Qkv, d.n, cols, d.h, 1, {in});
   const int32_t r = rope(ctx, OpKind::Rope, d.heads + d.kv_heads, d.d, {qkv});
   return r >= 0 ? r : qkv;
 }
@@ -257,30 +257,30 @@ int32_t qkv_backward(Context& ctx, int32_t layer, int32_t dqkv) {
   const int32_t r = rope(ctx, OpKind::RopeGrad, d.heads + d.kv_heads, d.d, {dqkv});
   const int32_t g = r >= 0 ? r : dqkv;
   const int64_t cols = (d.heads + 2 * d.kv_heads) * d.d;
-  const int32_t ag = tp_gather_input(ctx, "qkv-wgrad-ag", d.h, g);
-  const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, "qkv", d.n, cols, d.h, 1, {g});
-  const int32_t w = weight_grad(ctx, "qkv", d.n, cols, d.h, layer, ParamSlot::Qkv, {ag});
-  return tp_reduce_input_grad(ctx, "qkv-grad-rs", "qkv-grad-ar", d.h, dx, w);
+  const int32_t ag = tp_gather_input(ctx, Site::QkvWgradAg, d.h, g);
+  const int32_t dx = ctx.em.gemm(OpKind::GemmGradInput, Site::Qkv, d.n, cols, d.h, 1, {g});
+  const int32_t w = weight_grad(ctx, Site::Qkv, d.n, cols, d.h, layer, ParamSlot::Qkv, {ag});
+  return tp_reduce_input_grad(ctx, Site::QkvGradRs, Site::QkvGradAr, d.h, dx, w);
 }
 
 int32_t attention_block_forward(Context& ctx, int32_t layer, int32_t x) {
   const Dims& d = ctx.dims;
   const int32_t gate = ctx.em.take_param_gate(layer);
-  const int32_t normed = norm(ctx, "input-norm", d.sp_rows(), d.h, {x, gate});
+  const int32_t normed = norm(ctx, Site::InputNorm, d.sp_rows(), d.h, {x, gate});
   const int32_t qkv = d.mla ? mla_projections_forward(ctx, normed) : qkv_forward(ctx, normed);
   const int32_t core = attention_core_forward(ctx, layer, qkv);
-  const int32_t proj = ctx.em.gemm(OpKind::Gemm, "proj", d.n, d.h, d.heads * d.v_head_dim(), 1, {core});
-  const int32_t out = tp_reduce_output(ctx, "proj-rs", "proj-ar", proj);
-  return residual(ctx, "attn-residual", {out});
+  const int32_t proj = ctx.em.gemm(OpKind::Gemm, Site::Proj, d.n, d.h, d.heads * d.v_head_dim(), 1, {core});
+  const int32_t out = tp_reduce_output(ctx, Site::ProjRs, Site::ProjAr, proj);
+  return residual(ctx, Site::AttnResidual, {out});
 }
 
 int32_t attention_block_backward(Context& ctx, int32_t layer, int32_t dy, const LayerOptions& options) {
   const Dims& d = ctx.dims;
-  const int32_t ddrop = residual(ctx, "attn-residual", {dy});
-  const int32_t g = tp_gather_output_grad(ctx, "proj-grad-ag", ddrop);
+  const int32_t ddrop = residual(ctx, Site::AttnResidual, {dy});
+  const int32_t g = tp_gather_output_grad(ctx, Site::ProjGradAg, ddrop);
   const int64_t k = d.heads * d.v_head_dim();
-  const int32_t dcore = ctx.em.gemm(OpKind::GemmGradInput, "proj", d.n, d.h, k, 1, {g});
-  weight_grad(ctx, "proj", d.n, d.h, k, layer, ParamSlot::Proj, {g});
+  const int32_t dcore = ctx.em.gemm(OpKind::GemmGradInput, Site::Proj, d.n, d.h, k, 1, {g});
+  weight_grad(ctx, Site::Proj, d.n, d.h, k, layer, ParamSlot::Proj, {g});
   if (options.selective_recompute) {
     ctx.em.cursor.recompute = true;
     attention_core_forward(ctx, layer, -1);
@@ -288,8 +288,8 @@ int32_t attention_block_backward(Context& ctx, int32_t layer, int32_t dy, const 
   }
   const int32_t dqkv = attention_core_backward(ctx, layer, dcore);
   const int32_t dx = d.mla ? mla_projections_backward(ctx, layer, dqkv) : qkv_backward(ctx, layer, dqkv);
-  const int32_t dn = norm_grad(ctx, "input-norm", d.sp_rows(), d.h, layer, ParamSlot::InputNorm, {dx});
-  return ctx.em.op(OpKind::Elementwise, "residual-grad", d.sp_rows(), d.h,
+  const int32_t dn = norm_grad(ctx, Site::InputNorm, d.sp_rows(), d.h, layer, ParamSlot::InputNorm, {dx});
+  return ctx.em.op(OpKind::Elementwise, Site::ResidualGrad, d.sp_rows(), d.h,
                    3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {dn, dy});
 }
 
@@ -325,22 +325,22 @@ int32_t mlp_core_backward(Context& ctx, const MlpNames& names, int64_t ffn, int3
 
 namespace {
 
-const MlpNames kDenseMlp{"fc1-ag", "fc1", "act", "fc2", "fc2-rs", "fc2-ar", "fc2-grad-ag", "fc1-wgrad-ag",
-                         "fc1-grad-rs", "fc1-grad-ar", ParamSlot::Fc1, ParamSlot::Fc2};
+const MlpNames kDenseMlp{Site::Fc1Ag, Site::Fc1, Site::Act, Site::Fc2, Site::Fc2Rs, Site::Fc2Ar, Site::Fc2GradAg, Site::Fc1WgradAg,
+                         Site::Fc1GradRs, Site::Fc1GradAr, ParamSlot::Fc1, ParamSlot::Fc2};
 
 int32_t mlp_block_forward(Context& ctx, bool moe, int32_t x) {
   const Dims& d = ctx.dims;
-  const int32_t normed = norm(ctx, "pre-mlp-norm", d.sp_rows(), d.h, {x});
+  const int32_t normed = norm(ctx, Site::PreMlpNorm, d.sp_rows(), d.h, {x});
   const int32_t out = moe ? moe_forward(ctx, normed) : mlp_core_forward(ctx, kDenseMlp, d.f, normed);
-  return residual(ctx, "mlp-residual", {out});
+  return residual(ctx, Site::MlpResidual, {out});
 }
 
 int32_t mlp_block_backward(Context& ctx, int32_t layer, bool moe, int32_t dy) {
   const Dims& d = ctx.dims;
-  const int32_t ddrop = residual(ctx, "mlp-residual", {dy});
+  const int32_t ddrop = residual(ctx, Site::MlpResidual, {dy});
   const int32_t dx = moe ? moe_backward(ctx, layer, ddrop) : mlp_core_backward(ctx, kDenseMlp, d.f, layer, ddrop);
-  const int32_t dn = norm_grad(ctx, "pre-mlp-norm", d.sp_rows(), d.h, layer, ParamSlot::PreMlpNorm, {dx});
-  return ctx.em.op(OpKind::Elementwise, "residual-grad", d.sp_rows(), d.h,
+  const int32_t dn = norm_grad(ctx, Site::PreMlpNorm, d.sp_rows(), d.h, layer, ParamSlot::PreMlpNorm, {dx});
+  return ctx.em.op(OpKind::Elementwise, Site::ResidualGrad, d.sp_rows(), d.h,
                    3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {dn, dy});
 }
 

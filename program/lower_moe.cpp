@@ -21,9 +21,9 @@
 namespace tandem::lower {
 namespace {
 
-const MlpNames kSharedExpert{"shared-fc1-ag", "shared-fc1", "shared-act", "shared-fc2", "shared-fc2-rs",
-                             "shared-fc2-ar", "shared-fc2-grad-ag", "shared-fc1-wgrad-ag", "shared-fc1-grad-rs",
-                             "shared-fc1-grad-ar", ParamSlot::SharedFc1, ParamSlot::SharedFc2};
+const MlpNames kSharedExpert{Site::SharedFc1Ag, Site::SharedFc1, Site::SharedAct, Site::SharedFc2, Site::SharedFc2Rs,
+                             Site::SharedFc2Ar, Site::SharedFc2GradAg, Site::SharedFc1WgradAg, Site::SharedFc1GradRs,
+                             Site::SharedFc1GradAr, ParamSlot::SharedFc1, ParamSlot::SharedFc2};
 
 struct MoeSizes {
   double tokens = 0;        // n/r tokens entering the block on this rank
@@ -55,12 +55,12 @@ int32_t routed(Context& ctx, int32_t index) {
   return index;
 }
 
-int32_t routed_op(Context& ctx, OpKind kind, const char* label, double rows, int64_t cols, double bytes, Deps deps) {
-  return routed(ctx, ctx.em.op(kind, label, rounded(rows), cols, bytes, deps));
+int32_t routed_op(Context& ctx, OpKind kind, Site site, double rows, int64_t cols, double bytes, Deps deps) {
+  return routed(ctx, ctx.em.op(kind, site, rounded(rows), cols, bytes, deps));
 }
 
 // Dispatch (forward) or the backward of combine: tokens/gradients to the experts.
-int32_t to_experts(Context& ctx, const MoeSizes& z, const char* a2a, const char* gather, int32_t x) {
+int32_t to_experts(Context& ctx, const MoeSizes& z, Site a2a, Site gather, int32_t x) {
   const Dims& d = ctx.dims;
   const double e = double(d.e), h = double(d.h);
   if (!z.alltoall) {
@@ -79,7 +79,7 @@ int32_t to_experts(Context& ctx, const MoeSizes& z, const char* a2a, const char*
 }
 
 // Combine (forward) or the backward of dispatch: expert outputs back to the token owners.
-int32_t from_experts(Context& ctx, const MoeSizes& z, const char* a2a, const char* scatter, int32_t x) {
+int32_t from_experts(Context& ctx, const MoeSizes& z, Site a2a, Site scatter, int32_t x) {
   const Dims& d = ctx.dims;
   const double e = double(d.e), h = double(d.h);
   if (!z.alltoall) {
@@ -97,15 +97,15 @@ int32_t from_experts(Context& ctx, const MoeSizes& z, const char* a2a, const cha
   return out;
 }
 
-int32_t expert_gemm(Context& ctx, OpKind kind, const char* label, const MoeSizes& z, int64_t n, int64_t k, Deps deps) {
-  return routed(ctx, ctx.em.gemm(kind, label, rounded(z.rows_per_expert), n, k, z.local_experts, deps, z.rows_per_expert));
+int32_t expert_gemm(Context& ctx, OpKind kind, Site site, const MoeSizes& z, int64_t n, int64_t k, Deps deps) {
+  return routed(ctx, ctx.em.gemm(kind, site, rounded(z.rows_per_expert), n, k, z.local_experts, deps, z.rows_per_expert));
 }
 
-int32_t expert_weight_grad(Context& ctx, const char* label, const MoeSizes& z, int64_t n, int64_t k, int32_t layer,
+int32_t expert_weight_grad(Context& ctx, Site site, const MoeSizes& z, int64_t n, int64_t k, int32_t layer,
                            ParamSlot slot, Deps deps) {
   Instruction ins;
   ins.kind = OpKind::GemmGradWeight;
-  ins.label = label;
+  ins.site = site;
   ins.m = rounded(z.rows_per_expert);
   ins.n = n;
   ins.k = k;
@@ -133,7 +133,7 @@ int32_t moe_forward(Context& ctx, int32_t x) {
   if (d.f_shared > 0) shared = mlp_core_forward(ctx, kSharedExpert, d.f_shared, x);
   Instruction router;
   router.kind = OpKind::Router;
-  router.label = "router";
+  router.site = Site::Router;
   router.m = d.sp_rows();
   router.n = d.experts;
   router.k = d.h;
@@ -143,23 +143,23 @@ int32_t moe_forward(Context& ctx, int32_t x) {
   // The aux loss needs the routing counts summed over TP x CP (Megatron's TopKRouter all-reduces
   // tokens_per_expert over the tp-cp group before it returns the probabilities): E int64 counts.
   if (ctx.job.model.moe_aux_loss_coeff > 0 && ctx.tp * ctx.cp > 1)
-    probs = ctx.em.collective(OpKind::AllReduce, ParallelGroup::TpCp, StreamKind::TpComm, "router-counts",
+    probs = ctx.em.collective(OpKind::AllReduce, ParallelGroup::TpCp, StreamKind::TpComm, Site::RouterCounts,
                               8.0 * double(d.experts), {probs});
   int32_t tokens = probs;
-  if (z.alltoall) tokens = routed_op(ctx, OpKind::Permute, "permute", z.copies, d.h, 2.0 * z.copies * h * e, {probs});
-  int32_t in = to_experts(ctx, z, "dispatch-a2a", "dispatch-ag", tokens);
-  if (!z.alltoall) in = routed_op(ctx, OpKind::Permute, "permute", z.rows, d.h, 2.0 * z.rows * h * e, {in});
+  if (z.alltoall) tokens = routed_op(ctx, OpKind::Permute, Site::Permute, z.copies, d.h, 2.0 * z.copies * h * e, {probs});
+  int32_t in = to_experts(ctx, z, Site::DispatchA2a, Site::DispatchAg, tokens);
+  if (!z.alltoall) in = routed_op(ctx, OpKind::Permute, Site::Permute, z.rows, d.h, 2.0 * z.rows * h * e, {in});
   const int64_t cols = d.mlp_fc1_cols(z.f_local);
-  const int32_t fc1 = expert_gemm(ctx, OpKind::Gemm, "expert-fc1", z, cols, d.h, {in});
+  const int32_t fc1 = expert_gemm(ctx, OpKind::Gemm, Site::ExpertFc1, z, cols, d.h, {in});
   const double act_bytes = z.rows * double(z.f_local) * e * (d.gated ? 3.0 : 2.0);
-  const int32_t act = routed_op(ctx, OpKind::Activation, "expert-act", z.rows, z.f_local, act_bytes, {fc1});
-  const int32_t fc2 = expert_gemm(ctx, OpKind::Gemm, "expert-fc2", z, d.h, z.f_local, {act});
+  const int32_t act = routed_op(ctx, OpKind::Activation, Site::ExpertAct, z.rows, z.f_local, act_bytes, {fc1});
+  const int32_t fc2 = expert_gemm(ctx, OpKind::Gemm, Site::ExpertFc2, z, d.h, z.f_local, {act});
   int32_t back = fc2;
-  if (!z.alltoall) back = routed_op(ctx, OpKind::Unpermute, "unpermute", z.rows, d.h, 2.0 * z.rows * h * e, {fc2});
-  back = from_experts(ctx, z, "combine-a2a", "combine-rs", back);
-  if (z.alltoall) back = routed_op(ctx, OpKind::Unpermute, "unpermute", z.copies, d.h, 3.0 * z.copies * h * e, {back});
+  if (!z.alltoall) back = routed_op(ctx, OpKind::Unpermute, Site::Unpermute, z.rows, d.h, 2.0 * z.rows * h * e, {fc2});
+  back = from_experts(ctx, z, Site::CombineA2a, Site::CombineRs, back);
+  if (z.alltoall) back = routed_op(ctx, OpKind::Unpermute, Site::Unpermute, z.copies, d.h, 3.0 * z.copies * h * e, {back});
   if (shared < 0) return back;
-  return ctx.em.op(OpKind::Elementwise, "shared-add", d.sp_rows(), d.h, 3.0 * z.tokens * h * e, {back, shared});
+  return ctx.em.op(OpKind::Elementwise, Site::SharedAdd, d.sp_rows(), d.h, 3.0 * z.tokens * h * e, {back, shared});
 }
 
 int32_t moe_backward(Context& ctx, int32_t layer, int32_t dy) {
@@ -167,24 +167,24 @@ int32_t moe_backward(Context& ctx, int32_t layer, int32_t dy) {
   const MoeSizes z = moe_sizes(ctx);
   const double e = double(d.e), h = double(d.h);
   int32_t g = dy;
-  if (z.alltoall) g = routed_op(ctx, OpKind::UnpermuteGrad, "unpermute", z.copies, d.h, 3.0 * z.copies * h * e, {dy});
-  g = to_experts(ctx, z, "combine-grad-a2a", "combine-grad-ag", g);
-  if (!z.alltoall) g = routed_op(ctx, OpKind::UnpermuteGrad, "unpermute", z.rows, d.h, 2.0 * z.rows * h * e, {g});
+  if (z.alltoall) g = routed_op(ctx, OpKind::UnpermuteGrad, Site::Unpermute, z.copies, d.h, 3.0 * z.copies * h * e, {dy});
+  g = to_experts(ctx, z, Site::CombineGradA2a, Site::CombineGradAg, g);
+  if (!z.alltoall) g = routed_op(ctx, OpKind::UnpermuteGrad, Site::Unpermute, z.rows, d.h, 2.0 * z.rows * h * e, {g});
   const int64_t cols = d.mlp_fc1_cols(z.f_local);
-  const int32_t dact = expert_gemm(ctx, OpKind::GemmGradInput, "expert-fc2", z, d.h, z.f_local, {g});
-  expert_weight_grad(ctx, "expert-fc2", z, d.h, z.f_local, layer, ParamSlot::ExpertFc2, {g});
+  const int32_t dact = expert_gemm(ctx, OpKind::GemmGradInput, Site::ExpertFc2, z, d.h, z.f_local, {g});
+  expert_weight_grad(ctx, Site::ExpertFc2, z, d.h, z.f_local, layer, ParamSlot::ExpertFc2, {g});
   const double act_bytes = z.rows * double(z.f_local) * e * (d.gated ? 5.0 : 3.0);
-  const int32_t dfc1 = routed_op(ctx, OpKind::ActivationGrad, "expert-act", z.rows, z.f_local, act_bytes, {dact});
-  const int32_t dx = expert_gemm(ctx, OpKind::GemmGradInput, "expert-fc1", z, cols, d.h, {dfc1});
-  expert_weight_grad(ctx, "expert-fc1", z, cols, d.h, layer, ParamSlot::ExpertFc1, {dfc1});
+  const int32_t dfc1 = routed_op(ctx, OpKind::ActivationGrad, Site::ExpertAct, z.rows, z.f_local, act_bytes, {dact});
+  const int32_t dx = expert_gemm(ctx, OpKind::GemmGradInput, Site::ExpertFc1, z, cols, d.h, {dfc1});
+  expert_weight_grad(ctx, Site::ExpertFc1, z, cols, d.h, layer, ParamSlot::ExpertFc1, {dfc1});
   int32_t back = dx;
-  if (!z.alltoall) back = routed_op(ctx, OpKind::PermuteGrad, "permute", z.rows, d.h, 2.0 * z.rows * h * e, {dx});
-  back = from_experts(ctx, z, "dispatch-grad-a2a", "dispatch-grad-rs", back);
-  if (z.alltoall) back = routed_op(ctx, OpKind::PermuteGrad, "permute", z.copies, d.h, 2.0 * z.copies * h * e, {back});
+  if (!z.alltoall) back = routed_op(ctx, OpKind::PermuteGrad, Site::Permute, z.rows, d.h, 2.0 * z.rows * h * e, {dx});
+  back = from_experts(ctx, z, Site::DispatchGradA2a, Site::DispatchGradRs, back);
+  if (z.alltoall) back = routed_op(ctx, OpKind::PermuteGrad, Site::Permute, z.copies, d.h, 2.0 * z.copies * h * e, {back});
   // Router: input gradient now, weight gradient with the other weight gradients.
   Instruction rg;
   rg.kind = OpKind::RouterGrad;
-  rg.label = "router";
+  rg.site = Site::Router;
   rg.m = d.sp_rows();
   rg.n = d.experts;
   rg.k = d.h;
@@ -193,17 +193,17 @@ int32_t moe_backward(Context& ctx, int32_t layer, int32_t dy) {
   const int32_t drouter = ctx.em.add(std::move(rg), {back});
   Instruction rw;
   rw.kind = OpKind::GemmGradWeight;
-  rw.label = "router";
+  rw.site = Site::Router;
   rw.m = d.sp_rows();
   rw.n = d.experts;
   rw.k = d.h;
   rw.flops = 2.0 * z.tokens * h * double(d.experts);
   rw.bytes = router_bytes(ctx, z);
   ctx.em.weight_grad(std::move(rw), param_key(layer, ParamSlot::Router), {back});
-  int32_t out = ctx.em.op(OpKind::Elementwise, "moe-grad-add", d.sp_rows(), d.h, 3.0 * z.tokens * h * e, {drouter, back});
+  int32_t out = ctx.em.op(OpKind::Elementwise, Site::MoeGradAdd, d.sp_rows(), d.h, 3.0 * z.tokens * h * e, {drouter, back});
   if (d.f_shared > 0) {
     const int32_t ds = mlp_core_backward(ctx, kSharedExpert, d.f_shared, layer, dy);
-    out = ctx.em.op(OpKind::Elementwise, "shared-grad-add", d.sp_rows(), d.h, 3.0 * z.tokens * h * e, {out, ds});
+    out = ctx.em.op(OpKind::Elementwise, Site::SharedGradAdd, d.sp_rows(), d.h, 3.0 * z.tokens * h * e, {out, ds});
   }
   return out;
 }

@@ -191,12 +191,22 @@ std::vector<Bucket> chunk_buckets(const Context& ctx, int chunk) {
 
 namespace {
 
-// Buffer name of a tensor's layer: "L3", "embedding", "head" (MTP layers are layers too).
-std::string group_name(const ParamTensor& t) {
-  if (t.layer >= 0) return "L" + std::to_string(t.layer);
-  if (t.slot == ParamSlot::WordEmbedding || t.slot == ParamSlot::Positions) return "embedding";
-  return "head";
+// The part of the model a tensor's persistent buffers belong to (MTP layers are layers too).
+BufferPart part_of(const ParamTensor& t) {
+  if (t.layer >= 0) return BufferPart::Layer;
+  if (t.slot == ParamSlot::WordEmbedding || t.slot == ParamSlot::Positions) return BufferPart::Embedding;
+  return BufferPart::Head;
 }
+
+// One buffer of each persistent role per group of consecutive tensors (same part, layer and
+// expert flag); `elements` sums the group's tensors on this rank.
+struct TensorGroup {
+  BufferPart part = BufferPart::Layer;
+  int32_t layer = -1;
+  bool expert = false;
+  double elements = 0;
+  bool same(const ParamTensor& t) const { return part == part_of(t) && layer == t.layer && expert == t.expert; }
+};
 
 }  // namespace
 
@@ -208,24 +218,26 @@ void allocate_persistent(Context& ctx) {
   ctx.em.cursor = Cursor{};
   for (int c = 0; c < ctx.schedule.num_chunks(); ++c) {
     // Group consecutive tensors of one layer (dense and expert separately), in registration order.
-    std::vector<std::pair<std::string, double>> groups;   // name -> elements
-    std::vector<bool> expert_of;
+    std::vector<TensorGroup> groups;
     for (const ParamTensor& t : chunk_tensors(ctx, c)) {
-      const std::string name = group_name(t) + (t.expert ? "/experts" : "");
-      if (groups.empty() || groups.back().first != name) {
-        groups.emplace_back(name, 0.0);
-        expert_of.push_back(t.expert);
-      }
-      groups.back().second += t.elements;
+      if (groups.empty() || !groups.back().same(t)) groups.push_back({part_of(t), t.layer, t.expert, 0.0});
+      groups.back().elements += t.elements;
     }
-    for (size_t i = 0; i < groups.size(); ++i) {
-      const auto& [name, elements] = groups[i];
-      const std::string suffix = ctx.schedule.num_chunks() > 1 ? "/c" + std::to_string(c) : "";
-      const double shards = expert_of[i] ? expert_shards : dense_shards;
-      ctx.em.alloc(ctx.em.new_buffer(BufferRole::Parameter, "param/" + name + suffix, elements * bpp.weights));
-      ctx.em.alloc(ctx.em.new_buffer(BufferRole::Gradient, "grad/" + name + suffix, elements * bpp.gradients));
-      ctx.em.alloc(ctx.em.new_buffer(BufferRole::OptimizerState, "optim/" + name + suffix,
-                                     elements / shards * bpp.optimizer));
+    for (const TensorGroup& g : groups) {
+      const double shards = g.expert ? expert_shards : dense_shards;
+      auto buffer = [&](BufferRole role, double bytes) {
+        Buffer b;
+        b.role = role;
+        b.part = g.part;
+        b.layer = g.layer;
+        b.chunk = ctx.schedule.num_chunks() > 1 ? static_cast<int16_t>(c) : int16_t{-1};
+        b.experts = g.expert;
+        b.bytes = bytes;
+        ctx.em.alloc(ctx.em.new_buffer(std::move(b)));
+      };
+      buffer(BufferRole::Parameter, g.elements * bpp.weights);
+      buffer(BufferRole::Gradient, g.elements * bpp.gradients);
+      buffer(BufferRole::OptimizerState, g.elements / shards * bpp.optimizer);
     }
   }
 }

@@ -107,11 +107,15 @@ class PipelineWalk {
     ctx_.em.cursor.phase = phase;
   }
 
-  int32_t activation_buffer(const char* what, int layer, const Action& a, double bytes) {
-    std::string name = std::string("act/") + what;
-    if (layer >= 0) name += "/L" + std::to_string(layer);
-    name += "/mb" + std::to_string(a.microbatch) + "/c" + std::to_string(a.chunk);
-    return ctx_.em.new_buffer(BufferRole::Activation, std::move(name), bytes);
+  int32_t activation_buffer(BufferPart part, int layer, const Action& a, double bytes) {
+    Buffer b;
+    b.role = BufferRole::Activation;
+    b.part = part;
+    b.layer = layer;
+    b.microbatch = a.microbatch;
+    b.chunk = static_cast<int16_t>(a.chunk);
+    b.bytes = bytes;
+    return ctx_.em.new_buffer(std::move(b));
   }
 
   void run_action(const Action& a, int index) {
@@ -161,7 +165,7 @@ void PipelineWalk::forward(const Action& a) {
   const bool full = ctx_.job.training.recompute_granularity == RecomputeGranularity::Full;
   int32_t x = st.input;
   if (a.stage == 0) {
-    st.embedding_buffer = activation_buffer("embedding", -1, a, embedding_activation_bytes(ctx_));
+    st.embedding_buffer = activation_buffer(BufferPart::Embedding, -1, a, embedding_activation_bytes(ctx_));
     ctx_.em.alloc(st.embedding_buffer);
     x = embedding_forward(ctx_);
   }
@@ -176,13 +180,13 @@ void PipelineWalk::forward(const Action& a) {
       bytes = activation_bytes_per_layer(ctx_.job, moe(layer), RecomputeGranularity::None, mem_);
     else if (plan.begin[k] < 0) bytes = activation_bytes_per_layer(ctx_.job, moe(layer), mem_);
     if (bytes >= 0) {
-      st.layer_buffer[k] = activation_buffer(plan.begin[k] == i ? "input" : "layer", layer, a, bytes);
+      st.layer_buffer[k] = activation_buffer(plan.begin[k] == i ? BufferPart::Input : BufferPart::Layer, layer, a, bytes);
       ctx_.em.alloc(st.layer_buffer[k]);
     }
     x = layer_forward(ctx_, layer, moe(layer), x);
   }
   if (last_stage(a)) {
-    st.head_buffer = activation_buffer("head", -1, a, head_activation_bytes(ctx_));
+    st.head_buffer = activation_buffer(BufferPart::Head, -1, a, head_activation_bytes(ctx_));
     ctx_.em.alloc(st.head_buffer);
     x = head_forward(ctx_, x);
   }
@@ -207,7 +211,7 @@ void PipelineWalk::backward_layer(const Action& a, const RecomputePlan& plan, in
     for (int j = plan.begin[k]; j < plan.end[k]; ++j) {
       const int l = range.begin + j;
       const double bytes = activation_bytes_per_layer(ctx_.job, moe(l), RecomputeGranularity::None, mem_);
-      st.replay_buffer[static_cast<size_t>(j)] = activation_buffer("replay", l, a, bytes);
+      st.replay_buffer[static_cast<size_t>(j)] = activation_buffer(BufferPart::Replay, l, a, bytes);
       ctx_.em.alloc(st.replay_buffer[static_cast<size_t>(j)]);
       x = layer_forward(ctx_, l, moe(l), x);
     }
@@ -280,7 +284,7 @@ void PipelineWalk::send(const Action& a) {
   const MicrobatchState& st = state(a);
   const TagPurpose purpose = act ? TagPurpose::PpActivation : TagPurpose::PpGradient;
   const int64_t tag = make_tag(purpose, false, a.stage, a.microbatch, 0);
-  const int32_t sent = ctx_.em.send(ParallelGroup::Pp, StreamKind::PpSend, act ? "pp-activation" : "pp-gradient",
+  const int32_t sent = ctx_.em.send(ParallelGroup::Pp, StreamKind::PpSend, act ? Site::PpActivation : Site::PpGradient,
                                     pipeline_peer(ctx_, a.peer), tag, message_bytes(),
                                     {act ? st.forward_out : st.backward_out});
   // Megatron's p2p calls wait for their requests unless --overlap-p2p-communication.
@@ -294,12 +298,12 @@ void PipelineWalk::recv(const Action& a) {
   const TagPurpose purpose = act ? TagPurpose::PpActivation : TagPurpose::PpGradient;
   const int sender_stage = act ? a.stage - 1 : a.stage + 1;
   const int64_t tag = make_tag(purpose, false, sender_stage, a.microbatch, 0);
-  int32_t got = ctx_.em.recv(ParallelGroup::Pp, StreamKind::PpRecv, act ? "pp-activation" : "pp-gradient",
+  int32_t got = ctx_.em.recv(ParallelGroup::Pp, StreamKind::PpRecv, act ? Site::PpActivation : Site::PpGradient,
                              pipeline_peer(ctx_, a.peer), tag, message_bytes());
   if (!ctx_.dims.sp && ctx_.tp > 1) {
     // Megatron's scatter/gather: each TP rank received 1/t of the tensor.
     const Dims& d = ctx_.dims;
-    got = ctx_.em.collective(OpKind::AllGather, ParallelGroup::Tp, StreamKind::TpComm, "pp-gather",
+    got = ctx_.em.collective(OpKind::AllGather, ParallelGroup::Tp, StreamKind::TpComm, Site::PpGather,
                              double(d.n) * double(d.h) * double(d.e), {got});
   }
   (act ? st.input : st.grad_input) = got;

@@ -59,9 +59,9 @@ int32_t mirror_exchange(Context& ctx, int chunk, const std::vector<Bucket>& buck
   const int64_t tag = make_tag(TagPurpose::MirrorGrad, false, stage, -1, 0);
   const int64_t peer = pipeline_peer(ctx, other);
   const double bytes = elements * bpp.gradients;
-  ctx.em.send(ParallelGroup::Pp, StreamKind::PpSend, "mirror-grad", peer, tag, bytes, {last, after});
-  const int32_t got = ctx.em.recv(ParallelGroup::Pp, StreamKind::PpRecv, "mirror-grad", peer, tag, bytes, {after});
-  return ctx.em.op(OpKind::Elementwise, "mirror-grad-add", static_cast<int64_t>(std::llround(elements)), 1,
+  ctx.em.send(ParallelGroup::Pp, StreamKind::PpSend, Site::MirrorGrad, peer, tag, bytes, {last, after});
+  const int32_t got = ctx.em.recv(ParallelGroup::Pp, StreamKind::PpRecv, Site::MirrorGrad, peer, tag, bytes, {after});
+  return ctx.em.op(OpKind::Elementwise, Site::MirrorGradAdd, static_cast<int64_t>(std::llround(elements)), 1,
                    3.0 * bytes, {got, last, after});
 }
 
@@ -127,7 +127,7 @@ void param_gather_before_forward(Context& ctx, int chunk) {
     const Bucket& b = buckets[i];
     if (dp_size(ctx, b.expert) == 1) continue;
     const int32_t ag = ctx.em.collective(OpKind::AllGather, dp_group(b.expert), StreamKind::DpComm,
-                                         b.expert ? "edp-param-ag" : "dp-param-ag", b.elements * bpp.weights);
+                                         b.expert ? Site::EdpParamAg : Site::DpParamAg, b.elements * bpp.weights);
     ctx.em.program().instructions[static_cast<size_t>(ag)].step = static_cast<int16_t>(i);
     for (const ParamTensor& t : tensors) {
       if (std::find(b.keys.begin(), b.keys.end(), t.key) == b.keys.end()) continue;
@@ -149,7 +149,7 @@ void reduce_bucket(Context& ctx, int chunk, const Bucket& b, size_t index, int32
   ctx.em.cursor.phase = Phase::GradSync;
   const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
   const OpKind kind = ctx.job.parallel.use_distributed_optimizer ? OpKind::ReduceScatter : OpKind::AllReduce;
-  const int32_t c = ctx.em.collective(kind, dp_group(b.expert), StreamKind::DpComm, b.expert ? "edp-grad" : "dp-grad",
+  const int32_t c = ctx.em.collective(kind, dp_group(b.expert), StreamKind::DpComm, b.expert ? Site::EdpGrad : Site::DpGrad,
                                       b.elements * bpp.gradients, {producer_of(ctx, b), after, mirror});
   ctx.em.program().instructions[static_cast<size_t>(c)].step = static_cast<int16_t>(index);
   ctx.last_grad_sync = c;
@@ -234,7 +234,7 @@ int32_t finalize_grads(Context& ctx, int32_t last_compute) {
     for (int c = 0; c < ctx.schedule.num_chunks(); ++c)
       for (const ParamTensor& t : chunk_tensors(ctx, c))
         if (t.tp_replicated) replicated += t.elements;
-    sp_norms = ctx.em.collective(OpKind::AllReduce, ParallelGroup::Tp, StreamKind::TpComm, "sp-norm-grad",
+    sp_norms = ctx.em.collective(OpKind::AllReduce, ParallelGroup::Tp, StreamKind::TpComm, Site::SpNormGrad,
                                  replicated * bpp.gradients, {ctx.last_grad_sync, last_compute});
   }
   const int last = ctx.schedule.num_stages() - 1;
@@ -242,7 +242,7 @@ int32_t finalize_grads(Context& ctx, int32_t last_compute) {
   const auto group = ctx.grid.find_group(ctx.rank, ParallelGroup::Embedding);
   if ((d.tied || d.mtp_layers > 0) && first_here != last_here && group && group->ranks.size() > 1) {
     const double word = double(d.vocab) * double(d.h) / double(d.t);
-    embedding = ctx.em.collective(OpKind::AllReduce, ParallelGroup::Embedding, StreamKind::DpComm, "embedding-grad",
+    embedding = ctx.em.collective(OpKind::AllReduce, ParallelGroup::Embedding, StreamKind::DpComm, Site::EmbeddingGrad,
                                   word * bpp.gradients, {ctx.last_grad_sync, last_compute});
   }
   return std::max({sp_norms, embedding, ctx.last_grad_sync});
@@ -273,18 +273,18 @@ void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t la
   ctx.em.cursor.phase = Phase::Optimizer;
   int32_t norm = -1;
   if (ctx.grid.group_size(ParallelGroup::ModelParallel) > 1)
-    norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::ModelParallel, StreamKind::DpComm, "grad-norm", 4.0,
+    norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::ModelParallel, StreamKind::DpComm, Site::GradNorm, 4.0,
                              {synced, ctx.last_grad_sync, last_compute});
   if (par.use_distributed_optimizer && ctx.dp_cp > 1)
-    norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::DpCp, StreamKind::DpComm, "grad-norm", 4.0,
+    norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::DpCp, StreamKind::DpComm, Site::GradNorm, 4.0,
                              {synced, ctx.last_grad_sync, last_compute});
   // Without sharding, the expert optimizer's norm spans the expert model-parallel group.
   if (!par.use_distributed_optimizer && ctx.dims.experts > 0 && ctx.grid.group_size(ParallelGroup::ExpertTpEpPp) > 1)
-    norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::ExpertTpEpPp, StreamKind::DpComm, "grad-norm-expert",
+    norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::ExpertTpEpPp, StreamKind::DpComm, Site::GradNormExpert,
                              4.0, {synced, ctx.last_grad_sync, last_compute});
   const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
   const double shard = shard_parameters(ctx);
-  const int32_t step = ctx.em.op(OpKind::OptimizerStep, "adam", static_cast<int64_t>(std::llround(shard)), 1,
+  const int32_t step = ctx.em.op(OpKind::OptimizerStep, Site::Adam, static_cast<int64_t>(std::llround(shard)), 1,
                                  optimizer_bytes(ctx), {norm, synced, ctx.last_grad_sync});
   if (!par.use_distributed_optimizer || par.overlap_param_gather) return;
   ctx.em.cursor.phase = Phase::ParamSync;
@@ -295,7 +295,7 @@ void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t la
       const Bucket& b = buckets[i];
       if (dp_size(ctx, b.expert) == 1) continue;
       const int32_t ag = ctx.em.collective(OpKind::AllGather, dp_group(b.expert), StreamKind::DpComm,
-                                           b.expert ? "edp-param-ag" : "dp-param-ag", b.elements * bpp.weights, {step});
+                                           b.expert ? Site::EdpParamAg : Site::DpParamAg, b.elements * bpp.weights, {step});
       ctx.em.program().instructions[static_cast<size_t>(ag)].step = static_cast<int16_t>(i);
     }
   }

@@ -1,4 +1,4 @@
-// Program: names, sums, the job's schedule, lower_rank, symmetry classes and traces (program.h).
+// Program: names, sums, symmetry classes and traces (program.h).
 #include "program/program.h"
 
 #include <algorithm>
@@ -8,8 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
-#include "program/lower_context.h"
-#include "schedules/registry.h"
 
 namespace tandem {
 
@@ -93,12 +91,39 @@ const char* to_string(BufferRole role) {
   return "?";
 }
 
+const char* to_string(BufferPart part) {
+  switch (part) {
+    case BufferPart::Layer: return "layer";
+    case BufferPart::Input: return "input";
+    case BufferPart::Replay: return "replay";
+    case BufferPart::Embedding: return "embedding";
+    case BufferPart::Head: return "head";
+  }
+  return "?";
+}
+
+std::string Buffer::name() const {
+  std::string out;
+  if (role == BufferRole::Activation) {
+    out = std::string("act/") + to_string(part);
+    if (layer >= 0) out += "/L" + std::to_string(layer);
+    out += "/mb" + std::to_string(microbatch);
+  } else {
+    const char* prefix = role == BufferRole::Parameter ? "param/" : role == BufferRole::Gradient ? "grad/"
+                         : role == BufferRole::OptimizerState ? "optim/" : "";
+    out = prefix + (layer >= 0 ? "L" + std::to_string(layer) : std::string(to_string(part)));
+    if (experts) out += "/experts";
+  }
+  if (chunk >= 0) out += "/c" + std::to_string(chunk);
+  return out;
+}
+
 bool Instruction::operator==(const Instruction& o) const {
   return kind == o.kind && stream == o.stream && phase == o.phase && m == o.m && n == o.n && k == o.k &&
          batch == o.batch && dtype == o.dtype && flops == o.flops && bytes == o.bytes && group == o.group &&
          peer == o.peer && tag == o.tag && buffer == o.buffer && deps == o.deps && layer == o.layer &&
          microbatch == o.microbatch && chunk == o.chunk && step == o.step && recompute == o.recompute &&
-         routed == o.routed && std::string_view(label) == std::string_view(o.label);
+         routed == o.routed && site == o.site;
 }
 
 double RankProgram::total_flops() const {
@@ -123,72 +148,6 @@ double RankProgram::persistent_bytes() const {
   for (const Buffer& b : buffers)
     if (is_persistent(b.role)) sum += b.bytes;
   return sum;
-}
-
-namespace {
-
-// Interleaved stage numbering (stage c*p + r on rank r, chunk c): Megatron's layer split applies.
-bool interleaved_numbering(const Schedule& s) {
-  for (int r = 0; r < s.num_ranks(); ++r)
-    for (int c = 0; c < s.num_chunks(); ++c)
-      if (s.stage_of(r, c) != c * s.num_ranks() + r) return false;
-  return true;
-}
-
-int to_int(int64_t v, const char* field) {
-  if (v < 0 || v > (int64_t{1} << 30)) throw_field_error(field, v, "out of range for a schedule");
-  return static_cast<int>(v);
-}
-
-}  // namespace
-
-Schedule schedule_for_job(const Job& job) {
-  const auto& par = job.parallel;
-  const int64_t v = std::max<int64_t>(1, par.virtual_pipeline_model_parallel_size);
-  const std::string name = !par.pipeline_schedule.empty() ? par.pipeline_schedule : (v > 1 ? "interleaved" : "1f1b");
-  ScheduleParams params;
-  params.pp = to_int(std::max<int64_t>(1, par.pipeline_model_parallel_size), "pipeline_model_parallel_size");
-  params.microbatches = to_int(std::max<int64_t>(1, job.training.num_microbatches), "num_microbatches");
-  params.chunks = v > 1 ? to_int(v, "virtual_pipeline_model_parallel_size") : 0;
-  Schedule s = build_schedule(name, params);
-  const int layers = to_int(job.model.num_layers, "num_layers");
-  const int first = params.pp > 1 ? to_int(par.decoder_first_pipeline_num_layers, "decoder_first_pipeline_num_layers") : 0;
-  const int last = params.pp > 1 ? to_int(par.decoder_last_pipeline_num_layers, "decoder_last_pipeline_num_layers") : 0;
-  if (s.num_chunks() > 1 && interleaved_numbering(s))
-    assign_layers(s, megatron_split_layers(layers, s.num_ranks(), s.num_chunks(), first, last));
-  else
-    assign_layers(s, split_layers(layers, s.num_stages(), first, last));
-  return s;
-}
-
-RankProgram lower_rank(const Job& job, const ParallelGrid& grid, const Schedule& schedule, int64_t rank) {
-  TANDEM_CHECK_MSG(schedule.num_ranks() == grid.pp_size(),
-                   "schedule has " << schedule.num_ranks() << " ranks, grid PP = " << grid.pp_size());
-  TANDEM_CHECK_MSG(static_cast<int>(schedule.stage_layers.size()) == schedule.num_stages(),
-                   "schedule without layer assignment (assign_layers)");
-  RankProgram program;
-  program.rank = rank;
-  const DenseCoord dense = grid.dense_coord(rank);
-  program.pipeline_rank = dense.pp;
-  const lower::Dims dims = lower::dims_for_job(job, grid);
-  lower::Emitter em(program, dims.dtype);
-  lower::Context ctx{job, grid, schedule, rank, static_cast<int>(dense.pp), dense, dims, em};
-  ctx.tp = grid.tp_size();
-  ctx.cp = grid.cp_size();
-  ctx.ep = grid.ep_size();
-  ctx.etp = grid.expert_tp_size();
-  ctx.dp_cp = grid.dp_size() * grid.cp_size();
-  ctx.edp = grid.expert_dp_size();
-  ctx.tp_ep = ctx.etp * ctx.ep;
-  if (ctx.cp > 1) {
-    const GroupMembership m = grid.group_of(rank, ParallelGroup::Cp);
-    const size_t i = static_cast<size_t>(m.index_in_group), size = m.ranks.size();
-    ctx.cp_next = m.ranks[(i + 1) % size];
-    ctx.cp_prev = m.ranks[(i + size - 1) % size];
-  }
-  lower::allocate_persistent(ctx);
-  lower::lower_actions(ctx);
-  return program;
 }
 
 int64_t symmetry_class(const Job& job, const ParallelGrid& grid, int64_t rank) {
@@ -232,7 +191,7 @@ std::string number(double v) {
 }  // namespace
 
 std::string op_trace_line(const Instruction& ins) {
-  std::string out = std::string(to_string(ins.kind)) + " " + ins.label;
+  std::string out = std::string(to_string(ins.kind)) + " " + to_string(ins.site);
   append_provenance(out, ins);
   if (is_compute(ins.kind)) {
     out += " m=" + std::to_string(ins.m) + " n=" + std::to_string(ins.n) + " k=" + std::to_string(ins.k) +
@@ -249,10 +208,10 @@ std::string op_trace_line(const Instruction& ins) {
 nlohmann::json program_to_json(const RankProgram& program) {
   nlohmann::json buffers = nlohmann::json::array();
   for (const Buffer& b : program.buffers)
-    buffers.push_back({{"role", to_string(b.role)}, {"name", b.name}, {"bytes", b.bytes}});
+    buffers.push_back({{"role", to_string(b.role)}, {"name", b.name()}, {"bytes", b.bytes}});
   nlohmann::json list = nlohmann::json::array();
   for (const Instruction& ins : program.instructions) {
-    nlohmann::json j = {{"kind", to_string(ins.kind)}, {"label", ins.label}, {"stream", to_string(ins.stream)},
+    nlohmann::json j = {{"kind", to_string(ins.kind)}, {"label", to_string(ins.site)}, {"stream", to_string(ins.stream)},
                         {"phase", to_string(ins.phase)}, {"bytes", ins.bytes}};
     if (is_compute(ins.kind))
       j.update({{"m", ins.m}, {"n", ins.n}, {"k", ins.k}, {"batch", ins.batch}, {"flops", ins.flops},

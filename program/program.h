@@ -34,6 +34,7 @@
 #include "core/job.h"
 #include "core/parallel_grid.h"
 #include "core/schedule.h"
+#include "program/op_site.h"
 
 namespace tandem {
 
@@ -108,10 +109,24 @@ inline bool is_persistent(BufferRole role) {
   return role == BufferRole::Parameter || role == BufferRole::Gradient || role == BufferRole::OptimizerState;
 }
 
+// Which part of the model a buffer belongs to. Persistent buffers: a decoder layer's tensors
+// (Layer, with `layer`), the embedding's or the head's. Activation buffers (what one microbatch of
+// one chunk keeps between its forward and backward): the embedding's, the input of a chunk's
+// first layer (Input), a layer's saved activations (Layer), a recompute replay's (Replay), the head's.
+enum class BufferPart : std::uint8_t { Layer, Input, Replay, Embedding, Head };
+const char* to_string(BufferPart part);
+
+// A buffer is a structured value; name() derives its text for people and traces
+// ("act/layer/L3/mb5/c0", "param/L3", "grad/L3/experts/c1"), and nothing parses it back.
 struct Buffer {
   BufferRole role = BufferRole::Activation;
-  std::string name;          // e.g. "act/L3/mb5/c0", "param/L3", "grad/L3/experts" — stable across backends
+  BufferPart part = BufferPart::Layer;
+  int32_t layer = -1;        // global decoder layer (MTP layers follow), -1 for embedding / head
+  int32_t microbatch = -1;   // activations: the microbatch; -1 for persistent buffers
+  int16_t chunk = -1;        // activations: the action's chunk; persistent: the chunk with virtual stages, else -1
+  bool experts = false;      // persistent: the routed experts' tensors of a layer
   double bytes = 0;
+  std::string name() const;
   bool operator==(const Buffer&) const = default;
 };
 
@@ -141,7 +156,7 @@ struct Instruction {
   int16_t step = -1;                         // CP ring step, bucket index of DP collectives, -1 otherwise
   bool recompute = false;                    // replayed forward work (recompute)
   bool routed = false;                       // MoE: size depends on routing (expected value here)
-  const char* label = "";                    // static string: "qkv", "fc1", "dp-grad", ...
+  Site site = Site::None;                    // what it computes: qkv, fc1, dp-grad, ... (program/op_site.h)
   bool operator==(const Instruction&) const;
 };
 

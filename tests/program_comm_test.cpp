@@ -112,11 +112,11 @@ TEST(ProgramCollectives, GroupMembersIssueTheSameSequence) {
     const Lowered l = lower_all(c.job);
     for (ParallelGroup kind : kinds) {
       for (const auto& members : l.grid.groups(kind)) {
-        std::vector<std::tuple<OpKind, double, std::string>> first;
+        std::vector<std::tuple<OpKind, double, Site>> first;
         for (size_t m = 0; m < members.size(); ++m) {
-          std::vector<std::tuple<OpKind, double, std::string>> seq;
+          std::vector<std::tuple<OpKind, double, Site>> seq;
           for (const Instruction& ins : l.programs[static_cast<size_t>(members[m])].instructions)
-            if (is_collective(ins.kind) && ins.group == kind) seq.emplace_back(ins.kind, ins.bytes, ins.label);
+            if (is_collective(ins.kind) && ins.group == kind) seq.emplace_back(ins.kind, ins.bytes, ins.site);
           if (m == 0) first = seq;
           else EXPECT_EQ(seq, first) << c.name << " group " << to_string(kind) << " member " << members[m];
         }
@@ -149,7 +149,7 @@ TEST(ProgramCollectives, MoeAllToAllBytesAreExpectedUniformRouting) {
     if (ins.group == ParallelGroup::ExpertTp && is_collective(ins.kind)) {
       EXPECT_DOUBLE_EQ(ins.bytes, 32 * 2 * 2 * h * e);
     }
-    if (ins.kind == OpKind::Gemm && std::string_view(ins.label) == "expert-fc1") {
+    if (ins.kind == OpKind::Gemm && ins.site == Site::ExpertFc1) {
       EXPECT_EQ(ins.batch, 4);        // 8 experts / EP 2
       EXPECT_EQ(ins.m, 32);           // 128 copies over 4 local experts
       EXPECT_EQ(ins.n, 2 * 192 / 2);  // SwiGLU [h, 2f] split by ETP 2
@@ -179,7 +179,7 @@ TEST(ProgramDataParallel, BucketsFollowMegatronsRule) {
           last_backward = static_cast<int32_t>(i);
       for (size_t i = 0; i < p.instructions.size(); ++i) {
         const Instruction& ins = p.instructions[i];
-        if (std::string_view(ins.label) != "dp-grad") continue;
+        if (ins.site != Site::DpGrad) continue;
         ++buckets;
         bytes += ins.bytes;
         ASSERT_FALSE(ins.deps.empty());
@@ -215,10 +215,10 @@ TEST(ProgramDataParallel, TiedEmbeddingBucketWaitsForBothContributions) {
   int embedding_buckets = 0;
   for (size_t i = 0; i < p.instructions.size(); ++i) {
     const Instruction& ins = p.instructions[i];
-    if (std::string_view(ins.label) != "dp-grad") continue;
+    if (ins.site != Site::DpGrad) continue;
     const Instruction& producer = p.instructions[static_cast<size_t>(ins.deps[0])];
     if (producer.kind == OpKind::EmbeddingGrad) ++embedding_buckets;
-    EXPECT_NE(std::string_view(producer.label), "output") << "bucket issued before the embedding's own gradient";
+    EXPECT_NE(producer.site, Site::Output) << "bucket issued before the embedding's own gradient";
   }
   // The shared word embedding has its own bucket with the distributed optimizer; the learned
   // positions (same kernel) close the bucket before it.
@@ -256,10 +256,10 @@ TEST(ProgramSymmetry, ClassesAreExact) {
 namespace tandem {
 namespace {
 
-// Index of the GemmGradWeight with `label` that precedes instruction i most closely, or -1.
-int32_t wgrad_before(const RankProgram& p, size_t i, const std::string& label) {
+// Index of the GemmGradWeight at `site` that precedes instruction i most closely, or -1.
+int32_t wgrad_before(const RankProgram& p, size_t i, Site site) {
   for (size_t j = i; j-- > 0;)
-    if (p.instructions[j].kind == OpKind::GemmGradWeight && p.instructions[j].label == label) return int32_t(j);
+    if (p.instructions[j].kind == OpKind::GemmGradWeight && p.instructions[j].site == site) return int32_t(j);
   return -1;
 }
 
@@ -275,11 +275,11 @@ TEST(ProgramTensorParallel, BackwardAllReduceWaitsForTheWeightGradientOnlyWhenSy
     const RankProgram& p = l.programs[0];
     for (size_t i = 0; i < p.instructions.size(); ++i) {
       const Instruction& x = p.instructions[i];
-      if (x.kind != OpKind::AllReduce || (x.label != "qkv-grad-ar" && x.label != "fc1-grad-ar")) continue;
-      const int32_t w = wgrad_before(p, i, x.label == "qkv-grad-ar" ? "qkv" : "fc1");
+      if (x.kind != OpKind::AllReduce || (x.site != Site::QkvGradAr && x.site != Site::Fc1GradAr)) continue;
+      const int32_t w = wgrad_before(p, i, x.site == Site::QkvGradAr ? Site::Qkv : Site::Fc1);
       ASSERT_GE(w, 0);
       const bool waits = std::find(x.deps.begin(), x.deps.end(), w) != x.deps.end();
-      EXPECT_EQ(waits, !async) << x.label << " at " << i;
+      EXPECT_EQ(waits, !async) << to_string(x.site) << " at " << i;
       ++checked;
     }
     EXPECT_GT(checked, 0);

@@ -42,8 +42,8 @@ TEST(ProgramMemory, EveryActivationIsFreedAndPersistentBuffersAreNot) {
         }
       }
       for (size_t b = 0; b < p.buffers.size(); ++b) {
-        EXPECT_EQ(allocs[b], 1) << p.buffers[b].name;
-        EXPECT_EQ(frees[b], is_persistent(p.buffers[b].role) ? 0 : 1) << p.buffers[b].name;
+        EXPECT_EQ(allocs[b], 1) << p.buffers[b].name();
+        EXPECT_EQ(frees[b], is_persistent(p.buffers[b].role) ? 0 : 1) << p.buffers[b].name();
       }
     }
   }

@@ -188,7 +188,7 @@ TEST(ProgramStructure, TraceAndJson) {
   bool saw_qkv = false;
   for (const Instruction& ins : p.instructions) {
     const std::string line = op_trace_line(ins);
-    if (ins.kind == OpKind::Gemm && std::string_view(ins.label) == "qkv") {
+    if (ins.kind == OpKind::Gemm && ins.site == Site::Qkv) {
       saw_qkv = true;
       EXPECT_EQ(line.rfind("Gemm qkv L0 mb0 c0 m=64 n=192 k=128 batch=1", 0), 0u) << line;
       break;

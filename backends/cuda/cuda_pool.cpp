@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
-#include "program/lower_context.h"
+#include "program/model_layout.h"
 
 namespace tandem::cuda {
 

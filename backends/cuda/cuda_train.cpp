@@ -13,7 +13,7 @@
 #include "backends/cuda/nccl_comm.h"
 #include "core/check.h"
 #include "core/parallel_grid.h"
-#include "program/lower_context.h"
+#include "program/model_layout.h"
 #include "program/program.h"
 
 namespace tandem::cuda {

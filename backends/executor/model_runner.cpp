@@ -28,87 +28,66 @@ ModelRunner::ModelRunner(Device& device, Communicator& comm, ParamStore& params,
   vocab_start_ = tp_rank_ * vocab_local_;
   if (dims_.cp > 1 && s_local_ % 2 != 0)
     throw_field_error("seq_length", dims_.s, "must be divisible by 2 x context-parallel size");
-  register_handlers();
 }
 
-void ModelRunner::register_handlers() {
-  auto on = [this](OpKind kind, std::initializer_list<const char*> labels, Fn fn) {
-    for (const char* label : labels) handlers_[std::string(to_string(kind)) + " " + label] = fn;
-  };
-  on(OpKind::Norm, {"input-norm", "pre-mlp-norm", "final-norm"}, &ModelRunner::norm);
-  on(OpKind::NormGrad, {"input-norm", "pre-mlp-norm", "final-norm"}, &ModelRunner::norm_grad);
-  const auto dense_gemms = {"qkv", "proj", "fc1", "fc2", "shared-fc1", "shared-fc2", "output"};
-  on(OpKind::Gemm, dense_gemms, &ModelRunner::gemm);
-  on(OpKind::GemmGradInput, dense_gemms, &ModelRunner::gemm_grad_input);
-  on(OpKind::GemmGradWeight, dense_gemms, &ModelRunner::gemm_grad_weight);
-  on(OpKind::Rope, {"rope"}, &ModelRunner::rope);
-  on(OpKind::RopeGrad, {"rope"}, &ModelRunner::rope_grad);
-  on(OpKind::Attention, {"attn"}, &ModelRunner::attention);
-  on(OpKind::AttentionGrad, {"attn"}, &ModelRunner::attention_grad);
-  on(OpKind::Activation, {"act", "shared-act"}, &ModelRunner::activation);
-  on(OpKind::ActivationGrad, {"act", "shared-act"}, &ModelRunner::activation_grad);
-  on(OpKind::Elementwise, {"attn-residual", "mlp-residual"}, &ModelRunner::residual);
-  on(OpKind::Elementwise, {"residual-grad"}, &ModelRunner::residual_grad);
-  on(OpKind::Elementwise, {"embed-dropout"}, &ModelRunner::embedding_dropout);
-  on(OpKind::Embedding, {"embedding"}, &ModelRunner::embedding);
-  on(OpKind::EmbeddingGrad, {"embedding"}, &ModelRunner::embedding_grad);
-  on(OpKind::CrossEntropy, {"loss"}, &ModelRunner::cross_entropy);
-  on(OpKind::Elementwise, {"loss-reduce"}, &ModelRunner::loss_reduce);
-  on(OpKind::CrossEntropyGrad, {"loss"}, &ModelRunner::cross_entropy_grad);
-  on(OpKind::AllReduce, {"ce-max", "ce-target", "ce-sum"}, &ModelRunner::ce_collective);
-  on(OpKind::AllReduce, {"embed-ar", "proj-ar", "fc2-ar", "shared-fc2-ar", "qkv-grad-ar", "fc1-grad-ar",
-                         "shared-fc1-grad-ar", "output-grad-ar"},
-     &ModelRunner::tp_collective);
-  on(OpKind::ReduceScatter, {"embed-rs", "proj-rs", "fc2-rs", "shared-fc2-rs", "qkv-grad-rs", "fc1-grad-rs",
-                             "shared-fc1-grad-rs", "output-grad-rs"},
-     &ModelRunner::tp_collective);
-  on(OpKind::AllGather, {"qkv-ag", "fc1-ag", "shared-fc1-ag", "output-ag", "proj-grad-ag", "qkv-wgrad-ag",
-                         "fc2-grad-ag", "shared-fc2-grad-ag", "fc1-wgrad-ag", "shared-fc1-wgrad-ag",
-                         "output-wgrad-ag", "embed-grad-ag"},
-     &ModelRunner::tp_collective);
-  on(OpKind::Send, {"pp-activation", "pp-gradient"}, &ModelRunner::pp_send);
-  on(OpKind::Recv, {"pp-activation", "pp-gradient"}, &ModelRunner::pp_recv);
-  on(OpKind::AllGather, {"pp-gather"}, &ModelRunner::pp_gather);
-  on(OpKind::Send, {"cp-kv", "cp-kv-dkv", "cp-dkv"}, &ModelRunner::cp_send);
-  on(OpKind::Recv, {"cp-kv", "cp-kv-dkv", "cp-dkv"}, &ModelRunner::cp_recv);
-  on(OpKind::AllReduce, {"dp-grad", "edp-grad"}, &ModelRunner::dp_grad);
-  on(OpKind::ReduceScatter, {"dp-grad", "edp-grad"}, &ModelRunner::dp_grad);
-  on(OpKind::AllReduce, {"sp-norm-grad"}, &ModelRunner::sp_norm_grad);
-  on(OpKind::AllReduce, {"embedding-grad"}, &ModelRunner::embedding_grad_sync);
-  on(OpKind::AllReduce, {"grad-norm", "grad-norm-expert"}, &ModelRunner::grad_norm);
-  on(OpKind::OptimizerStep, {"adam"}, &ModelRunner::optimizer_step);
-  on(OpKind::AllGather, {"dp-param-ag", "edp-param-ag"}, &ModelRunner::param_gather);
-  on(OpKind::Send, {"mirror-grad"}, &ModelRunner::mirror_send);
-  on(OpKind::Recv, {"mirror-grad"}, &ModelRunner::mirror_recv);
-  on(OpKind::Elementwise, {"mirror-grad-add"}, &ModelRunner::mirror_add);
-  on(OpKind::Router, {"router"}, &ModelRunner::router);
-  on(OpKind::AllReduce, {"router-counts"}, &ModelRunner::router_counts);
-  on(OpKind::RouterGrad, {"router"}, &ModelRunner::router_grad);
-  on(OpKind::Permute, {"permute"}, &ModelRunner::permute);
-  on(OpKind::PermuteGrad, {"permute"}, &ModelRunner::permute_grad);
-  on(OpKind::Unpermute, {"unpermute"}, &ModelRunner::unpermute);
-  on(OpKind::UnpermuteGrad, {"unpermute"}, &ModelRunner::unpermute_grad);
-  on(OpKind::AllToAllV, {"dispatch-a2a", "combine-a2a", "combine-grad-a2a", "dispatch-grad-a2a"},
-     &ModelRunner::moe_collective);
-  on(OpKind::AllGather, {"dispatch-ag", "combine-grad-ag"}, &ModelRunner::moe_collective);
-  on(OpKind::ReduceScatter, {"combine-rs", "dispatch-grad-rs"}, &ModelRunner::moe_collective);
-  on(OpKind::Elementwise, {"shared-add", "moe-grad-add", "shared-grad-add"}, &ModelRunner::moe_add);
-  const auto expert = {"expert-fc1", "expert-fc2"};
-  on(OpKind::Gemm, expert, &ModelRunner::gemm);
-  on(OpKind::GemmGradInput, expert, &ModelRunner::gemm_grad_input);
-  on(OpKind::GemmGradWeight, expert, &ModelRunner::gemm_grad_weight);
-  on(OpKind::GemmGradWeight, {"router"}, &ModelRunner::gemm_grad_weight);
-  on(OpKind::Activation, {"expert-act"}, &ModelRunner::activation);
-  on(OpKind::ActivationGrad, {"expert-act"}, &ModelRunner::activation_grad);
+ModelRunner::Fn ModelRunner::method_of(Handler handler) {
+  switch (handler) {
+    case Handler::None: return nullptr;
+    case Handler::Norm: return &ModelRunner::norm;
+    case Handler::NormGrad: return &ModelRunner::norm_grad;
+    case Handler::Gemm: return &ModelRunner::gemm;
+    case Handler::GemmGradInput: return &ModelRunner::gemm_grad_input;
+    case Handler::GemmGradWeight: return &ModelRunner::gemm_grad_weight;
+    case Handler::Rope: return &ModelRunner::rope;
+    case Handler::RopeGrad: return &ModelRunner::rope_grad;
+    case Handler::Attention: return &ModelRunner::attention;
+    case Handler::AttentionGrad: return &ModelRunner::attention_grad;
+    case Handler::Activation: return &ModelRunner::activation;
+    case Handler::ActivationGrad: return &ModelRunner::activation_grad;
+    case Handler::Residual: return &ModelRunner::residual;
+    case Handler::ResidualGrad: return &ModelRunner::residual_grad;
+    case Handler::EmbeddingDropout: return &ModelRunner::embedding_dropout;
+    case Handler::Embedding: return &ModelRunner::embedding;
+    case Handler::EmbeddingGrad: return &ModelRunner::embedding_grad;
+    case Handler::CrossEntropy: return &ModelRunner::cross_entropy;
+    case Handler::CrossEntropyGrad: return &ModelRunner::cross_entropy_grad;
+    case Handler::LossReduce: return &ModelRunner::loss_reduce;
+    case Handler::CeCollective: return &ModelRunner::ce_collective;
+    case Handler::TpCollective: return &ModelRunner::tp_collective;
+    case Handler::PpSend: return &ModelRunner::pp_send;
+    case Handler::PpRecv: return &ModelRunner::pp_recv;
+    case Handler::PpGather: return &ModelRunner::pp_gather;
+    case Handler::CpSend: return &ModelRunner::cp_send;
+    case Handler::CpRecv: return &ModelRunner::cp_recv;
+    case Handler::DpGrad: return &ModelRunner::dp_grad;
+    case Handler::SpNormGrad: return &ModelRunner::sp_norm_grad;
+    case Handler::EmbeddingGradSync: return &ModelRunner::embedding_grad_sync;
+    case Handler::GradNorm: return &ModelRunner::grad_norm;
+    case Handler::OptimizerStep: return &ModelRunner::optimizer_step;
+    case Handler::ParamGather: return &ModelRunner::param_gather;
+    case Handler::MirrorSend: return &ModelRunner::mirror_send;
+    case Handler::MirrorRecv: return &ModelRunner::mirror_recv;
+    case Handler::MirrorAdd: return &ModelRunner::mirror_add;
+    case Handler::Router: return &ModelRunner::router;
+    case Handler::RouterGrad: return &ModelRunner::router_grad;
+    case Handler::RouterCounts: return &ModelRunner::router_counts;
+    case Handler::Permute: return &ModelRunner::permute;
+    case Handler::PermuteGrad: return &ModelRunner::permute_grad;
+    case Handler::Unpermute: return &ModelRunner::unpermute;
+    case Handler::UnpermuteGrad: return &ModelRunner::unpermute_grad;
+    case Handler::MoeCollective: return &ModelRunner::moe_collective;
+    case Handler::MoeAdd: return &ModelRunner::moe_add;
+  }
+  return nullptr;
 }
 
 bool ModelRunner::execute(const Instruction& ins, int32_t index) {
   current_ = index;
-  const auto it = handlers_.find(std::string(to_string(ins.kind)) + " " + ins.label);
-  if (it == handlers_.end())
+  const Fn method = method_of(handler_of(ins.kind, ins.site));
+  if (method == nullptr)
     throw UserError("the " + std::string(device_.name()) + " backend cannot execute \"" + op_trace_line(ins) +
                     "\" (this model feature is not implemented by real backends yet)");
-  (this->*(it->second))(ins);
+  (this->*method)(ins);
   return in_flight_.count(index) == 0;
 }
 
@@ -129,25 +108,22 @@ void ModelRunner::post_recv(const Instruction& ins, const DeviceTensor& buffer, 
 
 void ModelRunner::on_free(const Buffer& buffer) {
   if (buffer.role != BufferRole::Activation) return;
-  // Names: act/<what>[/L<layer>]/mb<m>/c<c> (program/lower_pipeline.cpp).
-  const std::string& n = buffer.name;
-  const size_t mb_at = n.find("/mb");
-  TANDEM_CHECK_MSG(mb_at != std::string::npos, "activation buffer without microbatch: " << n);
-  const int32_t mb = std::stoi(n.substr(mb_at + 3));
-  const size_t layer_at = n.find("/L");
-  if (layer_at != std::string::npos && layer_at < mb_at) {
-    const int32_t layer = std::stoi(n.substr(layer_at + 2));
-    drop(layer, mb);
-    routing_.erase({layer, mb});
-    plans_.erase({layer, mb});
-    counts_.erase({layer, mb});
-    gathered_plans_.erase({layer, mb});
-    etp_counts_.erase({layer, mb});
-    aux_counts_.erase({layer, mb});
-  } else if (n.rfind("act/embedding/", 0) == 0) {
-    drop(kEmbedding, mb);
-  } else if (n.rfind("act/head/", 0) == 0) {
-    drop(kHead, mb);
+  const int32_t mb = buffer.microbatch, layer = buffer.layer;
+  TANDEM_CHECK_MSG(mb >= 0, "activation buffer without microbatch: " << buffer.name());
+  switch (buffer.part) {
+    case BufferPart::Layer:
+    case BufferPart::Input:
+    case BufferPart::Replay:
+      drop(layer, mb);
+      routing_.erase({layer, mb});
+      plans_.erase({layer, mb});
+      counts_.erase({layer, mb});
+      gathered_plans_.erase({layer, mb});
+      etp_counts_.erase({layer, mb});
+      aux_counts_.erase({layer, mb});
+      return;
+    case BufferPart::Embedding: drop(kEmbedding, mb); return;
+    case BufferPart::Head: drop(kHead, mb); return;
   }
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // ModelRunner: what every instruction of a lowered GPT/LLaMA/MoE program means for real tensors.
 //
-// The program names its work by (kind, label, layer, microbatch, chunk, step); buffers are per
+// The program names its work by (kind, site, layer, microbatch, chunk, step); buffers are per
 // layer group. The runner keeps the real per-tensor state keyed the same way — saved
 // activations per (layer, microbatch), the residual stream and its gradient per (chunk,
 // microbatch), parameters and gradients in the ParamStore — and for each instruction issues
@@ -32,6 +32,7 @@
 #include "backends/executor/device.h"
 #include "backends/executor/param_store.h"
 #include "backends/executor/program_executor.h"
+#include "backends/executor/site_handlers.h"
 
 namespace tandem::exec {
 
@@ -103,7 +104,7 @@ class ModelRunner final : public InstructionHandler {
   void post_recv(const Instruction& ins, const DeviceTensor& buffer, std::function<void()> finish = {});
   bool moe_layer(int32_t layer) const;
   static bool forward_pass(const Instruction& ins) { return ins.phase == Phase::Forward || ins.recompute; }
-  void register_handlers();
+  static Fn method_of(Handler handler);   // nullptr for Handler::None
 
   // ---- runner_layer.cpp: norms, GEMMs, attention (single rank of CP), activations, residuals
   void norm(const Instruction& ins);
@@ -203,7 +204,6 @@ class ModelRunner final : public InstructionHandler {
   lower::Dims dims_;
   int64_t tp_rank_ = 0, cp_rank_ = 0, pipeline_rank_ = 0, s_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
 
-  std::unordered_map<std::string, Fn> handlers_;   // "Kind label" -> handler
   struct InFlight {
     int64_t request = 0;
     std::function<void()> finish;

@@ -15,7 +15,8 @@
 #include "core/check.h"
 #include "core/parallel_grid.h"
 #include "models/accounting.h"
-#include "program/lower_context.h"
+#include "backends/executor/site_handlers.h"
+#include "program/model_layout.h"
 
 namespace tandem::exec {
 
@@ -23,7 +24,7 @@ namespace tandem::exec {
 
 std::string OpShape::describe() const {
   std::ostringstream os;
-  os << to_string(kind) << " " << label << (backward ? " (bwd)" : "") << " m=" << m << " n=" << n << " k=" << k
+  os << to_string(kind) << " " << to_string(site) << (backward ? " (bwd)" : "") << " m=" << m << " n=" << n << " k=" << k
      << " batch=" << batch;
   if (step >= 0) os << " step=" << step;
   return os.str();
@@ -33,7 +34,7 @@ namespace {
 
 bool is_gemm_kind(OpKind k) { return k == OpKind::Gemm || k == OpKind::GemmGradInput || k == OpKind::GemmGradWeight; }
 
-using ShapeKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int, std::string, bool, int>;
+using ShapeKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int, int, bool, int>;
 
 }  // namespace
 
@@ -49,7 +50,7 @@ std::vector<OpShape> collect_op_shapes(const Job& job, const std::vector<RankPro
       const int step_class = ins.step < 0 ? -1 : (ins.step == 0 ? 0 : 1);
       const bool attention = ins.kind == OpKind::Attention || ins.kind == OpKind::AttentionGrad;
       const ShapeKey key{static_cast<int>(ins.kind), ins.m, ins.n, ins.k, ins.batch, static_cast<int>(ins.dtype),
-                         ins.label, backward, attention ? step_class : -1};
+                         static_cast<int>(ins.site), backward, attention ? step_class : -1};
       const auto [it, fresh] = index.emplace(key, out.size());
       if (!fresh) {
         ++out[it->second].count;
@@ -62,7 +63,7 @@ std::vector<OpShape> collect_op_shapes(const Job& job, const std::vector<RankPro
       s.k = ins.k;
       s.batch = std::max<int64_t>(ins.batch, 1);
       s.dtype = ins.dtype;
-      s.label = ins.label;
+      s.site = ins.site;
       s.backward = backward;
       s.step = attention ? ins.step : int16_t{-1};
       s.count = 1;
@@ -101,8 +102,10 @@ std::string dims_text(const Shape& s) {
   return t + "]";
 }
 
-bool label_is(const OpShape& op, const char* l) { return op.label == l; }
-bool label_starts(const OpShape& op, const char* p) { return op.label.rfind(p, 0) == 0; }
+bool is_expert_gemm(Site site) { return site == Site::ExpertFc1 || site == Site::ExpertFc2; }
+Prepared not_executed(const OpShape& op) {
+  return skip("label '" + std::string(to_string(op.site)) + "' is not executed by the real backends");
+}
 
 // Synthesises the tensors of one op and the calls the ModelRunner makes for it. The job's
 // settings are the trainer's (trainer.cpp settings_for): norm kind, activation, RoPE base,
@@ -190,52 +193,62 @@ std::vector<int64_t> CallBuilder::samples() const {
   return v;
 }
 
+// The device calls of one shape, by the handler the ModelRunner runs for it (site_handlers.h).
 Prepared CallBuilder::build(const OpShape& op) {
   if (op.m <= 0 || op.n <= 0) return skip("empty shape");
-  switch (op.kind) {
-    case OpKind::Norm:
-    case OpKind::NormGrad:
-      return norm(op);
-    case OpKind::Gemm:
-    case OpKind::GemmGradInput:
-    case OpKind::GemmGradWeight:
-      return op.batch > 1 || label_starts(op, "expert-") ? grouped_gemm(op) : gemm(op);
-    case OpKind::Attention:
-    case OpKind::AttentionGrad:
-      return attention(op);
-    case OpKind::Rope:
-    case OpKind::RopeGrad:
-      return rope(op);
-    case OpKind::Activation:
-    case OpKind::ActivationGrad:
-      return activation(op);
-    case OpKind::Elementwise:
-      return elementwise(op);
-    case OpKind::Embedding:
-    case OpKind::EmbeddingGrad:
-      return embedding(op);
-    case OpKind::CrossEntropy:
-    case OpKind::CrossEntropyGrad:
-      return cross_entropy(op);
-    case OpKind::Router:
-    case OpKind::RouterGrad:
-      return router(op);
-    case OpKind::Permute:
-    case OpKind::PermuteGrad:
-    case OpKind::Unpermute:
-    case OpKind::UnpermuteGrad:
-      return permute(op);
-    case OpKind::OptimizerStep:
-      return optimizer(op);
-    default:
-      return skip("not a compute kind");
+  switch (handler_of(op.kind, op.site)) {
+    case Handler::None:
+      return is_compute(op.kind) ? not_executed(op) : skip("not a compute kind");
+    case Handler::Norm:
+    case Handler::NormGrad: return norm(op);
+    case Handler::Gemm:
+    case Handler::GemmGradInput:
+    case Handler::GemmGradWeight: return op.batch > 1 || is_expert_gemm(op.site) ? grouped_gemm(op) : gemm(op);
+    case Handler::Attention:
+    case Handler::AttentionGrad: return attention(op);
+    case Handler::Rope:
+    case Handler::RopeGrad: return rope(op);
+    case Handler::Activation:
+    case Handler::ActivationGrad: return activation(op);
+    case Handler::Residual:
+    case Handler::ResidualGrad:
+    case Handler::EmbeddingDropout:
+    case Handler::LossReduce:
+    case Handler::MirrorAdd:
+    case Handler::MoeAdd: return elementwise(op);
+    case Handler::Embedding:
+    case Handler::EmbeddingGrad: return embedding(op);
+    case Handler::CrossEntropy:
+    case Handler::CrossEntropyGrad: return cross_entropy(op);
+    case Handler::Router:
+    case Handler::RouterGrad: return router(op);
+    case Handler::Permute:
+    case Handler::PermuteGrad:
+    case Handler::Unpermute:
+    case Handler::UnpermuteGrad: return permute(op);
+    case Handler::OptimizerStep: return optimizer(op);
+    case Handler::CeCollective:
+    case Handler::TpCollective:
+    case Handler::PpSend:
+    case Handler::PpRecv:
+    case Handler::PpGather:
+    case Handler::CpSend:
+    case Handler::CpRecv:
+    case Handler::DpGrad:
+    case Handler::SpNormGrad:
+    case Handler::EmbeddingGradSync:
+    case Handler::GradNorm:
+    case Handler::ParamGather:
+    case Handler::MirrorSend:
+    case Handler::MirrorRecv:
+    case Handler::RouterCounts:
+    case Handler::MoeCollective: return skip("not a compute kind");
   }
+  return skip("not a compute kind");
 }
 
 // Norm over [m rows, n = h]: stats [m]; the backward's stats come from one forward call.
 Prepared CallBuilder::norm(const OpShape& op) {
-  if (!label_is(op, "input-norm") && !label_is(op, "pre-mlp-norm") && !label_is(op, "final-norm"))
-    return skip("label '" + op.label + "' is not executed by the real backends");
   const bool ln = norm_ == NormKind::LayerNorm;
   DeviceTensor x = random({op.m, op.n}), gamma = constant({op.n}, 1.0f);
   DeviceTensor beta = ln ? constant({op.n}, 0.0f) : DeviceTensor{};
@@ -255,14 +268,10 @@ Prepared CallBuilder::norm(const OpShape& op) {
 // Dense GEMMs: Gemm y [m, n] = x [m, k] W; GemmGradInput dx [m, k] = dy [m, n] W^T; GemmGradWeight
 // dW [k, n] += x^T dy. W is [k, n] (InOut), or [n, k] for the output layer (the embedding's layout).
 Prepared CallBuilder::gemm(const OpShape& op) {
-  static const char* known[] = {"qkv", "proj", "fc1", "fc2", "shared-fc1", "shared-fc2", "output", "router"};
-  if (std::none_of(std::begin(known), std::end(known), [&](const char* l) { return label_is(op, l); }))
-    return skip("label '" + op.label + "' is not executed by the real backends");
-  if (label_is(op, "router") && op.kind != OpKind::GemmGradWeight) return skip("router GEMMs are in Router/RouterGrad");
-  const WeightLayout layout = label_is(op, "output") ? WeightLayout::OutIn : WeightLayout::InOut;
+  const WeightLayout layout = op.site == Site::Output ? WeightLayout::OutIn : WeightLayout::InOut;
   const Shape wshape = layout == WeightLayout::OutIn ? Shape{op.n, op.k} : Shape{op.k, op.n};
-  const bool with_bias = (label_is(op, "qkv") && (d_.qkv_bias || d_.bias)) ||
-                         ((label_is(op, "fc1") || label_is(op, "shared-fc1")) && d_.bias);
+  const bool with_bias = (op.site == Site::Qkv && (d_.qkv_bias || d_.bias)) ||
+                         ((op.site == Site::Fc1 || op.site == Site::SharedFc1) && d_.bias);
   Device& dev = dev_;
   DeviceTensor w = random(wshape, 0.05f);
   const std::string shapes = dims_text({op.m, op.k}) + "x" + dims_text(wshape);
@@ -270,7 +279,7 @@ Prepared CallBuilder::gemm(const OpShape& op) {
     DeviceTensor x = random({op.m, op.k}), y = dev_.empty({op.m, op.n});
     DeviceTensor bias = with_bias ? random({op.n}) : DeviceTensor{};
     // Without RoPE the qkv handler also splits the heads.
-    const bool split = label_is(op, "qkv") && !d_.rope && op.n == (d_.heads + 2 * d_.kv_heads) * d_.d;
+    const bool split = op.site == Site::Qkv && !d_.rope && op.n == (d_.heads + 2 * d_.kv_heads) * d_.d;
     const int64_t g = d_.kv_heads, qpg = d_.kv_heads > 0 ? d_.heads / d_.kv_heads : 1, hd = d_.d;
     DeviceTensor q = split ? dev_.empty({op.m, d_.heads * hd}) : DeviceTensor{};
     DeviceTensor k = split ? dev_.empty({op.m, g * hd}) : DeviceTensor{}, v = split ? dev_.empty({op.m, g * hd}) : DeviceTensor{};
@@ -292,8 +301,8 @@ Prepared CallBuilder::gemm(const OpShape& op) {
 
 // Expert GEMMs: `batch` local experts of m rows each, W [batch, k, n].
 Prepared CallBuilder::grouped_gemm(const OpShape& op) {
-  if (!label_is(op, "expert-fc1") && !label_is(op, "expert-fc2"))
-    return skip("grouped GEMM label '" + op.label + "' is not executed by the real backends");
+  if (!is_expert_gemm(op.site))
+    return skip("grouped GEMM label '" + std::string(to_string(op.site)) + "' is not executed by the real backends");
   const int64_t e = op.batch, rows = op.m * e;
   std::vector<int64_t> counts(static_cast<size_t>(e), op.m);
   DeviceTensor w = random({e, op.k, op.n}, 0.05f);
@@ -488,27 +497,27 @@ Prepared CallBuilder::activation(const OpShape& op) {
   return {"activation_backward x" + dims_text(x.shape), [=, &dev] { dev.activation_backward(kind, x, dy, dx); }, ""};
 }
 
-// Elementwise ops by label (model_runner.cpp's handlers).
+// Elementwise ops by site (model_runner.cpp's handlers).
 Prepared CallBuilder::elementwise(const OpShape& op) {
   Device& dev = dev_;
-  if (label_is(op, "attn-residual") || label_is(op, "mlp-residual")) return residual(op);
-  if (label_is(op, "residual-grad") || label_is(op, "moe-grad-add") || label_is(op, "shared-add") ||
-      label_is(op, "shared-grad-add")) {
+  if (op.site == Site::AttnResidual || op.site == Site::MlpResidual) return residual(op);
+  if (op.site == Site::ResidualGrad || op.site == Site::MoeGradAdd || op.site == Site::SharedAdd ||
+      op.site == Site::SharedGradAdd) {
     DeviceTensor a = random({op.m, op.n}), b = random({op.m, op.n}), out = dev_.empty({op.m, op.n});
     return {"add " + dims_text(a.shape), [=, &dev] { dev.add(a, b, out); }, ""};
   }
-  if (label_is(op, "mirror-grad-add")) {
+  if (op.site == Site::MirrorGradAdd) {
     DeviceTensor x = random({op.m * op.n}), y = random({op.m * op.n});
     return {"axpy " + dims_text(x.shape), [=, &dev] { dev.axpy(1.0f, x, y); }, ""};
   }
-  if (label_is(op, "loss-reduce")) {
+  if (op.site == Site::LossReduce) {
     DeviceTensor mx = random({op.m}), sum = constant({op.m}, 2.0f), target = random({op.m}), loss = dev_.empty({op.m});
     return {"cross_entropy_loss + sum " + dims_text(mx.shape), [=, &dev] {
               dev.cross_entropy_loss(mx, sum, target, loss);
               (void)dev.sum(loss);
             }, ""};
   }
-  if (label_is(op, "embed-dropout")) {
+  if (op.site == Site::EmbedDropout) {
     if (job_.training.hidden_dropout <= 0) return skip("no device work: the job has no hidden dropout");
     DeviceTensor src = random({op.m, op.n}), out = dev_.empty({op.m, op.n});
     auto rows = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(op.m));
@@ -519,14 +528,14 @@ Prepared CallBuilder::elementwise(const OpShape& op) {
               dev.dropout(out, p, 0x5EEDu, *rows);
             }, ""};
   }
-  return skip("label '" + op.label + "' is not executed by the real backends");
+  return not_executed(op);
 }
 
 // Bias-dropout-add over [m, n]. Forward: out = x + dropout(branch + bias); backward: the branch
 // gradient is a masked copy, the bias gradient its column sums. The MLP residual of a MoE layer
 // has no bias: with a MoE model it is timed without one.
 Prepared CallBuilder::residual(const OpShape& op) {
-  const bool attn = label_is(op, "attn-residual");
+  const bool attn = op.site == Site::AttnResidual;
   const bool bias_on = d_.bias && (attn || !job_.model.is_moe());
   const float p = static_cast<float>(job_.training.hidden_dropout);
   const bool drop = p > 0;

@@ -5,7 +5,7 @@
 //
 // 1. collect_op_shapes: the distinct compute instructions of the programs — the profile key
 //    (kind, m, n, k, batch, dtype) plus what else changes the device calls the runner makes for
-//    them (label, forward/backward pass of a residual, CP ring step of attention).
+//    them (site, forward/backward pass of a residual, CP ring step of attention).
 // 2. time_ops: for each, synthesise tensors of the instruction's shapes and call the Device
 //    methods the ModelRunner calls for that instruction (model_runner.h, runner_*.cpp), e.g.
 //      Gemm m,n,k              gemm_forward  x [m, k] . W [k, n] -> y [m, n]  (output layer: W [n, k])
@@ -38,7 +38,7 @@ struct OpShape {
   OpKind kind = OpKind::Gemm;
   int64_t m = 0, n = 0, k = 0, batch = 1;   // Instruction shape (program/program.h)
   DType dtype = DType::BF16;
-  std::string label;                        // the runner's handler depends on it
+  Site site = Site::None;                   // the runner's handler depends on it
   bool backward = false;                    // not a forward (or recompute) pass
   int16_t step = -1;                        // attention: CP ring step (-1 without CP)
   int64_t count = 0;                        // instructions of the programs with this shape
@@ -83,7 +83,7 @@ OpTimingReport time_ops(Device& device, const Job& job, const std::vector<OpShap
                         const OpTimerOptions& options = {});
 
 // Profile entries in the compute model's format, one per profile key (kind, m, n, k, batch,
-// dtype). Variants sharing a key (e.g. two labels with one shape) are merged into their
+// dtype). Variants sharing a key (e.g. two sites with one shape) are merged into their
 // count-weighted mean, so the profile's total over the programs equals the measured total.
 nlohmann::json profile_entries(const OpTimingReport& report);
 

@@ -9,24 +9,6 @@
 
 namespace tandem::exec {
 
-LoweringView::LoweringView(const Job& job, const ParallelGrid& grid, const Schedule& schedule, int64_t rank) {
-  const DenseCoord dense = grid.dense_coord(rank);
-  program_.rank = rank;
-  program_.pipeline_rank = dense.pp;
-  const lower::Dims dims = lower::dims_for_job(job, grid);
-  em_ = std::make_unique<lower::Emitter>(program_, dims.dtype);
-  ctx_ = std::make_unique<lower::Context>(
-      lower::Context{job, grid, schedule, rank, static_cast<int>(dense.pp), dense, dims, *em_});
-  lower::Context& c = *ctx_;
-  c.tp = grid.tp_size();
-  c.cp = grid.cp_size();
-  c.ep = grid.ep_size();
-  c.etp = grid.expert_tp_size();
-  c.dp_cp = grid.dp_size() * grid.cp_size();
-  c.edp = grid.expert_dp_size();
-  c.tp_ep = c.etp * c.ep;
-}
-
 namespace {
 
 using lower::ParamSlot;
@@ -115,21 +97,25 @@ std::vector<float> ShardRule::cut(const std::vector<float>& full) const {
 
 ParamStore::ParamStore(Device& device, const Job& job, const ParallelGrid& grid, const Schedule& schedule,
                        int64_t rank)
-    : device_(device), job_(job), grid_(grid), rank_(rank), view_(job, grid, schedule, rank) {
+    : device_(device),
+      job_(job),
+      grid_(grid),
+      rank_(rank),
+      schedule_(schedule),
+      layout_(lower::rank_parameters(job, grid, schedule, rank)) {
   distributed_ = job.parallel.use_distributed_optimizer;
-  lower::Context& ctx = view_.ctx();
-  const lower::Dims& d = ctx.dims;
+  const lower::Dims& d = layout_.dims;
   if (d.mla) throw UserError("--multi-latent-attention is not supported by the CPU backend yet");
   if (d.mtp_layers > 0) throw_field_error("mtp_num_layers", d.mtp_layers, "not supported by the CPU backend yet");
   check_divisible("num_query_groups", d.g, d.t, "--tensor-model-parallel-size");
   check_divisible("num_attention_heads", d.a, d.g, "num_query_groups");
   for (int c = 0; c < schedule.num_chunks(); ++c)
-    for (const lower::ParamTensor& t : lower::chunk_tensors(ctx, c)) add_tensor(t, c);
-  build_buckets(ctx);
+    for (const lower::ParamTensor& t : layout_.tensors[static_cast<size_t>(c)]) add_tensor(t, c);
+  build_buckets();
 }
 
 void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
-  const lower::Dims& d = view_.dims();
+  const lower::Dims& d = layout_.dims;
   const DenseCoord dc = grid_.dense_coord(rank_);
   const ExpertCoord ec = grid_.expert_coord(rank_);
   const int64_t tp = d.t, tpr = dc.tp;
@@ -178,7 +164,7 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     }
     case ParamSlot::WordEmbedding: {
       add("embedding.word", false, {Param::Init::Normal, d.vocab, d.h, ShardKind::Rows, tp, tpr});
-      const int stage = view_.ctx().schedule.stage_of(view_.ctx().pipeline_rank, chunk);
+      const int stage = schedule_.stage_of(layout_.pipeline_rank, chunk);
       params_.back()->shared_copy = t.shared_embedding && stage != 0;
       break;
     }
@@ -194,13 +180,14 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
                                                                         << " elements, the lowering counts " << t.elements);
 }
 
-void ParamStore::build_buckets(lower::Context& ctx) {
-  const int chunks = ctx.schedule.num_chunks();
+void ParamStore::build_buckets() {
+  const int chunks = schedule_.num_chunks();
   buckets_.assign(static_cast<size_t>(chunks), {});
   const int64_t tp_rank = grid_.dense_coord(rank_).tp;
   for (int c = 0; c < chunks; ++c) {
-    const bool mirror = lower::mirror_pipeline_rank(ctx, c) >= 0 && lower::mirror_pipeline_rank(ctx, c) < ctx.pipeline_rank;
-    const std::vector<lower::Bucket> list = lower::chunk_buckets(ctx, c);
+    const int mirror_rank = layout_.mirror_pipeline_rank[static_cast<size_t>(c)];
+    const bool mirror = mirror_rank >= 0 && mirror_rank < layout_.pipeline_rank;
+    const std::vector<lower::Bucket>& list = layout_.buckets[static_cast<size_t>(c)];
     for (size_t i = 0; i < list.size(); ++i) {
       ParamBucket b;
       b.chunk = c;

@@ -3,7 +3,7 @@
 //
 // The lowering names every parameter tensor by (layer, slot) = param_key and groups them into
 // data-parallel buckets per model chunk (program/lower_params.cpp). ParamStore takes that list
-// (through LoweringView) and gives each entry real tensors:
+// (lower::rank_parameters, program/model_layout.h) and gives each entry real tensors:
 //   column-parallel weights W [in, out/t] (+ bias [out/t]), row-parallel W [in/t, out] (+ bias
 //   [out], whole on every TP rank), norms gamma [h] (+ beta [h]), word embedding and output layer
 //   [V/t, h] (used with WeightLayout::OutIn), positions [P, h], router [h, E], local experts
@@ -26,25 +26,9 @@
 #include "core/job.h"
 #include "core/parallel_grid.h"
 #include "core/schedule.h"
-#include "program/lower_context.h"
+#include "program/model_layout.h"
 
 namespace tandem::exec {
-
-// lower::Context for one rank without lowering its program: the parameter tensors, buckets and
-// dims the lowering uses, asked of the lowering itself.
-class LoweringView {
- public:
-  LoweringView(const Job& job, const ParallelGrid& grid, const Schedule& schedule, int64_t rank);
-  LoweringView(const LoweringView&) = delete;
-  LoweringView& operator=(const LoweringView&) = delete;
-  lower::Context& ctx() { return *ctx_; }
-  const lower::Dims& dims() const { return ctx_->dims; }
-
- private:
-  RankProgram program_;
-  std::unique_ptr<lower::Emitter> em_;
-  std::unique_ptr<lower::Context> ctx_;
-};
 
 // How a rank's shard is cut from the full tensor [R, C] (1-D tensors are [1, C]).
 enum class ShardKind { Replicated, Rows, Columns, GatedColumns };
@@ -130,14 +114,15 @@ class ParamStore {
 
  private:
   void add_tensor(const lower::ParamTensor& t, int chunk);
-  void build_buckets(lower::Context& ctx);
+  void build_buckets();
 
   Device& device_;
   const Job& job_;
   const ParallelGrid& grid_;
   int64_t rank_;
   bool distributed_ = false;
-  LoweringView view_;
+  const Schedule& schedule_;
+  lower::RankParameters layout_;   // the lowering's tensors and buckets of this rank
   std::vector<std::unique_ptr<Param>> params_;
   std::vector<std::vector<ParamBucket>> buckets_;   // [chunk][index]
 };

@@ -13,9 +13,11 @@ enum class State : uint8_t { Waiting, InFlight, Done };
 
 class Walk {
  public:
-  Walk(const RankProgram& program, InstructionHandler& handler, Device& device, bool skip_persistent)
-      : program_(program), handler_(handler), device_(device), skip_persistent_(skip_persistent) {
+  Walk(const RankProgram& program, InstructionHandler& handler, Device& device, bool skip_persistent,
+       std::vector<std::string>* executed)
+      : program_(program), handler_(handler), device_(device), skip_persistent_(skip_persistent), executed_(executed) {
     const size_t n = program.instructions.size();
+    if (executed_ != nullptr) executed_->assign(n, std::string());
     state_.assign(n, State::Waiting);
     stream_prev_.assign(n, -1);
     live_.assign(program.buffers.size(), false);
@@ -51,7 +53,7 @@ class Walk {
     device_.synchronize();
     for (size_t b = 0; b < live_.size(); ++b)
       TANDEM_CHECK_MSG(!live_[b] || is_persistent(program_.buffers[b].role),
-                       "buffer " << program_.buffers[b].name << " still allocated at the end of the program");
+                       "buffer " << program_.buffers[b].name() << " still allocated at the end of the program");
     return stats_;
   }
 
@@ -85,6 +87,7 @@ class Walk {
 
   void issue(int32_t index) {
     const Instruction& ins = program_.instructions[static_cast<size_t>(index)];
+    if (executed_ != nullptr) (*executed_)[static_cast<size_t>(index)] = op_trace_line(ins);
     device_.set_stream(ins.stream);
     for (int32_t d : ins.deps) device_.wait_event(d);
     bool done = true;
@@ -103,7 +106,7 @@ class Walk {
     const size_t b = static_cast<size_t>(ins.buffer);
     const Buffer& buffer = program_.buffers[b];
     const bool alloc = ins.kind == OpKind::Alloc;
-    TANDEM_CHECK_MSG(live_[b] != alloc, (alloc ? "double alloc of " : "free of unallocated ") << buffer.name);
+    TANDEM_CHECK_MSG(live_[b] != alloc, (alloc ? "double alloc of " : "free of unallocated ") << buffer.name());
     live_[b] = alloc;
     bytes_ += alloc ? buffer.bytes : -buffer.bytes;
     stats_.peak_bytes = std::max(stats_.peak_bytes, bytes_);
@@ -117,6 +120,7 @@ class Walk {
   InstructionHandler& handler_;
   Device& device_;
   bool skip_persistent_;
+  std::vector<std::string>* executed_;   // [instruction] its op trace line once issued, or null
   std::vector<State> state_;
   std::vector<int32_t> stream_prev_;
   std::vector<int32_t> in_flight_;
@@ -131,10 +135,15 @@ class Walk {
 
 ExecutionStats ProgramExecutor::run(const RankProgram& program, InstructionHandler& handler,
                                     std::vector<std::string>* trace) {
-  const ExecutionStats stats = Walk(program, handler, device_, persistent_allocated_).run();
+  std::vector<std::string> executed;
+  const ExecutionStats stats =
+      Walk(program, handler, device_, persistent_allocated_, trace != nullptr ? &executed : nullptr).run();
   persistent_allocated_ = true;
-  if (trace != nullptr)
-    for (const Instruction& ins : program.instructions) trace->push_back(op_trace_line(ins));
+  if (trace != nullptr) {
+    for (size_t i = 0; i < executed.size(); ++i)
+      TANDEM_CHECK_MSG(!executed[i].empty(), "instruction " << i << " of rank " << program.rank << " was not executed");
+    trace->insert(trace->end(), std::make_move_iterator(executed.begin()), std::make_move_iterator(executed.end()));
+  }
   return stats;
 }
 

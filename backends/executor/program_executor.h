@@ -12,7 +12,8 @@
 // an instruction starts, the device is told its stream and the events (instruction indices) of
 // its deps, so an asynchronous device can order its own work (a CPU device needs neither).
 //
-// Every instruction is executed exactly once; the op trace lists them in program order.
+// Every instruction is executed exactly once; the op trace records each as it is issued and lists
+// them in program order.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -48,8 +49,9 @@ struct ExecutionStats {
 class ProgramExecutor {
  public:
   explicit ProgramExecutor(Device& device) : device_(device) {}
-  // Runs `program` once. When `trace` is given, appends op_trace_line() of each instruction in
-  // program order. The persistent buffers are allocated once, by the first run (later runs skip
+  // Runs `program` once. When `trace` is given, appends op_trace_line() of each instruction as
+  // the walk issued it to the handler, in program order (an instruction never issued is a
+  // CHECK failure): the trace says what was executed, not what was lowered. The persistent buffers are allocated once, by the first run (later runs skip
   // their Setup allocations: parameters outlive an iteration).
   ExecutionStats run(const RankProgram& program, InstructionHandler& handler, std::vector<std::string>* trace);
 

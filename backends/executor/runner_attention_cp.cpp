@@ -124,7 +124,7 @@ void ModelRunner::cp_send(const Instruction& ins) {
   const Shape kv_shape = at(L, mb, "k").shape;
   const int64_t kv_n = numel_of(kv_shape);
   DeviceTensor msg;
-  if (std::strcmp(ins.label, "cp-kv") == 0) {
+  if (ins.site == Site::CpKv) {
     if (j == 0) {
       msg = fresh({2 * kv_n});
       device_.copy(at(L, mb, "k"), msg.slice(0, kv_shape));
@@ -132,7 +132,7 @@ void ModelRunner::cp_send(const Instruction& ins) {
     } else {
       msg = at(L, mb, "cp.kv." + std::to_string(j));
     }
-  } else if (std::strcmp(ins.label, "cp-kv-dkv") == 0) {
+  } else if (ins.site == Site::CpKvDkv) {
     msg = at(L, mb, "cp.bwd." + std::to_string(j));
   } else {   // cp-dkv: the block's finished gradients back to its owner
     msg = at(L, mb, "cp.bwd." + std::to_string(j)).slice(2 * kv_n, {2 * kv_n});
@@ -146,9 +146,9 @@ void ModelRunner::cp_recv(const Instruction& ins) {
   const int64_t j = ins.step;
   const Shape kv_shape = at(L, mb, "k").shape;
   const int64_t kv_n = numel_of(kv_shape);
-  const std::string label = ins.label;
-  if (label == "cp-kv" || label == "cp-kv-dkv") {
-    const bool fwd = label == "cp-kv";
+  const Site site = ins.site;
+  if (site == Site::CpKv || site == Site::CpKvDkv) {
+    const bool fwd = site == Site::CpKv;
     post_recv(ins, put(L, mb, (fwd ? "cp.kv." : "cp.bwd.") + std::to_string(j + 1), fresh({(fwd ? 2 : 4) * kv_n})));
     return;
   }

@@ -14,47 +14,47 @@ enum class Scope { Layer, Head, Embedding, Hidden, Grad };
 // What a TP collective of the program moves: slot `src` of its scope, result in `dst`
 // (all-reduce: in place; reduce-scatter: replaces src; all-gather: a new slot).
 struct TpCollective {
-  const char* label;
+  Site site;
   Scope scope;
   const char* src;
   const char* dst;
 };
 
 constexpr TpCollective kTpCollectives[] = {
-    {"embed-ar", Scope::Hidden, "hidden", "hidden"},
-    {"embed-rs", Scope::Hidden, "hidden", "hidden"},
-    {"qkv-ag", Scope::Layer, "ln1", "ln1_full"},
-    {"proj-ar", Scope::Layer, "proj", "proj"},
-    {"proj-rs", Scope::Layer, "proj", "proj"},
-    {"fc1-ag", Scope::Layer, "ln2", "mlp.in_full"},
-    {"shared-fc1-ag", Scope::Layer, "ln2", "shared.in_full"},
-    {"fc2-ar", Scope::Layer, "mlp.out", "mlp.out"},
-    {"fc2-rs", Scope::Layer, "mlp.out", "mlp.out"},
-    {"shared-fc2-ar", Scope::Layer, "shared.out", "shared.out"},
-    {"shared-fc2-rs", Scope::Layer, "shared.out", "shared.out"},
-    {"output-ag", Scope::Head, "final_ln", "in_full"},
-    {"proj-grad-ag", Scope::Layer, "g_attn", "d_proj_full"},
-    {"qkv-wgrad-ag", Scope::Layer, "ln1", "qkv.in_w"},
-    {"qkv-grad-ar", Scope::Layer, "d_ln1", "d_ln1"},
-    {"qkv-grad-rs", Scope::Layer, "d_ln1", "d_ln1"},
-    {"fc2-grad-ag", Scope::Layer, "g_mlp", "mlp.d_out_full"},
-    {"shared-fc2-grad-ag", Scope::Layer, "g_mlp", "shared.d_out_full"},
-    {"fc1-wgrad-ag", Scope::Layer, "ln2", "mlp.in_w"},
-    {"shared-fc1-wgrad-ag", Scope::Layer, "ln2", "shared.in_w"},
-    {"fc1-grad-ar", Scope::Layer, "d_mlp_in", "d_mlp_in"},
-    {"fc1-grad-rs", Scope::Layer, "d_mlp_in", "d_mlp_in"},
-    {"shared-fc1-grad-ar", Scope::Layer, "shared.d_in", "shared.d_in"},
-    {"shared-fc1-grad-rs", Scope::Layer, "shared.d_in", "shared.d_in"},
-    {"output-wgrad-ag", Scope::Head, "final_ln", "in_w"},
-    {"output-grad-ar", Scope::Head, "d_final", "d_final"},
-    {"output-grad-rs", Scope::Head, "d_final", "d_final"},
-    {"embed-grad-ag", Scope::Grad, "grad", "d_full"},
+    {Site::EmbedAr, Scope::Hidden, "hidden", "hidden"},
+    {Site::EmbedRs, Scope::Hidden, "hidden", "hidden"},
+    {Site::QkvAg, Scope::Layer, "ln1", "ln1_full"},
+    {Site::ProjAr, Scope::Layer, "proj", "proj"},
+    {Site::ProjRs, Scope::Layer, "proj", "proj"},
+    {Site::Fc1Ag, Scope::Layer, "ln2", "mlp.in_full"},
+    {Site::SharedFc1Ag, Scope::Layer, "ln2", "shared.in_full"},
+    {Site::Fc2Ar, Scope::Layer, "mlp.out", "mlp.out"},
+    {Site::Fc2Rs, Scope::Layer, "mlp.out", "mlp.out"},
+    {Site::SharedFc2Ar, Scope::Layer, "shared.out", "shared.out"},
+    {Site::SharedFc2Rs, Scope::Layer, "shared.out", "shared.out"},
+    {Site::OutputAg, Scope::Head, "final_ln", "in_full"},
+    {Site::ProjGradAg, Scope::Layer, "g_attn", "d_proj_full"},
+    {Site::QkvWgradAg, Scope::Layer, "ln1", "qkv.in_w"},
+    {Site::QkvGradAr, Scope::Layer, "d_ln1", "d_ln1"},
+    {Site::QkvGradRs, Scope::Layer, "d_ln1", "d_ln1"},
+    {Site::Fc2GradAg, Scope::Layer, "g_mlp", "mlp.d_out_full"},
+    {Site::SharedFc2GradAg, Scope::Layer, "g_mlp", "shared.d_out_full"},
+    {Site::Fc1WgradAg, Scope::Layer, "ln2", "mlp.in_w"},
+    {Site::SharedFc1WgradAg, Scope::Layer, "ln2", "shared.in_w"},
+    {Site::Fc1GradAr, Scope::Layer, "d_mlp_in", "d_mlp_in"},
+    {Site::Fc1GradRs, Scope::Layer, "d_mlp_in", "d_mlp_in"},
+    {Site::SharedFc1GradAr, Scope::Layer, "shared.d_in", "shared.d_in"},
+    {Site::SharedFc1GradRs, Scope::Layer, "shared.d_in", "shared.d_in"},
+    {Site::OutputWgradAg, Scope::Head, "final_ln", "in_w"},
+    {Site::OutputGradAr, Scope::Head, "d_final", "d_final"},
+    {Site::OutputGradRs, Scope::Head, "d_final", "d_final"},
+    {Site::EmbedGradAg, Scope::Grad, "grad", "d_full"},
 };
 
-const TpCollective& find_tp_collective(const char* label) {
+const TpCollective& find_tp_collective(Site site) {
   for (const TpCollective& c : kTpCollectives)
-    if (std::strcmp(c.label, label) == 0) return c;
-  TANDEM_CHECK_MSG(false, "no TP collective named " << label);
+    if (c.site == site) return c;
+  TANDEM_CHECK_MSG(false, "no TP collective at site " << to_string(site));
   return kTpCollectives[0];
 }
 
@@ -67,7 +67,7 @@ void ModelRunner::check_bytes(const Instruction& ins, int64_t elements) const {
 }
 
 void ModelRunner::tp_collective(const Instruction& ins) {
-  const TpCollective& c = find_tp_collective(ins.label);
+  const TpCollective& c = find_tp_collective(ins.site);
   const int32_t mb = ins.microbatch;
   int32_t src_scope = ins.layer, dst_scope = ins.layer;
   switch (c.scope) {
@@ -88,7 +88,7 @@ void ModelRunner::tp_collective(const Instruction& ins) {
       check_bytes(ins, src.numel());
       break;
     case OpKind::ReduceScatter: {
-      TANDEM_CHECK_MSG(rows % t == 0, ins.label << ": " << rows << " rows over TP " << t);
+      TANDEM_CHECK_MSG(rows % t == 0, to_string(ins.site) << ": " << rows << " rows over TP " << t);
       DeviceTensor out = fresh({rows / t, cols});
       comm_.reduce_scatter(ParallelGroup::Tp, src, out);
       put(dst_scope, mb, c.dst, out);
@@ -110,7 +110,7 @@ void ModelRunner::tp_collective(const Instruction& ins) {
 // sends the TP rank's 1/t of the flattened [n, h] tensor and the receiver all-gathers over TP.
 
 void ModelRunner::pp_send(const Instruction& ins) {
-  const bool act = std::strcmp(ins.label, "pp-activation") == 0;
+  const bool act = ins.site == Site::PpActivation;
   DeviceTensor t = act ? hidden(ins) : grad(ins);
   if (!dims_.sp && dims_.t > 1) {
     const int64_t part = t.numel() / dims_.t;
@@ -121,7 +121,7 @@ void ModelRunner::pp_send(const Instruction& ins) {
 }
 
 void ModelRunner::pp_recv(const Instruction& ins) {
-  const bool act = std::strcmp(ins.label, "pp-activation") == 0;
+  const bool act = ins.site == Site::PpActivation;
   const int32_t scope = stream_scope(ins.chunk);
   DeviceTensor buf;
   if (!dims_.sp && dims_.t > 1) {

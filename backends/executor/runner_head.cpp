@@ -71,10 +71,10 @@ void ModelRunner::cross_entropy(const Instruction& ins) {
 
 void ModelRunner::ce_collective(const Instruction& ins) {
   const int32_t mb = ins.microbatch;
-  const std::string label = ins.label;
-  if (label == "ce-max") {
+  const Site site = ins.site;
+  if (site == Site::CeMax) {
     comm_.all_reduce(ParallelGroup::Tp, at(kHead, mb, "ce_max"), ReduceOp::Max);
-  } else if (label == "ce-target") {
+  } else if (site == Site::CeTarget) {
     comm_.all_reduce(ParallelGroup::Tp, at(kHead, mb, "ce_target"), ReduceOp::Sum);
   } else {
     DeviceTensor& sum = at(kHead, mb, "ce_sum");

@@ -10,9 +10,12 @@ namespace {
 
 using lower::ParamSlot;
 
-bool is(const Instruction& ins, const char* label) { return std::strcmp(ins.label, label) == 0; }
-bool shared_mlp(const Instruction& ins) { return std::strncmp(ins.label, "shared-", 7) == 0; }
-bool expert_op(const Instruction& ins) { return std::strncmp(ins.label, "expert-", 7) == 0; }
+bool shared_mlp(const Instruction& ins) {
+  return ins.site == Site::SharedFc1 || ins.site == Site::SharedFc2 || ins.site == Site::SharedAct;
+}
+bool expert_op(const Instruction& ins) {
+  return ins.site == Site::ExpertFc1 || ins.site == Site::ExpertFc2 || ins.site == Site::ExpertAct;
+}
 std::string mlp_prefix(const Instruction& ins) { return shared_mlp(ins) ? "shared." : "mlp."; }
 DeviceTensor grad_or_none(Param* p) { return p != nullptr ? p->grad : DeviceTensor{}; }
 DeviceTensor value_or_none(Param* p) { return p != nullptr ? p->value : DeviceTensor{}; }
@@ -27,9 +30,9 @@ void ModelRunner::norm(const Instruction& ins) {
   ParamSlot slot = ParamSlot::InputNorm;
   std::string out = "ln1";
   DeviceTensor x;
-  if (is(ins, "input-norm")) {
+  if (ins.site == Site::InputNorm) {
     x = ins.recompute ? at(scope, mb, "x") : put(scope, mb, "x", hidden(ins));
-  } else if (is(ins, "pre-mlp-norm")) {
+  } else if (ins.site == Site::PreMlpNorm) {
     slot = ParamSlot::PreMlpNorm;
     out = "ln2";
     x = at(scope, mb, "h1");
@@ -57,13 +60,13 @@ void ModelRunner::norm_grad(const Instruction& ins) {
   int32_t scope = ins.layer;
   ParamSlot slot = ParamSlot::InputNorm;
   std::string x_name = "x", stats = "ln1", dy_name = "d_ln1", out = "d_norm.attn";
-  if (is(ins, "pre-mlp-norm")) {
+  if (ins.site == Site::PreMlpNorm) {
     slot = ParamSlot::PreMlpNorm;
     x_name = "h1";
     stats = "ln2";
     dy_name = "d_mlp_in";
     out = "d_norm.mlp";
-  } else if (is(ins, "final-norm")) {
+  } else if (ins.site == Site::FinalNorm) {
     scope = kHead;
     slot = ParamSlot::FinalNorm;
     stats = "final_ln";
@@ -97,20 +100,20 @@ void ModelRunner::gemm(const Instruction& ins) {
   if (expert_op(ins)) return expert_gemm(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool sp = dims_.sp;
-  if (is(ins, "qkv")) {
+  if (ins.site == Site::Qkv) {
     const DeviceTensor& x = at(L, mb, sp ? "ln1_full" : "ln1");
     Param& w = params_.get(L, ParamSlot::Qkv);
     DeviceTensor y = fresh({x.dim(0), w.shape[1]});
     device_.gemm_forward(x, w.value, value_or_none(params_.find(L, ParamSlot::Qkv, true)), WeightLayout::InOut, y);
     put(L, mb, "qkv", y);
     if (!dims_.rope) split_heads(L, mb);   // with RoPE, the Rope instruction splits the heads
-  } else if (is(ins, "proj")) {
+  } else if (ins.site == Site::Proj) {
     const DeviceTensor& x = at(L, mb, "ctx");
     Param& w = params_.get(L, ParamSlot::Proj);
     DeviceTensor y = fresh({x.dim(0), dims_.h});
     device_.gemm_forward(x, w.value, {}, WeightLayout::InOut, y);
     put(L, mb, "proj", y);
-  } else if (is(ins, "fc1") || is(ins, "shared-fc1")) {
+  } else if (ins.site == Site::Fc1 || ins.site == Site::SharedFc1) {
     const std::string p = mlp_prefix(ins);
     const ParamSlot slot = shared_mlp(ins) ? ParamSlot::SharedFc1 : ParamSlot::Fc1;
     const DeviceTensor& x = at(L, mb, sp ? p + "in_full" : "ln2");
@@ -118,7 +121,7 @@ void ModelRunner::gemm(const Instruction& ins) {
     DeviceTensor y = fresh({x.dim(0), w.shape[1]});
     device_.gemm_forward(x, w.value, value_or_none(params_.find(L, slot, true)), WeightLayout::InOut, y);
     put(L, mb, p + "fc1", y);
-  } else if (is(ins, "fc2") || is(ins, "shared-fc2")) {
+  } else if (ins.site == Site::Fc2 || ins.site == Site::SharedFc2) {
     const std::string p = mlp_prefix(ins);
     const DeviceTensor& x = at(L, mb, p + "act");
     Param& w = params_.get(L, shared_mlp(ins) ? ParamSlot::SharedFc2 : ParamSlot::Fc2);
@@ -143,21 +146,21 @@ void ModelRunner::gemm_grad_input(const Instruction& ins) {
   int32_t scope = L;
   std::string out;
   int64_t cols = dims_.h;
-  if (is(ins, "qkv")) {
+  if (ins.site == Site::Qkv) {
     dy = at(L, mb, "d_qkv");
     w = params_.get(L, ParamSlot::Qkv).value;
     out = "d_ln1";
-  } else if (is(ins, "proj")) {
+  } else if (ins.site == Site::Proj) {
     dy = at(L, mb, sp ? "d_proj_full" : "g_attn");
     w = params_.get(L, ParamSlot::Proj).value;
     out = "d_ctx";
     cols = w.dim(0);
-  } else if (is(ins, "fc1") || is(ins, "shared-fc1")) {
+  } else if (ins.site == Site::Fc1 || ins.site == Site::SharedFc1) {
     const std::string p = mlp_prefix(ins);
     dy = at(L, mb, p + "d_fc1");
     w = params_.get(L, shared_mlp(ins) ? ParamSlot::SharedFc1 : ParamSlot::Fc1).value;
     out = shared_mlp(ins) ? "shared.d_in" : "d_mlp_in";
-  } else if (is(ins, "fc2") || is(ins, "shared-fc2")) {
+  } else if (ins.site == Site::Fc2 || ins.site == Site::SharedFc2) {
     const std::string p = mlp_prefix(ins);
     dy = at(L, mb, sp ? p + "d_out_full" : "g_mlp");
     w = params_.get(L, shared_mlp(ins) ? ParamSlot::SharedFc2 : ParamSlot::Fc2).value;
@@ -176,30 +179,30 @@ void ModelRunner::gemm_grad_input(const Instruction& ins) {
 }
 
 void ModelRunner::gemm_grad_weight(const Instruction& ins) {
-  if (expert_op(ins) || is(ins, "router")) return expert_gemm_grad_weight(ins);
+  if (expert_op(ins) || ins.site == Site::Router) return expert_gemm_grad_weight(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool sp = dims_.sp;
   DeviceTensor x, dy;
   Param* w = nullptr;
   Param* b = nullptr;
   WeightLayout layout = WeightLayout::InOut;
-  if (is(ins, "qkv")) {
+  if (ins.site == Site::Qkv) {
     x = at(L, mb, sp ? "qkv.in_w" : "ln1");
     dy = at(L, mb, "d_qkv");
     w = &params_.get(L, ParamSlot::Qkv);
     b = params_.find(L, ParamSlot::Qkv, true);
-  } else if (is(ins, "proj")) {
+  } else if (ins.site == Site::Proj) {
     x = at(L, mb, "ctx");
     dy = at(L, mb, sp ? "d_proj_full" : "g_attn");
     w = &params_.get(L, ParamSlot::Proj);
-  } else if (is(ins, "fc1") || is(ins, "shared-fc1")) {
+  } else if (ins.site == Site::Fc1 || ins.site == Site::SharedFc1) {
     const std::string p = mlp_prefix(ins);
     const ParamSlot slot = shared_mlp(ins) ? ParamSlot::SharedFc1 : ParamSlot::Fc1;
     x = at(L, mb, sp ? p + "in_w" : "ln2");
     dy = at(L, mb, p + "d_fc1");
     w = &params_.get(L, slot);
     b = params_.find(L, slot, true);
-  } else if (is(ins, "fc2") || is(ins, "shared-fc2")) {
+  } else if (ins.site == Site::Fc2 || ins.site == Site::SharedFc2) {
     const std::string p = mlp_prefix(ins);
     x = at(L, mb, p + "act");
     dy = at(L, mb, sp ? p + "d_out_full" : "g_mlp");
@@ -315,7 +318,7 @@ void ModelRunner::activation_grad(const Instruction& ins) {
 // column sums).
 void ModelRunner::residual(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const bool attn = is(ins, "attn-residual");
+  const bool attn = ins.site == Site::AttnResidual;
   const bool moe = moe_layer(L);
   const int32_t site = attn ? 1 : 2;
   const bool drop = settings_.hidden_dropout > 0 && update_;

@@ -43,7 +43,6 @@ PermutationPlan make_plan(const RoutingResult& r) {
   return plan;
 }
 
-bool is(const Instruction& ins, const char* label) { return std::string_view(ins.label) == label; }
 
 }  // namespace
 
@@ -181,10 +180,10 @@ void ModelRunner::router_grad(const Instruction& ins) {
 
 void ModelRunner::moe_add(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  if (is(ins, "shared-add")) {
+  if (ins.site == Site::SharedAdd) {
     DeviceTensor& out = at(L, mb, "moe.out");
     device_.add(out, at(L, mb, "shared.out"), out);
-  } else if (is(ins, "moe-grad-add")) {
+  } else if (ins.site == Site::MoeGradAdd) {
     const DeviceTensor& a = at(L, mb, "moe.d_x_perm");
     DeviceTensor sum = fresh(a.shape);
     device_.add(a, at(L, mb, "moe.d_x_router"), sum);
@@ -200,7 +199,7 @@ void ModelRunner::moe_add(const Instruction& ins) {
 void ModelRunner::expert_gemm(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
   const std::vector<int64_t> counts = expert_counts(L, mb);
-  const bool fc1 = is(ins, "expert-fc1");
+  const bool fc1 = ins.site == Site::ExpertFc1;
   const DeviceTensor& x = at(L, mb, fc1 ? expert_input() : "moe.act");
   const Param& w = params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2);
   DeviceTensor y = fresh({x.dim(0), w.shape[2]});
@@ -211,7 +210,7 @@ void ModelRunner::expert_gemm(const Instruction& ins) {
 void ModelRunner::expert_gemm_grad_input(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
   const std::vector<int64_t> counts = expert_counts(L, mb);
-  const bool fc1 = is(ins, "expert-fc1");
+  const bool fc1 = ins.site == Site::ExpertFc1;
   const DeviceTensor& dy = at(L, mb, fc1 ? "moe.d_fc1" : (exchanged() ? "moe.d_out_local" : "moe.d_y_perm"));
   const Param& w = params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2);
   DeviceTensor dx = fresh({dy.dim(0), w.shape[1]});
@@ -221,13 +220,13 @@ void ModelRunner::expert_gemm_grad_input(const Instruction& ins) {
 
 void ModelRunner::expert_gemm_grad_weight(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  if (is(ins, "router")) {
+  if (ins.site == Site::Router) {
     device_.gemm_grad_weight(at(L, mb, "ln2"), at(L, mb, "moe.d_logits"), WeightLayout::InOut,
                              params_.get(L, ParamSlot::Router).grad, {});
     return;
   }
   const std::vector<int64_t> counts = expert_counts(L, mb);
-  const bool fc1 = is(ins, "expert-fc1");
+  const bool fc1 = ins.site == Site::ExpertFc1;
   const DeviceTensor& x = at(L, mb, fc1 ? expert_input() : "moe.act");
   const DeviceTensor& dy = at(L, mb, fc1 ? "moe.d_fc1" : (exchanged() ? "moe.d_out_local" : "moe.d_y_perm"));
   device_.grouped_gemm_grad_weight(x, dy, counts, params_.get(L, fc1 ? ParamSlot::ExpertFc1 : ParamSlot::ExpertFc2).grad);
@@ -294,11 +293,11 @@ void ModelRunner::moe_collective(const Instruction& ins) {
   if (!alltoall()) return allgather_dispatch(ins);
   if (ins.kind != OpKind::AllToAllV) return etp_exchange(ins);
   const bool etp = dims_.etp > 1;
-  if (is(ins, "dispatch-a2a")) {
+  if (ins.site == Site::DispatchA2a) {
     put(L, mb, "moe.in", to_experts(L, mb, at(L, mb, "moe.perm")));
-  } else if (is(ins, "combine-a2a")) {
+  } else if (ins.site == Site::CombineA2a) {
     put(L, mb, "moe.y_perm", from_experts(L, mb, at(L, mb, etp ? "moe.out_mine" : "moe.out_local")));
-  } else if (is(ins, "combine-grad-a2a")) {
+  } else if (ins.site == Site::CombineGradA2a) {
     put(L, mb, etp ? "moe.d_out_mine" : "moe.d_out_local", to_experts(L, mb, at(L, mb, "moe.d_y_perm")));
   } else {
     put(L, mb, "moe.d_perm", from_experts(L, mb, at(L, mb, etp ? "moe.d_in_mine" : "moe.d_in_local")));
@@ -362,11 +361,11 @@ void ModelRunner::etp_exchange(const Instruction& ins) {
   const int64_t total = std::accumulate(rows.begin(), rows.end(), int64_t{0});
   const int64_t me = comm_.group_rank(g);
   const bool gather = ins.kind == OpKind::AllGather;
-  const char* src = is(ins, "dispatch-ag") ? (dims_.ep > 1 ? "moe.in" : "moe.perm")
-                    : is(ins, "combine-grad-ag") ? (dims_.ep > 1 ? "moe.d_out_mine" : "moe.d_y_perm")
-                    : is(ins, "combine-rs") ? "moe.out_local" : "moe.d_in_local";
-  const char* dst = is(ins, "dispatch-ag") ? "moe.in_etp" : is(ins, "combine-grad-ag") ? "moe.d_out_local"
-                    : is(ins, "combine-rs") ? "moe.out_mine" : "moe.d_in_mine";
+  const char* src = ins.site == Site::DispatchAg ? (dims_.ep > 1 ? "moe.in" : "moe.perm")
+                    : ins.site == Site::CombineGradAg ? (dims_.ep > 1 ? "moe.d_out_mine" : "moe.d_y_perm")
+                    : ins.site == Site::CombineRs ? "moe.out_local" : "moe.d_in_local";
+  const char* dst = ins.site == Site::DispatchAg ? "moe.in_etp" : ins.site == Site::CombineGradAg ? "moe.d_out_local"
+                    : ins.site == Site::CombineRs ? "moe.out_mine" : "moe.d_in_mine";
   const DeviceTensor& in = at(L, mb, src);
   if (gather) {
     DeviceTensor arrived = fresh({total, h}), out = fresh({total, h});
@@ -409,7 +408,7 @@ void ModelRunner::allgather_dispatch(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
   const ParallelGroup g = ParallelGroup::ExpertTpEp;
   const int64_t members = comm_.group_size(g), k = dims_.topk, h = dims_.h;
-  if (is(ins, "dispatch-ag")) {   // tokens and routing of every member
+  if (ins.site == Site::DispatchAg) {   // tokens and routing of every member
     const DeviceTensor& x = at(L, mb, "ln2");
     const int64_t T = x.dim(0);
     DeviceTensor full = fresh({T * members, h});
@@ -435,13 +434,13 @@ void ModelRunner::allgather_dispatch(const Instruction& ins) {
     DeviceTensor probs_full = fresh({T * members, k});
     device_.copy_columns(all, 2 * k, probs_full);
     put(L, mb, "moe.probs_full", probs_full);
-  } else if (is(ins, "combine-rs")) {   // token outputs back to their owners, ETP partials summed
+  } else if (ins.site == Site::CombineRs) {   // token outputs back to their owners, ETP partials summed
     const DeviceTensor& y = at(L, mb, "moe.y_full");
     DeviceTensor out = fresh({y.dim(0) / members, h});
     comm_.reduce_scatter(g, y, out);
     check_bytes(ins, y.numel());
     put(L, mb, "moe.out", out);
-  } else if (is(ins, "combine-grad-ag")) {
+  } else if (ins.site == Site::CombineGradAg) {
     const DeviceTensor& dy = at(L, mb, "g_mlp");
     DeviceTensor full = fresh({dy.dim(0) * members, h});
     comm_.all_gather(g, dy, full);

@@ -76,7 +76,7 @@ void ModelRunner::local_norms() {
 void ModelRunner::grad_norm(const Instruction& ins) {
   local_norms();
   check_bytes(ins, 1);
-  const bool expert = std::strcmp(ins.label, "grad-norm-expert") == 0;
+  const bool expert = ins.site == Site::GradNormExpert;
   if (!expert && params_.distributed_optimizer() && !norm_combined_) {
     dense_sq_ += expert_sq_;
     expert_sq_ = 0;

@@ -30,7 +30,7 @@ std::string routing_trace_json(const Job& job, const std::vector<std::string>& p
   std::map<int64_t, nlohmann::json> layers;
   for (const std::string& part : parts) {
     const nlohmann::json counts = nlohmann::json::parse(part);
-    for (const auto& [layer, rows] : counts.items()) layers.try_emplace(std::stoll(layer), rows);
+    for (const nlohmann::json& entry : counts) layers.try_emplace(entry.at("layer").get<int64_t>(), entry.at("rows"));
   }
   nlohmann::json out = {{"format", "tandem-moe-routing-trace"}, {"experts", job.model.num_experts},
                         {"topk", job.model.moe_router_topk}, {"tokens", tokens}, {"layers", nlohmann::json::array()}};
@@ -243,11 +243,11 @@ class TrainingRun {
 
   void end_routing_record() {
     runner_.on_routing = nullptr;
-    nlohmann::json mine = nlohmann::json::object();
+    nlohmann::json mine = nlohmann::json::array();   // [{layer, rows: [microbatch][expert]}]
     for (const auto& [layer, rows] : routing_) {
       nlohmann::json list = nlohmann::json::array();
       for (const auto& [mb, counts] : rows) list.push_back(counts);
-      mine[std::to_string(layer)] = std::move(list);
+      mine.push_back({{"layer", layer}, {"rows", std::move(list)}});
     }
     const std::vector<std::string> parts = comm_.gather_to_root(mine.dump());
     const double tokens_in[1] = {double(routing_tokens_)};

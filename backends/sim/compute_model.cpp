@@ -159,7 +159,7 @@ GemmPlan ComputeModel::plan_gemm(const GemmProblem& p) const {
 double ComputeModel::gemm_kind_time(const Instruction& ins) const {
   const GemmDims d = gemm_dims(ins);
   TANDEM_CHECK_MSG(ins.flops == 0 || (d.rows > 0 && d.cols > 0 && d.reduction > 0),
-                   op_kind_name(ins.kind) << " '" << ins.label << "' has FLOPs but no shape");
+                   op_kind_name(ins.kind) << " '" << to_string(ins.site) << "' has FLOPs but no shape");
   GemmProblem p;
   p.group_m.assign(static_cast<size_t>(std::max<int64_t>(ins.batch, 1)), d.rows);
   p.n = d.cols;

@@ -453,7 +453,7 @@ std::string RankPlayer::where_stuck() const {
     const int32_t i = busy_[su] ? last_issued_[su] : streams_[su][head_[su]];
     const Instruction& x = ins_[static_cast<size_t>(i)];
     os << " stream " << to_string(static_cast<StreamKind>(s)) << (busy_[su] ? " in " : " waits before ") << i << " ("
-       << to_string(x.kind) << " " << x.label;
+       << to_string(x.kind) << " " << to_string(x.site);
     if (x.peer >= 0) os << " peer " << x.peer;
     os << ")";
   }

@@ -12,7 +12,7 @@
 #include "core/check.h"
 #include "core/job_loader.h"
 #include "models/accounting.h"
-#include "program/lower_context.h"
+#include "program/model_layout.h"
 
 namespace tandem::sim {
 namespace {
@@ -300,12 +300,25 @@ RoutingSummary summary_from_json(const json& j) {
   return s;
 }
 
+namespace {
+
+// Direction of a routed all-to-all: true when it carries tokens to the experts (the dispatch in
+// the forward, the combine's gradient in the backward).
+bool sends_to_experts(Site site) {
+  switch (site) {
+    case Site::DispatchA2a:
+    case Site::CombineGradA2a: return true;
+    case Site::CombineA2a:
+    case Site::DispatchGradA2a: return false;
+    default: TANDEM_CHECK_MSG(false, "routed all-to-all '" << to_string(site) << "'"); return false;
+  }
+}
+
+}  // namespace
+
 std::vector<double> all_to_all_bytes(const MoeRoutingModel& model, const Instruction& x) {
   const RoutingDraw& d = model.draw(x.layer, x.microbatch);
-  const std::string_view label = x.label;
-  const bool to_experts = label == "dispatch-a2a" || label == "combine-grad-a2a";
-  TANDEM_CHECK_MSG(to_experts || label == "combine-a2a" || label == "dispatch-grad-a2a",
-                   "routed all-to-all '" << label << "'");
+  const bool to_experts = sends_to_experts(x.site);
   const auto P = static_cast<size_t>(model.ep());
   std::vector<double> bytes(P * P, 0.0);
   for (size_t i = 0; i < P; ++i)
@@ -347,7 +360,6 @@ RankLoads rank_loads(const MoeRoutingModel& model, const RoutingDraw& d, int64_t
   return r;
 }
 
-bool is_label(const Instruction& x, const char* label) { return std::string_view(x.label) == label; }
 
 // Saved-activation bytes per routed row of a MoE layer (models/activations.cpp, mlp_bytes):
 // fc1 input and fc2 output [h], fc1 output (x2 gated) and activation output [f_moe / ETP].
@@ -363,7 +375,7 @@ void redraw(Instruction& x, const lower::Dims& d, const RankLoads& r, double cop
   const double e = double(d.e);
   switch (x.kind) {
     case OpKind::AllToAllV:
-      x.bytes = (is_label(x, "dispatch-a2a") || is_label(x, "combine-grad-a2a") ? r.to_others : r.from_others) * e *
+      x.bytes = (sends_to_experts(x.site) ? r.to_others : r.from_others) * e *
                 double(d.h);
       return;
     case OpKind::AllGather:
@@ -394,20 +406,15 @@ void redraw(Instruction& x, const lower::Dims& d, const RankLoads& r, double cop
       *expert_rows = r.expert_rows;
       return;
     }
-    default: TANDEM_CHECK_MSG(false, "routed " << to_string(x.kind) << " '" << x.label << "'");
+    default: TANDEM_CHECK_MSG(false, "routed " << to_string(x.kind) << " '" << to_string(x.site) << "'");
   }
 }
 
-// "act/layer/L3/mb5/c0" or "act/replay/L3/mb5/c0" -> (3, 5); false for other buffers.
-bool routed_activation(const Buffer& b, int64_t* layer, int64_t* microbatch) {
-  const std::string& n = b.name;
-  if (b.role != BufferRole::Activation || (n.rfind("act/layer/L", 0) != 0 && n.rfind("act/replay/L", 0) != 0))
-    return false;
-  const size_t l = n.find("/L"), m = n.find("/mb");
-  if (l == std::string::npos || m == std::string::npos) return false;
-  *layer = std::strtoll(n.c_str() + l + 2, nullptr, 10);
-  *microbatch = std::strtoll(n.c_str() + m + 3, nullptr, 10);
-  return true;
+// The saved activations of a decoder layer's microbatch (its own or a recompute replay's): the
+// buffers whose size the routing decides.
+bool routed_activation(const Buffer& b) {
+  return b.role == BufferRole::Activation && (b.part == BufferPart::Layer || b.part == BufferPart::Replay) &&
+         b.layer >= 0 && b.microbatch >= 0;
 }
 
 }  // namespace
@@ -433,9 +440,9 @@ RoutedProgram apply_routing(const RankProgram& base, const Job& job, const Paral
   auto& buffers = out.program.buffers;
   std::vector<char> changed(buffers.size(), 0);
   for (size_t b = 0; b < buffers.size(); ++b) {
-    int64_t layer = 0, mb = 0;
-    if (!routed_activation(buffers[b], &layer, &mb) || !is_moe_layer(job.model, layer)) continue;
-    buffers[b].bytes += (loads(layer, mb).rows - rows) * per_row;
+    const Buffer& buffer = buffers[b];
+    if (!routed_activation(buffer) || !is_moe_layer(job.model, buffer.layer)) continue;
+    buffers[b].bytes += (loads(buffer.layer, buffer.microbatch).rows - rows) * per_row;
     changed[b] = 1;
   }
   for (Instruction& x : ins)

@@ -51,7 +51,7 @@ void write_metadata(std::ostream& out, const ParallelGrid& grid, int64_t rank, b
 
 // x.peer already renamed for `rank`.
 void write_event(std::ostream& out, int64_t rank, const Instruction& x, const InstructionTime& t) {
-  const std::string name = escaped(x.label[0] != '\0' ? x.label : to_string(x.kind));
+  const std::string name = escaped(x.site != Site::None ? to_string(x.site) : to_string(x.kind));
   char line[512];
   int n = std::snprintf(line, sizeof(line),
                         ",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%lld,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,"

@@ -15,11 +15,11 @@
 namespace tandem::exec {
 namespace {
 
-Instruction make(OpKind kind, StreamKind stream, const char* label, std::vector<int32_t> deps = {}) {
+Instruction make(OpKind kind, StreamKind stream, Site site, std::vector<int32_t> deps = {}) {
   Instruction ins;
   ins.kind = kind;
   ins.stream = stream;
-  ins.label = label;
+  ins.site = site;
   ins.deps = std::move(deps);
   return ins;
 }
@@ -36,7 +36,7 @@ class RecordingHandler final : public InstructionHandler {
     (void)index;
     return --polls_ <= 0;
   }
-  void on_free(const Buffer& b) override { freed.push_back(b.name); }
+  void on_free(const Buffer& b) override { freed.push_back(b.name()); }
   std::vector<int32_t> order;
   std::vector<std::string> freed;
 
@@ -46,15 +46,15 @@ class RecordingHandler final : public InstructionHandler {
 
 RankProgram waiting_program() {
   RankProgram p;
-  p.buffers.push_back(Buffer{BufferRole::Activation, "act/layer/L0/mb0/c0", 100});
-  Instruction alloc = make(OpKind::Alloc, StreamKind::Compute, "alloc");
+  p.buffers.push_back(Buffer{BufferRole::Activation, BufferPart::Layer, 0, 0, 0, false, 100});
+  Instruction alloc = make(OpKind::Alloc, StreamKind::Compute, Site::Alloc);
   alloc.buffer = 0;
   p.instructions.push_back(alloc);                                                       // 0
-  p.instructions.push_back(make(OpKind::Recv, StreamKind::PpRecv, "pp-activation"));     // 1 in flight
-  p.instructions.push_back(make(OpKind::Gemm, StreamKind::Compute, "qkv", {1}));         // 2 waits for 1
-  p.instructions.push_back(make(OpKind::Send, StreamKind::PpSend, "mirror-grad"));       // 3 independent
-  p.instructions.push_back(make(OpKind::Gemm, StreamKind::Compute, "proj"));             // 4 after 2 (stream)
-  Instruction free = make(OpKind::Free, StreamKind::Compute, "free");
+  p.instructions.push_back(make(OpKind::Recv, StreamKind::PpRecv, Site::PpActivation));     // 1 in flight
+  p.instructions.push_back(make(OpKind::Gemm, StreamKind::Compute, Site::Qkv, {1}));         // 2 waits for 1
+  p.instructions.push_back(make(OpKind::Send, StreamKind::PpSend, Site::MirrorGrad));       // 3 independent
+  p.instructions.push_back(make(OpKind::Gemm, StreamKind::Compute, Site::Proj));             // 4 after 2 (stream)
+  Instruction free = make(OpKind::Free, StreamKind::Compute, Site::Free);
   free.buffer = 0;
   p.instructions.push_back(free);                                                        // 5
   return p;

@@ -110,7 +110,7 @@ TEST(OpTimer, MoeRouterPermuteAndExpertGemms) {
   const Coverage c = coverage(programs, r);
   EXPECT_EQ(c.in_programs, c.in_report);
   std::set<std::string> timed;
-  for (const OpTiming& t : r.timed) timed.insert(std::string(to_string(t.op.kind)) + " " + t.op.label);
+  for (const OpTiming& t : r.timed) timed.insert(std::string(to_string(t.op.kind)) + " " + to_string(t.op.site));
   for (const char* want : {"Router router", "RouterGrad router", "Permute permute", "Unpermute unpermute",
                            "PermuteGrad permute", "UnpermuteGrad unpermute", "Gemm expert-fc1", "GemmGradWeight expert-fc2",
                            "GemmGradWeight router"})
@@ -148,10 +148,10 @@ TEST(OpTimer, GemmRatePlausibleAgainstDirectTiming) {
   ASSERT_DOUBLE_EQ(s.flops, 2.0 * double(s.m) * double(s.n) * double(s.k));
   cpu::CpuDevice dev;
   DeviceTensor x = dev.zeros({s.m, s.k}), y = dev.empty({s.m, s.n});
-  DeviceTensor w = dev.zeros(s.label == "output" ? Shape{s.n, s.k} : Shape{s.k, s.n});
+  DeviceTensor w = dev.zeros(s.site == Site::Output ? Shape{s.n, s.k} : Shape{s.k, s.n});
   dev.fill(x, 0.25f);
   dev.fill(w, 0.5f);
-  const WeightLayout layout = s.label == "output" ? WeightLayout::OutIn : WeightLayout::InOut;
+  const WeightLayout layout = s.site == Site::Output ? WeightLayout::OutIn : WeightLayout::InOut;
   dev.gemm_forward(x, w, {}, layout, y);   // warm-up
   std::vector<double> times;
   for (int i = 0; i < 15; ++i) {
@@ -166,18 +166,18 @@ TEST(OpTimer, GemmRatePlausibleAgainstDirectTiming) {
   EXPECT_FLOAT_EQ(dev.to_host(y)[0], 0.125f * static_cast<float>(s.k));   // the direct call did the product
 }
 
-// Variants sharing a profile key (same op and shape, another label) become one count-weighted entry.
+// Variants sharing a profile key (same op and shape, another site) become one count-weighted entry.
 TEST(OpTimer, ProfileEntriesMergeVariantsByKey) {
   OpTimingReport r;
   OpShape a;
   a.kind = OpKind::Elementwise;
   a.m = 64;
   a.n = 32;
-  a.label = "residual-grad";
+  a.site = Site::ResidualGrad;
   a.count = 3;
   a.profile_dtype = "bf16";
   OpShape b = a;
-  b.label = "moe-grad-add";
+  b.site = Site::MoeGradAdd;
   b.count = 1;
   r.timed.push_back(OpTiming{a, 1e-6, 3, "add"});
   r.timed.push_back(OpTiming{b, 5e-6, 3, "add"});

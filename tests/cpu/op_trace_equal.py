@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The op trace of `tandem train` equals the op trace of `tandem simulate` rank by rank: the real
-backend executes exactly the instructions the simulator costs (kind, label, provenance, shapes,
-group, peer, tag, bytes), every rank played (`simulate --all-ranks`).
+backend executes exactly the instructions the simulator costs (kind, site, provenance, shapes,
+group, peer, tag, bytes), every rank played (`simulate --all-ranks`). The training side is what
+the CPU executor recorded as it issued each instruction to the device and communicator, not a
+second printing of the lowering.
 
 usage: op_trace_equal.py --tandem BIN --model NAME --layout NAME   (models/layouts of train_equality.py)"""
 import argparse

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_pool.h"
-#include "program/lower_context.h"
+#include "program/model_layout.h"
 #include "tests/program_test_util.h"
 
 namespace tandem::cuda {

@@ -36,13 +36,12 @@ int32_t push(RankProgram& p, Instruction x) {
   return static_cast<int32_t>(p.instructions.size() - 1);
 }
 
-Instruction compute(double seconds, const char* label, std::vector<int32_t> deps, Phase phase = Phase::Forward) {
+Instruction compute(double seconds, std::vector<int32_t> deps, Phase phase = Phase::Forward) {
   Instruction x;
   x.kind = OpKind::Gemm;
   x.stream = StreamKind::Compute;
   x.phase = phase;
   x.flops = seconds;
-  x.label = label;
   x.deps = std::move(deps);
   return x;
 }
@@ -55,7 +54,6 @@ Instruction message(OpKind kind, int64_t peer, int64_t tag, double bytes, std::v
   x.peer = peer;
   x.tag = tag;
   x.bytes = bytes;
-  x.label = kind == OpKind::Send ? "send" : "recv";
   x.deps = std::move(deps);
   return x;
 }
@@ -66,7 +64,6 @@ Instruction collective(OpKind kind, ParallelGroup group, StreamKind stream, doub
   x.stream = stream;
   x.group = group;
   x.bytes = bytes;
-  x.label = "collective";
   x.deps = std::move(deps);
   return x;
 }
@@ -90,7 +87,7 @@ std::vector<RankProgram> schedule_programs(const Schedule& s, const ActionCosts&
     int32_t last = -1;
     for (const Action& a : s.actions[static_cast<size_t>(r)]) {
       if (is_compute(a.kind)) {
-        Instruction x = compute(action_cost(s, a, costs), short_code(a.kind) == 'F' ? "F" : "B", recvs);
+        Instruction x = compute(action_cost(s, a, costs), recvs);
         x.microbatch = a.microbatch;
         x.chunk = static_cast<int16_t>(a.chunk);
         last = push(p, std::move(x));
@@ -180,28 +177,28 @@ RankProgram toy_program(const ParallelGrid& grid, int64_t rank, const ToyStep& t
   p.pipeline_rank = c.pp;
   const int64_t prev = c.pp > 0 ? grid.dense_rank({c.tp, c.cp, c.dp, c.pp - 1}) : -1;
   const int64_t next = c.pp + 1 < grid.pp_size() ? grid.dense_rank({c.tp, c.cp, c.dp, c.pp + 1}) : -1;
-  auto half = [&](double seconds, const char* label, std::vector<int32_t> deps, Phase phase) {
-    const int32_t a = push(p, compute(seconds / 2, label, std::move(deps), phase));
+  auto half = [&](double seconds, std::vector<int32_t> deps, Phase phase) {
+    const int32_t a = push(p, compute(seconds / 2, std::move(deps), phase));
     const int32_t ar = push(p, collective(OpKind::AllReduce, ParallelGroup::Tp, StreamKind::TpComm, t.tp_bytes, {a}));
-    return push(p, compute(seconds / 2, label, {ar}, phase));
+    return push(p, compute(seconds / 2, {ar}, phase));
   };
   for (int mb = 0; mb < t.microbatches; ++mb) {
     std::vector<int32_t> deps;
     if (prev >= 0) deps.push_back(push(p, message(OpKind::Recv, prev, 2 * mb, t.activation_bytes, {})));
-    const int32_t f = half(t.forward_s, "fwd", deps, Phase::Forward);
+    const int32_t f = half(t.forward_s, deps, Phase::Forward);
     if (next >= 0) push(p, message(OpKind::Send, next, 2 * mb, t.activation_bytes, {f}));
   }
   int32_t last = -1;
   for (int mb = 0; mb < t.microbatches; ++mb) {
     std::vector<int32_t> deps;
     if (next >= 0) deps.push_back(push(p, message(OpKind::Recv, next, 2 * mb + 1, t.activation_bytes, {})));
-    last = half(t.backward_s, "bwd", deps, Phase::Backward);
+    last = half(t.backward_s, deps, Phase::Backward);
     if (prev >= 0) push(p, message(OpKind::Send, prev, 2 * mb + 1, t.activation_bytes, {last}));
   }
   Instruction dp = collective(OpKind::AllReduce, ParallelGroup::Dp, StreamKind::DpComm, t.gradient_bytes, {last});
   dp.phase = Phase::GradSync;
   const int32_t sync = push(p, std::move(dp));
-  push(p, compute(t.optimizer_s, "adam", {sync}, Phase::Optimizer));
+  push(p, compute(t.optimizer_s, {sync}, Phase::Optimizer));
   return p;
 }
 
@@ -369,8 +366,8 @@ TEST(Deadlock, UnmatchedReceiveIsReported) {
   std::vector<RankProgram> programs(2);
   for (int r = 0; r < 2; ++r) programs[static_cast<size_t>(r)].rank = r;
   push(programs[0], message(OpKind::Recv, 1, 7, 1e6, {}));
-  push(programs[0], compute(1e-3, "after", {0}));
-  push(programs[1], compute(1e-3, "alone", {}));
+  push(programs[0], compute(1e-3, {0}));
+  push(programs[1], compute(1e-3, {}));
   EXPECT_THROW(run_isolated([&] {
                  Platform platform(h100_cluster(), 2);
                  Collectives coll(platform);
@@ -401,10 +398,10 @@ std::vector<double> play_overlap(const ClusterSpec& cluster, double bytes, doubl
     for (int64_t r : layout.played) {
       RankProgram p;
       p.rank = r;
-      const int32_t a = push(p, compute(1e-3, "a", {}));
+      const int32_t a = push(p, compute(1e-3, {}));
       const int32_t ar = push(p, collective(OpKind::AllReduce, ParallelGroup::Dp, StreamKind::DpComm, bytes, {a}));
-      const int32_t b = push(p, compute(10e-3, "b", {a}));
-      push(p, compute(1e-3, "c", {b, ar}));
+      const int32_t b = push(p, compute(10e-3, {a}));
+      push(p, compute(1e-3, {b, ar}));
       programs.push_back(std::move(p));
     }
     Platform platform(cluster, grid.world_size());

@@ -73,11 +73,11 @@ TEST(MoeRouting, BalancedLoadsAreTheLoweringsExpectedSizes) {
       const Instruction& a = base.instructions[i];
       const Instruction& b = routed.program.instructions[i];
       routed_count += a.routed ? 1 : 0;
-      EXPECT_EQ(a.m, b.m) << i << " " << a.label;
+      EXPECT_EQ(a.m, b.m) << i << " " << to_string(a.site);
       EXPECT_EQ(a.n, b.n);
       EXPECT_EQ(a.batch, b.batch);
-      EXPECT_NEAR(a.flops, b.flops, 1e-12 * std::max(1.0, a.flops)) << i << " " << a.label;
-      EXPECT_NEAR(a.bytes, b.bytes, 1e-12 * std::max(1.0, a.bytes)) << i << " " << a.label;
+      EXPECT_NEAR(a.flops, b.flops, 1e-12 * std::max(1.0, a.flops)) << i << " " << to_string(a.site);
+      EXPECT_NEAR(a.bytes, b.bytes, 1e-12 * std::max(1.0, a.bytes)) << i << " " << to_string(a.site);
     }
     EXPECT_GT(routed_count, 0);
     EXPECT_NEAR(routed.program.peak_bytes(), base.peak_bytes(), 1e-9 * base.peak_bytes());
