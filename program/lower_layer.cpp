@@ -108,7 +108,7 @@ int32_t attention_op(Context& ctx, OpKind kind, int64_t sq, int64_t skv, int16_t
   ins.n = skv;
   ins.k = d.qk_head_dim();
   ins.batch = d.b * d.heads;
-  ins.step = step;
+  ins.ring_step = step;
   // QK^T and softmax x V over the full sq x skv square (the convention of models/accounting).
   const double fwd = 2.0 * double(ins.batch) * double(sq) * double(skv) * double(d.qk_head_dim() + d.v_head_dim());
   ins.flops = kind == OpKind::Attention ? fwd : 2.0 * fwd;
@@ -139,9 +139,9 @@ int32_t attention_core_forward(Context& ctx, int32_t layer, int32_t x) {
     if (step + 1 < ctx.cp) {
       const int64_t tag = make_tag(TagPurpose::CpForward, rc, layer, ctx.em.cursor.microbatch, step);
       const int32_t s = ctx.em.send(ParallelGroup::Cp, StreamKind::CpComm, Site::CpKv, ctx.cp_next, tag, bytes, {kv});
-      ctx.em.program().instructions[static_cast<size_t>(s)].step = static_cast<int16_t>(step);
+      ctx.em.program().instructions[static_cast<size_t>(s)].ring_step = static_cast<int16_t>(step);
       next = ctx.em.recv(ParallelGroup::Cp, StreamKind::CpComm, Site::CpKv, ctx.cp_prev, tag, bytes);
-      ctx.em.program().instructions[static_cast<size_t>(next)].step = static_cast<int16_t>(step);
+      ctx.em.program().instructions[static_cast<size_t>(next)].ring_step = static_cast<int16_t>(step);
     }
     out = attention_op(ctx, OpKind::Attention, sq, sq, static_cast<int16_t>(step), {kv, x});
     kv = next;
@@ -165,9 +165,9 @@ int32_t attention_core_backward(Context& ctx, int32_t layer, int32_t dy) {
     const double bytes = last ? kv : 2.0 * kv;
     Site site = last ? Site::CpDkv : Site::CpKvDkv;
     const int32_t s = ctx.em.send(ParallelGroup::Cp, StreamKind::CpComm, site, ctx.cp_next, tag, bytes, {out});
-    ctx.em.program().instructions[static_cast<size_t>(s)].step = static_cast<int16_t>(step);
+    ctx.em.program().instructions[static_cast<size_t>(s)].ring_step = static_cast<int16_t>(step);
     have = ctx.em.recv(ParallelGroup::Cp, StreamKind::CpComm, site, ctx.cp_prev, tag, bytes);
-    ctx.em.program().instructions[static_cast<size_t>(have)].step = static_cast<int16_t>(step);
+    ctx.em.program().instructions[static_cast<size_t>(have)].ring_step = static_cast<int16_t>(step);
   }
   return have;
 }

@@ -128,7 +128,7 @@ void param_gather_before_forward(Context& ctx, int chunk) {
     if (dp_size(ctx, b.expert) == 1) continue;
     const int32_t ag = ctx.em.collective(OpKind::AllGather, dp_group(b.expert), StreamKind::DpComm,
                                          b.expert ? Site::EdpParamAg : Site::DpParamAg, b.elements * bpp.weights);
-    ctx.em.program().instructions[static_cast<size_t>(ag)].step = static_cast<int16_t>(i);
+    ctx.em.program().instructions[static_cast<size_t>(ag)].bucket = static_cast<int16_t>(i);
     for (const ParamTensor& t : tensors) {
       if (std::find(b.keys.begin(), b.keys.end(), t.key) == b.keys.end()) continue;
       int32_t& gate = ctx.em.param_gate[t.gate];
@@ -151,7 +151,7 @@ void reduce_bucket(Context& ctx, int chunk, const Bucket& b, size_t index, int32
   const OpKind kind = ctx.job.parallel.use_distributed_optimizer ? OpKind::ReduceScatter : OpKind::AllReduce;
   const int32_t c = ctx.em.collective(kind, dp_group(b.expert), StreamKind::DpComm, b.expert ? Site::EdpGrad : Site::DpGrad,
                                       b.elements * bpp.gradients, {producer_of(ctx, b), after, mirror});
-  ctx.em.program().instructions[static_cast<size_t>(c)].step = static_cast<int16_t>(index);
+  ctx.em.program().instructions[static_cast<size_t>(c)].bucket = static_cast<int16_t>(index);
   ctx.last_grad_sync = c;
   ctx.em.cursor = saved;
 }
@@ -296,7 +296,7 @@ void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t la
       if (dp_size(ctx, b.expert) == 1) continue;
       const int32_t ag = ctx.em.collective(OpKind::AllGather, dp_group(b.expert), StreamKind::DpComm,
                                            b.expert ? Site::EdpParamAg : Site::DpParamAg, b.elements * bpp.weights, {step});
-      ctx.em.program().instructions[static_cast<size_t>(ag)].step = static_cast<int16_t>(i);
+      ctx.em.program().instructions[static_cast<size_t>(ag)].bucket = static_cast<int16_t>(i);
     }
   }
 }

@@ -122,8 +122,15 @@ bool Instruction::operator==(const Instruction& o) const {
   return kind == o.kind && stream == o.stream && phase == o.phase && m == o.m && n == o.n && k == o.k &&
          batch == o.batch && dtype == o.dtype && flops == o.flops && bytes == o.bytes && group == o.group &&
          peer == o.peer && tag == o.tag && buffer == o.buffer && deps == o.deps && layer == o.layer &&
-         microbatch == o.microbatch && chunk == o.chunk && step == o.step && recompute == o.recompute &&
-         routed == o.routed && site == o.site;
+         microbatch == o.microbatch && chunk == o.chunk && ring_step == o.ring_step && bucket == o.bucket &&
+         recompute == o.recompute && routed == o.routed && site == o.site &&
+         (cost == o.cost || (cost && o.cost && *cost == *o.cost));
+}
+
+bool CostNote::operator==(const CostNote& o) const {
+  return piece == o.piece && share == o.share && whole_m == o.whole_m && whole_flops == o.whole_flops &&
+         whole_bytes == o.whole_bytes && continues_exchange == o.continues_exchange && expert_rows == o.expert_rows &&
+         (peer_bytes == o.peer_bytes || (peer_bytes && o.peer_bytes && *peer_bytes == *o.peer_bytes));
 }
 
 double RankProgram::total_flops() const {
@@ -178,7 +185,9 @@ void append_provenance(std::string& out, const Instruction& ins) {
   if (ins.layer >= 0) out += " L" + std::to_string(ins.layer);
   if (ins.microbatch >= 0) out += " mb" + std::to_string(ins.microbatch);
   if (ins.chunk >= 0) out += " c" + std::to_string(ins.chunk);
-  if (ins.step >= 0) out += " s" + std::to_string(ins.step);
+  // One text for both: " s<n>" (a CP ring step or a DP bucket; an instruction has at most one).
+  if (ins.ring_step >= 0) out += " s" + std::to_string(ins.ring_step);
+  if (ins.bucket >= 0) out += " s" + std::to_string(ins.bucket);
   if (ins.recompute) out += " recompute";
 }
 
@@ -223,7 +232,8 @@ nlohmann::json program_to_json(const RankProgram& program) {
     if (ins.layer >= 0) j["layer"] = ins.layer;
     if (ins.microbatch >= 0) j["microbatch"] = ins.microbatch;
     if (ins.chunk >= 0) j["chunk"] = ins.chunk;
-    if (ins.step >= 0) j["step"] = ins.step;
+    if (ins.ring_step >= 0) j["ring_step"] = ins.ring_step;
+    if (ins.bucket >= 0) j["bucket"] = ins.bucket;
     if (ins.recompute) j["recompute"] = true;
     if (ins.routed) j["routed"] = true;
     list.push_back(std::move(j));

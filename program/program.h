@@ -26,6 +26,7 @@
 // renaming of peers (groups are named by kind, so they are equal already); symmetry_class()
 // says which.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -51,7 +52,7 @@ enum class OpKind : std::uint8_t {
   // flops = 2 batch m n (k + value head dim), the full m x n square (MLA: value dim != k).
   // With CP (ring, causal load balancing: each rank holds sequence chunks i and 2CP-1-i) one
   // instruction per ring step: step 0 is the causal diagonal block of the local s/CP queries,
-  // steps > 0 are off-diagonal blocks of which half is computed, unmasked. Without CP step = -1.
+  // steps > 0 are off-diagonal blocks of which half is computed, unmasked. Without CP ring_step = -1.
   Attention,
   AttentionGrad,
   Rope,               // rotary embedding of q and k: m = tokens, n = (q + k heads) x rotary dim
@@ -130,6 +131,30 @@ struct Buffer {
   bool operator==(const Buffer&) const = default;
 };
 
+// What a simulator pass decided about one instruction of the simulator's copy of a program
+// (backends/sim: MoE routing sizes, TP-overlap chunking). The lowering never attaches one, the
+// real backends ignore it, the op trace does not show it; the executor reads it instead of
+// being told which pass ran. Immutable and shared: copies of a program share their notes.
+struct CostNote {
+  // TP overlap: this instruction is piece `piece` (0-based) of an operation the pass split.
+  int16_t piece = -1;
+  // A compute piece costs `share` of the unsplit operation, whose rows, FLOPs and bytes these are
+  // (the piece has the operation's other fields).
+  double share = 1;
+  int64_t whole_m = 0;
+  double whole_flops = 0, whole_bytes = 0;
+  // A communication piece after the first continues one pipelined exchange: it pays bandwidth
+  // only, no latency of its own.
+  bool continues_exchange = false;
+  // MoE routing: rows per local expert of a grouped expert GEMM as the routing model drew them
+  // (empty: the expected, even split).
+  std::vector<int64_t> expert_rows;
+  // MoE routing: bytes EP rank i sends to EP rank j in this all-to-all (row-major EP x EP, by EP
+  // coordinate), played as flows with those sizes; null: Instruction::bytes split evenly.
+  std::shared_ptr<const std::vector<double>> peer_bytes;
+  bool operator==(const CostNote& o) const;
+};
+
 struct Instruction {
   OpKind kind = OpKind::Gemm;
   StreamKind stream = StreamKind::Compute;
@@ -153,10 +178,12 @@ struct Instruction {
   int32_t layer = -1;                        // global decoder layer (MTP layers follow: L, L+1, ...), -1 outside layers
   int32_t microbatch = -1;
   int16_t chunk = -1;
-  int16_t step = -1;                         // CP ring step, bucket index of DP collectives, -1 otherwise
+  int16_t ring_step = -1;                    // CP ring step of attention and its KV messages, -1 otherwise
+  int16_t bucket = -1;                       // DP bucket of a gradient reduction / parameter all-gather, -1 otherwise
   bool recompute = false;                    // replayed forward work (recompute)
   bool routed = false;                       // MoE: size depends on routing (expected value here)
   Site site = Site::None;                    // what it computes: qkv, fc1, dp-grad, ... (program/op_site.h)
+  std::shared_ptr<const CostNote> cost;      // backends/sim passes only (see CostNote); null otherwise
   bool operator==(const Instruction&) const;
 };
 

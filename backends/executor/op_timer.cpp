@@ -47,7 +47,7 @@ std::vector<OpShape> collect_op_shapes(const Job& job, const std::vector<RankPro
       if (!is_compute(ins.kind)) continue;
       const bool backward = !(ins.phase == Phase::Forward || ins.recompute);
       // Attention ring steps: the diagonal (0) and off-diagonal (> 0) blocks are different work.
-      const int step_class = ins.step < 0 ? -1 : (ins.step == 0 ? 0 : 1);
+      const int step_class = ins.ring_step < 0 ? -1 : (ins.ring_step == 0 ? 0 : 1);
       const bool attention = ins.kind == OpKind::Attention || ins.kind == OpKind::AttentionGrad;
       const ShapeKey key{static_cast<int>(ins.kind), ins.m, ins.n, ins.k, ins.batch, static_cast<int>(ins.dtype),
                          static_cast<int>(ins.site), backward, attention ? step_class : -1};
@@ -65,7 +65,7 @@ std::vector<OpShape> collect_op_shapes(const Job& job, const std::vector<RankPro
       s.dtype = ins.dtype;
       s.site = ins.site;
       s.backward = backward;
-      s.step = attention ? ins.step : int16_t{-1};
+      s.step = attention ? ins.ring_step : int16_t{-1};
       s.count = 1;
       s.flops = ins.flops;
       s.bytes = ins.bytes;

@@ -56,7 +56,7 @@ CpBlock cp_block(int64_t rank, int64_t cp, int64_t step, int64_t s_local) {
 // Forward step: attention of the local queries against the block held at this step.
 void ModelRunner::attention_cp_step(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const int64_t cp = dims_.cp, j = ins.step;
+  const int64_t cp = dims_.cp, j = ins.ring_step;
   const DeviceTensor& q = at(L, mb, "q");
   const Shape kv_shape = at(L, mb, "k").shape;
   const int64_t kv_n = numel_of(kv_shape);
@@ -85,7 +85,7 @@ void ModelRunner::attention_cp_step(const Instruction& ins) {
 // the travelling buffer.
 void ModelRunner::attention_grad_cp_step(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const int64_t cp = dims_.cp, j = ins.step;
+  const int64_t cp = dims_.cp, j = ins.ring_step;
   const DeviceTensor& q = at(L, mb, "q");
   const Shape kv_shape = at(L, mb, "k").shape;
   const int64_t kv_n = numel_of(kv_shape);
@@ -120,7 +120,7 @@ void ModelRunner::attention_grad_cp_step(const Instruction& ins) {
 
 void ModelRunner::cp_send(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const int64_t j = ins.step;
+  const int64_t j = ins.ring_step;
   const Shape kv_shape = at(L, mb, "k").shape;
   const int64_t kv_n = numel_of(kv_shape);
   DeviceTensor msg;
@@ -143,7 +143,7 @@ void ModelRunner::cp_send(const Instruction& ins) {
 
 void ModelRunner::cp_recv(const Instruction& ins) {
   const int32_t L = ins.layer, mb = ins.microbatch;
-  const int64_t j = ins.step;
+  const int64_t j = ins.ring_step;
   const Shape kv_shape = at(L, mb, "k").shape;
   const int64_t kv_n = numel_of(kv_shape);
   const Site site = ins.site;

@@ -267,7 +267,7 @@ AttentionArgs ModelRunner::attention_args(const Instruction& ins, std::span<cons
 }
 
 void ModelRunner::attention(const Instruction& ins) {
-  if (ins.step >= 0) return attention_cp_step(ins);
+  if (ins.ring_step >= 0) return attention_cp_step(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const DeviceTensor& q = at(L, mb, "q");
   DeviceTensor out = fresh(q.shape), lse = fresh({dims_.b, dims_.heads, s_local_});
@@ -277,7 +277,7 @@ void ModelRunner::attention(const Instruction& ins) {
 }
 
 void ModelRunner::attention_grad(const Instruction& ins) {
-  if (ins.step >= 0) return attention_grad_cp_step(ins);
+  if (ins.ring_step >= 0) return attention_grad_cp_step(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const DeviceTensor &q = at(L, mb, "q"), &k = at(L, mb, "k"), &v = at(L, mb, "v");
   DeviceTensor dq = fresh(q.shape), dk = fresh(k.shape), dv = fresh(v.shape);

@@ -18,7 +18,7 @@ DeviceTensor segment_of(const DeviceTensor& t, const OptimSegment& s) {
 }  // namespace
 
 void ModelRunner::dp_grad(const Instruction& ins) {
-  ParamBucket& b = params_.bucket(ins.chunk, ins.step);
+  ParamBucket& b = params_.bucket(ins.chunk, ins.bucket);
   check_bytes(ins, b.elements);
   if (ins.kind == OpKind::AllReduce) {
     comm_.all_reduce(b.group, b.grads.slice(0, {b.elements}), ReduceOp::Sum);
@@ -110,7 +110,7 @@ void ModelRunner::optimizer_step(const Instruction& ins) {
 }
 
 void ModelRunner::param_gather(const Instruction& ins) {
-  ParamBucket& b = params_.bucket(ins.chunk, ins.step);
+  ParamBucket& b = params_.bucket(ins.chunk, ins.bucket);
   check_bytes(ins, b.elements);
   comm_.all_gather(b.group, b.values.slice(b.dp_rank * b.shard, {b.shard}), b.values);
 }

@@ -44,70 +44,44 @@ Handler moe_collective(OpKind kind) {
 
 Handler handler_of(OpKind kind, Site site) {
   switch (site) {
-    case Site::None:
-    case Site::Alloc:
-    case Site::Free: return H::None;
+    case Site::None: case Site::Alloc: case Site::Free:
+      return H::None;
     // Embedding and head.
     case Site::Embedding: return pick(kind, {{K::Embedding, H::Embedding}, {K::EmbeddingGrad, H::EmbeddingGrad}});
     case Site::EmbedDropout: return only(kind, K::Elementwise, H::EmbeddingDropout);
-    case Site::EmbedAr:
-    case Site::EmbedRs:
-    case Site::EmbedGradAg:
-    case Site::OutputAg:
-    case Site::OutputGradAr:
-    case Site::OutputGradRs:
-    case Site::OutputWgradAg: return tp_collective(kind);
+    case Site::EmbedAr: case Site::EmbedRs: case Site::EmbedGradAg: case Site::OutputAg:
+    case Site::OutputGradAr: case Site::OutputGradRs: case Site::OutputWgradAg:
+      return tp_collective(kind);
     case Site::FinalNorm: return norms(kind);
     case Site::Output: return gemms(kind);
     case Site::Loss: return pick(kind, {{K::CrossEntropy, H::CrossEntropy}, {K::CrossEntropyGrad, H::CrossEntropyGrad}});
     case Site::LossReduce: return only(kind, K::Elementwise, H::LossReduce);
-    case Site::CeMax:
-    case Site::CeTarget:
-    case Site::CeSum: return only(kind, K::AllReduce, H::CeCollective);
+    case Site::CeMax: case Site::CeTarget: case Site::CeSum:
+      return only(kind, K::AllReduce, H::CeCollective);
     // Attention.
     case Site::InputNorm: return norms(kind);
-    case Site::Qkv:
-    case Site::Proj: return gemms(kind);
-    case Site::QkvAg:
-    case Site::QkvGradAr:
-    case Site::QkvGradRs:
-    case Site::QkvWgradAg:
-    case Site::ProjAr:
-    case Site::ProjRs:
-    case Site::ProjGradAg: return tp_collective(kind);
+    case Site::Qkv: case Site::Proj:
+      return gemms(kind);
+    case Site::QkvAg: case Site::QkvGradAr: case Site::QkvGradRs: case Site::QkvWgradAg: case Site::ProjAr:
+    case Site::ProjRs: case Site::ProjGradAg:
+      return tp_collective(kind);
     case Site::Rope: return pick(kind, {{K::Rope, H::Rope}, {K::RopeGrad, H::RopeGrad}});
     case Site::Attn: return pick(kind, {{K::Attention, H::Attention}, {K::AttentionGrad, H::AttentionGrad}});
     case Site::AttnResidual: return only(kind, K::Elementwise, H::Residual);
-    case Site::CpKv:
-    case Site::CpKvDkv:
-    case Site::CpDkv: return pick(kind, {{K::Send, H::CpSend}, {K::Recv, H::CpRecv}});
+    case Site::CpKv: case Site::CpKvDkv: case Site::CpDkv:
+      return pick(kind, {{K::Send, H::CpSend}, {K::Recv, H::CpRecv}});
     // Multi-latent attention: not executed by the real backends yet.
-    case Site::Q:
-    case Site::QAg:
-    case Site::QGradAr:
-    case Site::QGradRs:
-    case Site::QWgradAg:
-    case Site::QDown:
-    case Site::QNorm:
-    case Site::QUp:
-    case Site::KvDown:
-    case Site::KvNorm:
-    case Site::KvUp:
-    case Site::MlaAg:
-    case Site::MlaGradAdd:
-    case Site::MlaGradAr:
-    case Site::MlaGradRs: return H::None;
+    case Site::Q: case Site::QAg: case Site::QGradAr: case Site::QGradRs: case Site::QWgradAg:
+    case Site::QDown: case Site::QNorm: case Site::QUp: case Site::KvDown: case Site::KvNorm: case Site::KvUp:
+    case Site::MlaAg: case Site::MlaGradAdd: case Site::MlaGradAr: case Site::MlaGradRs:
+      return H::None;
     // Dense MLP.
     case Site::PreMlpNorm: return norms(kind);
-    case Site::Fc1:
-    case Site::Fc2: return gemms(kind);
-    case Site::Fc1Ag:
-    case Site::Fc1GradAr:
-    case Site::Fc1GradRs:
-    case Site::Fc1WgradAg:
-    case Site::Fc2Ar:
-    case Site::Fc2Rs:
-    case Site::Fc2GradAg: return tp_collective(kind);
+    case Site::Fc1: case Site::Fc2:
+      return gemms(kind);
+    case Site::Fc1Ag: case Site::Fc1GradAr: case Site::Fc1GradRs: case Site::Fc1WgradAg: case Site::Fc2Ar:
+    case Site::Fc2Rs: case Site::Fc2GradAg:
+      return tp_collective(kind);
     case Site::Act: return activations(kind);
     case Site::MlpResidual: return only(kind, K::Elementwise, H::Residual);
     case Site::ResidualGrad: return only(kind, K::Elementwise, H::ResidualGrad);
@@ -117,58 +91,39 @@ Handler handler_of(OpKind kind, Site site) {
     case Site::RouterCounts: return only(kind, K::AllReduce, H::RouterCounts);
     case Site::Permute: return pick(kind, {{K::Permute, H::Permute}, {K::PermuteGrad, H::PermuteGrad}});
     case Site::Unpermute: return pick(kind, {{K::Unpermute, H::Unpermute}, {K::UnpermuteGrad, H::UnpermuteGrad}});
-    case Site::DispatchA2a:
-    case Site::DispatchAg:
-    case Site::DispatchGradA2a:
-    case Site::DispatchGradRs:
-    case Site::CombineA2a:
-    case Site::CombineRs:
-    case Site::CombineGradA2a:
-    case Site::CombineGradAg: return moe_collective(kind);
-    case Site::ExpertFc1:
-    case Site::ExpertFc2:
-    case Site::SharedFc1:
-    case Site::SharedFc2: return gemms(kind);
-    case Site::ExpertAct:
-    case Site::SharedAct: return activations(kind);
-    case Site::MoeGradAdd:
-    case Site::SharedAdd:
-    case Site::SharedGradAdd: return only(kind, K::Elementwise, H::MoeAdd);
-    case Site::SharedFc1Ag:
-    case Site::SharedFc1GradAr:
-    case Site::SharedFc1GradRs:
-    case Site::SharedFc1WgradAg:
-    case Site::SharedFc2Ar:
-    case Site::SharedFc2Rs:
-    case Site::SharedFc2GradAg: return tp_collective(kind);
+    case Site::DispatchA2a: case Site::DispatchAg: case Site::DispatchGradA2a: case Site::DispatchGradRs:
+    case Site::CombineA2a: case Site::CombineRs: case Site::CombineGradA2a: case Site::CombineGradAg:
+      return moe_collective(kind);
+    case Site::ExpertFc1: case Site::ExpertFc2: case Site::SharedFc1: case Site::SharedFc2:
+      return gemms(kind);
+    case Site::ExpertAct: case Site::SharedAct:
+      return activations(kind);
+    case Site::MoeGradAdd: case Site::SharedAdd: case Site::SharedGradAdd:
+      return only(kind, K::Elementwise, H::MoeAdd);
+    case Site::SharedFc1Ag: case Site::SharedFc1GradAr: case Site::SharedFc1GradRs:
+    case Site::SharedFc1WgradAg: case Site::SharedFc2Ar: case Site::SharedFc2Rs: case Site::SharedFc2GradAg:
+      return tp_collective(kind);
     // Multi-token prediction: not executed by the real backends yet.
-    case Site::MtpEmbedding:
-    case Site::MtpEnorm:
-    case Site::MtpHnorm:
-    case Site::MtpProj:
-    case Site::MtpProjAg:
-    case Site::MtpProjGradAg:
-    case Site::MtpProjGradAr:
-    case Site::MtpProjGradRs:
-    case Site::MtpProjOutAg:
-    case Site::MtpProjWgradAg:
-    case Site::MtpGradAdd: return H::None;
+    case Site::MtpEmbedding: case Site::MtpEnorm: case Site::MtpHnorm: case Site::MtpProj:
+    case Site::MtpProjAg: case Site::MtpProjGradAg: case Site::MtpProjGradAr: case Site::MtpProjGradRs:
+    case Site::MtpProjOutAg: case Site::MtpProjWgradAg: case Site::MtpGradAdd:
+      return H::None;
     // Pipeline.
-    case Site::PpActivation:
-    case Site::PpGradient: return pick(kind, {{K::Send, H::PpSend}, {K::Recv, H::PpRecv}});
+    case Site::PpActivation: case Site::PpGradient:
+      return pick(kind, {{K::Send, H::PpSend}, {K::Recv, H::PpRecv}});
     case Site::PpGather: return only(kind, K::AllGather, H::PpGather);
     case Site::MirrorGrad: return pick(kind, {{K::Send, H::MirrorSend}, {K::Recv, H::MirrorRecv}});
     case Site::MirrorGradAdd: return only(kind, K::Elementwise, H::MirrorAdd);
     // Gradient sync and optimizer.
-    case Site::DpGrad:
-    case Site::EdpGrad: return pick(kind, {{K::AllReduce, H::DpGrad}, {K::ReduceScatter, H::DpGrad}});
+    case Site::DpGrad: case Site::EdpGrad:
+      return pick(kind, {{K::AllReduce, H::DpGrad}, {K::ReduceScatter, H::DpGrad}});
     case Site::SpNormGrad: return only(kind, K::AllReduce, H::SpNormGrad);
     case Site::EmbeddingGrad: return only(kind, K::AllReduce, H::EmbeddingGradSync);
-    case Site::GradNorm:
-    case Site::GradNormExpert: return only(kind, K::AllReduce, H::GradNorm);
+    case Site::GradNorm: case Site::GradNormExpert:
+      return only(kind, K::AllReduce, H::GradNorm);
     case Site::Adam: return only(kind, K::OptimizerStep, H::OptimizerStep);
-    case Site::DpParamAg:
-    case Site::EdpParamAg: return only(kind, K::AllGather, H::ParamGather);
+    case Site::DpParamAg: case Site::EdpParamAg:
+      return only(kind, K::AllGather, H::ParamGather);
   }
   return H::None;
 }

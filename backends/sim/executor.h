@@ -70,20 +70,11 @@ struct ExecutorOptions {
   bool merge_local_work = true;
   // Called now and then with (fraction of instructions done, message).
   std::function<void(double, const std::string&)> progress;
-  // MoE routing model (moe_routing.h): for a routed AllToAllV, the bytes EP rank i sends to EP
-  // rank j (row-major EP x EP, by expert-parallel coordinate). Such all-to-alls are played as
-  // flows with those per-peer sizes, also inside a node, so that members wait for the slowest.
-  // Empty: every all-to-all splits Instruction::bytes evenly over the peers.
-  std::function<std::vector<double>(const Instruction&)> all_to_all_bytes;
   // Compute time factor (>= 1) while a collective crosses the network from this rank: NCCL's
   // kernels hold SMs (one CTA per channel) for the whole collective, so overlapped compute runs
   // on the rest (GPU kind's file, "communication": "nccl_sm_fraction"). Applied to compute
   // instructions that start before the collective's uncontended finish; approximate.
   double comm_compute_slowdown = 1.0;
-  // --tp-comm-overlap (tp_overlap.h): a TP collective with step > 0 is a later piece of one
-  // pipelined exchange through Transformer Engine's userbuffers, not an NCCL call of its own.
-  // Inside a node it pays bandwidth only; piece 0 pays the collective's latency once.
-  bool pipelined_tp_pieces = false;
   // The schedule receives some messages in another order than their sender sends them (schedule
   // validation: "message order", e.g. DualPipe at PP >= 8). A backend that reorders its receives
   // must buffer them, so point-to-point transfers start when the send is issued and the receive

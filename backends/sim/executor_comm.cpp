@@ -50,11 +50,14 @@ const char* plan_kind_name(PlanKind kind) {
   return "?";
 }
 
-// MoE routing model (ExecutorOptions::all_to_all_bytes): a routed all-to-all(v) with real
-// per-peer sizes, and the bytes of one (src, dst) pair from the EP x EP matrix.
-bool routed_all_to_all(const ExecutorOptions& options, const Instruction& x) {
-  return x.kind == OpKind::AllToAllV && x.routed && static_cast<bool>(options.all_to_all_bytes);
+// MoE routing model (its note's peer_bytes): a routed all-to-all(v) with real per-peer sizes,
+// and the bytes of one (src, dst) pair from the EP x EP matrix.
+bool routed_all_to_all(const Instruction& x) {
+  return x.kind == OpKind::AllToAllV && x.cost && x.cost->peer_bytes;
 }
+
+// A later piece of one pipelined TP exchange (tp_overlap.h): bandwidth only.
+bool continues_exchange(const Instruction& x) { return x.cost && x.cost->continues_exchange; }
 
 double pair_bytes(const ParallelGrid& grid, const std::vector<double>& matrix, int64_t src, int64_t dst) {
   const auto p = static_cast<size_t>(grid.ep_size());
@@ -318,14 +321,13 @@ bool RankPlayer::analytic_seconds(const Instruction& x, double* seconds) {
   if (!is_collective(x.kind)) return false;
   *seconds = 0;
   if (ex_.options.free_communication) return true;
-  if (routed_all_to_all(ex_.options, x)) return ex_.group(rank_, x.group).group.gpus.size() < 2;  // flows: members wait
+  if (routed_all_to_all(x)) return ex_.group(rank_, x.group).group.gpus.size() < 2;  // flows: members wait
   if (x.bytes <= 0) return true;
   GroupInfo& g = ex_.group(rank_, x.group);
   if (g.group.gpus.size() < 2) return true;
   if (!(g.intra_node && ex_.options.analytic_intra_node)) return false;
   const PlanInfo& plan = ex_.plan(g, plan_kind(x.kind));
-  const bool later_piece = ex_.options.pipelined_tp_pieces && x.group == ParallelGroup::Tp && x.step > 0;
-  *seconds = (later_piece ? 0.0 : plan.latency) + plan.seconds_per_byte * x.bytes;
+  *seconds = (continues_exchange(x) ? 0.0 : plan.latency) + plan.seconds_per_byte * x.bytes;
   return true;
 }
 
@@ -341,7 +343,7 @@ void RankPlayer::start_communication(int s, int32_t i) {
   const Instruction& first = ins_[static_cast<size_t>(i)];
   const auto same_step = [&first](const Instruction& x) {
     return (x.kind == OpKind::Send || x.kind == OpKind::Recv) && x.group == first.group && x.layer == first.layer &&
-           x.microbatch == first.microbatch && x.chunk == first.chunk && x.step == first.step &&
+           x.microbatch == first.microbatch && x.chunk == first.chunk && x.ring_step == first.ring_step &&
            x.phase == first.phase;
   };
   if (first.kind != OpKind::Send && first.kind != OpKind::Recv) return;
@@ -469,8 +471,8 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
   const auto& gpus = g.group.gpus;
   const size_t p = gpus.size();
   PlanInfo& plan = ex_.plan(g, kind);
-  std::vector<double> routed;  // EP x EP bytes of a routed all-to-all(v)
-  if (routed_all_to_all(ex_.options, x)) routed = ex_.options.all_to_all_bytes(x);
+  static const std::vector<double> kEven;   // no routing model: Instruction::bytes split evenly
+  const std::vector<double>& routed = routed_all_to_all(x) ? *x.cost->peer_bytes : kEven;   // EP x EP bytes
   if (kind == PlanKind::AllToAll) {
     std::vector<double> send(p, x.bytes / static_cast<double>(p - 1));
     for (size_t j = 0; j < p && !routed.empty(); ++j) send[j] = pair_bytes(ex_.grid, routed, rank_, gpus[j]);
@@ -493,7 +495,7 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
 // is done no earlier than the plan's uncontended time.
 void RankPlayer::start_partial_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x) {
   PlanInfo& plan = ex_.plan(g, kind);
-  TANDEM_CHECK_MSG(!routed_all_to_all(ex_.options, x), "routed all-to-all on a group that is not played whole");
+  TANDEM_CHECK_MSG(!routed_all_to_all(x), "routed all-to-all on a group that is not played whole");
   const auto member = static_cast<size_t>(g.member.at(rank_));
   for (const OneSidedFlow& f : plan.starts[member]) {
     const double bytes = f.unit_bytes * x.bytes;

@@ -316,6 +316,12 @@ bool sends_to_experts(Site site) {
 
 }  // namespace
 
+std::shared_ptr<const std::vector<double>> MoeRoutingModel::shared_all_to_all_bytes(const Instruction& x) const {
+  auto& slot = peer_bytes_[{x.layer, x.microbatch, sends_to_experts(x.site)}];
+  if (!slot) slot = std::make_shared<const std::vector<double>>(all_to_all_bytes(*this, x));
+  return slot;
+}
+
 std::vector<double> all_to_all_bytes(const MoeRoutingModel& model, const Instruction& x) {
   const RoutingDraw& d = model.draw(x.layer, x.microbatch);
   const bool to_experts = sends_to_experts(x.site);
@@ -419,25 +425,28 @@ bool routed_activation(const Buffer& b) {
 
 }  // namespace
 
-RoutedProgram apply_routing(const RankProgram& base, const Job& job, const ParallelGrid& grid,
-                            const MoeRoutingModel& model, int64_t ep_rank) {
+RankProgram apply_routing(const RankProgram& base, const Job& job, const ParallelGrid& grid,
+                          const MoeRoutingModel& model, int64_t ep_rank) {
   TANDEM_CHECK_MSG(ep_rank >= 0 && ep_rank < model.ep(), "EP coordinate " << ep_rank);
   const lower::Dims d = lower::dims_for_job(job, grid);
   const double copies = double(model.copies()), rows = copies * double(model.etp());
-  RoutedProgram out;
-  out.program = base;
+  RankProgram out = base;
   auto loads = [&](int64_t layer, int64_t mb) { return rank_loads(model, model.draw(layer, mb), ep_rank); };
-  auto& ins = out.program.instructions;
-  for (size_t i = 0; i < ins.size(); ++i) {
-    Instruction& x = ins[i];
+  auto& ins = out.instructions;
+  for (Instruction& x : ins) {
     if (!x.routed) continue;
     std::vector<int64_t> expert_rows;
     redraw(x, d, loads(x.layer, x.microbatch), copies, rows, &expert_rows);
-    if (!expert_rows.empty()) out.expert_rows[static_cast<int32_t>(i)] = std::move(expert_rows);
+    if (!expert_rows.empty() || x.kind == OpKind::AllToAllV) {
+      auto note = std::make_shared<CostNote>();
+      note->expert_rows = std::move(expert_rows);
+      if (x.kind == OpKind::AllToAllV) note->peer_bytes = model.shared_all_to_all_bytes(x);
+      x.cost = std::move(note);
+    }
   }
   // Saved activations of MoE layers follow the rows the local experts really processed.
   const double per_row = activation_bytes_per_row(d);
-  auto& buffers = out.program.buffers;
+  auto& buffers = out.buffers;
   std::vector<char> changed(buffers.size(), 0);
   for (size_t b = 0; b < buffers.size(); ++b) {
     const Buffer& buffer = buffers[b];

@@ -45,7 +45,9 @@
 // with more micro-batches than the trace reuses them cyclically.
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -110,6 +112,9 @@ class MoeRoutingModel {
   const RoutingDraw& draw(int64_t layer, int64_t microbatch) const;
   // Summary over all MoE layers and the job's micro-batches.
   RoutingSummary summary() const;
+  // all_to_all_bytes(*this, x), made once per (layer, microbatch, direction) and shared by every
+  // program's note that plays it.
+  std::shared_ptr<const std::vector<double>> shared_all_to_all_bytes(const Instruction& x) const;
 
  private:
   std::vector<double> zipf_loads(int64_t layer, int64_t microbatch, int64_t source) const;
@@ -127,24 +132,20 @@ class MoeRoutingModel {
   std::map<int64_t, size_t> ordinal_;                     // global layer -> MoE layer ordinal
   std::vector<std::vector<std::vector<double>>> trace_;   // [ordinal][microbatch][E]
   mutable std::map<std::pair<int64_t, int64_t>, RoutingDraw> draws_;
-};
-
-// A rank's program with its routed sizes redrawn, and the per-expert rows of its grouped GEMMs.
-struct RoutedProgram {
-  RankProgram program;
-  std::map<int32_t, std::vector<int64_t>> expert_rows;   // instruction -> rows per local expert
+  mutable std::map<std::tuple<int64_t, int64_t, bool>, std::shared_ptr<const std::vector<double>>> peer_bytes_;
 };
 
 // Redraws the routed instructions of `base` (a program of a rank with EP coordinate `ep_rank`)
 // from the model: permute/unpermute/activation sizes, expert-TP gathers, per-expert GEMM rows,
 // FLOPs and HBM bytes, and the saved-activation buffers of MoE layers (so imbalance shows in
-// peak memory). All-to-all(v) bytes become this rank's real sends; the per-peer split comes
-// from all_to_all_bytes().
-RoutedProgram apply_routing(const RankProgram& base, const Job& job, const ParallelGrid& grid,
+// peak memory). All-to-all(v) bytes become this rank's real sends. What the executor needs
+// beyond sizes travels in each instruction's CostNote: the rows per local expert of a grouped
+// GEMM, and the per-peer bytes of an all-to-all (all_to_all_bytes()).
+RankProgram apply_routing(const RankProgram& base, const Job& job, const ParallelGrid& grid,
                             const MoeRoutingModel& model, int64_t ep_rank);
 
 // Bytes EP rank i sends to EP rank j in a routed AllToAllV (row-major EP x EP, by EP coordinate),
-// from its label: dispatch / combine-grad go to the experts, combine / dispatch-grad come back.
+// from its site: dispatch / combine-grad go to the experts, combine / dispatch-grad come back.
 std::vector<double> all_to_all_bytes(const MoeRoutingModel& model, const Instruction& x);
 
 // Time factor of a grouped expert GEMM with unequal groups over the same GEMM with `x.m` rows in

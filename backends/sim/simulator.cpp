@@ -119,8 +119,7 @@ Lowered lower_played(const Job& job, const ParallelGrid& grid, const Schedule& s
 // class program with its routed sizes redrawn (moe_routing.h). Ranks that differ in the EP
 // coordinate are different classes; every other coordinate still only renames peers.
 struct Routed {
-  std::map<int64_t, std::unique_ptr<RoutedProgram>> programs;    // class * EP + ep coordinate
-  std::unordered_map<const RankProgram*, const RoutedProgram*> of;
+  std::map<int64_t, std::unique_ptr<RankProgram>> programs;    // class * EP + ep coordinate
 };
 
 int64_t played_class(const Job& job, const ParallelGrid& grid, int64_t rank, bool routed) {
@@ -132,57 +131,43 @@ void route_played(const Job& job, const ParallelGrid& grid, const MoeRoutingMode
                   Routed& routed) {
   for (PlayedRank& p : lowered.played) {
     auto& slot = routed.programs[played_class(job, grid, p.rank, true)];
-    if (!slot) {
-      slot = std::make_unique<RoutedProgram>(
-          apply_routing(*p.program, job, grid, routing, grid.expert_coord(p.rank).ep));
-      routed.of[&slot->program] = slot.get();
-    }
-    p.program = &slot->program;
+    if (!slot)
+      slot = std::make_unique<RankProgram>(apply_routing(*p.program, job, grid, routing, grid.expert_coord(p.rank).ep));
+    p.program = slot.get();
   }
 }
 
 // --tp-comm-overlap: the simulator's copies of the programs pipeline each TP collective with its
-// GEMM (tp_overlap.h). Runs after the op trace recorded the programs as lowered; routed
-// programs keep their per-expert rows under the new instruction indices.
-struct TpOverlap {
-  std::unordered_map<const RankProgram*, ChunkTimes> chunks;
-  int64_t gathers = 0, scatters = 0;  // pairs in the first played rank's program
-};
-
-TpOverlap overlap_tp_comm(const Job& job, Lowered& lowered, Routed& routed) {
-  TpOverlap out;
+// GEMM (tp_overlap.h); every piece carries its cost note. Runs after the op trace recorded the
+// programs as lowered, and after the routing model redrew them.
+TpOverlapResult overlap_tp_comm(const Job& job, Lowered& lowered, Routed& routed) {
+  TpOverlapResult out;   // pairs in the first played rank's program
   if (!job.parallel.tp_comm_overlap) return out;
   const int64_t t = job.parallel.tensor_model_parallel_size;
   const RankProgram* first_played = lowered.played.empty() ? nullptr : lowered.played.front().program;
-  const auto take = [&](RankProgram& program, TpOverlapResult&& r) {
-    if (&program == first_played) {
-      out.gathers = r.gathers;
-      out.scatters = r.scatters;
-    }
-    if (!r.chunks.empty()) out.chunks[&program] = std::move(r.chunks);
+  const auto run = [&](RankProgram& program) {
+    const TpOverlapResult r = pipeline_tp_overlap(program, t);
+    if (&program == first_played) out = r;
   };
   for (RankProgram& program : lowered.programs)
-    if (!program.instructions.empty()) take(program, pipeline_tp_overlap(program, t));
-  for (auto& entry : routed.programs) {
-    RoutedProgram& slot = *entry.second;
-    TpOverlapResult r = pipeline_tp_overlap(slot.program, t);
-    std::map<int32_t, std::vector<int64_t>> rows;
-    for (auto& [i, v] : slot.expert_rows) rows[r.new_index[static_cast<size_t>(i)]] = std::move(v);
-    slot.expert_rows = std::move(rows);
-    take(slot.program, std::move(r));
-  }
+    if (!program.instructions.empty()) run(program);
+  for (auto& entry : routed.programs) run(*entry.second);
   return out;
 }
 
-// Time of instruction x of program p: a GEMM chunk of the TP overlap is its share of the whole.
-double chunk_time(const TpOverlap& tp, ComputeTimes& times, const RankProgram& p, const Instruction& x, bool* found) {
-  *found = false;
-  const auto it = tp.chunks.find(&p);
-  if (it == tp.chunks.end()) return 0;
-  const auto c = it->second.find(static_cast<int32_t>(&x - p.instructions.data()));
-  if (c == it->second.end()) return 0;
-  *found = true;
-  return times(c->second.whole) * c->second.share;
+// Compute time of x from its cost note: a piece of a split GEMM costs its share of the whole; a
+// grouped expert GEMM with unequal experts the factor over the even split.
+double noted_time(ComputeTimes& times, const ComputeModel& model, const Instruction& x) {
+  const CostNote& note = *x.cost;
+  if (note.whole_m > 0) {
+    Instruction whole = x;
+    whole.m = note.whole_m;
+    whole.flops = note.whole_flops;
+    whole.bytes = note.whole_bytes;
+    return times(whole) * note.share;
+  }
+  const double t = times(x);
+  return note.expert_rows.empty() ? t : t * grouped_gemm_factor(model, x, note.expert_rows);
 }
 
 // True when some rank receives messages in another order than their sender sends them.
@@ -210,14 +195,6 @@ std::string routed_reduction_blocker(const Job& job, const ParallelGrid& grid, c
                  "nodes, where a reduced run cannot wait for the slowest member";
     }
   return "";
-}
-
-// Grouped expert GEMMs with unequal experts: their time factor over the even split.
-double routed_gemm_factor(const Routed& routed, const ComputeModel& model, const RankProgram& p, const Instruction& x) {
-  auto it = routed.of.find(&p);
-  if (it == routed.of.end()) return 1.0;
-  const auto rows = it->second->expert_rows.find(static_cast<int32_t>(&x - p.instructions.data()));
-  return rows == it->second->expert_rows.end() ? 1.0 : grouped_gemm_factor(model, x, rows->second);
 }
 
 std::string routing_note(const Job& job, const RoutingSummary& s, bool redraw) {
@@ -283,23 +260,17 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   Routed routed;
   if (redraw) route_played(job, grid, *routing, lowered, routed);
   if (options.op_trace_path) write_op_trace(*options.op_trace_path, grid, lowered.played);
-  const TpOverlap tp_overlap = overlap_tp_comm(job, lowered, routed);
+  const TpOverlapResult tp_overlap = overlap_tp_comm(job, lowered, routed);
   if (options.progress) options.progress(0.0, "building the platform of " + std::to_string(grid.world_size()) + " GPUs");
   Platform platform(job.cluster, grid.world_size());
   Collectives collectives(platform);
 
   ComputeTimes times(model);
   ExecutorOptions exec;
-  exec.compute_time = [&times, &routed, &model, &tp_overlap](const RankProgram& p, const Instruction& x) {
-    bool chunk = false;
-    const double share = chunk_time(tp_overlap, times, p, x, &chunk);
-    if (chunk) return share;
-    const double t = times(x);
-    return x.routed && !routed.of.empty() ? t * routed_gemm_factor(routed, model, p, x) : t;
+  exec.compute_time = [&times, &model](const RankProgram&, const Instruction& x) {
+    return x.cost ? noted_time(times, model, x) : times(x);
   };
-  if (redraw) exec.all_to_all_bytes = [&routing](const Instruction& x) { return all_to_all_bytes(*routing, x); };
   exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
-  exec.pipelined_tp_pieces = job.parallel.tp_comm_overlap;
   exec.buffered_p2p = receives_out_of_order(schedule);
   exec.record_timeline = options.trace_path.has_value();
   exec.progress = options.progress;

@@ -1,6 +1,7 @@
 #include "backends/sim/tp_overlap.h"
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -62,16 +63,31 @@ Pairs find_pairs(const RankProgram& program, int64_t chunks) {
   return p;
 }
 
-// Chunk c of `chunks` of a GEMM split along m (its rows: tokens).
+// Chunk c of `chunks` of a GEMM split along m (its rows: tokens). Its note: it costs its share of
+// the unsplit GEMM (TE runs the chunks on several streams), not the time of a small GEMM.
 Instruction gemm_chunk(const Instruction& g, int64_t chunks, int64_t c) {
   Instruction x = g;
   x.m = g.m / chunks + (c < g.m % chunks ? 1 : 0);
   const double m = double(g.m), mc = double(x.m), kn = double(g.k) * double(g.n), side = double(g.k) + double(g.n);
   x.flops = g.flops * mc / m;
   x.bytes = g.bytes * (mc * side + kn) / (m * side + kn);  // the weight is read by every chunk
-  x.step = static_cast<int16_t>(c);
   x.deps.clear();
+  auto note = std::make_shared<CostNote>();
+  note->piece = static_cast<int16_t>(c);
+  note->share = mc / m;
+  note->whole_m = g.m;
+  note->whole_flops = g.flops;
+  note->whole_bytes = g.bytes;
+  x.cost = std::move(note);
   return x;
+}
+
+// Piece c of a pipelined TP exchange: pieces after the first pay no latency of their own.
+std::shared_ptr<const CostNote> exchange_piece(int64_t c) {
+  auto note = std::make_shared<CostNote>();
+  note->piece = static_cast<int16_t>(c);
+  note->continues_exchange = c > 0;
+  return note;
 }
 
 class Rewriter {
@@ -79,8 +95,6 @@ class Rewriter {
   Rewriter(const RankProgram& program, const Pairs& pairs, int64_t chunks)
       : in_(program.instructions), pairs_(pairs), chunks_(chunks), last_(in_.size(), -1), first_(in_.size(), -1) {}
 
-  const std::vector<int32_t>& last() const { return last_; }
-  ChunkTimes& chunk_times() { return chunk_times_; }
 
   std::vector<Instruction> run() {
     for (size_t i = 0; i < in_.size(); ++i) {
@@ -118,7 +132,7 @@ class Rewriter {
     for (int64_t c = 0; c + 1 < chunks_; ++c) {
       Instruction x = a;
       x.bytes = a.bytes / double(chunks_ - 1);
-      x.step = static_cast<int16_t>(c);
+      x.cost = exchange_piece(c);
       emit(std::move(x), c == 0 ? remap(a.deps, -1) : std::vector<int32_t>{});
     }
   }
@@ -139,10 +153,7 @@ class Rewriter {
   }
 
   void emit_chunk(const Instruction& gemm, int64_t c, std::vector<int32_t> deps) {
-    Instruction x = gemm_chunk(gemm, chunks_, c);
-    const double share = double(x.m) / double(gemm.m);
-    chunk_times_[static_cast<int32_t>(out_.size())] = GemmChunk{gemm, share};
-    emit(std::move(x), std::move(deps));
+    emit(gemm_chunk(gemm, chunks_, c), std::move(deps));
   }
 
   // Reduce-scatter chunk c after GEMM chunk c: t reduce-scatters of bytes / t move the same bytes.
@@ -153,7 +164,7 @@ class Rewriter {
     for (int64_t c = 0; c < chunks_; ++c) {
       Instruction x = rs;
       x.bytes = rs.bytes / double(chunks_);
-      x.step = static_cast<int16_t>(c);
+      x.cost = exchange_piece(c);
       std::vector<int32_t> deps = c == 0 ? others : std::vector<int32_t>{};
       deps.push_back(first_[static_cast<size_t>(g)] + static_cast<int32_t>(c));
       emit(std::move(x), std::move(deps));
@@ -166,15 +177,12 @@ class Rewriter {
   std::vector<int32_t> last_;   // [old] new index of its last piece
   std::vector<int32_t> first_;  // [old] new index of its first piece
   std::vector<Instruction> out_;
-  ChunkTimes chunk_times_;
 };
 
 }  // namespace
 
 TpOverlapResult pipeline_tp_overlap(RankProgram& program, int64_t chunks) {
   TpOverlapResult result;
-  result.new_index.resize(program.instructions.size());
-  for (size_t i = 0; i < result.new_index.size(); ++i) result.new_index[i] = static_cast<int32_t>(i);
   if (chunks < 2) return result;
   const Pairs pairs = find_pairs(program, chunks);
   for (int32_t g : pairs.gemm_of_gather) result.gathers += g >= 0;
@@ -182,8 +190,6 @@ TpOverlapResult pipeline_tp_overlap(RankProgram& program, int64_t chunks) {
   if (result.gathers + result.scatters == 0) return result;
   Rewriter rewriter(program, pairs, chunks);
   program.instructions = rewriter.run();
-  result.new_index = rewriter.last();
-  result.chunks = std::move(rewriter.chunk_times());
   return result;
 }
 

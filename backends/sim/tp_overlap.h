@@ -17,34 +17,25 @@
 // and --trace-ops shows the lowered program. This pass rewrites the simulator's copy only: t
 // collectives with their latencies, and t GEMM chunks of m / t rows. TE issues the chunks on
 // several CUDA streams, so that one chunk's last wave fills with the next chunk's tiles: a chunk
-// is timed as its share of the unsplit GEMM (ChunkTimes), not as a small GEMM of its own.
+// is timed as its share of the unsplit GEMM (its CostNote), not as a small GEMM of its own.
 // Approximate: TE's ring exchange runs on copy engines and its reduce-scatter on a few SMs; the
 // GEMM chunks are not slowed for either.
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
 
 #include "program/program.h"
 
 namespace tandem::sim {
 
-// A GEMM chunk: the unsplit GEMM and the share of it the chunk does (m_chunk / m).
-struct GemmChunk {
-  Instruction whole;
-  double share = 1;
-};
-using ChunkTimes = std::unordered_map<int32_t, GemmChunk>;  // new instruction index -> chunk
-
 struct TpOverlapResult {
   int64_t gathers = 0;   // all-gather -> GEMM pairs pipelined
   int64_t scatters = 0;  // GEMM -> reduce-scatter pairs pipelined
-  ChunkTimes chunks;
-  std::vector<int32_t> new_index;  // [lowered instruction] index of its last piece
 };
 
 // Rewrites `program` in place, pipelining every eligible pair into `chunks` pieces (chunks =
-// TP size >= 2; fewer does nothing). Pieces carry `step` = chunk index; the executor charges a
-// collective piece with step > 0 no latency of its own (ExecutorOptions::pipelined_tp_pieces).
+// TP size >= 2; fewer does nothing). Every piece carries a CostNote: its index, for a GEMM chunk
+// its share of the unsplit GEMM, for a collective piece after the first that it continues one
+// exchange (the executor charges it no latency of its own).
 TpOverlapResult pipeline_tp_overlap(RankProgram& program, int64_t chunks);
 
 }  // namespace tandem::sim
