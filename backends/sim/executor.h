@@ -84,8 +84,8 @@ struct ExecutorOptions {
   // pipelined exchange through Transformer Engine's userbuffers, not an NCCL call of its own.
   // Inside a node it pays bandwidth only; piece 0 pays the collective's latency once.
   bool pipelined_tp_pieces = false;
-  // The schedule receives some messages in another order than their sender sends them (schedule
-  // validation: "message order", e.g. DualPipe at PP >= 8). A backend that reorders its receives
+  // The schedule receives some messages in another order than their sender sends them
+  // (schedules/message_order.h, e.g. DualPipe at PP >= 8). A backend that reorders its receives
   // must buffer them, so point-to-point transfers start when the send is issued and the receive
   // takes the data when it comes; otherwise sends wait for their receive (rendezvous, as NCCL).
   bool buffered_p2p = false;
