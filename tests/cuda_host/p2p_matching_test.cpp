@@ -42,12 +42,14 @@ std::vector<Message> channel(const RankProgram& program, OpKind kind, int64_t pe
   return out;
 }
 
-Lowered dualpipev_pp4() {
-  return testing::lower_all(testing::tiny_llama(
-      {"--pipeline-model-parallel-size", "4", "--pipeline-schedule", "dualpipev", "--num-layers", "8",
-       "--global-batch-size", "8"},
-      4));
+Lowered pipeline_job(int pp, const char* schedule, int layers, int batch) {
+  return testing::lower_all(testing::tiny_llama({"--pipeline-model-parallel-size", std::to_string(pp),
+                                                 "--pipeline-schedule", schedule, "--num-layers",
+                                                 std::to_string(layers), "--global-batch-size", std::to_string(batch)},
+                                                pp));
 }
+
+Lowered dualpipev_pp4() { return pipeline_job(4, "dualpipev", 8, 8); }
 
 // How announcements reach the receiver relative to its posts.
 enum class Arrival { AllFirst, OnlyWhenStuck, Random };
@@ -143,10 +145,11 @@ TEST(P2pMatching, OrderPairingWouldHandDualPipeVTheWrongMicrobatch) {
   EXPECT_GT(wrong, 0);
 }
 
-TEST(P2pMatching, EveryReceiveOfDualPipeVPp4GetsItsOwnMicrobatch) {
-  const Lowered l = dualpipev_pp4();
+// Every out-of-order channel of `l`, played with announcements arriving early, late and at random.
+void expect_every_receive_gets_its_own_message(const Lowered& l) {
+  const int64_t pp = l.grid.pp_size();
   std::set<std::pair<int64_t, int64_t>> channels;
-  for (int64_t r = 0; r < 4; ++r)
+  for (int64_t r = 0; r < pp; ++r)
     for (const auto& c : out_of_order_pairs(l.grid, l.schedule, r)) channels.insert(c);
   ASSERT_FALSE(channels.empty());
   int64_t max_staged = 0;
@@ -166,6 +169,15 @@ TEST(P2pMatching, EveryReceiveOfDualPipeVPp4GetsItsOwnMicrobatch) {
     }
   }
   EXPECT_GT(max_staged, 0);   // some message did arrive ahead of its receive
+}
+
+TEST(P2pMatching, EveryReceiveOfDualPipeVPp4GetsItsOwnMicrobatch) {
+  expect_every_receive_gets_its_own_message(dualpipev_pp4());
+}
+
+TEST(P2pMatching, EveryReceiveOfZbVAndDualPipePp8GetsItsOwnMicrobatch) {
+  expect_every_receive_gets_its_own_message(pipeline_job(4, "zb-v", 8, 8));
+  expect_every_receive_gets_its_own_message(pipeline_job(8, "dualpipe", 8, 16));
 }
 
 TEST(P2pMatching, InOrderChannelNeverStages) {
