@@ -1,6 +1,6 @@
-// Host-side checks of the part A kernels: the CudaDevice shape rules (shape_checks_a.h, the CPU
-// device's rules) and the launchers' own size checks, which throw before any device work, so
-// both run without a GPU.
+// Host-side checks of the part A kernels: the shape rules both devices apply
+// (backends/executor/shape_rules.h) and the launchers' own size checks, which throw before any
+// device work, so both run without a GPU.
 #include <gtest/gtest.h>
 
 #include <stdexcept>
@@ -14,10 +14,12 @@
 #include "backends/cuda/ops_optimizer.cuh"
 #include "backends/cuda/ops_reduce.cuh"
 #include "backends/cuda/ops_rope.cuh"
-#include "backends/cuda/shape_checks_a.h"
+#include "backends/executor/shape_rules.h"
 
 namespace tandem::cuda {
 namespace {
+
+using namespace tandem::exec;   // the shared shape rules (backends/executor/shape_rules.h)
 
 using exec::ActivationKind;
 using exec::NormKind;

@@ -16,10 +16,13 @@
 #include "backends/cuda/ops_gemm.cuh"
 #include "backends/cuda/ops_moe.cuh"
 #include "backends/cuda/ops_qkv.cuh"
-#include "backends/cuda/shape_checks_b.h"
+#include "backends/cuda/gemm_mapping.h"
+#include "backends/executor/shape_rules.h"
 
 namespace tandem::cuda {
 namespace {
+
+using namespace tandem::exec;   // the shared shape rules (backends/executor/shape_rules.h)
 
 using exec::Shape;
 using exec::WeightLayout;
