@@ -25,6 +25,25 @@
 // Symmetry: ranks that share the pipeline coordinate have the same instruction list up to
 // renaming of peers (groups are named by kind, so they are equal already); symmetry_class()
 // says which.
+//
+// Ordering rules: what every interpreter may assume and must honour.
+//   Collectives. The members of a group meet its collectives in the same order, the order of
+//   their lists (lowering emits them so on every member). The real executor
+//   (backends/executor/program_executor.h) relies on it: it issues every collective in list
+//   order across all streams, so blocking MPI or NCCL collectives on different groups cannot
+//   deadlock. The simulator does not keep that order: each collective starts when its stream and
+//   deps allow, and the members of a group pair up in the order they reach its collectives.
+//   Point to point. A Send and its Recv carry the same tag, unique per (sender, receiver) pair
+//   and iteration, and match by (peer, tag), never by position. On a channel (sender ->
+//   receiver) the sender issues its Sends in list order, the receiver its Recvs in list order.
+//   Out-of-order channels. On most channels the k-th Recv names the k-th Send. The exceptions
+//   are the pipeline channels listed, once, by out_of_order_channels(schedule)
+//   (schedules/message_order.h): ZB-V, DualPipeV at PP >= 4, DualPipe at PP >= 8. Mirror-gradient
+//   and context-parallel messages never add one (tests/message_order_test.cpp compares the
+//   lowered programs). On those channels a backend must match by tag (MPI does; the NCCL communicator
+//   announces tags and stages early messages, backends/cuda/p2p_matching.h) or buffer at the
+//   receiver (the simulator); a backend that can do neither must refuse the layout with a
+//   UserError naming the schedule.
 #include <cstdint>
 #include <memory>
 #include <string>

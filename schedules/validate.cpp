@@ -1,12 +1,11 @@
 #include "schedules/validate.h"
 
 #include <algorithm>
-#include <map>
 #include <sstream>
-#include <tuple>
 
 #include <boost/graph/strong_components.hpp>
 
+#include "schedules/message_order.h"
 #include "schedules/schedule_graph.h"
 
 namespace tandem {
@@ -313,34 +312,15 @@ void check_deadlock(const Schedule& s, const ScheduleGraph& g, const ActionTable
   if (!cycle.empty()) rep.error(IssueKind::Deadlock, -1, -1, -1, "dependency cycle: " + cycle);
 }
 
-// Messages between two ranks received in another order than sent: harmless with tagged
-// point-to-point (MPI), but a backend that matches by order (NCCL) must reorder its receives.
+// Messages between two ranks received in another order than sent (message_order.h): harmless
+// with tagged point-to-point (MPI), but a backend that matches by order (NCCL) must reorder.
 void check_message_order(const Schedule& s, ValidationReport& report) {
-  using Key = std::tuple<int, int, int>;  // (is gradient, microbatch, sending stage)
-  std::map<std::pair<int, int>, std::vector<std::pair<Key, int>>> sent, received;
-  for (int r = 0; r < s.num_ranks(); ++r) {
-    for (int i = 0; i < static_cast<int>(s.actions[r].size()); ++i) {
-      const Action& a = s.actions[r][i];
-      const bool grad = a.kind == ActionKind::SendGradient || a.kind == ActionKind::RecvGradient;
-      if (is_send(a.kind)) sent[{r, a.peer}].push_back({Key{grad, a.microbatch, a.stage}, i});
-      if (is_recv(a.kind)) {
-        const int from_stage = grad ? a.stage + 1 : a.stage - 1;
-        received[{a.peer, r}].push_back({Key{grad, a.microbatch, from_stage}, i});
-      }
-    }
-  }
-  for (const auto& [channel, sends] : sent) {
-    const auto& recvs = received[channel];
-    for (size_t k = 0; k < std::min(sends.size(), recvs.size()); ++k) {
-      if (sends[k].first == recvs[k].first) continue;
-      const int to = channel.second;
-      report.warnings.push_back(ValidationIssue{
-          IssueKind::MessageOrder, to, recvs[k].second, s.actions[to][recvs[k].second].microbatch,
-          at(s, to, recvs[k].second) + ": is message " + std::to_string(k) + " from rank " +
-              std::to_string(channel.first) + ", which sends " +
-              describe(s.actions[channel.first][sends[k].second]) + " at that position"});
-      break;
-    }
+  for (const MessageChannel& c : out_of_order_channels(s)) {
+    report.warnings.push_back(ValidationIssue{
+        IssueKind::MessageOrder, c.receiver, c.recv_action, s.actions[c.receiver][c.recv_action].microbatch,
+        at(s, c.receiver, c.recv_action) + ": is message " + std::to_string(c.position) + " from rank " +
+            std::to_string(c.sender) + ", which sends " + describe(s.actions[c.sender][c.send_action]) +
+            " at that position"});
   }
 }
 

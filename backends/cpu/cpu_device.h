@@ -1,6 +1,8 @@
 #pragma once
 // The CPU implementation of exec::Device: host memory, every call synchronous (streams and
-// events are accepted and need nothing), kernels from backends/cpu/ops_*.h.
+// events are accepted and need nothing), kernels from backends/cpu/ops_*.h. Operands are checked
+// with the shape rules shared with the CUDA device (backends/executor/shape_rules.h): a shape
+// violation throws exec::ShapeError.
 #include <memory>
 
 #include "backends/executor/device.h"

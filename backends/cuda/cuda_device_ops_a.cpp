@@ -1,6 +1,6 @@
 // CudaDevice, part A: elementwise ops, reductions, dropout, embedding, norms, activations, RoPE,
 // cross-entropy and AdamW. Each method checks the tensor shapes as the CPU device does
-// (shape_checks_a.h, std::invalid_argument on a mismatch) and calls the launchers of
+// (backends/executor/shape_rules.h, exec::ShapeError on a mismatch) and calls the launchers of
 // ops_elementwise / ops_reduce / ops_embedding / ops_norm / ops_activation / ops_rope /
 // ops_cross_entropy / ops_optimizer on the current stream.
 //
@@ -22,7 +22,7 @@
 #include "backends/cuda/ops_optimizer.cuh"
 #include "backends/cuda/ops_reduce.cuh"
 #include "backends/cuda/ops_rope.cuh"
-#include "backends/cuda/shape_checks_a.h"
+#include "backends/executor/shape_rules.h"
 
 namespace tandem::cuda {
 namespace {
@@ -56,7 +56,7 @@ void CudaDevice::fill(const DeviceTensor& t, float value) {
 }
 
 void CudaDevice::copy(const DeviceTensor& src, const DeviceTensor& dst) {
-  const int64_t n = check_same_numel("copy", "src", src.shape, "dst", dst.shape);
+  const int64_t n = exec::check_same_numel("copy", "src", src.shape, "dst", dst.shape);
   if (n == 0) return;
   if (src.same_memory(dst) && src.offset != dst.offset) {   // partial overlap: stage through scratch
     DeviceArray<float> staged = device_array<float>(*this, static_cast<size_t>(n));
@@ -68,14 +68,14 @@ void CudaDevice::copy(const DeviceTensor& src, const DeviceTensor& dst) {
 }
 
 void CudaDevice::add(const DeviceTensor& a, const DeviceTensor& b, const DeviceTensor& out) {
-  check_same_numel("add", "a", a.shape, "b", b.shape);
-  const int64_t n = check_same_numel("add", "a", a.shape, "out", out.shape);
+  exec::check_same_numel("add", "a", a.shape, "b", b.shape);
+  const int64_t n = exec::check_same_numel("add", "a", a.shape, "out", out.shape);
   if (n == 0) return;
   launch_add(in(a), in(b), address(out), n, stream());
 }
 
 void CudaDevice::axpy(float alpha, const DeviceTensor& x, const DeviceTensor& y) {
-  const int64_t n = check_same_numel("axpy", "x", x.shape, "y", y.shape);
+  const int64_t n = exec::check_same_numel("axpy", "x", x.shape, "y", y.shape);
   if (n == 0) return;
   launch_axpy(alpha, in(x), address(y), n, stream());
 }
@@ -86,13 +86,13 @@ void CudaDevice::scale(const DeviceTensor& x, float factor) {
 }
 
 void CudaDevice::add_row_vector(const DeviceTensor& x, const DeviceTensor& bias) {
-  const RowsCols d = check_row_vector("add_row_vector", x.shape, bias.shape);
+  const exec::RowsCols d = exec::check_row_vector("add_row_vector", x.shape, bias.shape);
   if (d.rows == 0) return;
   launch_add_row_vector(address(x), in(bias), d.rows, d.cols, stream());
 }
 
 void CudaDevice::column_sums_accumulate(const DeviceTensor& x, const DeviceTensor& out) {
-  const RowsCols d = check_row_vector("column_sums_accumulate", x.shape, out.shape);
+  const exec::RowsCols d = exec::check_row_vector("column_sums_accumulate", x.shape, out.shape);
   if (d.rows == 0) return;
   const size_t bytes = column_sums_scratch_bytes(d.rows, d.cols);
   std::shared_ptr<void> partials = scratch(bytes);
@@ -101,13 +101,13 @@ void CudaDevice::column_sums_accumulate(const DeviceTensor& x, const DeviceTenso
 }
 
 void CudaDevice::copy_columns(const DeviceTensor& src, int64_t begin, const DeviceTensor& dst) {
-  const RowsCols d = check_copy_columns(src.shape, begin, dst.shape);
+  const exec::RowsCols d = exec::check_copy_columns(src.shape, begin, dst.shape);
   if (d.rows == 0 || dst.dim(1) == 0) return;
   launch_copy_columns(in(src), d.rows, d.cols, begin, address(dst), dst.dim(1), stream());
 }
 
 void CudaDevice::dropout(const DeviceTensor& x, float p, uint64_t key, std::span<const int64_t> row_ids) {
-  const RowsCols d = check_dropout(x.shape, p, static_cast<int64_t>(row_ids.size()));
+  const exec::RowsCols d = exec::check_dropout(x.shape, p, static_cast<int64_t>(row_ids.size()));
   if (d.rows == 0 || d.cols == 0) return;
   const DeviceArray<int64_t> ids = upload_span(*this, row_ids);
   launch_dropout(address(x), ids.ptr, d.rows, d.cols, p, key, stream());
@@ -136,7 +136,7 @@ double CudaDevice::sum(const DeviceTensor& x) {
 void CudaDevice::embedding_forward(std::span<const int32_t> ids, const DeviceTensor& table, int64_t vocab_start,
                                    const DeviceTensor& out) {
   const int64_t tokens = static_cast<int64_t>(ids.size());
-  const RowsCols d = check_embedding("embedding_forward", tokens, table.shape, out.shape);
+  const exec::RowsCols d = exec::check_embedding("embedding_forward", tokens, table.shape, out.shape);
   if (tokens == 0 || d.cols == 0) return;
   const DeviceArray<int32_t> dev_ids = upload_span(*this, ids);
   launch_embedding_forward(dev_ids.ptr, tokens, d.rows > 0 ? in(table) : nullptr, d.rows, d.cols, vocab_start,
@@ -146,7 +146,7 @@ void CudaDevice::embedding_forward(std::span<const int32_t> ids, const DeviceTen
 void CudaDevice::embedding_backward(std::span<const int32_t> ids, const DeviceTensor& d_out, int64_t vocab_start,
                                     const DeviceTensor& d_table) {
   const int64_t tokens = static_cast<int64_t>(ids.size());
-  const RowsCols d = check_embedding("embedding_backward", tokens, d_table.shape, d_out.shape);
+  const exec::RowsCols d = exec::check_embedding("embedding_backward", tokens, d_table.shape, d_out.shape);
   if (tokens == 0 || d.rows == 0 || d.cols == 0) return;
   const DeviceArray<int32_t> dev_ids = upload_span(*this, ids);
   launch_embedding_backward(dev_ids.ptr, tokens, in(d_out), d.rows, d.cols, vocab_start, address(d_table), stream());
@@ -155,7 +155,7 @@ void CudaDevice::embedding_backward(std::span<const int32_t> ids, const DeviceTe
 void CudaDevice::norm_forward(exec::NormKind kind, const DeviceTensor& x, const DeviceTensor& gamma,
                               const DeviceTensor& beta, float eps, const DeviceTensor& y, const DeviceTensor& mean,
                               const DeviceTensor& rstd) {
-  const RowsCols d = check_norm_forward(kind, x.shape, gamma.shape, optional_shape(beta), y.shape,
+  const exec::RowsCols d = exec::check_norm_forward(kind, x.shape, gamma.shape, optional_shape(beta), y.shape,
                                         optional_shape(mean), rstd.shape);
   if (d.rows == 0) return;
   if (kind == exec::NormKind::LayerNorm)
@@ -168,7 +168,7 @@ void CudaDevice::norm_forward(exec::NormKind kind, const DeviceTensor& x, const 
 void CudaDevice::norm_backward(exec::NormKind kind, const DeviceTensor& x, const DeviceTensor& gamma,
                                const DeviceTensor& mean, const DeviceTensor& rstd, const DeviceTensor& dy,
                                const DeviceTensor& dx, const DeviceTensor& dgamma, const DeviceTensor& dbeta) {
-  const RowsCols d = check_norm_backward(kind, x.shape, gamma.shape, optional_shape(mean), rstd.shape, dy.shape,
+  const exec::RowsCols d = exec::check_norm_backward(kind, x.shape, gamma.shape, optional_shape(mean), rstd.shape, dy.shape,
                                          dx.shape, dgamma.shape, optional_shape(dbeta));
   if (d.rows == 0) return;
   const bool layer = kind == exec::NormKind::LayerNorm;
@@ -183,7 +183,7 @@ void CudaDevice::norm_backward(exec::NormKind kind, const DeviceTensor& x, const
 }
 
 void CudaDevice::activation_forward(exec::ActivationKind kind, const DeviceTensor& x, const DeviceTensor& y) {
-  const RowsCols d = check_activation_forward(kind, x.shape, y.shape);
+  const exec::RowsCols d = exec::check_activation_forward(kind, x.shape, y.shape);
   if (d.rows * d.cols == 0) return;
   if (kind == exec::ActivationKind::SwiGlu) return launch_swiglu_forward(in(x), d.rows, d.cols, address(y), stream());
   const GeluForm form = kind == exec::ActivationKind::GeluTanh ? GeluForm::Tanh : GeluForm::Erf;
@@ -192,7 +192,7 @@ void CudaDevice::activation_forward(exec::ActivationKind kind, const DeviceTenso
 
 void CudaDevice::activation_backward(exec::ActivationKind kind, const DeviceTensor& x, const DeviceTensor& dy,
                                      const DeviceTensor& dx) {
-  const RowsCols d = check_activation_backward(kind, x.shape, dy.shape, dx.shape);
+  const exec::RowsCols d = exec::check_activation_backward(kind, x.shape, dy.shape, dx.shape);
   if (d.rows * d.cols == 0) return;
   if (kind == exec::ActivationKind::SwiGlu)
     return launch_swiglu_backward(in(x), in(dy), d.rows, d.cols, address(dx), stream());
@@ -204,7 +204,7 @@ namespace {
 
 void rope_apply(CudaDevice& dev, const char* op, const DeviceTensor& x, std::span<const int32_t> positions,
                 double base, bool backward, const DeviceTensor& y) {
-  const RopeDims d = check_rope(op, x.shape, static_cast<int64_t>(positions.size()), base, y.shape);
+  const exec::RopeDims d = exec::check_rope(op, x.shape, static_cast<int64_t>(positions.size()), base, y.shape);
   if (d.s * d.rows_per_pos * d.d == 0) return;
   const DeviceArray<int32_t> pos = upload_span(dev, positions);   // empty: null, positions 0..s-1
   const size_t bytes = rope_scratch_bytes(d.s, d.d);
@@ -228,7 +228,7 @@ void CudaDevice::rope_backward(const DeviceTensor& dy, std::span<const int32_t> 
 void CudaDevice::cross_entropy_partials(const DeviceTensor& logits, std::span<const int32_t> targets,
                                         int64_t vocab_start, const DeviceTensor& max, const DeviceTensor& sum_exp,
                                         const DeviceTensor& target_logit) {
-  const RowsCols d = check_cross_entropy_partials(logits.shape, static_cast<int64_t>(targets.size()), max.shape,
+  const exec::RowsCols d = exec::check_cross_entropy_partials(logits.shape, static_cast<int64_t>(targets.size()), max.shape,
                                                   sum_exp.shape, target_logit.shape);
   if (d.rows == 0) return;
   const DeviceArray<int32_t> dev_targets = upload_span(*this, targets);
@@ -238,7 +238,7 @@ void CudaDevice::cross_entropy_partials(const DeviceTensor& logits, std::span<co
 
 void CudaDevice::rescale_sum_exp(const DeviceTensor& sum_exp, const DeviceTensor& local_max,
                                  const DeviceTensor& global_max) {
-  const int64_t n = check_token_vectors("rescale_sum_exp", {{"sum_exp", &sum_exp.shape},
+  const int64_t n = exec::check_token_vectors("rescale_sum_exp", {{"sum_exp", &sum_exp.shape},
                                                             {"local_max", &local_max.shape},
                                                             {"global_max", &global_max.shape}});
   if (n == 0) return;
@@ -247,7 +247,7 @@ void CudaDevice::rescale_sum_exp(const DeviceTensor& sum_exp, const DeviceTensor
 
 void CudaDevice::cross_entropy_loss(const DeviceTensor& max, const DeviceTensor& sum_exp,
                                     const DeviceTensor& target_logit, const DeviceTensor& loss) {
-  const int64_t n = check_token_vectors("cross_entropy_loss", {{"max", &max.shape},
+  const int64_t n = exec::check_token_vectors("cross_entropy_loss", {{"max", &max.shape},
                                                                {"sum_exp", &sum_exp.shape},
                                                                {"target_logit", &target_logit.shape},
                                                                {"loss", &loss.shape}});
@@ -258,7 +258,7 @@ void CudaDevice::cross_entropy_loss(const DeviceTensor& max, const DeviceTensor&
 void CudaDevice::cross_entropy_backward(const DeviceTensor& logits, std::span<const int32_t> targets,
                                         int64_t vocab_start, const DeviceTensor& max, const DeviceTensor& sum_exp,
                                         const DeviceTensor& d_loss, const DeviceTensor& d_logits) {
-  const RowsCols d = check_cross_entropy_backward(logits.shape, static_cast<int64_t>(targets.size()), max.shape,
+  const exec::RowsCols d = exec::check_cross_entropy_backward(logits.shape, static_cast<int64_t>(targets.size()), max.shape,
                                                   sum_exp.shape, d_loss.shape, d_logits.shape);
   if (d.rows == 0 || d.cols == 0) return;
   const DeviceArray<int32_t> dev_targets = upload_span(*this, targets);
@@ -269,7 +269,7 @@ void CudaDevice::cross_entropy_backward(const DeviceTensor& logits, std::span<co
 void CudaDevice::adamw_step(const DeviceTensor& param, const DeviceTensor& grad, const DeviceTensor& exp_avg,
                             const DeviceTensor& exp_avg_sq, float lr, float beta1, float beta2, float eps,
                             float weight_decay, int64_t step, float grad_scale) {
-  const int64_t n = check_adamw(param.shape, grad.shape, exp_avg.shape, exp_avg_sq.shape, step);
+  const int64_t n = exec::check_adamw(param.shape, grad.shape, exp_avg.shape, exp_avg_sq.shape, step);
   if (n == 0) return;
   const kmath::AdamWStep s = kmath::adamw_step_constants(lr, beta1, beta2, eps, weight_decay, step);
   launch_adamw(address(param), in(grad), address(exp_avg), address(exp_avg_sq), n, s, grad_scale, nullptr, stream());

@@ -1,6 +1,6 @@
 // CudaDevice, part B: GEMMs (cuBLASLt), grouped expert GEMMs, attention, QKV split/merge (the
 // MoE methods are in cuda_device_ops_b_moe.cpp). Each method checks the tensor shapes as the CPU
-// device does (shape_checks_b.h, std::invalid_argument on a mismatch) and calls the launchers of
+// device does (backends/executor/shape_rules.h, exec::ShapeError on a mismatch) and calls the launchers of
 // ops_gemm / ops_flash_attention / ops_attention / ops_qkv / ops_moe on the current stream.
 //
 // Host C++ (compiled by the host compiler): only launchers and the CUDA runtime API are used.
@@ -18,7 +18,8 @@
 #include "backends/cuda/ops_flash_attention.cuh"
 #include "backends/cuda/ops_gemm.cuh"
 #include "backends/cuda/ops_qkv.cuh"
-#include "backends/cuda/shape_checks_b.h"
+#include "backends/cuda/gemm_mapping.h"
+#include "backends/executor/shape_rules.h"
 
 namespace tandem::cuda {
 namespace {
@@ -54,7 +55,7 @@ struct AttentionSetup {
   DeviceArray<int64_t> samples;
 };
 
-AttentionSetup attention_setup(CudaDevice& dev, const AttentionShape& a, const exec::AttentionArgs& args) {
+AttentionSetup attention_setup(CudaDevice& dev, const exec::AttentionShape& a, const exec::AttentionArgs& args) {
   AttentionSetup s;
   const std::vector<int32_t> qp = positions_of(args.q_positions, a.s_q), kp = positions_of(args.kv_positions, a.s_kv);
   s.q_pos = upload_array(dev, qp);
@@ -87,12 +88,8 @@ void flash_backward(CudaDevice& dev, const char* op, const DeviceTensor& q, cons
                     const DeviceTensor& v, const DeviceTensor& out, const DeviceTensor& lse, const DeviceTensor& d_out,
                     const exec::AttentionArgs& args, const DeviceTensor& dq, const DeviceTensor& dk,
                     const DeviceTensor& dv) {
-  const AttentionShape a = check_attention_inputs(op, q.shape, k.shape, v.shape, args);
-  check_attention_outputs(op, a, q.shape, out.shape, lse.shape);
-  expect_shape(op, "d_out", d_out.shape, q.shape);
-  expect_shape(op, "dq", dq.shape, q.shape);
-  expect_shape(op, "dk", dk.shape, k.shape);
-  expect_shape(op, "dv", dv.shape, v.shape);
+  const exec::AttentionShape a = exec::check_attention_backward(op, q.shape, k.shape, v.shape, out.shape, lse.shape,
+                                                                d_out.shape, args, dq.shape, dk.shape, dv.shape);
   const AttentionSetup s = attention_setup(dev, a, args);
   DeviceArray<float> delta = device_array<float>(dev, static_cast<size_t>(a.b * a.hq * a.s_q));
   launch_flash_attention_backward(s.problem, s.tiles, dev.in(q), dev.in(k), dev.in(v), dev.in(out), dev.in(lse),
@@ -137,7 +134,7 @@ void CudaDevice::release_gemm_resources() {
 
 void CudaDevice::gemm_forward(const DeviceTensor& x, const DeviceTensor& w, const DeviceTensor& bias,
                               exec::WeightLayout layout, const DeviceTensor& y) {
-  const LinearDims d = check_gemm_forward(x.shape, w.shape, bias.defined() ? &bias.shape : nullptr, layout, y.shape);
+  const exec::LinearDims d = exec::check_gemm_forward(x.shape, w.shape, bias.defined() ? &bias.shape : nullptr, layout, y.shape);
   const DeviceArray<uint16_t> xb = to_bf16(*this, x), wb = to_bf16(*this, w);
   LtGemm g = linear_forward_gemm(d, layout);
   g.a = xb.ptr;
@@ -149,7 +146,7 @@ void CudaDevice::gemm_forward(const DeviceTensor& x, const DeviceTensor& w, cons
 
 void CudaDevice::gemm_grad_input(const DeviceTensor& dy, const DeviceTensor& w, exec::WeightLayout layout,
                                  const DeviceTensor& dx) {
-  const LinearDims d = check_gemm_grad_input(dy.shape, w.shape, layout, dx.shape);
+  const exec::LinearDims d = exec::check_gemm_grad_input(dy.shape, w.shape, layout, dx.shape);
   const DeviceArray<uint16_t> dyb = to_bf16(*this, dy), wb = to_bf16(*this, w);
   LtGemm g = linear_grad_input_gemm(d, layout);
   g.a = dyb.ptr;
@@ -163,8 +160,8 @@ void CudaDevice::gemm_grad_input(const DeviceTensor& dy, const DeviceTensor& w, 
 // operand, while the contract here is an accumulation matching the CPU's.
 void CudaDevice::gemm_grad_weight(const DeviceTensor& x, const DeviceTensor& dy, exec::WeightLayout layout,
                                   const DeviceTensor& dw, const DeviceTensor& dbias) {
-  const LinearDims d =
-      check_gemm_grad_weight(x.shape, dy.shape, layout, dw.shape, dbias.defined() ? &dbias.shape : nullptr);
+  const exec::LinearDims d =
+      exec::check_gemm_grad_weight(x.shape, dy.shape, layout, dw.shape, dbias.defined() ? &dbias.shape : nullptr);
   const DeviceArray<uint16_t> xb = to_bf16(*this, x), dyb = to_bf16(*this, dy);
   LtGemm g = linear_grad_weight_gemm(d, layout);
   const bool in_out = layout == exec::WeightLayout::InOut;
@@ -180,13 +177,13 @@ void CudaDevice::gemm_grad_weight(const DeviceTensor& x, const DeviceTensor& dy,
 
 void CudaDevice::grouped_gemm_forward(const DeviceTensor& x, const DeviceTensor& w, std::span<const int64_t> counts,
                                       const DeviceTensor& y) {
-  const LinearDims d = check_grouped_forward(x.shape, w.shape, counts, y.shape);
+  const exec::LinearDims d = exec::check_grouped_forward(x.shape, w.shape, counts, y.shape);
   const DeviceArray<uint16_t> xb = to_bf16(*this, x), wb = to_bf16(*this, w);
   float* out = d.m > 0 ? address(y) : nullptr;
   int64_t offset = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
     if (counts[e] > 0) {
-      LtGemm g = linear_forward_gemm(LinearDims{counts[e], d.n, d.k}, exec::WeightLayout::InOut);
+      LtGemm g = linear_forward_gemm(exec::LinearDims{counts[e], d.n, d.k}, exec::WeightLayout::InOut);
       g.a = xb.ptr + offset * d.k;
       g.b = wb.ptr + static_cast<int64_t>(e) * d.k * d.n;
       g.c = out + offset * d.n;
@@ -198,13 +195,13 @@ void CudaDevice::grouped_gemm_forward(const DeviceTensor& x, const DeviceTensor&
 
 void CudaDevice::grouped_gemm_grad_input(const DeviceTensor& dy, const DeviceTensor& w,
                                          std::span<const int64_t> counts, const DeviceTensor& dx) {
-  const LinearDims d = check_grouped_grad_input(dy.shape, w.shape, counts, dx.shape);
+  const exec::LinearDims d = exec::check_grouped_grad_input(dy.shape, w.shape, counts, dx.shape);
   const DeviceArray<uint16_t> dyb = to_bf16(*this, dy), wb = to_bf16(*this, w);
   float* out = d.m > 0 ? address(dx) : nullptr;
   int64_t offset = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
     if (counts[e] > 0) {
-      LtGemm g = linear_grad_input_gemm(LinearDims{counts[e], d.n, d.k}, exec::WeightLayout::InOut);
+      LtGemm g = linear_grad_input_gemm(exec::LinearDims{counts[e], d.n, d.k}, exec::WeightLayout::InOut);
       g.a = dyb.ptr + offset * d.n;
       g.b = wb.ptr + static_cast<int64_t>(e) * d.k * d.n;
       g.c = out + offset * d.k;
@@ -216,14 +213,14 @@ void CudaDevice::grouped_gemm_grad_input(const DeviceTensor& dy, const DeviceTen
 
 void CudaDevice::grouped_gemm_grad_weight(const DeviceTensor& x, const DeviceTensor& dy,
                                           std::span<const int64_t> counts, const DeviceTensor& dw) {
-  const LinearDims d = check_grouped_grad_weight(x.shape, dy.shape, counts, dw.shape);
+  const exec::LinearDims d = exec::check_grouped_grad_weight(x.shape, dy.shape, counts, dw.shape);
   if (d.m == 0) return;   // every expert empty: nothing accumulates
   const DeviceArray<uint16_t> xb = to_bf16(*this, x), dyb = to_bf16(*this, dy);
   float* out = address(dw);
   int64_t offset = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
     if (counts[e] > 0) {
-      LtGemm g = linear_grad_weight_gemm(LinearDims{counts[e], d.n, d.k}, exec::WeightLayout::InOut);
+      LtGemm g = linear_grad_weight_gemm(exec::LinearDims{counts[e], d.n, d.k}, exec::WeightLayout::InOut);
       g.a = xb.ptr + offset * d.k;
       g.b = dyb.ptr + offset * d.n;
       g.c = out + static_cast<int64_t>(e) * d.k * d.n;
@@ -238,8 +235,8 @@ void CudaDevice::grouped_gemm_grad_weight(const DeviceTensor& x, const DeviceTen
 void CudaDevice::attention_forward(const DeviceTensor& q, const DeviceTensor& k, const DeviceTensor& v,
                                    const exec::AttentionArgs& args, const DeviceTensor& out, const DeviceTensor& lse) {
   const char* op = "attention_forward";
-  const AttentionShape a = check_attention_inputs(op, q.shape, k.shape, v.shape, args);
-  check_attention_outputs(op, a, q.shape, out.shape, lse.shape);
+  const exec::AttentionShape a = exec::check_attention_inputs(op, q.shape, k.shape, v.shape, args);
+  exec::check_attention_outputs(op, a, q.shape, out.shape, lse.shape);
   const AttentionSetup s = attention_setup(*this, a, args);
   launch_flash_attention_forward(s.problem, s.tiles, in(q), in(k), in(v), address(out), address(lse), stream());
 }
@@ -260,7 +257,7 @@ void CudaDevice::attention_backward_block(const DeviceTensor& q, const DeviceTen
 
 void CudaDevice::attention_merge(const DeviceTensor& out, const DeviceTensor& lse, const DeviceTensor& out_blk,
                                  const DeviceTensor& lse_blk, int64_t row0) {
-  check_attention_merge(out.shape, lse.shape, out_blk.shape, lse_blk.shape, row0);
+  exec::check_attention_merge(out.shape, lse.shape, out_blk.shape, lse_blk.shape, row0);
   if (out_blk.numel() == 0 && lse_blk.numel() == 0) return;
   launch_attention_merge(address(out), address(lse), in(out_blk), in(lse_blk), out.dim(0), out.dim(1), out.dim(2),
                          out.dim(3), out_blk.dim(0), row0, stream());
@@ -268,14 +265,14 @@ void CudaDevice::attention_merge(const DeviceTensor& out, const DeviceTensor& ls
 
 void CudaDevice::split_qkv(const DeviceTensor& mixed, int64_t groups, int64_t qpg, int64_t d, const DeviceTensor& q,
                            const DeviceTensor& k, const DeviceTensor& v) {
-  const int64_t rows = check_qkv_shapes("split_qkv", mixed.shape, groups, qpg, d, q.shape, k.shape, v.shape);
+  const int64_t rows = exec::check_qkv_shapes("split_qkv", mixed.shape, groups, qpg, d, q.shape, k.shape, v.shape);
   if (mixed.numel() == 0) return;
   launch_split_qkv(in(mixed), QkvDims{rows, groups, qpg, d}, address(q), address(k), address(v), stream());
 }
 
 void CudaDevice::merge_qkv(const DeviceTensor& q, const DeviceTensor& k, const DeviceTensor& v, int64_t groups,
                            int64_t qpg, int64_t d, const DeviceTensor& mixed) {
-  const int64_t rows = check_qkv_shapes("merge_qkv", mixed.shape, groups, qpg, d, q.shape, k.shape, v.shape);
+  const int64_t rows = exec::check_qkv_shapes("merge_qkv", mixed.shape, groups, qpg, d, q.shape, k.shape, v.shape);
   if (mixed.numel() == 0) return;
   launch_merge_qkv(in(q), in(k), in(v), QkvDims{rows, groups, qpg, d}, address(mixed), stream());
 }

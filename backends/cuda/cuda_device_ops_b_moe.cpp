@@ -11,7 +11,7 @@
 #include "backends/cuda/cuda_tensor_device.h"
 #include "backends/cuda/device_arrays.h"
 #include "backends/cuda/ops_moe.cuh"
-#include "backends/cuda/shape_checks_b.h"
+#include "backends/executor/shape_rules.h"
 
 namespace tandem::cuda {
 namespace {
@@ -47,24 +47,10 @@ SegmentSum segment_sum_of(const Segments& s, const float* in, int64_t cols, floa
   return sum;
 }
 
-int64_t hidden_of(const char* op, const DeviceTensor& t) {
-  if (t.shape.size() != 2)
-    throw std::invalid_argument(std::string(op) + ": expected a [rows, hidden] tensor, got " +
-                                std::to_string(t.shape.size()) + " dimensions");
-  return t.dim(1);
-}
-
-void check_aux_inputs(const char* op, std::span<const int64_t> routed, int64_t experts, int64_t total_tokens) {
-  if (static_cast<int64_t>(routed.size()) != experts || total_tokens <= 0)
-    throw std::invalid_argument(std::string(op) + ": routed_per_expert has " + std::to_string(routed.size()) +
-                                " entries for " + std::to_string(experts) + " experts, total_tokens = " +
-                                std::to_string(total_tokens));
-}
-
 }  // namespace
 
 exec::RoutingResult CudaDevice::router_forward(const DeviceTensor& logits, const exec::RouterArgs& args) {
-  const auto [tokens, experts] = check_router_logits("router_forward", logits.shape, args.topk);
+  const auto [tokens, experts] = exec::check_router_logits("router_forward", logits.shape, args.topk);
   const int64_t k = args.topk;
   exec::RoutingResult r;
   r.tokens = tokens;
@@ -98,17 +84,11 @@ void CudaDevice::router_backward(const DeviceTensor& logits, const exec::Routing
                                  const DeviceTensor& d_logits) {
   const char* op = "router_backward";
   const int64_t t_n = routing.tokens, e_n = routing.experts, k = routing.topk;
-  expect_shape(op, "logits", logits.shape, {t_n, e_n});
-  expect_shape(op, "d_probs", d_probs.shape, {t_n, k});
-  expect_shape(op, "d_logits", d_logits.shape, {t_n, e_n});
-  expect_shape(op, "scores", routing.scores.shape, {t_n, e_n});
-  if (static_cast<int64_t>(routing.expert.size()) != t_n * k || routing.kept.size() != routing.expert.size())
-    throw std::invalid_argument(std::string(op) + ": routing holds " + std::to_string(routing.expert.size()) +
-                                " selections for " + std::to_string(t_n) + " x " + std::to_string(k));
+  exec::check_router_backward(routing, logits.shape, d_probs.shape, d_logits.shape);
   if (t_n == 0) return;
   DeviceArray<float> aux_grad;
   if (aux_coeff != 0.0 && d_aux != 0.0) {   // d aux / d scores[t, e] = scale * routed[e]
-    check_aux_inputs(op, routed_per_expert, e_n, total_tokens);
+    exec::check_aux_inputs(op, routed_per_expert, e_n, total_tokens);
     const double tt = static_cast<double>(total_tokens);
     const double scale = d_aux * aux_coeff * static_cast<double>(e_n) / (static_cast<double>(k) * tt * tt);
     std::vector<float> grad(static_cast<size_t>(e_n));
@@ -125,8 +105,8 @@ void CudaDevice::router_backward(const DeviceTensor& logits, const exec::Routing
 double CudaDevice::router_aux_loss(const exec::RoutingResult& routing, double aux_coeff,
                                    std::span<const int64_t> routed_per_expert, int64_t total_tokens) {
   if (aux_coeff == 0.0) return 0.0;
-  check_aux_inputs("router_aux_loss", routed_per_expert, routing.experts, total_tokens);
-  expect_shape("router_aux_loss", "scores", routing.scores.shape, {routing.tokens, routing.experts});
+  exec::check_aux_inputs("router_aux_loss", routed_per_expert, routing.experts, total_tokens);
+  exec::expect_shape("router_aux_loss", "scores", routing.scores.shape, {routing.tokens, routing.experts});
   const DeviceArray<double> sums = device_array<double>(*this, static_cast<size_t>(routing.experts));
   if (routing.experts == 0) return 0.0;
   launch_score_column_sums(routing.tokens > 0 ? in(routing.scores) : nullptr, routing.tokens, routing.experts,
@@ -141,38 +121,30 @@ double CudaDevice::router_aux_loss(const exec::RoutingResult& routing, double au
 
 void CudaDevice::permute_forward(const DeviceTensor& tokens, const exec::PermutationPlan& plan,
                                  const DeviceTensor& out) {
-  const char* op = "permute_forward";
-  const int64_t h = hidden_of(op, tokens), n = static_cast<int64_t>(plan.source.size());
-  const std::vector<int64_t> tok = permutation_tokens(op, plan);
-  expect_shape(op, "tokens", tokens.shape, {plan.tokens, h});
-  expect_shape(op, "out", out.shape, {n, h});
+  const exec::PermuteDims p = exec::check_permute_forward(plan, tokens.shape, out.shape);
+  const int64_t h = p.hidden, n = p.rows;
   if (n == 0 || h == 0) return;
-  const DeviceArray<int64_t> rows = upload_array(*this, tok);
+  const DeviceArray<int64_t> rows = upload_array(*this, p.token);
   launch_gather_rows(in(tokens), rows.ptr, n, h, address(out), stream());
 }
 
 void CudaDevice::permute_backward(const DeviceTensor& d_out, const exec::PermutationPlan& plan,
                                   const DeviceTensor& d_tokens) {
   const char* op = "permute_backward";
-  const int64_t h = hidden_of(op, d_out), n = static_cast<int64_t>(plan.source.size());
-  const std::vector<int64_t> tok = permutation_tokens(op, plan);
-  expect_shape(op, "d_out", d_out.shape, {n, h});
-  expect_shape(op, "d_tokens", d_tokens.shape, {plan.tokens, h});
+  const exec::PermuteDims p = exec::check_permute_backward(plan, d_out.shape, d_tokens.shape);
+  const int64_t h = p.hidden, n = p.rows;
   if (plan.tokens == 0 || h == 0) return;
-  const Segments s = segments(*this, op, tok, plan.tokens, true);   // every token written (0 without rows)
+  const Segments s = segments(*this, op, p.token, plan.tokens, true);   // every token written (0 without rows)
   launch_segment_sum(segment_sum_of(s, n > 0 ? in(d_out) : nullptr, h, address(d_tokens), false), stream());
 }
 
 void CudaDevice::unpermute_forward(const DeviceTensor& expert_out, const exec::PermutationPlan& plan,
                                    const DeviceTensor& probs, const DeviceTensor& y) {
   const char* op = "unpermute_forward";
-  const int64_t h = hidden_of(op, expert_out), n = static_cast<int64_t>(plan.source.size());
-  const std::vector<int64_t> tok = permutation_tokens(op, plan);
-  expect_shape(op, "expert_out", expert_out.shape, {n, h});
-  expect_shape(op, "probs", probs.shape, {plan.tokens, plan.topk});
-  expect_shape(op, "y", y.shape, {plan.tokens, h});
+  const exec::PermuteDims p = exec::check_unpermute_forward(plan, expert_out.shape, probs.shape, y.shape);
+  const int64_t h = p.hidden, n = p.rows;
   if (plan.tokens == 0 || h == 0) return;
-  const Segments s = segments(*this, op, tok, plan.tokens, true);
+  const Segments s = segments(*this, op, p.token, plan.tokens, true);
   std::vector<int64_t> weight_index(s.host.items.size());   // selection t * k + slot of each source row
   for (size_t i = 0; i < weight_index.size(); ++i)
     weight_index[i] = plan.source[static_cast<size_t>(s.host.items[i])];
@@ -186,34 +158,21 @@ void CudaDevice::unpermute_forward(const DeviceTensor& expert_out, const exec::P
 void CudaDevice::unpermute_backward(const DeviceTensor& expert_out, const exec::PermutationPlan& plan,
                                     const DeviceTensor& probs, const DeviceTensor& d_y,
                                     const DeviceTensor& d_expert_out, const DeviceTensor& d_probs) {
-  const char* op = "unpermute_backward";
-  const int64_t h = hidden_of(op, expert_out), n = static_cast<int64_t>(plan.source.size());
-  const std::vector<int64_t> tok = permutation_tokens(op, plan);
-  expect_shape(op, "expert_out", expert_out.shape, {n, h});
-  expect_shape(op, "probs", probs.shape, {plan.tokens, plan.topk});
-  expect_shape(op, "d_y", d_y.shape, {plan.tokens, h});
-  expect_shape(op, "d_expert_out", d_expert_out.shape, {n, h});
-  expect_shape(op, "d_probs", d_probs.shape, {plan.tokens, plan.topk});
+  const exec::PermuteDims p =
+      exec::check_unpermute_backward(plan, expert_out.shape, probs.shape, d_y.shape, d_expert_out.shape, d_probs.shape);
+  const int64_t h = p.hidden, n = p.rows;
   if (d_probs.numel() > 0)
     TANDEM_CUDA_CHECK(cudaMemsetAsync(address(d_probs), 0, static_cast<size_t>(d_probs.numel()) * sizeof(float),
                                       stream()));
   if (n == 0) return;
-  const DeviceArray<int64_t> sel = upload_array(*this, plan.source), rows = upload_array(*this, tok);
+  const DeviceArray<int64_t> sel = upload_array(*this, plan.source), rows = upload_array(*this, p.token);
   launch_unpermute_backward(in(expert_out), in(probs), in(d_y), sel.ptr, rows.ptr, n, h, address(d_expert_out),
                             address(d_probs), stream());
 }
 
 void CudaDevice::gather_rows(const DeviceTensor& in_rows, std::span<const int64_t> index, const DeviceTensor& out) {
-  const char* op = "gather_rows";
-  const auto [rows, cols] = rows_and_cols(in_rows.shape);
+  const int64_t cols = exec::check_gather_rows(in_rows.shape, index, out.shape).cols;
   const int64_t n = static_cast<int64_t>(index.size());
-  if (out.numel() != n * cols)
-    throw std::invalid_argument(std::string(op) + ": out has " + std::to_string(out.numel()) + " elements, expected " +
-                                std::to_string(n) + " x " + std::to_string(cols));
-  for (int64_t j = 0; j < n; ++j)
-    if (index[j] < 0 || index[j] >= rows)
-      throw std::invalid_argument(std::string(op) + ": index[" + std::to_string(j) + "] = " + std::to_string(index[j]) +
-                                  " is outside [0, " + std::to_string(rows) + ")");
   if (n == 0 || cols == 0) return;
   const DeviceArray<int64_t> idx = upload_array(*this, std::vector<int64_t>(index.begin(), index.end()));
   launch_gather_rows(in(in_rows), idx.ptr, n, cols, address(out), stream());
@@ -222,11 +181,8 @@ void CudaDevice::gather_rows(const DeviceTensor& in_rows, std::span<const int64_
 void CudaDevice::scatter_add_rows(const DeviceTensor& in_rows, std::span<const int64_t> index,
                                   const DeviceTensor& out) {
   const char* op = "scatter_add_rows";
-  const auto [rows, cols] = rows_and_cols(out.shape);
+  const auto [rows, cols] = exec::check_scatter_add_rows(in_rows.shape, index, out.shape);
   const int64_t n = static_cast<int64_t>(index.size());
-  if (in_rows.numel() != n * cols)
-    throw std::invalid_argument(std::string(op) + ": input has " + std::to_string(in_rows.numel()) +
-                                " elements, expected " + std::to_string(n) + " x " + std::to_string(cols));
   const Segments s = segments(*this, op, std::vector<int64_t>(index.begin(), index.end()), rows, false);
   if (n == 0 || cols == 0) return;
   launch_segment_sum(segment_sum_of(s, in(in_rows), cols, address(out), true), stream());

@@ -11,10 +11,12 @@
 #include "backends/cuda/cuda_pool.h"
 #include "backends/cuda/cuda_tensor_device.h"
 #include "backends/cuda/nccl_comm.h"
+#include "backends/cuda/p2p_matching.h"
 #include "core/check.h"
 #include "core/parallel_grid.h"
 #include "program/model_layout.h"
 #include "program/program.h"
+#include "schedules/message_order.h"
 
 namespace tandem::cuda {
 exec::TrainReport train_on_cuda(const Job& job, const exec::TrainOptions& options) {
@@ -24,7 +26,8 @@ exec::TrainReport train_on_cuda(const Job& job, const exec::TrainOptions& option
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   const ParallelGrid grid = ParallelGrid::from_job(job);
-  const RankProgram program = lower_rank(job, grid, schedule_for_job(job), rank);
+  const Schedule schedule = schedule_for_job(job);
+  const RankProgram program = lower_rank(job, grid, schedule, rank);
   const PoolSizing sizing = size_pool(program, lower::dims_for_job(job, grid).dtype);
 
   const int index = node_local_device(static_cast<int>(devices.size()));
@@ -39,8 +42,13 @@ exec::TrainReport train_on_cuda(const Job& job, const exec::TrainOptions& option
                 " (program peak " + mib_text(sizing.program_peak_bytes) + ", in fp32 " +
                 mib_text(sizing.fp32_peak_bytes) + ", margin " + mib_text(sizing.margin_bytes) + ")");
 
+  // NCCL pairs messages by order: channels the schedule receives out of order are matched by tag.
+  const auto out_of_order = out_of_order_pairs(grid, schedule, rank);
+  if (options.log && rank == 0 && !out_of_order_channels(schedule).empty())
+    options.log("cuda: the " + schedule.name + " schedule receives some messages in another order than they are " +
+                "sent; those channels announce their tags and the receiver stages early messages");
   CudaDevice device(CudaDeviceOptions{index, pool});
-  NcclCommunicator comm(grid, device);
+  NcclCommunicator comm(grid, device, out_of_order);
   return exec::train(job, device, comm, options);
 }
 

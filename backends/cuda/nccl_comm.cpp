@@ -6,12 +6,16 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
+#include <list>
 #include <map>
 #include <numeric>
+#include <set>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_tensor_device.h"
+#include "backends/cuda/p2p_matching.h"
 #include "backends/mpi_control/mpi_control.h"
 #include "core/check.h"
 
@@ -53,8 +57,29 @@ struct PendingSend {
 };
 
 struct PendingRecv {
-  cudaEvent_t done = nullptr;
+  cudaEvent_t done = nullptr;   // null while a matched receive waits for its message's turn
   exec::DeviceTensor data;
+  exec::DeviceTensor staging;   // the staging buffer copied into `data`, kept until the copy is done
+  int64_t peer = -1;            // the sender, when the channel is matched by tag
+};
+
+// A message received ahead of its receive (p2p_matching.h: Stage).
+struct Staged {
+  exec::DeviceTensor buffer;
+  cudaEvent_t done = nullptr;
+};
+
+// The receiver's side of an out-of-order channel.
+struct Incoming {
+  P2pChannelMatcher matcher;
+  cudaStream_t stream = nullptr;        // stream of the latest receive posted on the channel
+  std::map<int64_t, Staged> staged;     // tag -> message received into staging
+};
+
+// A sender's announcement (tag, elements) in flight over MPI.
+struct Announcement {
+  std::array<int64_t, 2> data{};
+  MPI_Request request = MPI_REQUEST_NULL;
 };
 
 constexpr ncclDataType_t kFloat = ncclFloat32;
@@ -71,6 +96,11 @@ struct NcclCommunicator::Impl {
   std::map<int64_t, PendingRecv> receives;
   std::vector<cudaEvent_t> spare;
   int64_t next_request = 0;
+  // Out-of-order channels (nccl_comm.h): announcements on their own MPI communicator.
+  MPI_Comm announce_comm = MPI_COMM_NULL;
+  std::set<int64_t> announce_to;             // receivers of this rank's out-of-order channels
+  std::map<int64_t, Incoming> incoming;      // sender -> matcher of an out-of-order channel
+  std::list<Announcement> announcements;     // in flight (stable addresses for MPI)
 
   explicit Impl(CudaDevice& d) : device(d) {}
 
@@ -86,7 +116,8 @@ struct NcclCommunicator::Impl {
                                             << " (only pipeline and context-parallel peers have one)");
     return it->second;
   }
-  cudaEvent_t event_after() {
+  cudaEvent_t event_after() { return event_on(device.stream()); }
+  cudaEvent_t event_on(cudaStream_t stream) {
     cudaEvent_t e = nullptr;
     if (spare.empty()) {
       TANDEM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
@@ -94,7 +125,7 @@ struct NcclCommunicator::Impl {
       e = spare.back();
       spare.pop_back();
     }
-    TANDEM_CUDA_CHECK(cudaEventRecord(e, device.stream()));
+    TANDEM_CUDA_CHECK(cudaEventRecord(e, stream));
     return e;
   }
   void reap() {
@@ -105,7 +136,19 @@ struct NcclCommunicator::Impl {
       spare.push_back(p.done);
       return true;
     });
+    std::erase_if(announcements, [](Announcement& a) {
+      int done = 0;
+      MPI_Test(&a.request, &done, MPI_STATUS_IGNORE);
+      return done != 0;
+    });
   }
+  void announce(int64_t to, int64_t tag, int64_t elements) {
+    Announcement& a = announcements.emplace_back();
+    a.data = {tag, elements};
+    MPI_Isend(a.data.data(), 2, MPI_INT64_T, mpi::count(to, "peer"), 0, announce_comm, &a.request);
+  }
+  void pump(int64_t from, Incoming& in);
+  void issue(int64_t from, Incoming& in, const P2pStep& step);
   void create_groups(const ParallelGrid& grid);
   void create_pairs(const ParallelGrid& grid);
 };
@@ -154,7 +197,54 @@ void NcclCommunicator::Impl::create_pairs(const ParallelGrid& grid) {
   for (size_t i = 0; i < list.size(); ++i) pairs.emplace(list[i], comms[i]);
 }
 
-NcclCommunicator::NcclCommunicator(const ParallelGrid& grid, CudaDevice& device)
+// Announcements that have arrived from `from`, then what the matcher says to issue now.
+void NcclCommunicator::Impl::pump(int64_t from, Incoming& in) {
+  const int source = mpi::count(from, "peer");
+  for (;;) {
+    int arrived = 0;
+    MPI_Iprobe(source, 0, announce_comm, &arrived, MPI_STATUS_IGNORE);
+    if (arrived == 0) break;
+    std::array<int64_t, 2> a{};
+    MPI_Recv(a.data(), 2, MPI_INT64_T, source, 0, announce_comm, MPI_STATUS_IGNORE);
+    in.matcher.announce(a[0], a[1]);
+  }
+  for (const P2pStep& step : in.matcher.take_steps()) issue(from, in, step);
+}
+
+void NcclCommunicator::Impl::issue(int64_t from, Incoming& in, const P2pStep& step) {
+  const ncclComm_t comm = pair(from, rank);
+  const auto count = static_cast<size_t>(step.elements);
+  switch (step.kind) {
+    case P2pStep::Kind::Receive: {
+      PendingRecv& r = receives.at(step.request);
+      TANDEM_NCCL_CHECK(ncclRecv(device.address(r.data), count, kFloat, 0, comm, in.stream));
+      r.done = event_on(in.stream);
+      return;
+    }
+    case P2pStep::Kind::Stage: {
+      Staged st{device.empty({step.elements}), nullptr};
+      TANDEM_NCCL_CHECK(ncclRecv(device.address(st.buffer), count, kFloat, 0, comm, in.stream));
+      st.done = event_on(in.stream);
+      in.staged.emplace(step.tag, std::move(st));
+      return;
+    }
+    case P2pStep::Kind::Unstage: {
+      auto node = in.staged.extract(step.tag);
+      TANDEM_CHECK_MSG(!node.empty(), "message tag " << step.tag << " from rank " << from << " was not staged");
+      PendingRecv& r = receives.at(step.request);
+      TANDEM_CUDA_CHECK(cudaStreamWaitEvent(in.stream, node.mapped().done, 0));
+      TANDEM_CUDA_CHECK(cudaMemcpyAsync(device.address(r.data), device.address(node.mapped().buffer),
+                                        count * sizeof(float), cudaMemcpyDeviceToDevice, in.stream));
+      spare.push_back(node.mapped().done);   // a later record does not disturb the wait above
+      r.staging = node.mapped().buffer;
+      r.done = event_on(in.stream);
+      return;
+    }
+  }
+}
+
+NcclCommunicator::NcclCommunicator(const ParallelGrid& grid, CudaDevice& device,
+                                   const std::vector<std::pair<int64_t, int64_t>>& out_of_order)
     : impl_(std::make_unique<Impl>(device)) {
   MPI_Comm_rank(MPI_COMM_WORLD, &impl_->rank);
   MPI_Comm_size(MPI_COMM_WORLD, &impl_->size);
@@ -168,6 +258,14 @@ NcclCommunicator::NcclCommunicator(const ParallelGrid& grid, CudaDevice& device)
   TANDEM_NCCL_CHECK(ncclCommInitRank(&impl_->world, impl_->size, id, impl_->rank));
   impl_->create_groups(grid);
   impl_->create_pairs(grid);
+  MPI_Comm_dup(MPI_COMM_WORLD, &impl_->announce_comm);
+  for (const auto& [from, to] : out_of_order) {
+    TANDEM_CHECK_MSG(impl_->pairs.count({from, to}) == 1,
+                     "out-of-order channel " << from << " -> " << to << " is no point-to-point channel of rank "
+                                             << impl_->rank);
+    if (from == impl_->rank) impl_->announce_to.insert(to);
+    if (to == impl_->rank) impl_->incoming[from];
+  }
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -182,8 +280,14 @@ NcclCommunicator::~NcclCommunicator() {
     if (g.mpi != MPI_COMM_NULL && !finalized) MPI_Comm_free(&g.mpi);
   }
   for (auto& [pair, c] : impl_->pairs) ncclCommDestroy(c);
+  for (auto& [from, in] : impl_->incoming)
+    for (auto& [tag, st] : in.staged) cudaEventDestroy(st.done);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (impl_->announce_comm != MPI_COMM_NULL && !finalized) MPI_Comm_free(&impl_->announce_comm);
   if (impl_->world != nullptr) ncclCommDestroy(impl_->world);
-  for (auto& [id, r] : impl_->receives) cudaEventDestroy(r.done);
+  for (auto& [id, r] : impl_->receives)
+    if (r.done != nullptr) cudaEventDestroy(r.done);
   for (cudaEvent_t e : impl_->spare) cudaEventDestroy(e);
 }
 
@@ -195,8 +299,9 @@ int64_t NcclCommunicator::group_rank(ParallelGroup group) const { return impl_->
 // ---------------------------------------------------------------- point to point
 
 void NcclCommunicator::send(int64_t peer, int64_t tag, const exec::DeviceTensor& data) {
-  (void)tag;   // pair channels keep program order (see the header)
   impl_->reap();
+  // In-order channels need no tag (see the header); out-of-order ones announce it.
+  if (impl_->announce_to.count(peer) != 0) impl_->announce(peer, tag, data.numel());
   const float* ptr = impl_->device.address(data);
   TANDEM_NCCL_CHECK(ncclSend(ptr, static_cast<size_t>(data.numel()), kFloat, 1, impl_->pair(impl_->rank, peer),
                              impl_->device.stream()));
@@ -204,18 +309,30 @@ void NcclCommunicator::send(int64_t peer, int64_t tag, const exec::DeviceTensor&
 }
 
 int64_t NcclCommunicator::irecv(int64_t peer, int64_t tag, const exec::DeviceTensor& data) {
-  (void)tag;
+  const auto in = impl_->incoming.find(peer);
+  if (in != impl_->incoming.end()) {   // matched by tag (p2p_matching.h)
+    const int64_t id = impl_->next_request++;
+    impl_->receives.emplace(id, PendingRecv{nullptr, data, {}, peer});
+    in->second.stream = impl_->device.stream();
+    in->second.matcher.post(tag, data.numel(), id);
+    impl_->pump(peer, in->second);
+    return id;
+  }
   float* ptr = impl_->device.address(data);
   TANDEM_NCCL_CHECK(ncclRecv(ptr, static_cast<size_t>(data.numel()), kFloat, 0, impl_->pair(peer, impl_->rank),
                              impl_->device.stream()));
   const int64_t id = impl_->next_request++;
-  impl_->receives.emplace(id, PendingRecv{impl_->event_after(), data});
+  impl_->receives.emplace(id, PendingRecv{impl_->event_after(), data, {}, -1});
   return id;
 }
 
 bool NcclCommunicator::test(int64_t request) {
   auto it = impl_->receives.find(request);
   TANDEM_CHECK_MSG(it != impl_->receives.end(), "unknown receive request " << request);
+  if (it->second.done == nullptr) {   // its channel is matched by tag: not yet issued
+    impl_->pump(it->second.peer, impl_->incoming.at(it->second.peer));
+    if (it->second.done == nullptr) return false;
+  }
   const cudaError_t q = cudaEventQuery(it->second.done);
   if (q == cudaErrorNotReady) return false;
   TANDEM_CUDA_CHECK(q);
@@ -230,6 +347,8 @@ void NcclCommunicator::wait_sends() {
     impl_->spare.push_back(p.done);
   }
   impl_->sends.clear();
+  for (Announcement& a : impl_->announcements) MPI_Wait(&a.request, MPI_STATUS_IGNORE);
+  impl_->announcements.clear();
 }
 
 // ---------------------------------------------------------------- collectives

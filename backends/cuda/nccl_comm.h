@@ -12,10 +12,17 @@
 // communicator progress concurrently, so a pending receive could hold back a later send on the
 // same communicator. Messages therefore travel on one two-rank communicator per ordered pair
 // (sender -> receiver) of the pipeline and context-parallel groups (p2p_pairs below): on it the
-// sender only sends and the receiver only receives, in program order (the program emits every
-// pair's messages in the same order on both sides; the tag is the CPU backend's matching key
-// and is not checked here). Sends and receives run on the device's current stream; a receive is
-// finished once an event recorded after it has completed (cudaEventQuery).
+// sender only sends and the receiver only receives, and NCCL pairs the k-th receive with the
+// k-th send. The program matches messages by (peer, tag) (program/program.h):
+//   - on a channel the schedule receives in send order, program order pairs them already;
+//   - on a channel it receives out of order (out_of_order_pairs, p2p_matching.h: ZB-V,
+//     DualPipeV, DualPipe at PP >= 8), the sender announces each message's (tag, elements) over MPI before
+//     its ncclSend, and the receiver's P2pChannelMatcher issues the receives in the announced
+//     order, staging a message that arrives ahead of its receive and copying it in once that
+//     receive is posted. Each receive then gets the message with its tag (its microbatch).
+// Sends and receives run on the device's current stream (a staged message on the stream of the
+// receive that made it wait); a receive is finished once an event recorded after its ncclRecv
+// (or its copy out of staging) has completed (cudaEventQuery).
 //
 // Collectives run on the current stream: ncclAllReduce, ncclReduceScatter, ncclAllGather; the
 // variable-size forms and the all-to-all as ncclGroupStart + ncclSend/ncclRecv (the rank's own
@@ -60,7 +67,10 @@ class NcclCommunicator final : public exec::Communicator {
  public:
   // MPI must be initialised and hold grid.world_size() ranks (UserError otherwise). Creates
   // the NCCL communicators (collective over the world: every rank constructs one).
-  NcclCommunicator(const ParallelGrid& grid, CudaDevice& device);
+  // `out_of_order` lists the channels (sender, receiver) involving this rank whose messages are
+  // matched by tag (out_of_order_pairs); both ends must list them.
+  NcclCommunicator(const ParallelGrid& grid, CudaDevice& device,
+                   const std::vector<std::pair<int64_t, int64_t>>& out_of_order = {});
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;

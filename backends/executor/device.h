@@ -14,7 +14,9 @@
 // Kernel conventions (as backends/cpu/ops_*.h): outputs are preallocated with the documented
 // shape and fully written; gradients of parameters are ACCUMULATED (+=), gradients of
 // activations overwritten; an undefined tensor means "absent" for optional arguments. Token rows
-// are sequence-first: row = position * micro_batch + sample.
+// are sequence-first: row = position * micro_batch + sample. Every implementation checks an op's
+// shapes with the one set of rules in shape_rules.h before it computes: a violation throws
+// exec::ShapeError naming the op, the operand's shape and the rule, on every device alike.
 #include <cstdint>
 #include <memory>
 #include <span>

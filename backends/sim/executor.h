@@ -75,8 +75,8 @@ struct ExecutorOptions {
   // on the rest (GPU kind's file, "communication": "nccl_sm_fraction"). Applied to compute
   // instructions that start before the collective's uncontended finish; approximate.
   double comm_compute_slowdown = 1.0;
-  // The schedule receives some messages in another order than their sender sends them (schedule
-  // validation: "message order", e.g. DualPipe at PP >= 8). A backend that reorders its receives
+  // The schedule receives some messages in another order than their sender sends them
+  // (schedules/message_order.h, e.g. DualPipe at PP >= 8). A backend that reorders its receives
   // must buffer them, so point-to-point transfers start when the send is issued and the receive
   // takes the data when it comes; otherwise sends wait for their receive (rendezvous, as NCCL).
   bool buffered_p2p = false;

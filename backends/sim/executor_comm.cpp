@@ -388,7 +388,7 @@ void RankPlayer::ghost(int64_t src, int64_t dst, double bytes) {
 }
 
 // Send / Recv: matched by tag per (sender, receiver, group), so a schedule whose receives come in
-// another order than the sends (validate.h: MessageOrder, e.g. DualPipe at PP >= 8) plays as a
+// another order than the sends (schedules/message_order.h, e.g. DualPipe at PP >= 8) plays as a
 // backend that reorders its receives does. Sends are rendezvous, as NCCL's; with free
 // communication they are eager (the schedule analysis' semantics).
 void RankPlayer::start_p2p(int, int32_t i, int32_t op) {

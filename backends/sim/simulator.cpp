@@ -18,7 +18,7 @@
 #include "backends/sim/trace_writer.h"
 #include "core/check.h"
 #include "models/accounting.h"
-#include "schedules/validate.h"
+#include "schedules/message_order.h"
 
 namespace tandem::sim {
 namespace {
@@ -170,13 +170,6 @@ double noted_time(ComputeTimes& times, const ComputeModel& model, const Instruct
   return note.expert_rows.empty() ? t : t * grouped_gemm_factor(model, x, note.expert_rows);
 }
 
-// True when some rank receives messages in another order than their sender sends them.
-bool receives_out_of_order(const Schedule& schedule) {
-  const ValidationReport report = validate_schedule(schedule);
-  return std::any_of(report.warnings.begin(), report.warnings.end(),
-                     [](const ValidationIssue& w) { return w.kind == IssueKind::MessageOrder; });
-}
-
 // A reduced run plays the data-parallel groups one-sided, assuming every unplayed member arrives
 // with the rank that plays its part. With a routing model that makes EP ranks differ, the dense
 // data-parallel groups mix EP coordinates, so that assumption holds only where those collectives
@@ -271,7 +264,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
     return x.cost ? noted_time(times, model, x) : times(x);
   };
   exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
-  exec.buffered_p2p = receives_out_of_order(schedule);
+  exec.buffered_p2p = !out_of_order_channels(schedule).empty();   // schedules/message_order.h
   exec.record_timeline = options.trace_path.has_value();
   exec.progress = options.progress;
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);

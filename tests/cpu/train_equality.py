@@ -80,6 +80,10 @@ for schedule in ["1f1b", "gpipe", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpip
         LAYOUTS[f"pp{pp}-{schedule}"] = (pp, f"{PP} {pp} --pipeline-schedule {schedule}")
         if pp == 4 and schedule in ("zb-v", "dualpipev", "interleaved"):
             MODEL_OVERRIDES[f"pp{pp}-{schedule}"] = "--num-layers 8"
+# DualPipe at PP 8 receives some activations in another order than they are sent
+# (schedules/message_order.h): MPI matches them by tag. 8 stages of one layer, 2 * PP microbatches.
+LAYOUTS["pp8-dualpipe"] = (8, f"{PP} 8 --pipeline-schedule dualpipe")
+MODEL_OVERRIDES["pp8-dualpipe"] = "--num-layers 8 --global-batch-size 16"
 # MoE with TP needs SP; this variant trains without the aux loss and with a shared expert.
 LAYOUTS["tp2-sp-ep2-shared"] = LAYOUTS["tp2-sp-ep2"]
 MODEL_OVERRIDES["tp2-sp-ep2-shared"] = "--moe-aux-loss-coeff 0 --moe-shared-expert-intermediate-size 64"

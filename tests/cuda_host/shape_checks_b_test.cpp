@@ -16,10 +16,13 @@
 #include "backends/cuda/ops_gemm.cuh"
 #include "backends/cuda/ops_moe.cuh"
 #include "backends/cuda/ops_qkv.cuh"
-#include "backends/cuda/shape_checks_b.h"
+#include "backends/cuda/gemm_mapping.h"
+#include "backends/executor/shape_rules.h"
 
 namespace tandem::cuda {
 namespace {
+
+using namespace tandem::exec;   // the shared shape rules (backends/executor/shape_rules.h)
 
 using exec::Shape;
 using exec::WeightLayout;
@@ -114,42 +117,6 @@ TEST(GemmMapping, TransposedOperandsMapToTheirLeadingDimensions) {
   EXPECT_EQ(g.m, 4u);
   EXPECT_EQ(g.n, 3u);
   EXPECT_EQ(g.k, 5u);
-}
-
-TEST(GemmShapes, MismatchesNameTheOpAndTheField) {
-  try {
-    check_gemm_forward({4, 8}, {8, 3}, nullptr, WeightLayout::OutIn, {4, 3});
-    FAIL() << "no throw";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("gemm_forward: w has shape [8, 3], expected [3, 8]"), std::string::npos)
-        << e.what();
-  }
-  const Shape bias{4};
-  EXPECT_THROW(check_gemm_forward({4, 8}, {8, 3}, &bias, WeightLayout::InOut, {4, 3}), std::invalid_argument);
-  EXPECT_THROW(check_gemm_grad_input({4, 3}, {8, 3}, WeightLayout::InOut, {5, 8}), std::invalid_argument);
-  EXPECT_THROW(check_gemm_grad_weight({4, 8}, {5, 3}, WeightLayout::InOut, {8, 3}, nullptr), std::invalid_argument);
-  const LinearDims d = check_gemm_grad_weight({4, 8}, {4, 3}, WeightLayout::OutIn, {3, 8}, nullptr);
-  EXPECT_EQ(d.m, 4);
-  EXPECT_EQ(d.n, 3);
-  EXPECT_EQ(d.k, 8);
-}
-
-TEST(GemmShapes, GroupedGemmRowsAreTheSumOfCountsAndNegativeCountsAreRejected) {
-  const std::vector<int64_t> counts{3, 0, 2};
-  const LinearDims d = check_grouped_forward({5, 4}, {3, 4, 6}, counts, {5, 6});
-  EXPECT_EQ(d.m, 5);
-  EXPECT_EQ(d.n, 6);
-  EXPECT_EQ(d.k, 4);
-  EXPECT_THROW(check_grouped_forward({6, 4}, {3, 4, 6}, counts, {6, 6}), std::invalid_argument);
-  EXPECT_THROW(check_grouped_forward({5, 4}, {2, 4, 6}, counts, {5, 6}), std::invalid_argument);
-  const std::vector<int64_t> negative{3, -1, 3};
-  try {
-    check_grouped_grad_weight({5, 4}, {5, 6}, negative, {3, 4, 6});
-    FAIL() << "no throw";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("counts[1] = -1"), std::string::npos) << e.what();
-  }
-  EXPECT_NO_THROW(check_grouped_grad_input({5, 6}, {3, 4, 6}, counts, {5, 4}));
 }
 
 TEST(GemmLauncher, RejectsBadArgumentsBeforeTouchingTheDevice) {
