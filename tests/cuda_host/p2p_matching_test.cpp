@@ -29,7 +29,7 @@ struct Message {
   int64_t elements = 0;
   int32_t microbatch = -1;
   int16_t chunk = -1;
-  std::string label;
+  Site site = Site::None;
 };
 
 // The messages `program` sends to (`kind` Send) or receives from (Recv) `peer`, in list order:
@@ -38,7 +38,7 @@ std::vector<Message> channel(const RankProgram& program, OpKind kind, int64_t pe
   std::vector<Message> out;
   for (const Instruction& ins : program.instructions)
     if (ins.kind == kind && ins.peer == peer)
-      out.push_back(Message{ins.tag, static_cast<int64_t>(ins.bytes), ins.microbatch, ins.chunk, ins.label});
+      out.push_back(Message{ins.tag, static_cast<int64_t>(ins.bytes), ins.microbatch, ins.chunk, ins.site});
   return out;
 }
 
@@ -163,7 +163,7 @@ void expect_every_receive_gets_its_own_message(const Lowered& l) {
         for (size_t k = 0; k < wanted.size(); ++k) {
           EXPECT_EQ(got[k].tag, wanted[k].tag) << from << " -> " << to << " receive " << k;
           EXPECT_EQ(got[k].microbatch, wanted[k].microbatch) << from << " -> " << to << " receive " << k;
-          EXPECT_EQ(got[k].label, wanted[k].label) << from << " -> " << to << " receive " << k;
+          EXPECT_EQ(got[k].site, wanted[k].site) << from << " -> " << to << " receive " << k;
         }
       }
     }
