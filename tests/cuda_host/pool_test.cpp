@@ -146,11 +146,12 @@ RankProgram program_of(std::vector<Buffer> buffers, std::vector<std::pair<OpKind
 TEST(PoolSizing, CountsTheProgramInFp32Storage) {
   const double n = 1000;   // parameters
   // bf16: weights 2, gradients 4, optimizer 12 bytes per parameter; activations 2 per element.
-  const RankProgram p = program_of({{BufferRole::Parameter, "param/L0", 2 * n},
-                                    {BufferRole::Gradient, "grad/L0", 4 * n},
-                                    {BufferRole::OptimizerState, "optim/L0", 12 * n},
-                                    {BufferRole::Activation, "act/L0/mb0", 3000},
-                                    {BufferRole::Activation, "act/L0/mb1", 5000}},
+  // (role, part, layer, microbatch, chunk, experts, bytes): param/L0, grad/L0, optim/L0, act/layer/L0/mb0, mb1.
+  const RankProgram p = program_of({{BufferRole::Parameter, BufferPart::Layer, 0, -1, -1, false, 2 * n},
+                                    {BufferRole::Gradient, BufferPart::Layer, 0, -1, -1, false, 4 * n},
+                                    {BufferRole::OptimizerState, BufferPart::Layer, 0, -1, -1, false, 12 * n},
+                                    {BufferRole::Activation, BufferPart::Layer, 0, 0, 0, false, 3000},
+                                    {BufferRole::Activation, BufferPart::Layer, 0, 1, 0, false, 5000}},
                                    {{OpKind::Alloc, 0}, {OpKind::Alloc, 1}, {OpKind::Alloc, 2}, {OpKind::Alloc, 3},
                                     {OpKind::Free, 3}, {OpKind::Alloc, 4}, {OpKind::Free, 4}});
   const PoolSizing s = size_pool(p, DType::BF16);
