@@ -84,6 +84,12 @@ struct ParallelConfig {
   int64_t num_layers_per_virtual_pipeline_stage = 0;  // Megatron's spelling of the same thing
   int64_t decoder_first_pipeline_num_layers = 0;      // 0: even split
   int64_t decoder_last_pipeline_num_layers = 0;
+  // Megatron's --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split:
+  // the embedding (the loss) counts as one layer of the first (last) virtual stage, so
+  // (num_layers + those) split evenly over PP x VP virtual stages and the first (last) holds one
+  // decoder layer fewer. Not with decoder_first/last_pipeline_num_layers.
+  bool account_for_embedding_in_pipeline_split = false;
+  bool account_for_loss_in_pipeline_split = false;
   bool sequence_parallel = false;
   bool use_distributed_optimizer = false;
   bool overlap_grad_reduce = false;

@@ -15,7 +15,7 @@ const std::vector<FlagAlias>& accepted_megatron_flags() {
   static const std::vector<FlagAlias> t = [] {
     std::vector<FlagAlias> v;
     const char* no_value[] = {
-        "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split",
+
         "--adlr-autoresume", "--allow-ambiguous-pad-tokens", "--apply-residual-connection-post-layernorm",
         "--apply-wd-to-qk-layernorm", "--async-ckpt-use-cpu-shm", "--attention-output-gate",
         "--barrier-with-L1-time", "--batch-invariant-mode", "--bert-no-binary-head",
