@@ -33,10 +33,10 @@ FAMILIES = {
 
 # Facts of a family's recipes that hold for every source (model-level training settings).
 FAMILY_NOTES = {
-    "llama3.1-405b": (["--decoder-first-pipeline-num-layers", "1", "--decoder-last-pipeline-num-layers", "1"],
-                      "126 layers do not split evenly over PP x VP = 64 virtual stages: as Megatron's "
-                      "account_for_embedding/loss_in_pipeline_split, the embedding and the loss count as one "
-                      "layer each, so the first and the last virtual stage hold one decoder layer, the others two"),
+    "llama3.1-405b": (["--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split"],
+                      "126 layers do not split evenly over PP x VP = 64 virtual stages: the recipe counts the "
+                      "embedding and the loss as one layer each (Megatron's account_for_embedding/loss_in_pipeline_split), "
+                      "so the first and the last virtual stage hold one decoder layer, the others two"),
     "gpt3-175b": (["--attention-dropout", "0.1", "--hidden-dropout", "0.1"],
                   "GPT-3 recipes keep dropout 0.1 (NeMo gpt3 configs)"),
     "gpt3-5b": (["--attention-dropout", "0.1", "--hidden-dropout", "0.1"], "GPT-3 recipes keep dropout 0.1 (NeMo gpt3 configs)"),
@@ -130,9 +130,6 @@ def skip_reason(r):
         return "Megatron-FSDP (FSDP = %s) is not modelled by tandem" % r["fsdp"]
     if family_of(r["model"]) is None:
         return "model not modelled: " + r["model"] + unsupported_note(r["model"])
-    if family_of(r["model"]) == "llama3.1-405b" and (r["vp"] or 1) > 1:
-        return ("126 layers over PP x VP = %d virtual stages need Megatron's account_for_embedding/loss_in_pipeline_split "
-                "(embedding and loss counted as layers), which tandem does not model yet" % (r["pp"] * r["vp"]))
     if r["id"] in LAYOUT_DOES_NOT_FIT:
         return LAYOUT_DOES_NOT_FIT[r["id"]]
     if r["micro_batch"] is None:
