@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <map>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "backends/sim/simulator.h"
@@ -119,12 +121,14 @@ json run_set(const std::string& path, const RunOptions& opts, bool& all_good,
   ErrorSummary summary;
   std::map<std::string, ErrorSummary> by_family;
   json rows = json::array();
+  const bool progress = isatty(fileno(stderr)) != 0;   // a terminal: one line of progress, rewritten
   for (size_t i = 0; i < set.rows.size(); ++i) {
     if (!opts.family.empty() && set.rows[i].family != opts.family) continue;
-    std::fprintf(stderr, "\r%s: row %zu of %zu\033[K", std::filesystem::path(path).stem().c_str(), i + 1, set.rows.size());
+    if (progress)
+      std::fprintf(stderr, "\r%s: row %zu of %zu\033[K", std::filesystem::path(path).stem().c_str(), i + 1, set.rows.size());
     rows.push_back(run_row(set, set.rows[i], opts, table, summary, by_family));
   }
-  std::fprintf(stderr, "\r\033[K");
+  if (progress) std::fprintf(stderr, "\r\033[K");
   std::printf("%s", table.render().c_str());
   if (opts.resolve_only) {
     std::printf("  %zu rows resolved, %d predicted OOM\n\n", rows.size(), summary.oom);

@@ -31,6 +31,15 @@ std::string string_at(const json& doc, const char* key, const std::string& where
   return doc[key].get<std::string>();
 }
 
+void reject_unknown_keys(const json& doc, const std::string& where, const std::vector<std::string>& known) {
+  for (const auto& [k, v] : doc.items()) {
+    if (std::find(known.begin(), known.end(), k) != known.end()) continue;
+    std::string list;
+    for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
+    throw UserError(where + "." + k + ": unknown field (expected " + list + ")");
+  }
+}
+
 std::string published_key(const std::string& metric, const std::string& where) {
   if (metric == "hardware_tflops_per_gpu" || metric == "model_tflops_per_gpu") return "tflops_per_gpu";
   if (metric == "tokens_per_s_per_gpu" || metric == "iteration_time_s") return metric;
@@ -65,6 +74,7 @@ std::map<std::string, Family> read_families(const json& set, const std::string& 
 ReproduceRow read_row(const json& set, const json& row, const std::string& where, const std::string& metric,
                       const std::map<std::string, Family>& families) {
   if (!row.is_object()) throw UserError(where + ": expected an object");
+  reject_unknown_keys(row, where, {"label", "id", "family", "precision", "gpus", "flags", "published", "source_ref"});
   ReproduceRow r;
   r.where = where;
   r.label = string_at(row, "label", where, "?");
@@ -98,6 +108,8 @@ ReproduceRow read_row(const json& set, const json& row, const std::string& where
 ReproduceSet read_reproduce_set(const std::string& path) {
   const json set = read_json_file(path);
   if (!set.is_object()) throw UserError(path + ": a set must be a JSON object");
+  reject_unknown_keys(set, path, {"name", "source", "cluster", "metric", "assumptions", "common_flags", "families",
+                                  "rows", "skipped"});
   ReproduceSet s;
   s.path = path;
   s.name = string_at(set, "name", path, path);
