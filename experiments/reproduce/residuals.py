@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Groups the errors of `tandem reproduce --json FILE` by family, precision, CP, PP depth, TP
-overlap and model size, and prints one markdown table per grouping.
+overlap, model size and sequence length, and prints one markdown table per grouping.
 
 usage: residuals.py RESULT.json [--sets NAME_SUBSTRING ...]
 
@@ -25,6 +25,7 @@ GROUPINGS = [
     ("PP depth", lambda r: "PP %d%s" % (r["layout"]["pp"], " interleaved" if r["layout"]["vp"] > 1 else "")),
     ("TP overlap", lambda r: "TP %d, %s" % (r["layout"]["tp"], "overlap" if r["layout"]["tp_comm_overlap"] else "no overlap")),
     ("model size", lambda r: size_bucket(r["layout"]["parameters_billions"])),
+    ("sequence", lambda r: "seq %5d" % r["layout"]["seq_length"]),
 ]
 
 
