@@ -84,6 +84,12 @@ struct ParallelConfig {
   int64_t num_layers_per_virtual_pipeline_stage = 0;  // Megatron's spelling of the same thing
   int64_t decoder_first_pipeline_num_layers = 0;      // 0: even split
   int64_t decoder_last_pipeline_num_layers = 0;
+  // Megatron's --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split:
+  // the embedding (the loss) counts as one layer of the first (last) virtual stage, so
+  // (num_layers + those) split evenly over PP x VP virtual stages and the first (last) holds one
+  // decoder layer fewer. Not with decoder_first/last_pipeline_num_layers.
+  bool account_for_embedding_in_pipeline_split = false;
+  bool account_for_loss_in_pipeline_split = false;
   bool sequence_parallel = false;
   bool use_distributed_optimizer = false;
   bool overlap_grad_reduce = false;
@@ -110,6 +116,10 @@ struct TrainingConfig {
   int64_t train_iters = 0;
   DType params_dtype = DType::FP32;           // --bf16 / --fp16 switch to mixed precision
   Fp8Format fp8_format = Fp8Format::None;
+  // Megatron's --grad-reduce-in-bf16: with bf16 training the gradient buffer (main_grad) and its
+  // data-parallel reduction are bf16 instead of fp32 (NVIDIA's H100 performance recipes set it:
+  // grad_reduce_in_fp32 = False, NeMo's grad_sync_dtype = bf16).
+  bool grad_reduce_in_bf16 = false;
   AttentionBackend attention_backend = AttentionBackend::Auto;  // Megatron-Core default (TE picks flash/fused)
   double attention_dropout = 0.1;             // Megatron's defaults; dropout masks are saved activations
   double hidden_dropout = 0.1;

@@ -5,6 +5,7 @@
 #include "core/check.h"
 #include "core/job_fields.h"
 #include "core/job_loader.h"
+#include "core/schedule.h"
 
 namespace tandem {
 namespace {
@@ -88,7 +89,22 @@ void resolve_moe(ModelConfig& m, const ParallelConfig& p) {
   }
 }
 
-void resolve_pipeline(const ModelConfig& m, ParallelConfig& p, std::vector<std::string>& notes) {
+// Megatron's account_for_embedding/loss_in_pipeline_split: (layers + embedding + loss) over PP x VP.
+void resolve_accounted_split(const ModelConfig& m, ParallelConfig& p) {
+  if (p.decoder_first_pipeline_num_layers || p.decoder_last_pipeline_num_layers)
+    throw UserError("--account-for-embedding/loss-in-pipeline-split cannot be combined with "
+                    "--decoder-first/last-pipeline-num-layers");
+  if (p.num_layers_per_virtual_pipeline_stage > 0)
+    throw UserError("--account-for-embedding/loss-in-pipeline-split: give the chunks with "
+                    "--num-virtual-stages-per-pipeline-rank, not --num-layers-per-virtual-pipeline-stage");
+  const int64_t v = std::max<int64_t>(1, p.virtual_pipeline_model_parallel_size);
+  if (v > 1 && p.pipeline_model_parallel_size == 1)
+    throw UserError("--num-virtual-stages-per-pipeline-rank needs --pipeline-model-parallel-size > 1");
+  accounted_split_layers(static_cast<int>(m.num_layers), static_cast<int>(p.pipeline_model_parallel_size * v),
+                         p.account_for_embedding_in_pipeline_split, p.account_for_loss_in_pipeline_split);
+}
+
+void resolve_layer_split(const ModelConfig& m, ParallelConfig& p) {
   const int64_t pp = p.pipeline_model_parallel_size;
   const int64_t first = p.decoder_first_pipeline_num_layers, last = p.decoder_last_pipeline_num_layers;
   if (pp == 1 && (first || last)) throw UserError("--decoder-first/last-pipeline-num-layers need --pipeline-model-parallel-size > 1");
@@ -118,6 +134,9 @@ void resolve_pipeline(const ModelConfig& m, ParallelConfig& p, std::vector<std::
                                          "num_layers (per pipeline stage)", per_stage);
     p.num_layers_per_virtual_pipeline_stage = per_stage / p.virtual_pipeline_model_parallel_size;
   }
+}
+
+void finish_pipeline(ParallelConfig& p, std::vector<std::string>& notes) {
   if (p.pipeline_schedule.empty()) p.pipeline_schedule = p.virtual_pipeline_model_parallel_size > 1 ? "interleaved" : "1f1b";
   if (p.sequence_parallel && p.tensor_model_parallel_size == 1) {
     p.sequence_parallel = false;
@@ -131,6 +150,15 @@ void resolve_pipeline(const ModelConfig& m, ParallelConfig& p, std::vector<std::
     throw UserError("--tp-comm-overlap with --tensor-model-parallel-size = " + std::to_string(p.tensor_model_parallel_size) +
                     " requires --sequence-parallel (as in Megatron: the overlap pipelines the sequence-parallel "
                     "all-gather and reduce-scatter with their GEMMs)");
+}
+
+void resolve_pipeline(const ModelConfig& m, ParallelConfig& p, std::vector<std::string>& notes) {
+  if (p.account_for_embedding_in_pipeline_split || p.account_for_loss_in_pipeline_split) {
+    resolve_accounted_split(m, p);
+  } else {
+    resolve_layer_split(m, p);
+  }
+  finish_pipeline(p, notes);
 }
 
 void resolve_world(Job& job) {
@@ -194,6 +222,8 @@ void resolve_optimizer(Job& job) {
   }
   if (t.fp8_format != Fp8Format::None && t.params_dtype == DType::FP32)
     throw UserError("--fp8-format = " + to_string(t.fp8_format) + " needs --bf16 or --fp16");
+  if (t.grad_reduce_in_bf16 && t.params_dtype != DType::BF16)
+    throw UserError("--grad-reduce-in-bf16 needs --bf16 (params_dtype = " + to_string(t.params_dtype) + ")");
 }
 
 // The simulator's MoE routing model (training section): consistent choices; the trace file's

@@ -239,6 +239,19 @@ std::vector<int> split_layers(int num_layers, int num_stages, int first_stage_la
   return out;
 }
 
+std::vector<int> accounted_split_layers(int num_layers, int num_stages, bool embedding, bool loss) {
+  if (num_stages < 1) throw_field_error("stages", num_stages, "must be at least 1");
+  const int units = num_layers + (embedding ? 1 : 0) + (loss ? 1 : 0);
+  if (units % num_stages != 0 || units / num_stages < 1 + ((embedding || loss) && num_stages == 1 ? 1 : 0))
+    throw_field_error("num_layers", num_layers,
+                      "plus " + std::to_string(units - num_layers) + " (embedding/loss counted as layers) does not split evenly over " +
+                          std::to_string(num_stages) + " virtual pipeline stages");
+  std::vector<int> out(static_cast<size_t>(num_stages), units / num_stages);
+  if (embedding) out.front() -= 1;
+  if (loss) out.back() -= 1;
+  return out;
+}
+
 std::vector<int> megatron_split_layers(int num_layers, int ranks, int chunks,
                                        int first_rank_layers, int last_rank_layers) {
   if (chunks < 1) throw_field_error("chunks", chunks, "must be at least 1");

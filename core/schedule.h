@@ -150,6 +150,11 @@ std::vector<int> split_layers(int num_layers, int num_stages, int first_stage_la
 std::vector<int> megatron_split_layers(int num_layers, int ranks, int chunks,
                                        int first_rank_layers = 0, int last_rank_layers = 0);
 
+// Megatron's account_for_embedding/loss_in_pipeline_split: (num_layers + embedding + loss) split
+// evenly over num_stages virtual stages (indexed c * ranks + r), then the first stage gives one
+// layer to the embedding and the last one to the loss. UserError when it does not divide.
+std::vector<int> accounted_split_layers(int num_layers, int num_stages, bool embedding, bool loss);
+
 // "Forward(mb 3, chunk 1, stage 6)", "RecvGradient(mb 0, chunk 0, stage 2) from rank 3".
 std::string describe(const Action& action);
 

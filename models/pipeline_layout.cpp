@@ -4,11 +4,13 @@
 // (Megatron's interleaved assignment). Without uneven first/last stages every virtual stage has
 // L / (p·v) layers. With decoder_first/last_pipeline_num_layers, the first and last virtual stage
 // get those counts and the remaining layers are spread evenly over the others (an uneven
-// remainder goes to the earlier stages).
+// remainder goes to the earlier stages). With account_for_embedding/loss_in_pipeline_split,
+// Megatron's rule (core/schedule.h: accounted_split_layers).
 #include <algorithm>
 #include <numeric>
 
 #include "core/check.h"
+#include "core/schedule.h"
 #include "models/accounting.h"
 
 namespace tandem {
@@ -21,6 +23,12 @@ std::vector<int64_t> virtual_stage_sizes(const Job& job) {
   const int64_t stages = p * v;
   const int64_t layers = job.model.num_layers;
   std::vector<int64_t> sizes(static_cast<size_t>(stages), 0);
+  if (par.account_for_embedding_in_pipeline_split || par.account_for_loss_in_pipeline_split) {
+    const std::vector<int> split = accounted_split_layers(static_cast<int>(layers), static_cast<int>(stages),
+                                                          par.account_for_embedding_in_pipeline_split,
+                                                          par.account_for_loss_in_pipeline_split);
+    return std::vector<int64_t>(split.begin(), split.end());
+  }
   const int64_t first = p > 1 ? par.decoder_first_pipeline_num_layers : 0;
   const int64_t last = p > 1 ? par.decoder_last_pipeline_num_layers : 0;
   int64_t begin = 0, end = stages;

@@ -79,7 +79,10 @@ Schedule schedule_for_job(const Job& job) {
   const int layers = to_int(job.model.num_layers, "num_layers");
   const int first = params.pp > 1 ? to_int(par.decoder_first_pipeline_num_layers, "decoder_first_pipeline_num_layers") : 0;
   const int last = params.pp > 1 ? to_int(par.decoder_last_pipeline_num_layers, "decoder_last_pipeline_num_layers") : 0;
-  if (s.num_chunks() > 1 && interleaved_numbering(s))
+  if (par.account_for_embedding_in_pipeline_split || par.account_for_loss_in_pipeline_split)
+    assign_layers(s, accounted_split_layers(layers, s.num_stages(), par.account_for_embedding_in_pipeline_split,
+                                            par.account_for_loss_in_pipeline_split));
+  else if (s.num_chunks() > 1 && interleaved_numbering(s))
     assign_layers(s, megatron_split_layers(layers, s.num_ranks(), s.num_chunks(), first, last));
   else
     assign_layers(s, split_layers(layers, s.num_stages(), first, last));

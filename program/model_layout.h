@@ -82,12 +82,6 @@ struct Bucket {
   std::vector<int64_t> keys;
 };
 
-// Bytes per parameter of weights, gradients and optimizer state (models/memory.cpp's table).
-struct BytesPerParameter {
-  double weights = 0, gradients = 0, optimizer = 0;
-};
-BytesPerParameter bytes_per_parameter(DType dtype);
-
 // The parameters of one rank, chunk by chunk (a chunk is a local model chunk: a virtual stage).
 struct RankParameters {
   Dims dims;

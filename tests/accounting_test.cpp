@@ -252,6 +252,21 @@ TEST(Activations, GqaAndSwigluAdjustTheTerms) {
   EXPECT_DOUBLE_EQ(activation_bytes_per_layer(job, false), (attention + mlp) / t);
 }
 
+// FP8 with Transformer Engine: the QKV, fc1 and fc2 inputs are saved as 1-byte FP8 casts; the
+// output-projection input keeps its 16-bit copy (flash attention's backward reads it) plus an FP8 one.
+TEST(Activations, Fp8KeepsLinearInputsInOneByte) {
+  const Job job = job_from_preset("llama3-70b", {"--bf16", "--tensor-model-parallel-size", "8",
+                                                 "--sequence-parallel", "--attention-dropout", "0", "--hidden-dropout", "0"});
+  MemoryOptions bf16 = memory_options_for(job);
+  MemoryOptions fp8 = bf16;
+  fp8.fp8_linear_inputs = true;
+  const double n = 8192, h = 8192, f = 28672, t = 8;
+  const double saved = n * h / t + n * h / t + n * f / t - n * h / t;   // QKV in, fc1 in, fc2 in, minus the FP8 copy
+  EXPECT_DOUBLE_EQ(activation_bytes_per_layer(job, false, bf16) - activation_bytes_per_layer(job, false, fp8), saved);
+  const Job fp8_job = job_from_preset("llama3-70b", {"--bf16", "--fp8-format", "hybrid"});
+  EXPECT_TRUE(memory_options_for(fp8_job).fp8_linear_inputs);
+}
+
 TEST(Activations, MoeRoutedTokensFollowExpertTensorParallelism) {
   const std::vector<std::string> base = {"--bf16", "--tensor-model-parallel-size", "4", "--sequence-parallel",
                                          "--recompute-granularity", "selective", "--expert-model-parallel-size", "8"};
@@ -338,6 +353,38 @@ TEST(Memory, DistributedOptimizerAndPrecision) {
   // 11 microbatches in flight on stage 5 of 16, 6 layers each.
   const double masks = 11 * 6 * (2 * 2048.0 * 12288 + 96 * 2048.0 * 2048 / 8);
   EXPECT_DOUBLE_EQ(fp32.activations_bytes, 2 * bf16.activations_bytes - masks);
+}
+
+// --grad-reduce-in-bf16: the gradient buffer is bf16 (2 bytes per parameter instead of 4).
+TEST(Memory, Bf16GradientBuffer) {
+  const std::vector<std::string> base = {"--tensor-model-parallel-size", "8", "--pipeline-model-parallel-size", "16",
+                                         "--global-batch-size", "1536", "--bf16", "--use-distributed-optimizer"};
+  auto more = base;
+  more.push_back("--grad-reduce-in-bf16");
+  const StageMemory fp32 = memory_per_rank(gpt3(base, 1024)).stages[5];
+  const StageMemory bf16 = memory_per_rank(gpt3(more, 1024)).stages[5];
+  EXPECT_DOUBLE_EQ(fp32.gradients_bytes, 4 * fp32.dense_parameters);
+  EXPECT_DOUBLE_EQ(bf16.gradients_bytes, 2 * bf16.dense_parameters);
+  EXPECT_DOUBLE_EQ(bf16.optimizer_bytes, fp32.optimizer_bytes);
+}
+
+// Megatron's account_for_embedding/loss_in_pipeline_split: Llama 3.1 405B on PP 8 x VP 8 holds
+// 128 "layers" of 2 per virtual stage, the first and last virtual stage one decoder layer each.
+TEST(Memory, EmbeddingAndLossCountAsLayers) {
+  JobRequest request;   // the architecture only: the preset's published layout has uneven first/last stages
+  request.model_preset = "llama3-405b";
+  request.megatron_flags = {"--pipeline-model-parallel-size", "8", "--num-virtual-stages-per-pipeline-rank", "8",
+                            "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split",
+                            "--global-batch-size", "16"};
+  const Job job = load_job(request);
+  const std::vector<RankLayers> layout = pipeline_layout(job);
+  ASSERT_EQ(layout.size(), 8u);
+  EXPECT_EQ(layout[0].chunks[0].size(), 1u);
+  EXPECT_EQ(layout[1].chunks[0].front(), 1);
+  EXPECT_EQ(layout[7].chunks[7].size(), 1u);
+  EXPECT_EQ(layout[7].chunks[7].back(), 125);
+  EXPECT_EQ(layout[0].num_layers(), 15);
+  EXPECT_EQ(layout[3].num_layers(), 16);
 }
 
 TEST(Memory, ExpertOptimizerShardsOverExpertDataParallel) {

@@ -53,6 +53,9 @@ TEST(ProgramMemory, EveryActivationIsFreedAndPersistentBuffersAreNot) {
 TEST(ProgramMemory, PersistentBytesMatchAccounting) {
   const std::vector<Job> jobs = {
       tiny_gpt({"--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "4", "--global-batch-size", "4"}, 8),
+      tiny_gpt({"--num-layers", "6", "--pipeline-model-parallel-size", "2", "--num-virtual-stages-per-pipeline-rank", "2",
+                "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split", "--bf16",
+                "--grad-reduce-in-bf16", "--use-distributed-optimizer", "--global-batch-size", "8"}, 4),
       tiny_gpt({"--pipeline-model-parallel-size", "2", "--num-layers-per-virtual-pipeline-stage", "1",
                 "--use-distributed-optimizer", "--global-batch-size", "8"}, 4),
       tiny_moe({"--tensor-model-parallel-size", "2", "--sequence-parallel", "--expert-model-parallel-size", "2",
