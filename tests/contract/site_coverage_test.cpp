@@ -4,12 +4,15 @@
 // instructions without a handler are those of features the real backends refuse up front
 // (multi-latent attention, multi-token prediction), and the parameter store says so.
 #include <cmath>
+#include <cstdio>
+#include <fstream>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "backends/executor/site_handlers.h"
 #include "backends/sim/compute_model.h"
@@ -46,11 +49,22 @@ std::vector<Layout> layouts(bool moe) {
   return out;
 }
 
-// A preset shrunk to 4 layers (the first MoE layers where the preset has dense ones first), one
-// sequence of 256 tokens per microbatch, 4 microbatches.
+// A job file with the preset's architecture and none of its published layout defaults.
+std::string architecture_file(const std::string& preset) {
+  nlohmann::json model = read_json_file(data_dir() + "/models/presets/" + preset + ".json");
+  for (const char* key : {"name", "source", "defaults"}) model.erase(key);
+  // A per-layer MoE pattern (DeepSeek-V3's dense first layers) shrinks with the model: one dense
+  // layer, then three MoE layers.
+  if (model.contains("moe_layer_freq") && !model["moe_layer_freq"].is_number()) model["moe_layer_freq"] = "([0]*1+[1]*3)";
+  const std::string path = ::testing::TempDir() + "site_coverage_" + preset + ".json";
+  std::ofstream(path) << nlohmann::json{{"model", model}}.dump();
+  return path;
+}
+
+// A preset's architecture shrunk to 4 layers, one sequence of 256 tokens per microbatch.
 Job shrunk(const std::string& preset, const Layout& layout, const std::vector<std::string>& extra) {
   JobRequest r;
-  r.config_file = preset;
+  r.config_file = architecture_file(preset);
   r.cluster = "dgx-h100";
   r.gpus = layout.gpus;
   r.megatron_flags = {"--num-layers", "4", "--seq-length", "256", "--max-position-embeddings", "256",
@@ -71,24 +85,33 @@ bool needs_unsupported_feature(Site site) {
   return kRefused.count(site) > 0;
 }
 
+// The lowered programs of one job (one per symmetry class), or nothing when the layout does not
+// suit the model (heads over TP, experts over EP, MoE with TP but no SP): a UserError.
+std::vector<RankProgram> programs_of(const Job& job) {
+  const ParallelGrid grid = ParallelGrid::from_job(job);
+  const Schedule schedule = schedule_for_job(job);
+  std::vector<RankProgram> out;
+  for (int64_t rank : class_representatives(job, grid)) out.push_back(lower_rank(job, grid, schedule, rank));
+  return out;
+}
+
 TEST(SiteCoverage, EveryEmittedSiteHasAHandlerAndACost) {
   std::set<std::pair<OpKind, Site>> seen;
   int64_t jobs = 0;
   for (const std::string& preset : list_model_presets()) {
-    const Job probe = shrunk(preset, {"single", {}, 1}, {"--global-batch-size", "1"});
-    for (const Layout& layout : layouts(probe.model.is_moe())) {
+    const bool moe = shrunk(preset, {"single", {}, 1}, {"--global-batch-size", "1"}).model.is_moe();
+    for (const Layout& layout : layouts(moe)) {
       Job job;
+      std::vector<RankProgram> programs;
       try {   // 4 microbatches per data-parallel rank at most (DP <= GPUs)
         job = shrunk(preset, layout, {"--global-batch-size", std::to_string(4 * layout.gpus)});
+        programs = programs_of(job);
       } catch (const UserError&) {
-        continue;   // a layout the preset's shape does not admit (heads over TP, experts over EP)
+        continue;
       }
-      const ParallelGrid grid = ParallelGrid::from_job(job);
-      const Schedule schedule = schedule_for_job(job);
       const sim::ComputeModel model = sim::ComputeModel::for_job(job);
       ++jobs;
-      for (int64_t rank : class_representatives(job, grid)) {
-        const RankProgram p = lower_rank(job, grid, schedule, rank);
+      for (const RankProgram& p : programs)
         for (const Instruction& x : p.instructions) {
           if (is_memory(x.kind)) continue;
           seen.insert({x.kind, x.site});
@@ -103,11 +126,11 @@ TEST(SiteCoverage, EveryEmittedSiteHasAHandlerAndACost) {
                 << preset << " " << layout.name << ": simulator cost " << t << " for " << op_trace_line(x);
           }
         }
-      }
     }
   }
   EXPECT_GT(jobs, 40);
   EXPECT_GT(seen.size(), 100u);   // the grid reaches most of the table
+  std::printf("%lld jobs, %zu distinct (kind, site) pairs\n", static_cast<long long>(jobs), seen.size());
 }
 
 TEST(SiteCoverage, EverySiteHasAName) {
