@@ -301,11 +301,12 @@ TEST(ComputeModel, BadProfilesNameFileFieldAndValue) {
 }
 
 TEST(ComputeModel, BadDataFileValuesNameFileFieldAndValue) {
-  const std::string good = (fs::path(data_dir()) / "clusters" / "gpu_models" / "H100-SXM5-80GB.json").string();
+  const std::string good = (fs::path(data_dir()) / "clusters" / "stacks" / "mcore-0.8-h100.json").string();
   const std::string text = read_text(good);
-  ASSERT_NE(text.find("\"value\": 0.59,"), std::string::npos);
+  const size_t value = text.find("\"value\": ", text.find("\"fraction_bf16\""));
+  ASSERT_NE(value, std::string::npos);
   std::string bad = text;
-  bad.replace(bad.find("\"value\": 0.59,"), 14, "\"value\": 1.5,");
+  bad.replace(value, text.find(',', value) - value, "\"value\": 1.5");
   const TempFile file("bad_gpu.json", bad);
   try {
     load_gpu_efficiency_file(file.path());
