@@ -216,10 +216,11 @@ Stack load_stack(const std::string& name_or_file) {
   const fs::path dir = fs::path(data_dir()) / "clusters" / "stacks";
   const fs::path path = is_file ? fs::path(name_or_file) : dir / (name_or_file + ".json");
   if (!fs::exists(path)) {
-    std::string known;
+    std::set<std::string> names;
     if (fs::exists(dir))
       for (const auto& entry : fs::directory_iterator(dir))
-        if (entry.path().extension() == ".json") known += (known.empty() ? "" : ", ") + entry.path().stem().string();
+        if (entry.path().extension() == ".json") names.insert(entry.path().stem().string());
+    const std::string known = DataReader::joined(names);
     throw UserError(field_message("stack", name_or_file, "no such stack file (stacks: " + known + ")"));
   }
   return parse_stack(read_json_file(path.string()), path.string());
