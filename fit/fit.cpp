@@ -236,6 +236,7 @@ class Fitter {
     for (size_t i = 0; i < params_.size(); ++i)
       out.parameters.push_back({params_[i].name, params_[i].value, params_[i].prior, v[i], params_[i].lower, params_[i].upper});
     out.stack = with_values(v);
+    out.base = base_.name;
     out.simulations = simulations_;
     return out;
   }

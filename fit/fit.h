@@ -60,6 +60,7 @@ struct RunFit {
 
 struct FitResult {
   Stack stack;                        // the fitted stack (document included)
+  std::string base;                   // name of the stack the fit started from
   std::vector<ParameterFit> parameters;
   std::vector<RunFit> runs;
   std::string group_kind;             // "leave-one-family-out" | "leave-one-out"

@@ -69,7 +69,7 @@ std::string summary_line(const FitResult& r) {
 
 std::string fit_report(const FitResult& r, const FitOptions& o) {
   std::ostringstream os;
-  os << "stack " << r.stack.name << " (base " << r.stack.file << "), " << r.runs.size() << " runs, "
+  os << "stack " << r.stack.name << " (from stack " << r.base << "), " << r.runs.size() << " runs, "
      << r.parameters.size() << " free parameters\n\n";
   os << pad("parameter", 36) << pad("fitted", 10) << pad("prior", 10) << pad("base", 10) << "bounds\n";
   for (const ParameterFit& p : r.parameters)
