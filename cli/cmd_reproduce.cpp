@@ -1,133 +1,190 @@
-// `tandem reproduce [SET.json ...] [--stack NAME|FILE] [--json FILE] [--check]`
-// Runs published training runs through the simulator and prints published vs simulated figures.
-// A set (experiments/reproduce/*.json) names a cluster, a metric, the Megatron flags common to its
-// rows and, per row, the GPU count, the row's flags and the published figure.
+// `tandem reproduce [SET.json] [--stack NAME|FILE] [--json FILE] [--check] [--resolve] [--family NAME]`
+// Runs published training runs through the simulator and prints published vs simulated figures,
+// with the error per set and per model family (set format: fit/reproduce_sets.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "backends/sim/simulator.h"
 #include "cli/command_registry.h"
 #include "cli/job_options.h"
-#include "cli/sim_report.h"
 #include "cli/table.h"
 #include "core/check.h"
 #include "core/job_loader.h"
+#include "core/parallel_grid.h"
+#include "fit/reproduce_sets.h"
+#include "models/accounting.h"
+#include "program/program.h"
 
 namespace tandem::cli {
 namespace {
 
+using fit::ErrorSummary;
+using fit::ReproduceRow;
+using fit::ReproduceSet;
+using fit::default_reproduce_sets;
+using fit::read_reproduce_set;
+using fit::throughput_error;
+
 using json = nlohmann::json;
 
-struct SetSummary {
-  int rows = 0, within_10 = 0;
-  double sum_abs_error = 0, max_abs_error = 0;
+struct RunOptions {
+  bool resolve_only = false;          // no simulation: resolve every row, peak memory from the programs
+  std::optional<std::string> stack;   // --stack: replaces every set's stack
+  std::string family;                 // "" = every family
 };
 
-std::vector<std::string> strings_at(const json& doc, const char* key, const std::string& where) {
-  std::vector<std::string> out;
-  if (!doc.contains(key)) return out;
-  if (!doc[key].is_array()) throw UserError(where + "." + key + ": expected an array of strings");
-  for (const auto& v : doc[key]) {
-    if (!v.is_string()) throw UserError(where + "." + key + ": expected an array of strings");
-    out.push_back(v.get<std::string>());
+// Peak memory over the pipeline ranks' programs (the simulator's figure without running it).
+double program_peak_bytes(const Job& job) {
+  const ParallelGrid grid = ParallelGrid::from_job(job);
+  const Schedule schedule = schedule_for_job(job);
+  double peak = 0;
+  for (int64_t r : class_representatives(job, grid)) peak = std::max(peak, lower_rank(job, grid, schedule, r).peak_bytes());
+  return peak;
+}
+
+double simulated_metric(const std::string& metric, const sim::SimResult& r, const Job& job) {
+  if (metric == "hardware_tflops_per_gpu") return r.hardware_tflops_per_gpu;
+  if (metric == "model_tflops_per_gpu") return r.model_tflops_per_gpu;
+  if (metric == "tokens_per_s_per_gpu") return r.tokens_per_s / double(job.world_size);
+  TANDEM_CHECK(metric == "iteration_time_s");
+  return r.iteration_time_s;
+}
+
+std::string percent(double x) { return (x >= 0 ? "+" : "") + fixed(100 * x, 1) + "%"; }
+
+// Layout facts of a row, for grouping errors afterwards (experiments/reproduce/residuals.py).
+json row_layout(const Job& job) {
+  const auto& p = job.parallel;
+  return {{"tp", p.tensor_model_parallel_size}, {"pp", p.pipeline_model_parallel_size},
+          {"cp", p.context_parallel_size}, {"vp", p.virtual_pipeline_model_parallel_size},
+          {"ep", p.expert_model_parallel_size}, {"dp", p.data_parallel_size},
+          {"tp_comm_overlap", p.tp_comm_overlap && p.tensor_model_parallel_size > 1},
+          {"seq_length", job.model.seq_length}, {"micro_batch_size", job.training.micro_batch_size},
+          {"global_batch_size", job.training.global_batch_size},
+          {"parameters_billions", double(parameter_count(job.model).total) / 1e9}};
+}
+
+json run_row(const ReproduceSet& set, const ReproduceRow& row, const RunOptions& opts, Table& table,
+             ErrorSummary& summary, std::map<std::string, ErrorSummary>& by_family) {
+  JobRequest request = row.request;
+  request.stack = opts.stack ? opts.stack : set.stack.empty() ? std::nullopt : std::optional<std::string>(set.stack);
+  const Job job = load_job(request);
+  json out = {{"label", row.label}, {"family", row.family}, {"precision", row.precision}, {"gpus", job.world_size},
+              {"published", row.published}, {"layout", row_layout(job)}};
+  const double hbm = job.cluster.gpu.hbm_bytes;
+  if (opts.resolve_only) {
+    const double peak = program_peak_bytes(job);
+    const bool oom = hbm > 0 && peak > hbm;
+    summary.oom += oom;
+    table.add_row({row.label, row.family, with_commas(job.world_size), fixed(row.published, 2), "-", "-", "-", "-",
+                   fixed(peak / kBytesPerGiB, 1) + (oom ? " OOM" : "")});
+    out["peak_memory_gib"] = peak / kBytesPerGiB;
+    out["oom"] = oom;
+    return out;
   }
+  const sim::SimResult r = sim::simulate_in_subprocess(job, {});
+  const double simulated = simulated_metric(set.metric, r, job);
+  const double error = throughput_error(set.metric, simulated, row.published);
+  summary.add(error, r.oom);
+  if (!row.family.empty()) by_family[row.family].add(error, r.oom);
+  table.add_row({row.label, row.family, with_commas(job.world_size), fixed(row.published, 2), fixed(simulated, 2),
+                 percent(error), fixed(r.iteration_time_s, 2), fixed(100 * r.mfu, 1) + "%",
+                 fixed(r.peak_memory_gib, 1) + (r.oom ? " OOM" : "")});
+  out.update({{"simulated", simulated}, {"relative_error", error}, {"iteration_time_s", r.iteration_time_s},
+              {"mfu", r.mfu}, {"peak_memory_gib", r.peak_memory_gib}, {"oom", r.oom}, {"stack", r.stack},
+              {"breakdown", sim::result_to_json(r)["breakdown"]}});
   return out;
 }
 
-double simulated_metric(const std::string& metric, const sim::SimResult& r, const std::string& where) {
-  if (metric == "hardware_tflops_per_gpu") return r.hardware_tflops_per_gpu;
-  if (metric == "model_tflops_per_gpu") return r.model_tflops_per_gpu;
-  if (metric == "iteration_time_s") return r.iteration_time_s;
-  throw UserError(where + ".metric = " + metric +
-                  ": expected hardware_tflops_per_gpu, model_tflops_per_gpu or iteration_time_s");
+std::string summary_text(const ErrorSummary& s) {
+  return std::to_string(s.within_10) + " of " + std::to_string(s.rows) + " rows within 10%, mean absolute error " +
+         fixed(100 * s.mean_abs(), 1) + "%, signed mean " + percent(s.mean_signed()) + ", max " +
+         fixed(100 * s.max_abs, 1) + "%" + (s.oom ? ", " + std::to_string(s.oom) + " predicted OOM" : "");
 }
 
-json run_row(const json& set, const json& row, const std::string& where, const std::optional<std::string>& stack,
-            Table& table, SetSummary& summary) {
-  JobRequest req;
-  req.cluster = set.value("cluster", std::string(kDefaultCluster));
-  req.stack = stack;
-  if (!row.contains("gpus") || !row["gpus"].is_number_integer()) throw UserError(where + ".gpus: expected an integer");
-  req.gpus = row["gpus"].get<int64_t>();
-  req.megatron_flags = strings_at(set, "common_flags", where);
-  for (auto& f : strings_at(row, "flags", where)) req.megatron_flags.push_back(f);
-  const std::string metric = set.value("metric", std::string("model_tflops_per_gpu"));
-  const std::string published_key = metric == "iteration_time_s" ? "iteration_time_s" : "tflops_per_gpu";
-  const double published = row.at("published").at(published_key).get<double>();
-  const Job job = load_job(req);
-  const sim::SimResult r = sim::simulate_in_subprocess(job, {});
-  const double simulated = simulated_metric(metric, r, where);
-  const double error = (simulated - published) / published;
-  summary.rows++;
-  summary.within_10 += std::fabs(error) <= 0.10;
-  summary.sum_abs_error += std::fabs(error);
-  summary.max_abs_error = std::max(summary.max_abs_error, std::fabs(error));
-  const std::string label = row.value("label", std::string("?"));
-  table.add_row({label, with_commas(job.world_size), fixed(published, 1), fixed(simulated, 1),
-                 (error >= 0 ? "+" : "") + fixed(100 * error, 1) + "%", fixed(r.iteration_time_s, 2),
-                 fixed(100 * r.mfu, 1) + "%", fixed(r.peak_memory_gib, 1)});
-  return {{"label", label}, {"gpus", job.world_size}, {"published", published}, {"simulated", simulated},
-          {"relative_error", error}, {"iteration_time_s", r.iteration_time_s}, {"mfu", r.mfu},
-          {"peak_memory_gib", r.peak_memory_gib}, {"stack", r.stack}};
+void print_families(const std::map<std::string, ErrorSummary>& by_family, const char* title) {
+  if (by_family.empty()) return;
+  Table t({"family", "rows", "within 10%", "mean |error|", "signed mean", "max |error|", "OOM"});
+  for (const auto& [f, s] : by_family)
+    t.add_row({f, std::to_string(s.rows), std::to_string(s.within_10), fixed(100 * s.mean_abs(), 1) + "%",
+               percent(s.mean_signed()), fixed(100 * s.max_abs, 1) + "%", std::to_string(s.oom)});
+  std::printf("%s\n%s\n", title, t.render().c_str());
 }
 
-// The stack a set runs with: --stack, else the set's "stack", else its cluster's default.
-std::optional<std::string> set_stack(const json& set, const std::optional<std::string>& override_stack) {
-  if (override_stack) return override_stack;
-  if (set.contains("stack")) return set["stack"].get<std::string>();
-  return std::nullopt;
-}
-
-json run_set(const std::string& path, const std::optional<std::string>& override_stack, bool& all_good) {
-  const json set = read_json_file(path);
-  const std::string metric = set.value("metric", std::string("model_tflops_per_gpu"));
-  const std::optional<std::string> stack = set_stack(set, override_stack);
-  std::printf("%s\n  %s\n  metric: %s; stack: %s; assumptions: %s\n\n", set.value("name", path).c_str(),
-              set.value("source", std::string("")).c_str(), metric.c_str(),
-              stack.value_or("the cluster's default").c_str(), set.value("assumptions", std::string("none stated")).c_str());
-  Table table({"run", "GPUs", "published", "simulated", "error", "iter s", "MFU", "peak GiB"});
-  SetSummary summary;
+json run_set(const std::string& path, const RunOptions& opts, bool& all_good,
+             std::map<std::string, ErrorSummary>& all_families) {
+  const ReproduceSet set = read_reproduce_set(path);
+  const std::string stack = opts.stack ? *opts.stack : set.stack.empty() ? "the cluster's default" : set.stack;
+  std::printf("%s\n  %s\n  metric: %s (error: simulated / published throughput - 1; negative = simulated slower)\n"
+              "  stack: %s\n  assumptions: %s\n",
+              set.name.c_str(), set.source.c_str(), set.metric.c_str(), stack.c_str(), set.assumptions.c_str());
+  for (const auto& [f, a] : set.family_assumptions)
+    if (!a.empty()) std::printf("  %s: %s\n", f.c_str(), a.c_str());
+  if (set.skipped) std::printf("  %d published rows of this source are left out, each with its reason in the set file\n", set.skipped);
+  std::printf("\n");
+  Table table({"run", "family", "GPUs", "published", "simulated", "error", "iter s", "MFU", "peak GiB"});
+  ErrorSummary summary;
+  std::map<std::string, ErrorSummary> by_family;
   json rows = json::array();
-  const auto& list = set.at("rows");
-  for (size_t i = 0; i < list.size(); ++i) {
-    std::fprintf(stderr, "\r%s: row %zu of %zu\033[K", std::filesystem::path(path).stem().c_str(), i + 1, list.size());
-    rows.push_back(run_row(set, list[i], path + ": rows[" + std::to_string(i) + "]", stack, table, summary));
+  for (size_t i = 0; i < set.rows.size(); ++i) {
+    if (!opts.family.empty() && set.rows[i].family != opts.family) continue;
+    std::fprintf(stderr, "\r%s: row %zu of %zu\033[K", std::filesystem::path(path).stem().c_str(), i + 1, set.rows.size());
+    rows.push_back(run_row(set, set.rows[i], opts, table, summary, by_family));
   }
   std::fprintf(stderr, "\r\033[K");
-  const double mae = summary.rows ? summary.sum_abs_error / summary.rows : 0;
-  std::printf("%s  %d of %d rows within 10%%, mean absolute error %.1f%%, max %.1f%%\n\n", table.render().c_str(),
-              summary.within_10, summary.rows, 100 * mae, 100 * summary.max_abs_error);
-  all_good = all_good && summary.within_10 == summary.rows && mae <= 0.05;
-  return {{"set", set.value("name", path)}, {"stack", stack.value_or("")}, {"rows", rows}, {"mean_absolute_error", mae},
-          {"max_absolute_error", summary.max_abs_error}, {"within_10_percent", summary.within_10}};
+  std::printf("%s", table.render().c_str());
+  if (opts.resolve_only) {
+    std::printf("  %zu rows resolved, %d predicted OOM\n\n", rows.size(), summary.oom);
+    all_good = all_good && summary.oom == 0;
+    return {{"set", set.name}, {"path", path}, {"stack", stack}, {"rows", rows}, {"oom", summary.oom}};
+  }
+  std::printf("  %s\n\n", summary_text(summary).c_str());
+  if (by_family.size() > 1) print_families(by_family, "  by family:");
+  for (const auto& [f, s] : by_family) {
+    ErrorSummary& all = all_families[f];
+    all.rows += s.rows, all.within_10 += s.within_10, all.oom += s.oom;
+    all.sum_abs += s.sum_abs, all.sum_signed += s.sum_signed, all.max_abs = std::max(all.max_abs, s.max_abs);
+  }
+  all_good = all_good && summary.oom == 0 && summary.within_10 == summary.rows && summary.mean_abs() <= 0.05;
+  return {{"set", set.name}, {"path", path}, {"stack", stack}, {"rows", rows}, {"mean_absolute_error", summary.mean_abs()},
+          {"signed_mean_error", summary.mean_signed()}, {"max_absolute_error", summary.max_abs},
+          {"within_10_percent", summary.within_10}, {"oom", summary.oom}};
 }
 
 int run_reproduce(const std::vector<std::string>& args) {
-  const JobOptions opts = parse_job_options(args, {}, {"--check", "--help", "-h"});
+  const JobOptions opts = parse_job_options(args, {"--family"}, {"--check", "--resolve", "--help", "-h"});
   if (opts.extra.count("--help") || opts.extra.count("-h")) {
-    std::printf("usage: tandem reproduce [SET.json] [--stack NAME|FILE] [--json FILE] [--check]\n"
-                "Without SET, every set in experiments/reproduce/. --check exits 1 unless every row is\n"
-                "within 10%% and each set's mean absolute error is at most 5%%. --stack replaces the stack\n"
-                "each set names (its \"stack\" field).\n");
+    std::printf("usage: tandem reproduce [SET.json] [--stack NAME|FILE] [--json FILE] [--check] [--resolve]\n"
+                "                        [--family NAME]\n"
+                "Without SET, every set in experiments/reproduce/. Prints each row's published and simulated\n"
+                "figure and the throughput error (negative: simulated slower), per set and per model family.\n"
+                "--check exits 1 unless every row is within 10%%, each set's mean absolute error is at most 5%%\n"
+                "and no row is predicted out of memory. --resolve simulates nothing: it resolves every row's job\n"
+                "and lowers its programs, and exits 1 if a row does not resolve or is predicted out of memory.\n"
+                "--family NAME runs only that family's rows. --stack replaces the software stack each set names.\n");
     return 0;
   }
-  std::vector<std::string> sets;
-  if (opts.request.config_file) {
-    sets.push_back(*opts.request.config_file);
-  } else {
-    for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(data_dir()) / "experiments" / "reproduce"))
-      if (e.path().extension() == ".json") sets.push_back(e.path().string());
-    std::sort(sets.begin(), sets.end());
-  }
+  if (opts.request.cluster || opts.request.gpus || !opts.request.megatron_flags.empty())
+    throw UserError("tandem reproduce: --cluster, --gpus and Megatron flags come from the set files, not the command line");
+  RunOptions run;
+  run.resolve_only = opts.extra.count("--resolve") > 0;
+  if (opts.extra.count("--family")) run.family = opts.extra.at("--family");
+  run.stack = opts.request.stack;
+  const std::vector<std::string> sets =
+      opts.request.config_file ? std::vector<std::string>{*opts.request.config_file} : default_reproduce_sets();
   bool all_good = true;
+  std::map<std::string, ErrorSummary> families;
   json out = json::array();
-  for (const auto& s : sets) out.push_back(run_set(s, opts.request.stack, all_good));
+  for (const auto& s : sets) out.push_back(run_set(s, run, all_good, families));
+  if (!run.resolve_only && sets.size() > 1) print_families(families, "All sets, by family:");
   if (opts.json_out) write_file_atomically("--json", *opts.json_out, out.dump(2) + "\n");
-  return (opts.extra.count("--check") && !all_good) ? 1 : 0;
+  return ((opts.extra.count("--check") || run.resolve_only) && !all_good) ? 1 : 0;
 }
 
 }  // namespace

@@ -110,6 +110,10 @@ struct TrainingConfig {
   int64_t train_iters = 0;
   DType params_dtype = DType::FP32;           // --bf16 / --fp16 switch to mixed precision
   Fp8Format fp8_format = Fp8Format::None;
+  // Megatron's --grad-reduce-in-bf16: with bf16 training the gradient buffer (main_grad) and its
+  // data-parallel reduction are bf16 instead of fp32 (NVIDIA's H100 performance recipes set it:
+  // grad_reduce_in_fp32 = False, NeMo's grad_sync_dtype = bf16).
+  bool grad_reduce_in_bf16 = false;
   AttentionBackend attention_backend = AttentionBackend::Auto;  // Megatron-Core default (TE picks flash/fused)
   double attention_dropout = 0.1;             // Megatron's defaults; dropout masks are saved activations
   double hidden_dropout = 0.1;

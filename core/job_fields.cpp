@@ -133,6 +133,7 @@ std::vector<FieldSpec> training_fields() {
       int_field("train_iters", kT, T(train_iters), 0, kHuge, "iterations to train"),
       choice_field<DType>("params_dtype", kT, T(params_dtype), "fp32, fp16 or bf16"),
       choice_field<Fp8Format>("fp8_format", kT, T(fp8_format), "none, e4m3 or hybrid"),
+      bool_field("grad_reduce_in_bf16", kT, T(grad_reduce_in_bf16), "bf16 gradient buffer and DP reduction (bf16 training)"),
       choice_field<AttentionBackend>("attention_backend", kT, T(attention_backend), "auto, flash, fused, unfused or local"),
       real_field("attention_dropout", kT, T(attention_dropout), 0.0, 1.0, "dropout on attention probabilities"),
       real_field("hidden_dropout", kT, T(hidden_dropout), 0.0, 1.0, "dropout after attention and MLP"),

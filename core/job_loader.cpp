@@ -12,6 +12,12 @@ namespace tandem {
 Job load_job(const JobRequest& request) {
   Job job;
   job.cluster = load_cluster(kDefaultCluster);
+  if (request.model_preset) {
+    if (request.config_file) throw UserError("model preset '" + *request.model_preset + "' given together with CONFIG '" +
+                                             *request.config_file + "': give one of them");
+    if (!is_model_preset(*request.model_preset)) throw_field_error("model", *request.model_preset, "is not a model preset");
+    job.model = load_model_preset(*request.model_preset);
+  }
   if (request.config_file) {
     const std::string& cfg = *request.config_file;
     if (!std::filesystem::exists(cfg) && is_model_preset(cfg)) {

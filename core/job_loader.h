@@ -15,6 +15,10 @@ namespace tandem {
 
 struct JobRequest {
   std::optional<std::string> config_file;     // JSON job file, or a model preset name
+  // A model preset whose architecture alone is taken (its published "defaults" layout is not
+  // applied): for callers that describe the whole run themselves, as `tandem reproduce` does.
+  // Not together with config_file.
+  std::optional<std::string> model_preset;
   std::vector<std::string> megatron_flags;    // everything after "--"
   std::optional<std::string> cluster;         // cluster name (clusters/NAME.json) or file
   std::optional<int64_t> gpus;                // world size

@@ -194,6 +194,8 @@ void resolve_optimizer(Job& job) {
   }
   if (t.fp8_format != Fp8Format::None && t.params_dtype == DType::FP32)
     throw UserError("--fp8-format = " + to_string(t.fp8_format) + " needs --bf16 or --fp16");
+  if (t.grad_reduce_in_bf16 && t.params_dtype != DType::BF16)
+    throw UserError("--grad-reduce-in-bf16 needs --bf16 (params_dtype = " + to_string(t.params_dtype) + ")");
 }
 
 // The simulator's MoE routing model (training section): consistent choices; the trace file's

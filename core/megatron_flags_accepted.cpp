@@ -51,7 +51,7 @@ const std::vector<FlagAlias>& accepted_megatron_flags() {
         "--fp16-lm-cross-entropy", "--fp32-residual-connection", "--fp4-param-gather", "--fp8-output-proj",
         "--fp8-param-gather", "--freeze-all-layers", "--fsdp-db-use-persist-buf-on-alloc-fail",
         "--fsdp-double-buffer", "--fsdp-manual-registration", "--full-validation", "--fully-parallel-load",
-        "--fully-parallel-save", "--fused-residual-rmsnorm", "--gdp-cutedsl-kernel", "--grad-reduce-in-bf16",
+        "--fully-parallel-save", "--fused-residual-rmsnorm", "--gdp-cutedsl-kernel",
         "--grpo-filter-groups-with-same-reward", "--gtp-expert-remat-nccl-ub", "--gtp-remat-nccl-ub",
         "--gtp-remat-reduce-scatter-with-fp32-accumulation", "--high-priority-a2a-comm-stream",
         "--hybrid-context-parallel", "--inference-cuda-graph-all-prefills",

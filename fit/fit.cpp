@@ -28,10 +28,11 @@ double round4(double v) {   // four significant digits
   return std::round(v * scale) / scale;
 }
 
-double metric_of(Metric m, const sim::SimResult& r) {
+double metric_of(Metric m, const sim::SimResult& r, const Job& job) {
   switch (m) {
     case Metric::IterationTime: return r.iteration_time_s;
     case Metric::TokensPerSecond: return r.tokens_per_s;
+    case Metric::TokensPerSecondPerGpu: return r.tokens_per_s / static_cast<double>(job.world_size);
     case Metric::ModelTflopsPerGpu: return r.model_tflops_per_gpu;
     case Metric::HardwareTflopsPerGpu: return r.hardware_tflops_per_gpu;
   }
@@ -111,10 +112,10 @@ class Fitter {
       RunSurrogate& s = surrogates_[j];
       s.t0 = r[j].iteration_time_s;
       s.rate = is_rate(runs_[j].metric);
-      s.metric_t = s.rate ? metric_of(runs_[j].metric, r[j]) * s.t0 : 1;
+      s.metric_t = s.rate ? metric_of(runs_[j].metric, r[j], jobs_[j]) * s.t0 : 1;
       for (size_t i = 0; i < p; ++i)
         s.slope.push_back(step_x[i] == 0 ? 0 : (r[(i + 1) * n + j].iteration_time_s - s.t0) / step_x[i]);
-      if (base_metric_.size() < n) base_metric_.push_back(metric_of(runs_[j].metric, r[j]));
+      if (base_metric_.size() < n) base_metric_.push_back(metric_of(runs_[j].metric, r[j], jobs_[j]));
     }
   }
 
@@ -123,7 +124,7 @@ class Fitter {
     const std::vector<double> predicted = surrogate_metrics(v);
     double gap = 0;
     for (size_t j = 0; j < check.size(); ++j)
-      gap = std::max(gap, std::fabs(predicted[j] / metric_of(runs_[j].metric, check[j]) - 1));
+      gap = std::max(gap, std::fabs(predicted[j] / metric_of(runs_[j].metric, check[j], jobs_[j]) - 1));
     return gap;
   }
 
@@ -179,7 +180,7 @@ class Fitter {
     }
     const std::vector<sim::SimResult> r = simulate(which, values);
     std::vector<double> out(runs_.size());
-    for (size_t k = 0; k < which.size(); ++k) out[which[k]] = metric_of(runs_[which[k]].metric, r[k]);
+    for (size_t k = 0; k < which.size(); ++k) out[which[k]] = metric_of(runs_[which[k]].metric, r[k], jobs_[which[k]]);
     return out;
   }
 
@@ -228,7 +229,7 @@ class Fitter {
       f.measured = runs_[j].measured;
       f.base = base_metric_[j];
       f.surrogate = predicted[j];
-      f.simulated = metric_of(runs_[j].metric, check[j]);
+      f.simulated = metric_of(runs_[j].metric, check[j], jobs_[j]);
       f.held_out_group = held_group[j];
       f.held_out_fold = held_fold[j];
       out.runs.push_back(f);

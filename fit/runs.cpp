@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "fit/reproduce_sets.h"
 
 namespace tandem::fit {
 namespace {
@@ -63,40 +64,25 @@ int64_t gpu_count(const std::string& text, const std::string& where) {
   return static_cast<int64_t>(g);
 }
 
-// A published set: experiments/reproduce/*.json (see cli/cmd_reproduce.cpp).
-void read_published_set(const json& doc, RunFile& out) {
-  const std::string metric = doc.value("metric", std::string("model_tflops_per_gpu"));
+// A published set (fit/reproduce_sets.h): rows with their family (else the set's "family", else
+// the set's file name) and the set's metric.
+void read_published_set(RunFile& out) {
+  const ReproduceSet set = read_reproduce_set(out.path);
   Metric m = Metric::ModelTflopsPerGpu;
-  if (metric == "hardware_tflops_per_gpu") m = Metric::HardwareTflopsPerGpu;
-  else if (metric == "iteration_time_s") m = Metric::IterationTime;
-  else if (metric != "model_tflops_per_gpu") fail(out.path, "metric", metric, "expected model_tflops_per_gpu, "
-                                                                              "hardware_tflops_per_gpu or iteration_time_s");
-  const std::string key = m == Metric::IterationTime ? "iteration_time_s" : "tflops_per_gpu";
-  std::vector<std::string> common;
-  if (doc.contains("common_flags")) common = flags_of(doc["common_flags"], out.path, "common_flags");
-  // Rows are one family unless the set or the row says otherwise: the set's "family", else its file name.
+  if (set.metric == "hardware_tflops_per_gpu") m = Metric::HardwareTflopsPerGpu;
+  else if (set.metric == "iteration_time_s") m = Metric::IterationTime;
+  else if (set.metric == "tokens_per_s_per_gpu") m = Metric::TokensPerSecondPerGpu;
   std::string stem = out.path.substr(out.path.find_last_of('/') + 1);
   stem = stem.substr(0, stem.rfind('.'));
-  const std::string set_family = doc.value("family", stem);
-  const json& rows = doc.at("rows");
-  if (!rows.is_array()) fail(out.path, "rows", rows.dump().substr(0, 40), "expected an array");
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const json& row = rows[i];
+  if (!set.stack.empty()) out.stack = set.stack;
+  for (const ReproduceRow& row : set.rows) {
     Run r;
-    r.where = out.path + ": rows[" + std::to_string(i) + "]";
-    if (!row.is_object()) fail(r.where, "row", row.dump().substr(0, 40), "expected an object");
-    r.label = row.value("label", "row " + std::to_string(i));
-    r.family = row.value("family", set_family);
-    r.request.cluster = row.value("cluster", doc.value("cluster", std::string(kDefaultCluster)));
-    if (!row.contains("gpus") || !row["gpus"].is_number_integer()) fail(r.where, "gpus", row.value("gpus", json()).dump(), "expected an integer");
-    r.request.gpus = gpu_count(row["gpus"].dump(), r.where);
-    r.request.megatron_flags = common;
-    if (row.contains("flags"))
-      for (auto& f : flags_of(row["flags"], r.where, "flags")) r.request.megatron_flags.push_back(f);
-    if (!row.contains("published") || !row["published"].contains(key))
-      fail(r.where, "published." + key, "missing", "the set's metric " + metric + " needs it");
+    r.where = row.where;
+    r.label = row.label;
+    r.family = !row.family.empty() ? row.family : !set.family.empty() ? set.family : stem;
+    r.request = row.request;
     r.metric = m;
-    r.measured = positive(row["published"][key], r.where, "published." + key);
+    r.measured = row.published;
     out.runs.push_back(std::move(r));
   }
 }
@@ -202,6 +188,7 @@ const char* to_string(Metric m) {
   switch (m) {
     case Metric::IterationTime: return "step time (s)";
     case Metric::TokensPerSecond: return "tokens/s";
+    case Metric::TokensPerSecondPerGpu: return "tokens/s per GPU";
     case Metric::ModelTflopsPerGpu: return "model TFLOP/s per GPU";
     case Metric::HardwareTflopsPerGpu: return "hardware TFLOP/s per GPU";
   }
@@ -221,8 +208,7 @@ RunFile load_run_file(const std::string& path) {
   } else {
     const json doc = read_json_file(path);
     if (doc.is_object() && doc.contains("rows")) {
-      read_published_set(doc, out);
-      if (doc.contains("stack")) out.stack = doc["stack"].get<std::string>();
+      read_published_set(out);
     } else {
       read_user_json(doc, out);
     }

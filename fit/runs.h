@@ -26,7 +26,7 @@
 namespace tandem::fit {
 
 // What a run's measured figure is. Rates are inversely proportional to the iteration time.
-enum class Metric { IterationTime, TokensPerSecond, ModelTflopsPerGpu, HardwareTflopsPerGpu };
+enum class Metric { IterationTime, TokensPerSecond, TokensPerSecondPerGpu, ModelTflopsPerGpu, HardwareTflopsPerGpu };
 const char* to_string(Metric m);
 bool is_rate(Metric m);
 

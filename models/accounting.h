@@ -107,12 +107,25 @@ IterationFlops flops_per_iteration(const Job& job);
 // ---------------------------------------------------------------------------------------------
 // Memory
 
+// Bytes per parameter a rank keeps for its weights, its gradient buffer and (unsharded) optimizer
+// state, by training dtype: bf16 {2, 4, 12} (fp32 main gradients; fp32 master weights and two
+// moments), bf16 with --grad-reduce-in-bf16 {2, 2, 12} (the optimizer makes fp32 copies of its
+// gradient shard at the step, not kept), fp16 {2, 2, 16}, fp32 {4, 4, 8}. The program's
+// persistent buffers and memory_per_rank both use it.
+struct BytesPerParameter {
+  double weights = 0, gradients = 0, optimizer = 0;
+};
+BytesPerParameter bytes_per_parameter(const TrainingConfig& training);
+
 // What the saved activations depend on beyond shapes. Defaults reproduce Korthikanti et al.
 // 2022 (dropout, no flash attention); memory_options_for(job) reads them from the job.
 struct MemoryOptions {
   bool attention_dropout = true;  // dropout on attention probabilities (mask + output saved)
   bool hidden_dropout = true;     // dropout after attention/MLP and on embeddings (1-byte masks)
   bool flash_attention = false;   // fused attention: no s x s tensors saved, an fp32 row statistic instead
+  // FP8 training with Transformer Engine: a linear layer saves the FP8 (1-byte) cast of its input
+  // for the weight gradient instead of the 16-bit tensor (models/activations.cpp lists which).
+  bool fp8_linear_inputs = false;
 };
 
 // From the job: attention_backend (auto/flash/fused: flash attention), dropout probabilities > 0.

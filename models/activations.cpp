@@ -26,6 +26,15 @@
 //
 //   selective recompute drops the three [a, s_l, s_kv] tensors (the core is recomputed from Q, K, V).
 //   flash attention never saves them either; it keeps an fp32 log-sum-exp [a, n] instead.
+//
+//   FP8 with Transformer Engine (fp8_linear_inputs): a linear layer keeps the FP8 cast of its
+//   input (1 byte per element) for its weight gradient. The QKV input and the fc1 input are
+//   then the FP8 outputs of TE's fused LayerNorm-Linear (the 16-bit norm output is never
+//   materialised), and the fc2 input is the FP8 cast of the activation output (its 16-bit
+//   original is freed). The output-projection input stays 16-bit, since flash attention's
+//   backward reads its own output, and TE keeps an FP8 copy beside it (+1 byte per element).
+//   Norm inputs (the residual stream) and Q, K, V (attention is not FP8) stay 16-bit. Routed MoE
+//   experts are counted in 16 bits.
 //   full recompute keeps the layer input only: e·n·h / r (Korthikanti: 2sbh/t with SP).
 //
 //   MLA replaces Q, K, V by the latent path: the down-projection outputs (query latent
@@ -57,6 +66,7 @@ using detail::ModelDims;
 
 struct Geometry {
   double e = 2;          // bytes per activation element
+  double e_in = 2;       // bytes per element of a saved linear-layer input (1 with FP8, else e)
   double n = 0;          // local tokens s_l·b
   double s_kv = 0;       // keys per query
   double b = 1;          // micro-batch
@@ -66,10 +76,11 @@ struct Geometry {
   bool sp = false;
 };
 
-Geometry geometry(const Job& job) {
+Geometry geometry(const Job& job, const MemoryOptions& o) {
   const auto& par = job.parallel;
   Geometry g;
   g.e = double(bytes_per_element(job.training.params_dtype));
+  g.e_in = g.e;
   const double cp = double(std::max<int64_t>(1, par.context_parallel_size));
   g.b = double(std::max<int64_t>(1, job.training.micro_batch_size));
   g.n = double(job.model.seq_length) / cp * g.b;
@@ -78,6 +89,7 @@ Geometry geometry(const Job& job) {
   g.sp = par.sequence_parallel && g.t > 1;
   g.r = g.sp ? g.t : 1.0;
   g.etp = double(par.expert_tensor_parallel_size > 0 ? par.expert_tensor_parallel_size : par.tensor_model_parallel_size);
+  if (o.fp8_linear_inputs) g.e_in = 1.0;
   return g;
 }
 
@@ -95,38 +107,43 @@ double attention_core_bytes(const ModelDims& x, const Geometry& g, RecomputeGran
 
 double attention_bytes(const ModelDims& x, const Geometry& g, RecomputeGranularity gran, const MemoryOptions& o) {
   const double h = double(x.h), a = double(x.a);
-  double bytes = 2 * g.e * g.n * h / g.r;          // norm1 input, QKV/down-projection input
+  double bytes = (g.e + g.e_in) * g.n * h / g.r;   // norm1 input, QKV/down-projection input
+  const double fp8_copy = g.e_in < g.e ? g.e_in : 0.0;   // TE's FP8 copy of the output-projection input
   if (!x.mla) {
     const double d = double(x.d), kv = double(x.g);
     bytes += g.e * g.n * (a * d + 2 * kv * d) / g.t;   // Q, K, V
-    bytes += g.e * g.n * a * d / g.t;                  // output-projection input
+    bytes += (g.e + fp8_copy) * g.n * a * d / g.t;     // output-projection input
   } else {
     if (x.q_lora > 0) bytes += 2 * g.e * g.n * double(x.q_lora) / g.r;     // query latent, its norm output
     bytes += g.e * g.n * double(x.kv_lora + x.d_rope) / g.r;              // key/value latent (+ rope key)
     bytes += g.e * g.n * double(x.kv_lora) / g.r;                         // its norm output
     bytes += g.e * g.n * a * (2.0 * double(x.d_nope + x.d_rope) + double(x.d_v)) / g.t;   // Q, K, V
-    bytes += g.e * g.n * a * double(x.d_v) / g.t;                          // output-projection input
+    bytes += (g.e + fp8_copy) * g.n * a * double(x.d_v) / g.t;             // output-projection input
   }
   bytes += attention_core_bytes(x, g, gran, o);
   if (o.hidden_dropout) bytes += g.n * h / g.r;
   return bytes;
 }
 
-// fc1 output and activation output of an MLP of size f over `tokens` rows, f split by `split`.
-double mlp_inner_bytes(const ModelDims& x, const Geometry& g, double tokens, int64_t f, double split) {
+// fc1 output and activation output (the fc2 input, `e_out` bytes) of an MLP of size f over
+// `tokens` rows, f split by `split`.
+double mlp_inner_bytes(const ModelDims& x, const Geometry& g, double tokens, int64_t f, double split, double e_out) {
   const double ff = double(f);
-  return g.e * tokens * ((x.gated ? 2.0 : 1.0) * ff + ff) / split;
+  return tokens * (g.e * (x.gated ? 2.0 : 1.0) * ff + e_out * ff) / split;
 }
 
 double mlp_bytes(const ModelDims& x, const Geometry& g, bool moe, const MemoryOptions& o) {
   const double h = double(x.h);
-  double bytes = 2 * g.e * g.n * h / g.r;          // norm2 input, fc1/router/dispatcher input
+  if (!moe) {                                       // norm2 input, fc1 input, fc1 output, fc2 input
+    const double dropout = o.hidden_dropout ? g.n * h / g.r : 0.0;
+    return (g.e + g.e_in) * g.n * h / g.r + dropout + mlp_inner_bytes(x, g, g.n, x.f, g.t, g.e_in);
+  }
+  double bytes = 2 * g.e * g.n * h / g.r;          // norm2 input, router/dispatcher input
   if (o.hidden_dropout) bytes += g.n * h / g.r;
-  if (!moe) return bytes + mlp_inner_bytes(x, g, g.n, x.f, g.t);
   bytes += 2 * 4.0 * g.n * double(x.experts) / g.r;                       // router logits, scores (fp32)
   const double routed = g.sp ? g.n / g.t * double(x.topk) * g.etp : g.n * double(x.topk);
-  bytes += routed * (2 * g.e * h) + mlp_inner_bytes(x, g, routed, x.f_moe, g.etp);
-  if (x.f_shared > 0) bytes += mlp_inner_bytes(x, g, g.n, x.f_shared, g.t);
+  bytes += routed * (2 * g.e * h) + mlp_inner_bytes(x, g, routed, x.f_moe, g.etp, g.e);
+  if (x.f_shared > 0) bytes += mlp_inner_bytes(x, g, g.n, x.f_shared, g.t, g.e);
   return bytes;
 }
 
@@ -137,7 +154,7 @@ double activation_bytes_per_layer(const Job& job, bool moe_layer, RecomputeGranu
   const ModelDims x = detail::model_dims(job.model);
   TANDEM_CHECK_MSG(x.h > 0 && x.a > 0 && x.s > 0, "activation_bytes_per_layer needs hidden, heads, seq_length");
   TANDEM_CHECK_MSG(!moe_layer || x.experts > 0, "MoE layer requested for a dense model");
-  const Geometry g = geometry(job);
+  const Geometry g = geometry(job, options);
   if (granularity == RecomputeGranularity::Full) return g.e * g.n * double(x.h) / g.r;
   return attention_bytes(x, g, granularity, options) + mlp_bytes(x, g, moe_layer, options);
 }

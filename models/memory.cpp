@@ -26,19 +26,6 @@ namespace {
 
 using detail::ModelDims;
 
-struct BytesPerParameter {
-  double weights = 0, gradients = 0, optimizer = 0;
-};
-
-BytesPerParameter bytes_per_parameter(DType d) {
-  switch (d) {
-    case DType::BF16: return {2, 4, 12};
-    case DType::FP16: return {2, 2, 16};
-    case DType::FP32: return {4, 4, 8};
-  }
-  return {4, 4, 8};
-}
-
 struct RankParameters {
   double dense = 0;    // elements on one rank, sharded over TP where Megatron shards them
   double expert = 0;   // routed-expert elements on one rank
@@ -172,7 +159,7 @@ StageMemory stage_memory(const Job& job, const RankLayers& rank, const Parameter
   s.dense_parameters = rp.dense;
   s.expert_parameters = rp.expert;
 
-  const BytesPerParameter bpp = bytes_per_parameter(job.training.params_dtype);
+  const BytesPerParameter bpp = bytes_per_parameter(job.training);
   const double params = rp.dense + rp.expert;
   s.weights_bytes = bpp.weights * params;
   s.gradients_bytes = bpp.gradients * params;
@@ -215,6 +202,15 @@ StageMemory stage_memory(const Job& job, const RankLayers& rank, const Parameter
 
 }  // namespace
 
+BytesPerParameter bytes_per_parameter(const TrainingConfig& training) {
+  switch (training.params_dtype) {
+    case DType::BF16: return {2, training.grad_reduce_in_bf16 ? 2.0 : 4.0, 12};
+    case DType::FP16: return {2, 2, 16};
+    case DType::FP32: return {4, 4, 8};
+  }
+  return {4, 4, 8};
+}
+
 const StageMemory& MemoryEstimate::peak() const {
   TANDEM_CHECK_MSG(!stages.empty(), "empty memory estimate");
   return *std::max_element(stages.begin(), stages.end(),
@@ -226,6 +222,7 @@ MemoryOptions memory_options_for(const Job& job) {
   o.flash_attention = uses_flash_attention(job.training.attention_backend);
   o.attention_dropout = job.training.attention_dropout > 0;
   o.hidden_dropout = job.training.hidden_dropout > 0;
+  o.fp8_linear_inputs = job.training.fp8_format != Fp8Format::None;
   return o;
 }
 

@@ -287,12 +287,6 @@ class BucketTracker {
 // grad norm, optimizer step, param all-gathers. `reduced[c]` tells which chunks were reduced.
 void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t last_compute);
 
-// Bytes per parameter of weights, gradients and optimizer state (models/memory.cpp's table).
-struct BytesPerParameter {
-  double weights = 0, gradients = 0, optimizer = 0;
-};
-BytesPerParameter bytes_per_parameter(DType dtype);
-
 // ---- lower_pipeline.cpp
 void lower_actions(Context& ctx);
 

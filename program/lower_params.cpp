@@ -27,15 +27,6 @@
 
 namespace tandem::lower {
 
-BytesPerParameter bytes_per_parameter(DType dtype) {
-  switch (dtype) {
-    case DType::BF16: return {2, 4, 12};
-    case DType::FP16: return {2, 2, 16};
-    case DType::FP32: return {4, 4, 8};
-  }
-  return {4, 4, 8};
-}
-
 namespace {
 
 struct TensorList {
@@ -202,7 +193,7 @@ std::string group_name(const ParamTensor& t) {
 
 void allocate_persistent(Context& ctx) {
   const auto& par = ctx.job.parallel;
-  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.job.training);
   const double dense_shards = par.use_distributed_optimizer ? double(ctx.dp_cp) : 1.0;
   const double expert_shards = par.use_distributed_optimizer ? double(ctx.edp) : 1.0;
   ctx.em.cursor = Cursor{};

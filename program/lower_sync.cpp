@@ -48,7 +48,7 @@ bool holds_stage(const Context& ctx, int stage) {
 int32_t mirror_exchange(Context& ctx, int chunk, const std::vector<Bucket>& buckets, int32_t after) {
   const int other = mirror_pipeline_rank(ctx, chunk);
   if (other < 0) return -1;
-  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.job.training);
   double elements = 0;
   int32_t last = -1;
   for (const Bucket& b : buckets) {
@@ -77,7 +77,7 @@ int32_t mirror_exchange(Context& ctx, int chunk, const std::vector<Bucket>& buck
 //     gradient, read and write the fp32 master weight and both moments: 4 + 24) and the copy
 //     of the master weight into the model's parameter (read 4, write w).
 double optimizer_bytes(const Context& ctx) {
-  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.job.training);
   const bool dist = ctx.job.parallel.use_distributed_optimizer;
   constexpr double kFp32 = 4.0;
   const double cast = bpp.gradients < kFp32 ? bpp.gradients + kFp32 + 2.0 * kFp32 : 0.0;
@@ -122,7 +122,7 @@ void param_gather_before_forward(Context& ctx, int chunk) {
   ctx.em.cursor.phase = Phase::ParamSync;
   const std::vector<ParamTensor> tensors = chunk_tensors(ctx, chunk);
   const std::vector<Bucket> buckets = chunk_buckets(ctx, chunk);
-  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.job.training);
   for (size_t i = buckets.size(); i-- > 0;) {   // forward order: the last bucket first
     const Bucket& b = buckets[i];
     if (dp_size(ctx, b.expert) == 1) continue;
@@ -147,7 +147,7 @@ void reduce_bucket(Context& ctx, int chunk, const Bucket& b, size_t index, int32
   ctx.em.cursor = Cursor{};
   ctx.em.cursor.chunk = static_cast<int16_t>(chunk);
   ctx.em.cursor.phase = Phase::GradSync;
-  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.job.training);
   const OpKind kind = ctx.job.parallel.use_distributed_optimizer ? OpKind::ReduceScatter : OpKind::AllReduce;
   const int32_t c = ctx.em.collective(kind, dp_group(b.expert), StreamKind::DpComm, b.expert ? "edp-grad" : "dp-grad",
                                       b.elements * bpp.gradients, {producer_of(ctx, b), after, mirror});
@@ -227,7 +227,7 @@ namespace {
 // All-reduces of finalize_model_grads after the DP reduction; returns the last one (or -1).
 int32_t finalize_grads(Context& ctx, int32_t last_compute) {
   const Dims& d = ctx.dims;
-  const BytesPerParameter bpp = bytes_per_parameter(d.dtype);
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.job.training);
   int32_t sp_norms = -1, embedding = -1;
   if (d.sp && ctx.tp > 1) {
     double replicated = 0;
@@ -282,7 +282,7 @@ void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t la
   if (!par.use_distributed_optimizer && ctx.dims.experts > 0 && ctx.grid.group_size(ParallelGroup::ExpertTpEpPp) > 1)
     norm = ctx.em.collective(OpKind::AllReduce, ParallelGroup::ExpertTpEpPp, StreamKind::DpComm, "grad-norm-expert",
                              4.0, {synced, ctx.last_grad_sync, last_compute});
-  const BytesPerParameter bpp = bytes_per_parameter(ctx.dims.dtype);
+  const BytesPerParameter bpp = bytes_per_parameter(ctx.job.training);
   const double shard = shard_parameters(ctx);
   const int32_t step = ctx.em.op(OpKind::OptimizerStep, "adam", static_cast<int64_t>(std::llround(shard)), 1,
                                  optimizer_bytes(ctx), {norm, synced, ctx.last_grad_sync});

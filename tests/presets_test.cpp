@@ -23,7 +23,9 @@ const std::vector<std::string> kExpected = {
     "gpt3-175b",        "llama3-8b",        "llama3-70b",       "llama3-405b",      "mixtral-8x7b",
     "mixtral-8x22b",    "deepseek-v3",      "nemotron-4-340b",  "bloom-176b",       "mt-nlg-530b",
     "narayanan-1.7b",   "narayanan-3.6b",   "narayanan-7.5b",   "narayanan-18.4b",  "narayanan-39.1b",
-    "narayanan-76.1b",  "narayanan-145.6b", "narayanan-310.1b", "narayanan-529.6b", "narayanan-1t"};
+    "narayanan-76.1b",  "narayanan-145.6b", "narayanan-310.1b", "narayanan-529.6b", "narayanan-1t",
+    "llama2-7b",        "llama2-13b",       "llama2-70b",       "nemo-gpt3-5b",     "nemo-gpt3-20b",
+    "nemotron-8b",      "nemotron-22b"};
 
 Job preset_job(const std::string& name) {
   JobRequest request;
@@ -74,7 +76,9 @@ const std::vector<PublishedCount> kPublished = {
     {"narayanan-1.7b", 1.7e9, 0.03},     {"narayanan-3.6b", 3.6e9, 0.03},    {"narayanan-7.5b", 7.5e9, 0.03},
     {"narayanan-18.4b", 18.4e9, 0.005},  {"narayanan-39.1b", 39.1e9, 0.001}, {"narayanan-76.1b", 76.1e9, 0.001},
     {"narayanan-145.6b", 145.6e9, 0.001}, {"narayanan-310.1b", 310.1e9, 0.001},
-    {"narayanan-529.6b", 529.6e9, 0.001}, {"narayanan-1t", 1008.0e9, 0.001}};
+    {"narayanan-529.6b", 529.6e9, 0.001}, {"narayanan-1t", 1008.0e9, 0.001},
+    // Hugging Face model cards of meta-llama/Llama-2-{7b,13b,70b}-hf (safetensors parameter counts).
+    {"llama2-7b", 6.738e9, 0.001},       {"llama2-13b", 13.016e9, 0.001},    {"llama2-70b", 68.977e9, 0.001}};
 
 TEST(Presets, ParameterCountsMatchPublishedSizes) {
   for (const auto& p : kPublished) {

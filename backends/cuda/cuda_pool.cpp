@@ -128,7 +128,7 @@ std::string mib_text(double bytes) {
 namespace {
 
 // Device bytes (fp32 storage) per program byte of a buffer of `role`.
-double fp32_factor(BufferRole role, const lower::BytesPerParameter& bpp, double element_bytes) {
+double fp32_factor(BufferRole role, const BytesPerParameter& bpp, double element_bytes) {
   switch (role) {
     case BufferRole::Parameter: return 4.0 / bpp.weights;
     case BufferRole::Gradient: return 4.0 / bpp.gradients;
@@ -145,8 +145,14 @@ double element_bytes_of(DType dtype) { return dtype == DType::FP32 ? 4.0 : 2.0; 
 }  // namespace
 
 PoolSizing size_pool(const RankProgram& program, DType dtype) {
-  const lower::BytesPerParameter bpp = lower::bytes_per_parameter(dtype);
-  const double e = element_bytes_of(dtype);
+  TrainingConfig training;
+  training.params_dtype = dtype;
+  return size_pool(program, training);
+}
+
+PoolSizing size_pool(const RankProgram& program, const TrainingConfig& training) {
+  const BytesPerParameter bpp = bytes_per_parameter(training);
+  const double e = element_bytes_of(training.params_dtype);
   PoolSizing s;
   double live = 0;
   for (const Instruction& ins : program.instructions) {

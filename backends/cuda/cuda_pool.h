@@ -109,7 +109,9 @@ struct PoolSizing {
   double pool_bytes = 0;           // fp32 peak + margin, rounded up to PoolArena::kAlignment
 };
 
-// `dtype`: the program's element type (lower::dims_for_job(job, grid).dtype).
+// `training`: the job's training settings (the program's element type and gradient-buffer dtype
+// decide how many program bytes a buffer's fp32 storage takes); `dtype` alone: no bf16 gradients.
+PoolSizing size_pool(const RankProgram& program, const TrainingConfig& training);
 PoolSizing size_pool(const RankProgram& program, DType dtype);
 
 // Bytes the device may not give the pool: the CUDA context, NCCL's buffers, cuBLASLt's

@@ -25,7 +25,7 @@ exec::TrainReport train_on_cuda(const Job& job, const exec::TrainOptions& option
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   const ParallelGrid grid = ParallelGrid::from_job(job);
   const RankProgram program = lower_rank(job, grid, schedule_for_job(job), rank);
-  const PoolSizing sizing = size_pool(program, lower::dims_for_job(job, grid).dtype);
+  const PoolSizing sizing = size_pool(program, job.training);
 
   const int index = node_local_device(static_cast<int>(devices.size()));
   TANDEM_CUDA_CHECK(cudaSetDevice(index));
