@@ -1,4 +1,5 @@
 // What `tandem fit` prints and the stack document it writes (fit.h).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -78,26 +79,28 @@ std::string fit_report(const FitResult& r, const FitOptions& o) {
        << "\n";
   os << "\n";
   for (const std::string& line : r.surrogate_log) os << line << "\n";
-  os << "\n" << pad("run", 22) << pad("family", 14) << pad("metric", 26) << pad("measured", 10) << pad("base", 9)
+  size_t label_w = 4, family_w = 7;
+  for (const RunFit& f : r.runs) label_w = std::max(label_w, f.label.size() + 1), family_w = std::max(family_w, f.family.size() + 1);
+  os << "\n" << pad("run", label_w) << pad("family", family_w) << pad("metric", 26) << pad("measured", 10) << pad("base", 9)
      << pad("fitted", 9) << pad("error", 8) << pad("surrog.", 8) << pad(r.group_kind == "leave-one-out" ? "LOO" : "LOFO", 8)
      << std::to_string(r.folds) << "-fold\n";
   for (const RunFit& f : r.runs)
-    os << pad(f.label, 22) << pad(f.family, 14) << pad(to_string(f.metric), 26) << pad(num(f.measured), 10)
+    os << pad(f.label, label_w) << pad(f.family, family_w) << pad(to_string(f.metric), 26) << pad(num(f.measured), 10)
        << pad(pct(relative_error(f.base, f.measured)), 9) << pad(num(f.simulated), 9)
        << pad(pct(relative_error(f.simulated, f.measured)), 8) << pad(pct(relative_error(f.surrogate, f.measured)), 8)
        << pad(pct(relative_error(f.held_out_group, f.measured)), 8) << pct(relative_error(f.held_out_fold, f.measured))
        << "\n";
   std::vector<std::string> order;
   const auto fam = by_family(r, order);
-  os << "\n" << pad("family", 16) << pad("runs", 6) << pad("training", 10) << pad(r.group_kind, 22) << std::to_string(r.folds)
+  os << "\n" << pad("family", family_w) << pad("runs", 6) << pad("training", 10) << pad(r.group_kind, 22) << std::to_string(r.folds)
      << "-fold  (mean absolute error)\n";
   for (const std::string& name : order) {
     const Errors& e = fam.at(name);
-    os << pad(name, 16) << pad(std::to_string(e.sim.size()), 6) << pad(pct_abs(mape(e.sim, e.measured)), 10)
+    os << pad(name, family_w) << pad(std::to_string(e.sim.size()), 6) << pad(pct_abs(mape(e.sim, e.measured)), 10)
        << pad(pct_abs(mape(e.group, e.measured)), 22) << pct_abs(mape(e.fold, e.measured)) << "\n";
   }
   const Errors e = all_errors(r);
-  os << pad("all", 16) << pad(std::to_string(e.sim.size()), 6) << pad(pct_abs(mape(e.sim, e.measured)), 10)
+  os << pad("all", family_w) << pad(std::to_string(e.sim.size()), 6) << pad(pct_abs(mape(e.sim, e.measured)), 10)
      << pad(pct_abs(mape(e.group, e.measured)), 22) << pct_abs(mape(e.fold, e.measured)) << "\n\n";
   os << "training MAPE " << pct_abs(mape(e.sim, e.measured)) << " by full simulation (" << pct_abs(mape(e.surrogate, e.measured))
      << " on the surrogates); " << r.simulations << " simulations\n";
