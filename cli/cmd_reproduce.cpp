@@ -1,11 +1,12 @@
-// `tandem reproduce [SET.json] [--json FILE] [--check] [--resolve] [--family NAME]`
+// `tandem reproduce [SET.json] [--stack NAME|FILE] [--json FILE] [--check] [--resolve] [--family NAME]`
 // Runs published training runs through the simulator and prints published vs simulated figures,
-// with the error per set and per model family (set format: cli/reproduce_sets.h).
+// with the error per set and per model family (set format: fit/reproduce_sets.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include <unistd.h>
 
@@ -14,21 +15,29 @@
 #include "backends/sim/simulator.h"
 #include "cli/command_registry.h"
 #include "cli/job_options.h"
-#include "cli/reproduce_sets.h"
 #include "cli/table.h"
 #include "core/check.h"
 #include "core/job_loader.h"
 #include "core/parallel_grid.h"
+#include "fit/reproduce_sets.h"
 #include "models/accounting.h"
 #include "program/program.h"
 
 namespace tandem::cli {
 namespace {
 
+using fit::ErrorSummary;
+using fit::ReproduceRow;
+using fit::ReproduceSet;
+using fit::default_reproduce_sets;
+using fit::read_reproduce_set;
+using fit::throughput_error;
+
 using json = nlohmann::json;
 
 struct RunOptions {
   bool resolve_only = false;          // no simulation: resolve every row, peak memory from the programs
+  std::optional<std::string> stack;   // --stack: replaces every set's stack
   std::string family;                 // "" = every family
 };
 
@@ -65,7 +74,9 @@ json row_layout(const Job& job) {
 
 json run_row(const ReproduceSet& set, const ReproduceRow& row, const RunOptions& opts, Table& table,
              ErrorSummary& summary, std::map<std::string, ErrorSummary>& by_family) {
-  const Job job = load_job(row.request);
+  JobRequest request = row.request;
+  request.stack = opts.stack ? opts.stack : set.stack.empty() ? std::nullopt : std::optional<std::string>(set.stack);
+  const Job job = load_job(request);
   json out = {{"label", row.label}, {"family", row.family}, {"precision", row.precision}, {"gpus", job.world_size},
               {"published", row.published}, {"layout", row_layout(job)}};
   const double hbm = job.cluster.gpu.hbm_bytes;
@@ -88,7 +99,7 @@ json run_row(const ReproduceSet& set, const ReproduceRow& row, const RunOptions&
                  percent(error), fixed(r.iteration_time_s, 2), fixed(100 * r.mfu, 1) + "%",
                  fixed(r.peak_memory_gib, 1) + (r.oom ? " OOM" : "")});
   out.update({{"simulated", simulated}, {"relative_error", error}, {"iteration_time_s", r.iteration_time_s},
-              {"mfu", r.mfu}, {"peak_memory_gib", r.peak_memory_gib}, {"oom", r.oom},
+              {"mfu", r.mfu}, {"peak_memory_gib", r.peak_memory_gib}, {"oom", r.oom}, {"stack", r.stack},
               {"breakdown", sim::result_to_json(r)["breakdown"]}});
   return out;
 }
@@ -111,8 +122,10 @@ void print_families(const std::map<std::string, ErrorSummary>& by_family, const 
 json run_set(const std::string& path, const RunOptions& opts, bool& all_good,
              std::map<std::string, ErrorSummary>& all_families) {
   const ReproduceSet set = read_reproduce_set(path);
+  const std::string stack = opts.stack ? *opts.stack : set.stack.empty() ? "the cluster's default" : set.stack;
   std::printf("%s\n  %s\n  metric: %s (error: simulated / published throughput - 1; negative = simulated slower)\n"
-              "  assumptions: %s\n", set.name.c_str(), set.source.c_str(), set.metric.c_str(), set.assumptions.c_str());
+              "  stack: %s\n  assumptions: %s\n",
+              set.name.c_str(), set.source.c_str(), set.metric.c_str(), stack.c_str(), set.assumptions.c_str());
   for (const auto& [f, a] : set.family_assumptions)
     if (!a.empty()) std::printf("  %s: %s\n", f.c_str(), a.c_str());
   if (set.skipped) std::printf("  %d published rows of this source are left out, each with its reason in the set file\n", set.skipped);
@@ -133,7 +146,7 @@ json run_set(const std::string& path, const RunOptions& opts, bool& all_good,
   if (opts.resolve_only) {
     std::printf("  %zu rows resolved, %d predicted OOM\n\n", rows.size(), summary.oom);
     all_good = all_good && summary.oom == 0;
-    return {{"set", set.name}, {"path", path}, {"rows", rows}, {"oom", summary.oom}};
+    return {{"set", set.name}, {"path", path}, {"stack", stack}, {"rows", rows}, {"oom", summary.oom}};
   }
   std::printf("  %s\n\n", summary_text(summary).c_str());
   if (by_family.size() > 1) print_families(by_family, "  by family:");
@@ -143,7 +156,7 @@ json run_set(const std::string& path, const RunOptions& opts, bool& all_good,
     all.sum_abs += s.sum_abs, all.sum_signed += s.sum_signed, all.max_abs = std::max(all.max_abs, s.max_abs);
   }
   all_good = all_good && summary.oom == 0 && summary.within_10 == summary.rows && summary.mean_abs() <= 0.05;
-  return {{"set", set.name}, {"path", path}, {"rows", rows}, {"mean_absolute_error", summary.mean_abs()},
+  return {{"set", set.name}, {"path", path}, {"stack", stack}, {"rows", rows}, {"mean_absolute_error", summary.mean_abs()},
           {"signed_mean_error", summary.mean_signed()}, {"max_absolute_error", summary.max_abs},
           {"within_10_percent", summary.within_10}, {"oom", summary.oom}};
 }
@@ -151,13 +164,14 @@ json run_set(const std::string& path, const RunOptions& opts, bool& all_good,
 int run_reproduce(const std::vector<std::string>& args) {
   const JobOptions opts = parse_job_options(args, {"--family"}, {"--check", "--resolve", "--help", "-h"});
   if (opts.extra.count("--help") || opts.extra.count("-h")) {
-    std::printf("usage: tandem reproduce [SET.json] [--json FILE] [--check] [--resolve] [--family NAME]\n"
+    std::printf("usage: tandem reproduce [SET.json] [--stack NAME|FILE] [--json FILE] [--check] [--resolve]\n"
+                "                        [--family NAME]\n"
                 "Without SET, every set in experiments/reproduce/. Prints each row's published and simulated\n"
                 "figure and the throughput error (negative: simulated slower), per set and per model family.\n"
                 "--check exits 1 unless every row is within 10%%, each set's mean absolute error is at most 5%%\n"
                 "and no row is predicted out of memory. --resolve simulates nothing: it resolves every row's job\n"
                 "and lowers its programs, and exits 1 if a row does not resolve or is predicted out of memory.\n"
-                "--family NAME runs only that family's rows.\n");
+                "--family NAME runs only that family's rows. --stack replaces the software stack each set names.\n");
     return 0;
   }
   if (opts.request.cluster || opts.request.gpus || !opts.request.megatron_flags.empty())
@@ -165,6 +179,7 @@ int run_reproduce(const std::vector<std::string>& args) {
   RunOptions run;
   run.resolve_only = opts.extra.count("--resolve") > 0;
   if (opts.extra.count("--family")) run.family = opts.extra.at("--family");
+  run.stack = opts.request.stack;
   const std::vector<std::string> sets =
       opts.request.config_file ? std::vector<std::string>{*opts.request.config_file} : default_reproduce_sets();
   bool all_good = true;

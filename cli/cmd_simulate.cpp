@@ -1,4 +1,4 @@
-// `tandem simulate [--cluster NAME|FILE] [--gpus N] [--json FILE] [--trace FILE] [--trace-ops FILE]
+// `tandem simulate [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N] [--json FILE] [--trace FILE] [--trace-ops FILE]
 //                  [--all-ranks] [--profile FILE] [CONFIG] [-- MEGATRON_FLAGS]`
 #include <chrono>
 #include <cstdio>
@@ -16,11 +16,13 @@ namespace {
 
 void print_simulate_help() {
   std::printf(
-      "usage: tandem simulate [CONFIG.json|PRESET] [--cluster NAME|FILE] [--gpus N] [--json FILE]\n"
+      "usage: tandem simulate [CONFIG.json|PRESET] [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N]\n"
+      "                       [--json FILE]\n"
       "                       [--trace FILE] [--trace-ops FILE] [--all-ranks] [--profile FILE]\n"
       "                       [-- MEGATRON_FLAGS...]\n\n"
       "Plays one training iteration on a SimGrid model of the cluster and reports iteration time,\n"
       "throughput, MFU/HFU, peak memory per rank and where the time goes.\n"
+      "  --stack NAME|FILE software stack (clusters/stacks/; default: the cluster's): kernel efficiencies\n"
       "  --trace FILE      Chrome-trace timeline of the played ranks (open in Perfetto)\n"
       "  --trace-ops FILE  per-rank op trace (kind, shapes, group, bytes)\n"
       "  --all-ranks       play every rank (default: one representative per symmetry class)\n"

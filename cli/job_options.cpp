@@ -31,6 +31,8 @@ JobOptions parse_job_options(const std::vector<std::string>& args, const std::se
     };
     if (opt == "--cluster") {
       out.request.cluster = take();
+    } else if (opt == "--stack") {
+      out.request.stack = take();
     } else if (opt == "--gpus") {
       out.request.gpus = parse_int("--gpus", take(), 1, int64_t{1} << 24);
     } else if (opt == "--json") {

@@ -1,6 +1,7 @@
 #pragma once
 // The options every job-taking subcommand shares:
-//   [--cluster NAME|FILE] [--gpus N] [--json FILE] [CONFIG.json|PRESET] [-- MEGATRON_FLAGS...]
+//   [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N] [--json FILE] [CONFIG.json|PRESET]
+//   [-- MEGATRON_FLAGS...]
 // Subcommand-specific options are declared by the caller and returned in `extra`.
 #include <map>
 #include <optional>

@@ -42,6 +42,7 @@ std::string simulation_text(const Job& job, const sim::SimResult& r) {
       {"hardware TFLOP/s per GPU", fixed(r.hardware_tflops_per_gpu, 1) + " (HFU " + fixed(100 * r.hfu, 1) + "%)"},
       {"peak memory", fixed(r.peak_memory_gib, 2) + " GiB of " + fixed(hbm_gib, 0) + " GiB" +
                           (r.oom ? "  OUT OF MEMORY" : "")},
+      {"software stack", r.stack},
       {"ranks played", with_commas(r.ranks_played) + " of " + with_commas(job.world_size) +
                            (r.symmetry_reduced ? " (one data-parallel replica; the others as link traffic)" : "")},
   });

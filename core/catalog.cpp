@@ -165,7 +165,8 @@ ModelConfig load_model_preset(const std::string& name_or_file) {
 }
 
 ClusterSpec cluster_from_json(const json& doc, const std::string& source) {
-  reject_unknown(doc, source, {"name", "source", "gpu", "node", "fabric", "datacenters", "max_gpus", "description"});
+  reject_unknown(doc, source,
+                 {"name", "source", "gpu", "node", "fabric", "datacenters", "max_gpus", "description", "stack"});
   ClusterSpec c;
   c.name = doc.value("name", "custom");
   c.source = doc.value("source", "");
@@ -176,6 +177,11 @@ ClusterSpec cluster_from_json(const json& doc, const std::string& source) {
   fabric_from_json(c, doc.value("fabric", json::object()), source + ".fabric");
   datacenters_from_json(c, doc.value("datacenters", json::object()), source + ".datacenters");
   c.max_gpus = static_cast<int64_t>(number_at(doc, "max_gpus", source, 0, 1e8, false, 0));
+  if (doc.contains("stack")) {
+    if (!doc["stack"].is_string() || doc["stack"].get<std::string>().empty())
+      throw_field_error(source + ".stack", doc["stack"].dump(), "expected a stack name (clusters/stacks/NAME.json)");
+    c.stack = doc["stack"].get<std::string>();
+  }
   return c;
 }
 

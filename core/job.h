@@ -190,6 +190,7 @@ struct ClusterSpec {
   double wan_bandwidth = 0;        // bytes/s between datacenters
   double wan_latency = 0;          // s
   int64_t max_gpus = 0;            // 0: unbounded
+  std::string stack;               // default software stack (clusters/stacks/NAME.json); "" = the GPU's
 };
 
 struct Job {
@@ -197,6 +198,7 @@ struct Job {
   ParallelConfig parallel;
   TrainingConfig training;
   ClusterSpec cluster;
+  std::string stack;                          // software stack name or file; "" = the cluster's default
   int64_t world_size = 0;                     // GPUs (ranks); default TP*PP*CP
   std::vector<std::string> ignored_flags;     // accepted, not modelled (reported)
   std::vector<std::string> notes;             // derivations worth telling the user

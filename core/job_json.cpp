@@ -120,6 +120,10 @@ void apply_job_json(Job& job, const json& doc, const std::string& source) {
     } else if (key == "cluster") {
       if (value.is_string()) job.cluster = load_cluster(value.get<std::string>());
       else job.cluster = cluster_from_json(value, where);
+    } else if (key == "stack") {
+      if (!value.is_string() || value.get<std::string>().empty())
+        throw_field_error(where, describe(value), "expected a stack name or file (clusters/stacks/)");
+      job.stack = value.get<std::string>();
     } else if (key == "gpus") {
       if (!value.is_number_integer()) throw_field_error(where, describe(value), "expected an integer");
       job.world_size = parse_int(where, value.dump(), 1, int64_t{1} << 24);
@@ -132,7 +136,7 @@ void apply_job_json(Job& job, const json& doc, const std::string& source) {
       }
       apply_megatron_flags(job, flags);
     } else {
-      throw UserError(where + ": unknown field (expected model, parallel, training, cluster, gpus, megatron_args)");
+      throw UserError(where + ": unknown field (expected model, parallel, training, cluster, stack, gpus, megatron_args)");
     }
   }
 }
@@ -157,6 +161,7 @@ json job_to_json(const Job& job) {
                                                                job.parallel.expert_model_parallel_size *
                                                                job.parallel.pipeline_model_parallel_size)}};
   out["cluster"] = job.cluster.name;
+  if (const std::string& stack = job.stack.empty() ? job.cluster.stack : job.stack; !stack.empty()) out["stack"] = stack;
   out["gpus"] = job.world_size;
   out["ignored_flags"] = job.ignored_flags;
   out["notes"] = job.notes;

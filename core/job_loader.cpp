@@ -38,6 +38,10 @@ Job load_job(const JobRequest& request) {
       throw UserError("--cluster = " + *request.cluster + ": " + e.what());
     }
   }
+  if (request.stack) {
+    if (request.stack->empty()) throw_field_error("--stack", "\"\"", "expected a stack name or file");
+    job.stack = *request.stack;
+  }
   if (request.gpus) {
     if (*request.gpus <= 0) throw_field_error("--gpus", *request.gpus, "must be a positive integer");
     job.world_size = *request.gpus;

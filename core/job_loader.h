@@ -22,6 +22,7 @@ struct JobRequest {
   std::vector<std::string> megatron_flags;    // everything after "--"
   std::optional<std::string> cluster;         // cluster name (clusters/NAME.json) or file
   std::optional<int64_t> gpus;                // world size
+  std::optional<std::string> stack;           // software stack name (clusters/stacks/NAME.json) or file
 };
 
 // The documented default cluster when --cluster is not given.

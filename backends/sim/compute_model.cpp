@@ -5,6 +5,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "backends/sim/stack.h"
 #include "core/check.h"
 
 namespace tandem::sim {
@@ -70,7 +71,7 @@ ComputeModel ComputeModel::for_gpu(const GpuSpec& gpu, ComputeOptions options) {
 }
 
 ComputeModel ComputeModel::for_job(const Job& job) {
-  return for_gpu(job.cluster.gpu, compute_options_for(job));
+  return ComputeModel(job.cluster.gpu, stack_for_job(job).efficiency, compute_options_for(job));
 }
 
 double ComputeModel::peak(GemmPrecision p) const {
@@ -88,10 +89,10 @@ double ComputeModel::peak(GemmPrecision p) const {
 double ComputeModel::fraction(GemmPrecision p) const {
   switch (p) {
     case GemmPrecision::Fp32: return eff_.gemm_fraction_fp32;
-    case GemmPrecision::Half: return eff_.gemm_fraction_half;
-    case GemmPrecision::Fp8: return eff_.gemm_fraction_fp8;
+    case GemmPrecision::Half: return eff_.gemm_fraction_half * eff_.tensor_clock_factor;
+    case GemmPrecision::Fp8: return eff_.gemm_fraction_fp8 * eff_.tensor_clock_factor;
   }
-  return eff_.gemm_fraction_half;
+  return eff_.gemm_fraction_half * eff_.tensor_clock_factor;
 }
 
 GemmPrecision ComputeModel::gemm_precision(const Instruction& ins) const {
@@ -226,7 +227,7 @@ double ComputeModel::flash_attention_time(const Instruction& ins, bool backward)
   const int64_t ctas = batch * q_blocks;
   const int64_t waves = ceil_div(ctas, gpu_.sm_count);
   const double wave_eff = static_cast<double>(ctas) / static_cast<double>(waves * gpu_.sm_count);
-  double f = backward ? eff_.attention_backward_fraction : eff_.attention_forward_fraction;
+  double f = (backward ? eff_.attention_backward_fraction : eff_.attention_forward_fraction) * eff_.tensor_clock_factor;
   if (options_.attention_dropout > 0) f *= backward ? eff_.attention_dropout_backward : eff_.attention_dropout_forward;
   const double flops = backward ? work * eff_.attention_backward_work_ratio : work;
   const double compute = flops / (gpu_.peak_flops_bf16 * f * head_eff * seq_eff * wave_eff);
@@ -300,8 +301,8 @@ double ComputeModel::time(const Instruction& ins) const {
 
 std::string ComputeModel::describe() const {
   std::ostringstream os;
-  os << gpu_.name << ": compute model from " << eff_.file;
-  if (eff_.generic) os << " (generic fallback: no clusters/gpu_models/" << gpu_.name << ".json)";
+  os << gpu_.name << ": compute model from stack " << eff_.stack << " (" << eff_.file << ")";
+  if (eff_.generic) os << " (generic fallback: no stack for " << gpu_.name << ")";
   if (options_.fp8) os << ", fp8 GEMMs";
   if (!(options_.flash_attention && eff_.flash_supported)) os << ", unfused attention";
   if (!profile_.empty()) os << ", " << profile_.size() << " measured ops from " << profile_file_;

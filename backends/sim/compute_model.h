@@ -1,8 +1,11 @@
 #pragma once
 // The compute model: how long one compute instruction takes on one GPU, in seconds.
 //
-// Physics, with every constant in a data file per GPU kind (clusters/gpu_models/<gpu name>.json,
-// format below; generic.json when no file exists for the GPU, which describe() says):
+// Physics, with every constant in the job's software stack (clusters/stacks/<stack>.json, format in
+// stack.h: the sections below; the generic stack when neither the job, its cluster nor its GPU kind
+// names one, which describe() says). Tensor-core kernels (16-bit and FP8 GEMMs, flash attention)
+// run at their fractions x tensor_clock_factor (training vs the short benchmarks the fractions are
+// quoted at):
 //
 //  GEMM  The output is cut into tiles (tm x tn, e.g. 128 x 256 on H100); one CTA per SM computes
 //        one tile by walking K in steps of tile_k. Time = waves x time of one tile, where
@@ -46,9 +49,10 @@
 // Instruction::bytes, when set, is the HBM traffic the lowering counted; when 0 the model
 // estimates it from the shape. Communication and memory kinds are not modelled here (CHECK).
 //
-// GPU data file (every constant is {"value": .., "derivation": "where it comes from"}):
+// Stack sections (every number a parameter {"value", "meaning", "bounds", "prior", "fitted_by"?},
+// kernel structure {"value", "derivation"}; stack.h):
 // {
-//   "gpu": "H100-SXM5-80GB", "source": "...",
+//   "tensor_clock_factor",
 //   "gemm": {"fraction_bf16", "fraction_fp8", "fraction_fp32",         fractions of the peak
 //            "tiles": {"value": [{"m": 128, "n": 256, "efficiency": 1.0}, ...]},
 //            "tile_k", "k_overhead", "max_split_k", "fp8_cast_bytes_per_element"},
@@ -107,7 +111,12 @@ inline constexpr int kOpKindCount = static_cast<int>(OpKind::Free) + 1;
 struct GpuEfficiency {
   std::string gpu;               // GPU kind the constants describe
   std::string file;              // data file they came from
+  std::string stack;             // name of the software stack (clusters/stacks/<stack>.json)
   bool generic = false;          // true: no file for this GPU, generic.json used
+  // Tensor-core kernels (16-bit and FP8 GEMMs, flash attention) in training run at this factor of
+  // the throughput their fractions below are quoted at (short benchmarks): sustained clock under
+  // the power limit, host and synchronisation gaps the model leaves out.
+  double tensor_clock_factor = 1.0;
   // GEMM
   double gemm_fraction_half = 0, gemm_fraction_fp8 = 0, gemm_fraction_fp32 = 0;
   std::vector<GemmTile> tiles;
@@ -144,9 +153,9 @@ struct ComputeOptions {
 };
 ComputeOptions compute_options_for(const Job& job);
 
-// Reads clusters/gpu_models/<gpu_name>.json, or generic.json (generic = true) when absent.
+// The efficiencies of the GPU kind's default stack (stack.h; generic = true for the generic one).
 GpuEfficiency load_gpu_efficiency(const std::string& gpu_name);
-// Reads one data file; UserError naming the file, field and value on any bad entry.
+// Reads one stack file; UserError naming the file, field and value on any bad entry.
 GpuEfficiency load_gpu_efficiency_file(const std::string& path);
 
 // One GEMM problem: `group_m` rows per group (experts); all groups share n and k.
@@ -178,9 +187,9 @@ struct ProfileEntry {
 class ComputeModel {
  public:
   ComputeModel(GpuSpec gpu, GpuEfficiency efficiency, ComputeOptions options = {});
-  // The GPU's data file (or the generic one) and the options.
+  // The GPU kind's default stack and the options.
   static ComputeModel for_gpu(const GpuSpec& gpu, ComputeOptions options = {});
-  static ComputeModel for_job(const Job& job);
+  static ComputeModel for_job(const Job& job);   // the job's stack (stack_for_job)
 
   // Seconds one compute instruction takes. CHECK-fails for communication and memory kinds.
   double time(const Instruction& ins) const;
@@ -199,7 +208,7 @@ class ComputeModel {
   const GpuEfficiency& efficiency() const { return eff_; }
   const ComputeOptions& options() const { return options_; }
   bool generic() const { return eff_.generic; }
-  std::string describe() const;   // one line: GPU, data file, fallback or not, profile size
+  std::string describe() const;   // one line: GPU, stack and its file, fallback or not, profile size
 
  private:
   double peak(GemmPrecision p) const;

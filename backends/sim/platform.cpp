@@ -9,6 +9,7 @@
 #include <xbt/log.h>
 
 #include "backends/sim/compute_model.h"
+#include "backends/sim/stack.h"
 #include "core/check.h"
 
 namespace tandem::sim {
@@ -353,7 +354,7 @@ Platform::Platform(const ClusterSpec& cluster, int64_t num_gpus, const PlatformO
   engine_ = std::make_unique<sg4::Engine>("tandem");
   configure_engine();
   // Links carry what NCCL achieves on them, not the raw rate (per GPU kind, compute_model.h).
-  const GpuEfficiency eff = load_gpu_efficiency(cluster_.gpu.name);
+  const GpuEfficiency eff = options_.efficiency ? *options_.efficiency : stack_for_cluster(cluster_).efficiency;
   nvlink_efficiency_ = eff.nvlink_efficiency;
   nic_efficiency_ = eff.nic_efficiency;
   collective_base_latency_ = eff.collective_base_latency_s;

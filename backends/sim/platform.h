@@ -13,7 +13,7 @@
 //
 // Links (bandwidth in bytes/s per direction, latency in s). NVLink and NIC links carry the achieved
 // NCCL bandwidth: the raw rate of the ClusterSpec x the GPU kind's nvlink_efficiency /
-// nic_efficiency (clusters/gpu_models/<gpu>.json, "communication"; 1 for the generic fallback).
+// nic_efficiency of the job's software stack (clusters/stacks/<stack>.json, "communication").
 // Uplinks, built from the NIC rate, inherit the NIC efficiency; WAN links are taken as given.
 //   gpu<g>-nvl           split-duplex, GPU <-> NVSwitch, nvlink_bandwidth, nvlink_latency / 2
 //   node<n>-nic<r>       split-duplex, NIC on rail r, nic_bandwidth, nic_latency / 2
@@ -50,7 +50,11 @@
 
 namespace tandem::sim {
 
+struct GpuEfficiency;
+
 struct PlatformOptions {
+  // Achieved NCCL efficiencies of the links (a stack's "communication"); nullptr: the cluster's stack.
+  const GpuEfficiency* efficiency = nullptr;
   double uplink_latency = 0.5e-6;  // s, one traversal of a leaf-spine or pod-core uplink
   double host_speed = 0;           // FLOP/s of a GPU host; 0: the GPU's dense BF16 peak (1e12 if unknown)
   double switch_bandwidth = 1e15;  // bytes/s, per-flow cap of the non-blocking switch fat pipes

@@ -1,9 +1,13 @@
 // simulate() in a child process, and the JSON round trip it needs (simulator.h).
 #include <sys/types.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -52,6 +56,24 @@ std::string child_answer(const Job& job, const SimOptions& options) {
   return answer.dump();
 }
 
+// Waits for the child and turns its answer into a result (or rethrows its error).
+SimResult finish_child(pid_t pid, const std::string& text) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || text.empty())
+    throw std::runtime_error("simulate: the simulation process failed (status " + std::to_string(status) + ")");
+  const nlohmann::json answer = nlohmann::json::parse(text);
+  if (answer.contains("user_error")) throw UserError(answer["user_error"].get<std::string>());
+  if (answer.contains("error")) throw std::runtime_error(answer["error"].get<std::string>());
+  SimResult r = result_from_json(answer.at("result"));
+  r.wall_seconds = answer.at("wall_seconds").get<double>();
+  const nlohmann::json& c = answer.at("counts");
+  r.counts = {c.at("instructions").get<int64_t>(), c.at("network_operations").get<int64_t>(),
+              c.at("flows").get<int64_t>(), c.at("ghost_flows").get<int64_t>(),
+              c.at("analytic_collectives").get<int64_t>()};
+  return r;
+}
+
 }  // namespace
 
 SimResult result_from_json(const nlohmann::json& j) {
@@ -80,6 +102,7 @@ SimResult result_from_json(const nlohmann::json& j) {
     rr.symmetry_class = rank.at("symmetry_class").get<int64_t>();
     r.ranks.push_back(rr);
   }
+  r.stack = j.value("stack", std::string());
   r.notes = j.at("notes").get<std::vector<std::string>>();
   if (j.contains("moe_routing")) r.moe_routing = summary_from_json(j.at("moe_routing"));
   return r;
@@ -105,20 +128,82 @@ SimResult simulate_in_subprocess(const Job& job, const SimOptions& options) {
   close(fds[1]);
   const std::string text = read_all(fds[0]);
   close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || text.empty())
-    throw std::runtime_error("simulate: the simulation process failed (status " + std::to_string(status) + ")");
-  const nlohmann::json answer = nlohmann::json::parse(text);
-  if (answer.contains("user_error")) throw UserError(answer["user_error"].get<std::string>());
-  if (answer.contains("error")) throw std::runtime_error(answer["error"].get<std::string>());
-  SimResult r = result_from_json(answer.at("result"));
-  r.wall_seconds = answer.at("wall_seconds").get<double>();
-  const nlohmann::json& c = answer.at("counts");
-  r.counts = {c.at("instructions").get<int64_t>(), c.at("network_operations").get<int64_t>(),
-              c.at("flows").get<int64_t>(), c.at("ghost_flows").get<int64_t>(),
-              c.at("analytic_collectives").get<int64_t>()};
-  return r;
+  return finish_child(pid, text);
+}
+
+namespace {
+
+struct Child {
+  pid_t pid = -1;
+  int fd = -1;
+  size_t index = 0;
+  std::string text;
+};
+
+Child start_child(const SimRequest& request, size_t index) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("simulate: cannot create a pipe");
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    throw std::runtime_error("simulate: cannot fork");
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    write_all(fds[1], child_answer(*request.job, request.options));
+    close(fds[1]);
+    std::fflush(nullptr);
+    _exit(0);
+  }
+  close(fds[1]);
+  Child c;
+  c.pid = pid;
+  c.fd = fds[0];
+  c.index = index;
+  return c;
+}
+
+}  // namespace
+
+std::vector<SimResult> simulate_many_in_subprocesses(const std::vector<SimRequest>& requests, int parallel) {
+  std::vector<std::optional<SimResult>> results(requests.size());
+  std::vector<Child> running;
+  size_t next = 0;
+  std::exception_ptr first_error;
+  while (next < requests.size() || !running.empty()) {
+    while (!first_error && next < requests.size() && static_cast<int>(running.size()) < std::max(1, parallel)) {
+      running.push_back(start_child(requests[next], next));
+      ++next;
+    }
+    if (first_error) next = requests.size();
+    if (running.empty()) break;
+    std::vector<pollfd> polls;
+    for (const Child& c : running) polls.push_back({c.fd, POLLIN, 0});
+    if (poll(polls.data(), polls.size(), -1) < 0) continue;
+    for (size_t k = running.size(); k-- > 0;) {
+      if (!(polls[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buffer[65536];
+      const ssize_t n = read(running[k].fd, buffer, sizeof(buffer));
+      if (n > 0) {
+        running[k].text.append(buffer, static_cast<size_t>(n));
+        continue;
+      }
+      Child done = std::move(running[k]);
+      running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
+      close(done.fd);
+      try {
+        results[done.index] = finish_child(done.pid, done.text);
+      } catch (...) {
+        if (!first_error) first_error = std::current_exception();
+      }
+    }
+  }
+  if (first_error) std::rethrow_exception(first_error);
+  std::vector<SimResult> out;
+  for (auto& r : results) out.push_back(std::move(*r));
+  return out;
 }
 
 }  // namespace tandem::sim

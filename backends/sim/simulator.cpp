@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/sim/stack.h"
 #include "backends/sim/compute_model.h"
 #include "backends/sim/executor.h"
 #include "backends/sim/tp_overlap.h"
@@ -237,7 +238,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   const Schedule schedule = schedule_for_job(job);
   std::string why_not;
   ReplicaLayout layout = replica_layout(grid, options.all_ranks, &why_not);
-  ComputeModel model = ComputeModel::for_job(job);
+  const Stack stack = options.stack ? *options.stack : stack_for_job(job);
+  ComputeModel model(job.cluster.gpu, stack.efficiency, compute_options_for(job));
   if (options.profile) model.load_profile(*options.profile);
 
   std::optional<MoeRoutingModel> routing;
@@ -255,7 +257,9 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   if (options.op_trace_path) write_op_trace(*options.op_trace_path, grid, lowered.played);
   const TpOverlapResult tp_overlap = overlap_tp_comm(job, lowered, routed);
   if (options.progress) options.progress(0.0, "building the platform of " + std::to_string(grid.world_size()) + " GPUs");
-  Platform platform(job.cluster, grid.world_size());
+  PlatformOptions platform_options;
+  platform_options.efficiency = &model.efficiency();
+  Platform platform(job.cluster, grid.world_size(), platform_options);
   Collectives collectives(platform);
 
   ComputeTimes times(model);
@@ -305,6 +309,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.symmetry_reduced = layout.reduced();
   r.counts = run.stats;
   add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats);
+  r.stack = stack.name;
+  r.notes.push_back(stack_note(stack, job));
   if (exec.buffered_p2p)
     r.notes.push_back("point-to-point messages are buffered at the receiver: the " +
                       job.parallel.pipeline_schedule +
@@ -353,6 +359,7 @@ nlohmann::json result_to_json(const SimResult& r) {
                      {"peak_memory_gib", rank.peak_memory_bytes / kBytesPerGiB},
                      {"symmetry_class", rank.symmetry_class}});
   j["ranks"] = std::move(ranks);
+  j["stack"] = r.stack;
   j["notes"] = r.notes;
   if (r.moe_routing) j["moe_routing"] = summary_to_json(*r.moe_routing);
   return j;

@@ -3,6 +3,7 @@
 // from its cluster, and report time, throughput, utilisation, memory and where the time went.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,7 +15,11 @@
 
 namespace tandem::sim {
 
+struct Stack;
+
 struct SimOptions {
+  // The software stack (backends/sim/stack.h) to use instead of the job's (tandem fit's candidates).
+  std::shared_ptr<const Stack> stack;
   bool all_ranks = false;                 // faithful mode: play every rank, no symmetry reduction
   std::optional<std::string> profile;     // measured per-op profile replacing the analytical compute model
   std::optional<std::string> trace_path;  // Chrome-trace JSON of the played ranks
@@ -73,6 +78,7 @@ struct SimResult {
   double wall_seconds = 0;              // host time the simulation took (not in the JSON)
   SimCounts counts;                     // not in the JSON
   std::vector<RankResult> ranks;        // played ranks
+  std::string stack;                    // software stack the compute and NCCL efficiencies came from
   std::vector<std::string> notes;       // approximations the user should know about
   std::optional<RoutingSummary> moe_routing;   // MoE jobs: the routing model and its imbalance
 };
@@ -86,6 +92,15 @@ SimResult simulate(const Job& job, const SimOptions& options = {});
 // Same result, wall_seconds and counts included; a UserError in the child is rethrown as UserError,
 // other failures as std::runtime_error. Traces and progress work as in simulate().
 SimResult simulate_in_subprocess(const Job& job, const SimOptions& options = {});
+
+// Several simulate() calls, each in a forked child, at most `parallel` at a time (the caller stays
+// single-threaded); results in the order of `requests`. The first failure is rethrown once the
+// running children are done.
+struct SimRequest {
+  const Job* job = nullptr;
+  SimOptions options;
+};
+std::vector<SimResult> simulate_many_in_subprocesses(const std::vector<SimRequest>& requests, int parallel);
 
 // JSON fields documented in README: iteration_time_s, tokens_per_s, model_tflops_per_gpu,
 // hardware_tflops_per_gpu, mfu, hfu, peak_memory_gib, oom, breakdown{compute, tp_comm, cp_comm,

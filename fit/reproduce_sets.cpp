@@ -1,5 +1,5 @@
 // Reading `tandem reproduce` set files (format in cli/reproduce_sets.h).
-#include "cli/reproduce_sets.h"
+#include "fit/reproduce_sets.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 
 #include "core/check.h"
 
-namespace tandem::cli {
+namespace tandem::fit {
 namespace {
 
 using json = nlohmann::json;
@@ -117,6 +117,8 @@ ReproduceSet read_reproduce_set(const std::string& path) {
   s.metric = string_at(set, "metric", path, "model_tflops_per_gpu");
   published_key(s.metric, path);
   s.assumptions = string_at(set, "assumptions", path, "none stated");
+  s.stack = string_at(set, "stack", path, "");
+  s.family = string_at(set, "family", path, "");
   const auto families = read_families(set, path, s);
   if (!set.contains("rows") || !set["rows"].is_array() || set["rows"].empty())
     throw UserError(path + ".rows: expected a non-empty array of rows");
@@ -155,4 +157,4 @@ void ErrorSummary::add(double error, bool oom_row) {
   max_abs = std::max(max_abs, std::fabs(error));
 }
 
-}  // namespace tandem::cli
+}  // namespace tandem::fit

@@ -1,13 +1,15 @@
 #pragma once
-// Published-run sets for `tandem reproduce` (experiments/reproduce/*.json).
+// Published-run sets for `tandem reproduce` and `tandem fit` (experiments/reproduce/*.json).
 //
 // A set names a cluster, a metric, the Megatron flags common to its rows, its assumptions, and
 // optionally model families; each row gives its GPU count, its own flags, the published figure
 // and optionally the family it belongs to:
-//   { "name", "source", "cluster", "metric", "assumptions", "common_flags": [...],
+//   { "name", "source", "cluster", "stack", "family", "metric", "assumptions", "common_flags": [...],
 //     "families": { "llama3-8b": {"model": PRESET, "flags": [...], "assumptions": "..."} },
 //     "rows": [ {"label", "family", "precision", "gpus", "flags": [...], "published": {KEY: value}} ],
 //     "skipped": [ {"id", "reason"} ] }
+// "stack": the software stack the set's runs used (clusters/stacks/); "family": the family of rows
+// that name none (a set without families).
 // A row's job: the family's model preset (architecture only, not the preset's published layout),
 // then common flags, the family's flags and the row's flags, on the set's cluster.
 // Metrics and the published key they read: model_tflops_per_gpu and hardware_tflops_per_gpu
@@ -20,7 +22,7 @@
 
 #include "core/job_loader.h"
 
-namespace tandem::cli {
+namespace tandem::fit {
 
 struct ReproduceRow {
   std::string where;          // "FILE: rows[i]", for messages
@@ -37,6 +39,8 @@ struct ReproduceSet {
   std::string source;
   std::string metric;
   std::string assumptions;
+  std::string stack;          // "" = the cluster's default
+  std::string family;         // family of rows without one ("" = none)
   std::map<std::string, std::string> family_assumptions;   // family -> its stated assumptions
   std::vector<ReproduceRow> rows;
   int skipped = 0;            // entries of "skipped" (rows of the source left out, with reasons)
@@ -62,4 +66,4 @@ struct ErrorSummary {
   double mean_signed() const { return rows ? sum_signed / rows : 0; }
 };
 
-}  // namespace tandem::cli
+}  // namespace tandem::fit
