@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
-#include "program/model_layout.h"
+#include "models/accounting.h"
 
 namespace tandem::cuda {
 

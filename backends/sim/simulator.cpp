@@ -230,6 +230,42 @@ void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const 
   r.notes.push_back("MFU and HFU relative to the " + peak_name + " peak of " + job.cluster.gpu.name);
 }
 
+// Iteration time, tokens/s, TFLOP/s per GPU, MFU and HFU of an iteration that took `makespan_s`;
+// `peak_name` says which dense peak MFU refers to.
+void set_throughput(SimResult& r, const Job& job, const ParallelGrid& grid, double makespan_s, std::string* peak_name) {
+  r.iteration_time_s = makespan_s;
+  TANDEM_CHECK_MSG(r.iteration_time_s > 0, "the iteration took no time");
+  const auto world = static_cast<double>(grid.world_size());
+  const IterationFlops flops = flops_per_iteration(job);
+  const double peak = peak_flops(job, peak_name);
+  r.tokens_per_s = static_cast<double>(job.training.global_batch_size * job.model.seq_length) / r.iteration_time_s;
+  r.model_tflops_per_gpu = flops.model / r.iteration_time_s / world / 1e12;
+  r.hardware_tflops_per_gpu = flops.hardware / r.iteration_time_s / world / 1e12;
+  r.mfu = peak > 0 ? r.model_tflops_per_gpu * 1e12 / peak : 0;
+  r.hfu = peak > 0 ? r.hardware_tflops_per_gpu * 1e12 / peak : 0;
+}
+
+// Per played rank: busy time, symmetry class and peak memory (bytes, per class program; classes
+// split by EP coordinate when the routing redraws sizes); the maximum and the OOM verdict.
+void set_memory(SimResult& r, const Job& job, const ParallelGrid& grid, const Lowered& lowered,
+                const ExecutionResult& run, bool redraw) {
+  double peak_bytes = 0;
+  std::vector<double> class_peak(lowered.programs.size() * static_cast<size_t>(redraw ? grid.ep_size() : 1), -1.0);
+  for (size_t i = 0; i < lowered.played.size(); ++i) {
+    RankResult rank;
+    rank.rank = lowered.played[i].rank;
+    rank.busy_s = run.ranks[i].compute_s;
+    rank.symmetry_class = played_class(job, grid, rank.rank, redraw);
+    double& peak_of_class = class_peak[static_cast<size_t>(rank.symmetry_class)];
+    if (peak_of_class < 0) peak_of_class = lowered.played[i].program->peak_bytes();
+    rank.peak_memory_bytes = peak_of_class;
+    peak_bytes = std::max(peak_bytes, rank.peak_memory_bytes);
+    r.ranks.push_back(rank);
+  }
+  r.peak_memory_gib = peak_bytes / kBytesPerGiB;
+  r.oom = job.cluster.gpu.hbm_bytes > 0 && peak_bytes > job.cluster.gpu.hbm_bytes;
+}
+
 }  // namespace
 
 SimResult simulate(const Job& job, const SimOptions& options) {
@@ -275,33 +311,9 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   if (options.trace_path) write_chrome_trace(*options.trace_path, grid, lowered.played, run.ranks);
 
   SimResult r;
-  r.iteration_time_s = run.makespan_s;
-  TANDEM_CHECK_MSG(r.iteration_time_s > 0, "the iteration took no time");
-  const auto world = static_cast<double>(grid.world_size());
-  const IterationFlops flops = flops_per_iteration(job);
   std::string peak_name;
-  const double peak = peak_flops(job, &peak_name);
-  r.tokens_per_s = static_cast<double>(job.training.global_batch_size * job.model.seq_length) / r.iteration_time_s;
-  r.model_tflops_per_gpu = flops.model / r.iteration_time_s / world / 1e12;
-  r.hardware_tflops_per_gpu = flops.hardware / r.iteration_time_s / world / 1e12;
-  r.mfu = peak > 0 ? r.model_tflops_per_gpu * 1e12 / peak : 0;
-  r.hfu = peak > 0 ? r.hardware_tflops_per_gpu * 1e12 / peak : 0;
-  double peak_bytes = 0;
-  // Bytes, per class program (classes split by EP coordinate when the routing redraws sizes).
-  std::vector<double> class_peak(lowered.programs.size() * static_cast<size_t>(redraw ? grid.ep_size() : 1), -1.0);
-  for (size_t i = 0; i < lowered.played.size(); ++i) {
-    RankResult rank;
-    rank.rank = lowered.played[i].rank;
-    rank.busy_s = run.ranks[i].compute_s;
-    rank.symmetry_class = played_class(job, grid, rank.rank, redraw);
-    double& peak_of_class = class_peak[static_cast<size_t>(rank.symmetry_class)];
-    if (peak_of_class < 0) peak_of_class = lowered.played[i].program->peak_bytes();
-    rank.peak_memory_bytes = peak_of_class;
-    peak_bytes = std::max(peak_bytes, rank.peak_memory_bytes);
-    r.ranks.push_back(rank);
-  }
-  r.peak_memory_gib = peak_bytes / kBytesPerGiB;
-  r.oom = job.cluster.gpu.hbm_bytes > 0 && peak_bytes > job.cluster.gpu.hbm_bytes;
+  set_throughput(r, job, grid, run.makespan_s, &peak_name);
+  set_memory(r, job, grid, lowered, run, redraw);
   r.breakdown = run.ranks[run.critical].breakdown;
   r.critical_rank = run.ranks[run.critical].rank;
   r.ranks_played = static_cast<int64_t>(lowered.played.size());
