@@ -108,8 +108,8 @@ ReproduceRow read_row(const json& set, const json& row, const std::string& where
 ReproduceSet read_reproduce_set(const std::string& path) {
   const json set = read_json_file(path);
   if (!set.is_object()) throw UserError(path + ": a set must be a JSON object");
-  reject_unknown_keys(set, path, {"name", "source", "cluster", "metric", "assumptions", "common_flags", "families",
-                                  "rows", "skipped"});
+  reject_unknown_keys(set, path, {"name", "source", "cluster", "stack", "metric", "assumptions", "common_flags",
+                                  "family", "families", "rows", "skipped"});
   ReproduceSet s;
   s.path = path;
   s.name = string_at(set, "name", path, path);
