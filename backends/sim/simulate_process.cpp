@@ -108,29 +108,6 @@ SimResult result_from_json(const nlohmann::json& j) {
   return r;
 }
 
-SimResult simulate_in_subprocess(const Job& job, const SimOptions& options) {
-  int fds[2];
-  if (pipe(fds) != 0) throw std::runtime_error("simulate: cannot create a pipe");
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) {
-    close(fds[0]);
-    close(fds[1]);
-    throw std::runtime_error("simulate: cannot fork");
-  }
-  if (pid == 0) {
-    close(fds[0]);
-    write_all(fds[1], child_answer(job, options));
-    close(fds[1]);
-    std::fflush(nullptr);
-    _exit(0);  // a forked child: leave without running the parent's atexit handlers or destructors
-  }
-  close(fds[1]);
-  const std::string text = read_all(fds[0]);
-  close(fds[0]);
-  return finish_child(pid, text);
-}
-
 namespace {
 
 struct Child {
@@ -155,7 +132,7 @@ Child start_child(const SimRequest& request, size_t index) {
     write_all(fds[1], child_answer(*request.job, request.options));
     close(fds[1]);
     std::fflush(nullptr);
-    _exit(0);
+    _exit(0);  // a forked child: leave without running the parent's atexit handlers or destructors
   }
   close(fds[1]);
   Child c;
@@ -166,6 +143,13 @@ Child start_child(const SimRequest& request, size_t index) {
 }
 
 }  // namespace
+
+SimResult simulate_in_subprocess(const Job& job, const SimOptions& options) {
+  const Child c = start_child(SimRequest{&job, options}, 0);
+  const std::string text = read_all(c.fd);
+  close(c.fd);
+  return finish_child(c.pid, text);
+}
 
 std::vector<SimResult> simulate_many_in_subprocesses(const std::vector<SimRequest>& requests, int parallel) {
   std::vector<std::optional<SimResult>> results(requests.size());
