@@ -22,8 +22,8 @@ void print_fit_help() {
   std::printf(
       "usage: tandem fit RUNS... [--stack BASE] [--free P1,P2,...] [--out FILE] [--name NAME] [--folds K]\n"
       "                  [--jobs N]\n\n"
-      "Fits a software stack's free parameters to measured runs, minimising the mean squared log error of\n"
-      "the runs' figures, and prints fitted values against priors and bounds, the error per run, and\n"
+      "Fits a software stack's free parameters to measured runs, minimising the mean absolute log error of\n"
+      "the runs' figures (about their mean relative error), and prints fitted values against priors and bounds, the error per run, and\n"
       "cross-validated errors (leave one model family out, and k-fold) per family.\n"
       "  RUNS         a published set (experiments/reproduce/*.json) or a run file (JSON or CSV: cluster,\n"
       "               gpus, megatron_args, step_time_s or tokens_per_s; see README)\n"

@@ -9,6 +9,7 @@
 
 #include "backends/sim/simulator.h"
 #include "core/check.h"
+#include "core/job_loader.h"
 #include "fit/optimizer.h"
 
 namespace tandem::fit {
@@ -18,6 +19,12 @@ namespace {
 bool inverse_scale(const std::string& name) {
   return name.find("fraction") != std::string::npos || name.find("efficiency") != std::string::npos ||
          name.find("factor") != std::string::npos;
+}
+
+// Parameters of the compute model (sensitivities from one simulation); the rest (communication)
+// change how the ranks wait for each other and are stepped in full simulations.
+bool is_compute_parameter(const std::string& name) {
+  return name.rfind("communication.", 0) != 0;
 }
 
 double to_x(const std::string& name, double v) { return inverse_scale(name) ? 1.0 / std::max(v, 1e-3) : v; }
@@ -58,6 +65,15 @@ class Fitter {
   Fitter(const Stack& base, const std::vector<Run>& runs, const std::vector<Job>& jobs, const FitOptions& o)
       : base_(base), runs_(runs), jobs_(jobs), o_(o) {
     for (const std::string& n : o.free) params_.push_back(*sim::find_parameter(base, n));
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (is_compute_parameter(params_[i].name)) compute_params_.push_back(i);
+    std::map<std::string, size_t> classes;
+    for (const Job& job : jobs_) {
+      nlohmann::json key = job_to_json(job);
+      key.erase("notes");
+      key.erase("ignored_flags");
+      job_class_.push_back(classes.try_emplace(key.dump(), classes.size()).first->second);
+    }
   }
 
   Stack with_values(const std::vector<double>& v) const {
@@ -67,56 +83,96 @@ class Fitter {
     return s;
   }
 
-  // Metric of the selected runs, each with its own stack values.
-  std::vector<sim::SimResult> simulate(const std::vector<size_t>& runs, const std::vector<std::vector<double>>& values) {
+  // The selected runs simulated, each with its own stack values. Runs whose jobs are identical
+  // (the same layout published by several releases) are simulated once per set of values.
+  std::vector<sim::SimResult> simulate(const std::vector<size_t>& runs, const std::vector<std::vector<double>>& values,
+                                       bool sensitivities = false) {
     std::vector<sim::SimRequest> requests;
-    std::map<std::vector<double>, std::shared_ptr<const Stack>> stacks;
+    std::map<std::pair<size_t, std::vector<double>>, size_t> unique;   // (job class, values) -> request
+    std::vector<size_t> request_of;
     for (size_t k = 0; k < runs.size(); ++k) {
-      auto& s = stacks[values[k]];
-      if (!s) s = std::make_shared<const Stack>(with_values(values[k]));
+      auto [it, fresh] = unique.try_emplace({job_class_[runs[k]], values[k]}, requests.size());
+      request_of.push_back(it->second);
+      if (!fresh) continue;
       sim::SimRequest rq;
       rq.job = &jobs_[runs[k]];
-      rq.options.stack = s;
+      rq.options.stack = stack_for(values[k]);
+      if (sensitivities)
+        for (size_t i : compute_params_) rq.options.sensitivity_stacks.push_back(stack_for(stepped(values[k], i)));
       requests.push_back(rq);
     }
     simulations_ += static_cast<int>(requests.size());
-    return sim::simulate_many_in_subprocesses(requests, o_.parallel);
+    const std::vector<sim::SimResult> unique_results = sim::simulate_many_in_subprocesses(requests, o_.parallel);
+    std::vector<sim::SimResult> out;
+    for (size_t r : request_of) out.push_back(unique_results[r]);
+    return out;
   }
 
-  // One simulation per run and parameter with that parameter stepped from c; `centre` holds the
-  // runs simulated at c (simulated here when empty).
+  std::shared_ptr<const Stack> stack_for(const std::vector<double>& values) {
+    auto& s = stacks_[values];
+    if (!s) s = std::make_shared<const Stack>(with_values(values));
+    return s;
+  }
+
+  // c with parameter i stepped by about 10% (of the value for fractions, of the range otherwise),
+  // inward at a bound.
+  std::vector<double> stepped(const std::vector<double>& c, size_t i) const {
+    const StackParameter& q = params_[i];
+    double up = inverse_scale(q.name) ? c[i] * 1.1 : c[i] + 0.1 * (q.upper - q.lower);
+    if (up > q.upper) up = inverse_scale(q.name) ? c[i] / 1.1 : c[i] - 0.1 * (q.upper - q.lower);
+    std::vector<double> v = c;
+    v[i] = round4(up);
+    return v;
+  }
+
+  // Surrogates around c. Compute parameters take their slopes from the centre simulation's
+  // sensitivities (the critical rank's compute re-timed with the parameter stepped; the pipeline
+  // bubble, made of other stages' compute, scales with it); the others (communication) from one
+  // extra simulation per run with the parameter stepped. `centre`: the runs simulated at c with
+  // sensitivities (simulated here when empty).
   void build_surrogates(const std::vector<double>& c, std::vector<sim::SimResult> centre) {
     const size_t n = runs_.size(), p = params_.size();
-    std::vector<size_t> which;
-    std::vector<std::vector<double>> values;
-    std::vector<double> step_x(p);
-    for (size_t i = centre.empty() ? 0 : 1; i <= p; ++i) {
-      std::vector<double> v = c;
-      if (i > 0) {
-        const StackParameter& q = params_[i - 1];
-        double up = inverse_scale(q.name) ? c[i - 1] * 1.1 : c[i - 1] + 0.1 * (q.upper - q.lower);
-        if (up > q.upper) up = inverse_scale(q.name) ? c[i - 1] / 1.1 : c[i - 1] - 0.1 * (q.upper - q.lower);
-        v[i - 1] = round4(up);
-        step_x[i - 1] = to_x(q.name, v[i - 1]) - to_x(q.name, c[i - 1]);
-      }
-      for (size_t j = 0; j < n; ++j) {
-        which.push_back(j);
-        values.push_back(v);
-      }
-    }
-    std::vector<sim::SimResult> r = simulate(which, values);
-    if (!centre.empty()) r.insert(r.begin(), centre.begin(), centre.end());
+    if (centre.empty()) centre = simulate(all_runs(), std::vector<std::vector<double>>(n, c), true);
+    std::vector<std::vector<sim::SimResult>> stepped_runs(p);
+    for (size_t i = 0; i < p; ++i)
+      if (!is_compute_parameter(params_[i].name))
+        stepped_runs[i] = simulate(all_runs(), std::vector<std::vector<double>>(n, stepped(c, i)));
     x0_ = xs(c);
     surrogates_.assign(n, {});
     for (size_t j = 0; j < n; ++j) {
+      const sim::SimResult& r = centre[j];
       RunSurrogate& s = surrogates_[j];
-      s.t0 = r[j].iteration_time_s;
+      s.t0 = r.iteration_time_s;
       s.rate = is_rate(runs_[j].metric);
-      s.metric_t = s.rate ? metric_of(runs_[j].metric, r[j], jobs_[j]) * s.t0 : 1;
-      for (size_t i = 0; i < p; ++i)
-        s.slope.push_back(step_x[i] == 0 ? 0 : (r[(i + 1) * n + j].iteration_time_s - s.t0) / step_x[i]);
-      if (base_metric_.size() < n) base_metric_.push_back(metric_of(runs_[j].metric, r[j], jobs_[j]));
+      s.metric_t = s.rate ? metric_of(runs_[j].metric, r, jobs_[j]) * s.t0 : 1;
+      const double busy = critical_busy(r);
+      const double driven = r.breakdown.compute + r.breakdown.optimizer + r.breakdown.pipeline_bubble;
+      size_t next_sensitivity = 0;
+      for (size_t i = 0; i < p; ++i) {
+        const double step_x = to_x(params_[i].name, stepped(c, i)[i]) - to_x(params_[i].name, c[i]);
+        double dt = 0;
+        if (is_compute_parameter(params_[i].name)) {
+          const double alt = r.sensitivity_busy_s.at(next_sensitivity++);
+          dt = busy > 0 ? (alt - busy) * driven / busy : 0;
+        } else {
+          dt = stepped_runs[i][j].iteration_time_s - s.t0;
+        }
+        s.slope.push_back(step_x == 0 ? 0 : dt / step_x);
+      }
+      if (base_metric_.size() < n) base_metric_.push_back(metric_of(runs_[j].metric, r, jobs_[j]));
     }
+  }
+
+  static double critical_busy(const sim::SimResult& r) {
+    for (const sim::RankResult& rank : r.ranks)
+      if (rank.rank == r.critical_rank) return rank.busy_s;
+    return r.breakdown.compute + r.breakdown.optimizer;
+  }
+
+  std::vector<size_t> all_runs() const {
+    std::vector<size_t> all(runs_.size());
+    for (size_t j = 0; j < all.size(); ++j) all[j] = j;
+    return all;
   }
 
   // Largest |surrogate / simulated - 1| over the runs.
@@ -139,7 +195,7 @@ class Fitter {
     double sum = 0;
     for (size_t j : rows) {
       const double e = std::log(surrogates_[j].metric(x, x0_) / runs_[j].measured);
-      sum += e * e;
+      sum += std::fabs(e);
     }
     return rows.empty() ? 0 : sum / static_cast<double>(rows.size());
   }
@@ -197,23 +253,29 @@ class Fitter {
     std::vector<sim::SimResult> check;
     std::vector<double> predicted;
     for (int round = 1;; ++round) {
-      say("round " + std::to_string(round) + ": " + std::to_string(n * (params_.size() + (check.empty() ? 1 : 0))) +
-          " simulations for the surrogates");
+      say("round " + std::to_string(round) + ": " +
+          (check.empty() ? std::to_string(n) + " runs simulated with sensitivities" : "surrogates from the last check") +
+          (compute_params_.size() < params_.size()
+               ? ", " + std::to_string(n * (params_.size() - compute_params_.size())) + " stepped simulations"
+               : std::string()));
       build_surrogates(v, check);
       const double before = objective(v, all);
       const std::vector<double> next = optimise(all, v);
-      say("round " + std::to_string(round) + ": " + std::to_string(n) + " simulations at the optimum");
-      check = simulate(all, std::vector<std::vector<double>>(n, next));
+      say("round " + std::to_string(round) + ": " + std::to_string(n) + " runs simulated at the optimum");
+      check = simulate(all, std::vector<std::vector<double>>(n, next), true);
       predicted = surrogate_metrics(next);
       const double gap = surrogate_gap(next, check);
       std::ostringstream line;
-      line << "round " << round << ": surrogates around (" << values_text(v) << "), rms log error " << std::sqrt(before)
-           << " -> " << std::sqrt(objective(next, all)) << " at (" << values_text(next)
+      line << "round " << round << ": surrogates around (" << values_text(v) << "), mean |log error| " << before
+           << " -> " << objective(next, all) << " at (" << values_text(next)
            << "); surrogates vs full simulations there: max gap " << 100 * gap << "%";
       out.surrogate_log.push_back(line.str());
       v = next;
       if (gap <= 0.005 || round >= std::max(1, o_.rounds)) break;
     }
+    // The check at the fitted values carries sensitivities: the folds below optimise on
+    // surrogates centred there (free of charge when every parameter is a compute parameter).
+    if (compute_params_.size() == params_.size()) build_surrogates(v, check);
     say("cross-validation");
     std::vector<int> family_group, fold_group;
     out.group_kind = groups_by_family(family_group) ? "leave-one-family-out" : "leave-one-out";
@@ -271,6 +333,9 @@ class Fitter {
   const std::vector<Job>& jobs_;
   const FitOptions& o_;
   std::vector<StackParameter> params_;
+  std::vector<size_t> compute_params_;          // indices into params_
+  std::vector<size_t> job_class_;               // [run]: runs with equal jobs share a class
+  std::map<std::vector<double>, std::shared_ptr<const Stack>> stacks_;
   std::vector<RunSurrogate> surrogates_;
   std::vector<double> x0_, base_metric_;
   int simulations_ = 0;

@@ -1,20 +1,26 @@
 #pragma once
 // `tandem fit`: a software stack's free parameters fitted to measured runs.
 //
-// Objective: the mean squared log error of the runs' figures, ln(simulated / measured)^2, over a
-// handful of free parameters, each inside its bounds (the stack file's). Errors are reported as
-// relative errors (simulated / measured - 1) and their mean absolute value (MAPE).
+// Objective: the mean absolute log error of the runs' figures, |ln(simulated / measured)|, over a
+// handful of free parameters, each inside its bounds (the stack file's): close to the mean
+// relative error for small errors, and not ruled by one outlier as a squared error would be.
+// Errors are reported as relative errors (simulated / measured - 1) and their mean absolute value
+// (MAPE).
 //
 // Speed: one full SimGrid simulation per run and candidate would cost hundreds of simulations per
-// fit. The simulated iteration time is a sum of compute on the critical path (a GEMM's time scales
-// with 1 / its main-loop fraction, attention with 1 / its fraction, launches add overhead x count)
-// plus exposed communication (scales with 1 / the NCCL efficiency). So each run's time is taken
+// fit. The simulated iteration time is compute on the critical path (a GEMM's time scales with
+// 1 / its main-loop fraction, attention with 1 / its fraction, launches add overhead x count), the
+// pipeline bubble (other stages' compute) and exposed communication. So each run's time is taken
 // as linear in x = 1 / value for fractions and efficiencies and in x = value for overheads and
-// latencies, T(x) = T(c) + sum_i s_i (x_i - c_i), with the slopes s_i measured by one extra
-// simulation per parameter at the centre c. The optimiser then moves on these surrogates; the
-// surrogate is rebuilt around the optimum (`rounds` times), and every reported figure comes from
-// full simulations at the fitted values: training error, and the held-out runs of each
-// cross-validation fold (each fold fitted on the surrogates of its own training runs only).
+// latencies, T(x) = T(c) + sum_i s_i (x_i - c_i). The slopes of compute parameters come from the
+// centre simulation itself: the simulator re-times the critical rank's compute instructions with
+// each parameter stepped (SimOptions::sensitivity_stacks) and the slope is that change in busy
+// time, scaled by (compute + bubble) / busy. Communication parameters take one extra simulation
+// per run with the parameter stepped. Runs with identical jobs (one layout published by several
+// releases) are simulated once. The optimiser moves on these surrogates; the runs are simulated in
+// full at the optimum, which is the next round's centre (`rounds` times), and every reported
+// figure comes from full simulations at the fitted values: training error, and the held-out runs
+// of each cross-validation fold (each fold fitted on the surrogates of its own training runs only).
 // Deterministic: a fixed optimiser, simulations in input order, fitted values rounded to four
 // significant digits before they are checked.
 #include <functional>

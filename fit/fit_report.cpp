@@ -146,7 +146,7 @@ json fitted_stack_document(const FitResult& r, const FitOptions& o) {
                 {"runs", files},
                 {"rows", r.runs.size()},
                 {"free", free},
-                {"objective", "mean of ln(simulated / measured)^2 over the runs"},
+                {"objective", "mean of |ln(simulated / measured)| over the runs"},
                 {"training_mape", mape(e.sim, e.measured)},
                 {"training_mape_surrogate", mape(e.surrogate, e.measured)},
                 {"cv_mape", mape(e.group, e.measured)},

@@ -102,6 +102,7 @@ SimResult result_from_json(const nlohmann::json& j) {
     rr.symmetry_class = rank.at("symmetry_class").get<int64_t>();
     r.ranks.push_back(rr);
   }
+  if (j.contains("sensitivity_busy_s")) r.sensitivity_busy_s = j.at("sensitivity_busy_s").get<std::vector<double>>();
   r.stack = j.value("stack", std::string());
   r.notes = j.at("notes").get<std::vector<std::string>>();
   if (j.contains("moe_routing")) r.moe_routing = summary_from_json(j.at("moe_routing"));

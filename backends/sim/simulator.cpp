@@ -26,14 +26,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Compute times memoised by what the compute model reads (kind, shape, dtype, HBM bytes):
+// Compute times memoised by what the compute model reads (kind, site, shape, dtype, HBM bytes):
 // programs repeat the same shapes for every layer and microbatch.
 class ComputeTimes {
  public:
   explicit ComputeTimes(const ComputeModel& model) : model_(model) {}
 
   double operator()(const Instruction& x) {
-    Key key{x.m, x.n, x.k, x.batch, 0, static_cast<uint8_t>(x.kind), static_cast<uint8_t>(x.dtype)};
+    Key key{x.m, x.n, x.k, x.batch, 0, static_cast<uint8_t>(x.site), static_cast<uint8_t>(x.kind),
+            static_cast<uint8_t>(x.dtype)};
     std::memcpy(&key.bytes_bits, &x.bytes, sizeof(double));
     auto [it, fresh] = times_.try_emplace(key, 0.0);
     if (fresh) it->second = model_.time(x);
@@ -44,6 +45,7 @@ class ComputeTimes {
   struct Key {
     int64_t m, n, k, batch;
     uint64_t bytes_bits;
+    uint8_t site;
     uint8_t kind, dtype;
     bool operator==(const Key&) const = default;
   };
@@ -51,7 +53,8 @@ class ComputeTimes {
     size_t operator()(const Key& k) const {
       uint64_t h = 1469598103934665603ull;
       for (uint64_t v : {static_cast<uint64_t>(k.m), static_cast<uint64_t>(k.n), static_cast<uint64_t>(k.k),
-                         static_cast<uint64_t>(k.batch), k.bytes_bits, uint64_t{k.kind} << 8 | k.dtype})
+                         static_cast<uint64_t>(k.batch), k.bytes_bits,
+                         uint64_t{k.site} << 16 | uint64_t{k.kind} << 8 | k.dtype})
         h = (h ^ v) * 1099511628211ull;
       return static_cast<size_t>(h);
     }
@@ -266,6 +269,28 @@ void set_memory(SimResult& r, const Job& job, const ParallelGrid& grid, const Lo
   r.oom = job.cluster.gpu.hbm_bytes > 0 && peak_bytes > job.cluster.gpu.hbm_bytes;
 }
 
+// The critical rank's busy time under each sensitivity stack: its compute instructions timed with
+// that stack's model, relative to the same sum under the job's model (durations on the played
+// timeline also carry SM-sharing slowdowns; the ratio keeps them).
+std::vector<double> sensitivity_busy(const Job& job, const RankProgram& program, const ComputeModel& model,
+                                     double busy_s, const SimOptions& options) {
+  const auto total = [&](const ComputeModel& m) {
+    ComputeTimes times(m);
+    double sum = 0;
+    for (const Instruction& x : program.instructions)
+      if (is_compute(x.kind)) sum += x.cost ? noted_time(times, m, x) : times(x);
+    return sum;
+  };
+  const double base = total(model);
+  std::vector<double> out;
+  for (const auto& stack : options.sensitivity_stacks) {
+    ComputeModel alternative(job.cluster.gpu, stack->efficiency, compute_options_for(job));
+    if (options.profile) alternative.load_profile(*options.profile);
+    out.push_back(base > 0 ? busy_s * total(alternative) / base : busy_s);
+  }
+  return out;
+}
+
 }  // namespace
 
 SimResult simulate(const Job& job, const SimOptions& options) {
@@ -316,6 +341,9 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   set_memory(r, job, grid, lowered, run, redraw);
   r.breakdown = run.ranks[run.critical].breakdown;
   r.critical_rank = run.ranks[run.critical].rank;
+  if (!options.sensitivity_stacks.empty())
+    r.sensitivity_busy_s = sensitivity_busy(job, *lowered.played[run.critical].program, model,
+                                            run.ranks[run.critical].compute_s, options);
   r.ranks_played = static_cast<int64_t>(lowered.played.size());
   r.symmetry_classes = static_cast<int64_t>(class_representatives(job, grid).size()) * (redraw ? grid.ep_size() : 1);
   r.symmetry_reduced = layout.reduced();
@@ -371,6 +399,7 @@ nlohmann::json result_to_json(const SimResult& r) {
                      {"peak_memory_gib", rank.peak_memory_bytes / kBytesPerGiB},
                      {"symmetry_class", rank.symmetry_class}});
   j["ranks"] = std::move(ranks);
+  if (!r.sensitivity_busy_s.empty()) j["sensitivity_busy_s"] = r.sensitivity_busy_s;
   j["stack"] = r.stack;
   j["notes"] = r.notes;
   if (r.moe_routing) j["moe_routing"] = summary_to_json(*r.moe_routing);

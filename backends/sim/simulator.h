@@ -20,6 +20,10 @@ struct Stack;
 struct SimOptions {
   // The software stack (backends/sim/stack.h) to use instead of the job's (tandem fit's candidates).
   std::shared_ptr<const Stack> stack;
+  // Compute-time sensitivities (tandem fit): for each of these stacks, the critical rank's compute
+  // time had its compute instructions been timed with that stack's compute model instead (same
+  // programs, same schedule, no replay): SimResult::sensitivity_busy_s.
+  std::vector<std::shared_ptr<const Stack>> sensitivity_stacks;
   bool all_ranks = false;                 // faithful mode: play every rank, no symmetry reduction
   std::optional<std::string> profile;     // measured per-op profile replacing the analytical compute model
   std::optional<std::string> trace_path;  // Chrome-trace JSON of the played ranks
@@ -78,6 +82,9 @@ struct SimResult {
   double wall_seconds = 0;              // host time the simulation took (not in the JSON)
   SimCounts counts;                     // not in the JSON
   std::vector<RankResult> ranks;        // played ranks
+  // [SimOptions::sensitivity_stacks]: the critical rank's busy seconds under each of those stacks
+  // (its busy_s x the ratio of its compute instructions' model times); empty when none asked.
+  std::vector<double> sensitivity_busy_s;
   std::string stack;                    // software stack the compute and NCCL efficiencies came from
   std::vector<std::string> notes;       // approximations the user should know about
   std::optional<RoutingSummary> moe_routing;   // MoE jobs: the routing model and its imbalance
@@ -106,6 +113,7 @@ std::vector<SimResult> simulate_many_in_subprocesses(const std::vector<SimReques
 // hardware_tflops_per_gpu, mfu, hfu, peak_memory_gib, oom, breakdown{compute, tp_comm, cp_comm,
 // ep_comm, pp_comm, dp_comm, pipeline_bubble, optimizer}, critical_rank, ranks_played,
 // symmetry_classes, symmetry_reduced, ranks[{rank, busy_s, peak_memory_gib, symmetry_class}],
+// sensitivity_busy_s (only when asked),
 // notes, and for MoE jobs moe_routing{model, max_over_mean, dropped_copies, dropped_fraction,
 // layers[{layer, max_over_mean, max_load, mean_load, dropped}]} (moe_routing.h). Deterministic: no host time in it, so equal inputs give byte-identical dumps.
 nlohmann::json result_to_json(const SimResult& result);

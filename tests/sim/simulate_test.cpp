@@ -14,6 +14,7 @@
 
 #include "backends/sim/compute_model.h"
 #include "backends/sim/executor.h"
+#include "backends/sim/stack.h"
 #include "core/check.h"
 #include "core/job_loader.h"
 #include "schedules/analysis.h"
@@ -303,6 +304,41 @@ TEST(Simulate, InSubprocessRethrowsUserErrors) {
   SimOptions options;
   options.trace_path = "/nonexistent-directory/trace.json";
   EXPECT_THROW(simulate_in_subprocess(job, options), UserError);
+}
+
+}  // namespace
+}  // namespace tandem::sim
+
+namespace tandem::sim {
+namespace {
+
+// The critical rank's busy time re-timed with other stacks (what `tandem fit` builds its
+// surrogates from): the job's own stack gives its busy time back, slower GEMMs give more, and a
+// full simulation with the slower stack gives about the same critical-rank busy time.
+TEST(Simulate, SensitivityStacksRetimeTheCriticalRanksCompute) {
+  const Job job = tiny_job();
+  const Stack own = stack_for_job(job);
+  Stack slow = own;
+  set_parameter(slow, "gemm.fraction_bf16", find_parameter(own, "gemm.fraction_bf16")->value / 2);
+  SimOptions options;
+  options.sensitivity_stacks = {std::make_shared<const Stack>(own), std::make_shared<const Stack>(slow)};
+  const SimResult r = simulate_in_subprocess(job, options);
+  ASSERT_EQ(r.sensitivity_busy_s.size(), 2u);
+  double busy = 0;
+  for (const RankResult& rank : r.ranks)
+    if (rank.rank == r.critical_rank) busy = rank.busy_s;
+  ASSERT_GT(busy, 0);
+  EXPECT_NEAR(r.sensitivity_busy_s[0] / busy, 1.0, 1e-12);
+  EXPECT_GT(r.sensitivity_busy_s[1], 1.02 * busy);   // tiny GEMMs: launches and HBM weigh too
+  SimOptions full;
+  full.stack = std::make_shared<const Stack>(slow);
+  const SimResult s = simulate_in_subprocess(job, full);
+  double slow_busy = 0;
+  for (const RankResult& rank : s.ranks)
+    if (rank.rank == s.critical_rank) slow_busy = rank.busy_s;
+  EXPECT_NEAR(r.sensitivity_busy_s[1] / slow_busy, 1.0, 0.02);
+  EXPECT_TRUE(simulate_in_subprocess(job).sensitivity_busy_s.empty());   // only when asked
+  EXPECT_FALSE(result_to_json(simulate_in_subprocess(job)).contains("sensitivity_busy_s"));
 }
 
 }  // namespace
