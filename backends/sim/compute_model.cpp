@@ -97,7 +97,9 @@ double ComputeModel::fraction(GemmPrecision p) const {
 
 GemmPrecision ComputeModel::gemm_precision(const Instruction& ins) const {
   if (ins.dtype == DType::FP32) return GemmPrecision::Fp32;
-  if (options_.fp8 && is_gemm_kind(ins.kind)) return GemmPrecision::Fp8;
+  // Megatron-Core builds the output layer as tensor_parallel.ColumnParallelLinear, not a Transformer
+  // Engine module: the logits GEMMs stay 16-bit under --fp8-format.
+  if (options_.fp8 && is_gemm_kind(ins.kind) && ins.site != Site::Output) return GemmPrecision::Fp8;
   return GemmPrecision::Half;
 }
 

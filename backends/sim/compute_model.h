@@ -34,7 +34,8 @@
 //  Every op  + launches x launch_overhead.
 //  FP8   When the job trains in fp8 (core/job.h has no FP8 DType: the model is told through
 //        ComputeOptions::fp8), the GEMM kinds run at peak_flops_fp8 x fraction_fp8 and pay one
-//        memory-bound cast of their activation operand; attention and the router stay 16-bit.
+//        memory-bound cast of their activation operand; attention, the router and the output layer
+//        (logits: Megatron-Core's ColumnParallelLinear, not a Transformer Engine module) stay 16-bit.
 //
 // Instruction shapes read per kind (program/program.h):
 //   Gemm            [m, k] x [k, n]: output m x n, reduction k, `batch` groups (experts)
