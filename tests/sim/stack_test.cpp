@@ -57,7 +57,7 @@ TEST(Stack, JobsUseTheStackTheyNameElseTheirClusters) {
   JobRequest req;
   req.cluster = "dgx-h100";
   req.megatron_flags = {"--num-layers", "2", "--hidden-size", "256", "--num-attention-heads", "4", "--seq-length", "256"};
-  EXPECT_EQ(stack_for_job(load_job(req)).name, "nemo-24.07-h100");
+  EXPECT_EQ(stack_for_job(load_job(req)).name, "nemo-24-26-h100");
   req.cluster = "dgx-a100";
   EXPECT_EQ(stack_for_job(load_job(req)).name, "megatron-2021-a100");
   req.stack = "generic";
