@@ -189,7 +189,7 @@ struct ClusterSpec {
   int64_t datacenters = 1;
   double wan_bandwidth = 0;        // bytes/s between datacenters
   double wan_latency = 0;          // s
-  int64_t max_gpus = 0;            // 0: unbounded
+  int64_t max_gpus = 0;            // GPUs as built (0: unbounded); more is a what-if on the extended fabric, noted
   std::string stack;               // default software stack (clusters/stacks/NAME.json); "" = the GPU's
 };
 

@@ -177,9 +177,13 @@ void resolve_world(Job& job) {
   if (job.world_size % expert_mp != 0)
     throw UserError("--gpus = " + std::to_string(job.world_size) + " is not divisible by ETP x EP x PP = " +
                     std::to_string(expert_mp) + " (expert layers)");
+  // Beyond the cluster's size: a what-if on the same fabric extended by its own rules (the platform
+  // adds leaves of nodes_per_leaf nodes and pods of nodes_per_pod nodes as the GPU count needs).
   if (job.cluster.max_gpus > 0 && job.world_size > job.cluster.max_gpus)
-    throw UserError("--gpus = " + std::to_string(job.world_size) + " exceeds the " + std::to_string(job.cluster.max_gpus) +
-                    " GPUs of cluster " + job.cluster.name);
+    job.notes.push_back("--gpus " + std::to_string(job.world_size) + " exceeds the " +
+                        std::to_string(job.cluster.max_gpus) + " GPUs of cluster " + job.cluster.name +
+                        ": its fabric is extended by its own rules (more leaves and pods of the same size and "
+                        "oversubscription), a what-if beyond the cluster as built");
   if (job.model.is_moe() && p.tensor_model_parallel_size > 1 && p.expert_model_parallel_size > 1 && !p.sequence_parallel)
     throw UserError("--expert-model-parallel-size = " + std::to_string(p.expert_model_parallel_size) +
                     " with --tensor-model-parallel-size = " + std::to_string(p.tensor_model_parallel_size) +

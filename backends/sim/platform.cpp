@@ -291,8 +291,6 @@ class Builder {
 
 void validate_cluster(const ClusterSpec& c, int64_t num_gpus) {
   if (num_gpus <= 0) throw_field_error("gpus", num_gpus, "must be > 0");
-  if (c.max_gpus > 0 && num_gpus > c.max_gpus)
-    throw_field_error("gpus", num_gpus, "exceeds the cluster's max_gpus (" + num(c.max_gpus) + ")");
   if (c.topology != "fat-tree") throw_field_error("topology", c.topology, "only \"fat-tree\" is supported");
   if (c.gpus_per_node <= 0) throw_field_error("gpus_per_node", c.gpus_per_node, "must be > 0");
   if (c.nics_per_node <= 0) throw_field_error("nics_per_node", c.nics_per_node, "must be > 0");

@@ -348,6 +348,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.symmetry_classes = static_cast<int64_t>(class_representatives(job, grid).size()) * (redraw ? grid.ep_size() : 1);
   r.symmetry_reduced = layout.reduced();
   r.counts = run.stats;
+  r.notes = job.notes;   // what resolving the job assumed or extended (e.g. beyond the cluster's size)
   add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats);
   r.stack = stack.name;
   r.notes.push_back(stack_note(stack, job));
