@@ -1,0 +1,57 @@
+// Checkpoint/restart goodput (models/goodput.h): Daly's worked examples, Young's interval, the
+// expected wall time against a Monte-Carlo replay of the same failure model, and determinism.
+#include "models/goodput.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+namespace tandem {
+namespace {
+
+constexpr double kMin = 60.0, kHour = 3600.0;
+
+// Daly 2006, Figs. 3-5: delta = 5 min, R = 10 min, T_s = 500 h; M = 24 h, 6 h and 15 min give
+// tau_opt = 117 min, 57 min and 9.1 min.
+TEST(Goodput, DalysWorkedExamples) {
+  EXPECT_NEAR(daly_interval(5 * kMin, 24 * kHour) / kMin, 117, 0.5);
+  EXPECT_NEAR(daly_interval(5 * kMin, 6 * kHour) / kMin, 57, 0.5);
+  EXPECT_NEAR(daly_interval(5 * kMin, 15 * kMin) / kMin, 9.1, 0.05);
+  // Beyond delta >= 2M the optimum is M.
+  EXPECT_DOUBLE_EQ(daly_interval(40 * kMin, 15 * kMin), 15 * kMin);
+  // Young's first-order interval: sqrt(2 delta M) = 120 min for delta = 5 min, M = 24 h.
+  EXPECT_NEAR(young_interval(5 * kMin, 24 * kHour) / kMin, 120, 1e-9);
+}
+
+TEST(Goodput, WallTimeFormulaAgreesWithMonteCarlo) {
+  const double solve = 500 * kHour, delta = 5 * kMin, restart = 10 * kMin;
+  for (double mtbf : {24 * kHour, 6 * kHour, 15 * kMin}) {
+    const double tau = daly_interval(delta, mtbf);
+    const double expected = daly_wall_time(solve, tau, delta, restart, mtbf);
+    EXPECT_GT(expected, solve * (tau + delta) / tau);   // failures cost time beyond the checkpoints
+    const GoodputTrials t = simulate_goodput(solve, tau, delta, restart, mtbf, 400, 7);
+    EXPECT_NEAR(t.mean_wall_s / expected, 1.0, 0.02) << "M = " << mtbf / kHour << " h";
+    EXPECT_LE(t.p10_wall_s, t.p50_wall_s);
+    EXPECT_LE(t.p50_wall_s, t.p90_wall_s);
+    // Failures: about wall time / M.
+    EXPECT_NEAR(t.mean_failures / (t.mean_wall_s / mtbf), 1.0, 0.05);
+  }
+  // The optimum is a minimum of the wall time.
+  const double m = 6 * kHour, tau = daly_interval(delta, m);
+  EXPECT_LT(daly_wall_time(solve, tau, delta, restart, m), daly_wall_time(solve, 0.5 * tau, delta, restart, m));
+  EXPECT_LT(daly_wall_time(solve, tau, delta, restart, m), daly_wall_time(solve, 2.0 * tau, delta, restart, m));
+}
+
+TEST(Goodput, SystemMtbfAddsComponentRatesAndTrialsAreDeterministic) {
+  // 16,384 GPUs at 50,000 h each and 2,048 nodes at 100,000 h: 0.35 failures per hour.
+  const double m = system_mtbf_s({{16384, 50000}, {2048, 100000}, {0, 10}, {5, 0}});
+  EXPECT_NEAR(kHour / m, 16384.0 / 50000 + 2048.0 / 100000, 1e-12);
+  EXPECT_TRUE(std::isinf(system_mtbf_s({})));
+  const GoodputTrials a = simulate_goodput(100 * kHour, kHour, 5 * kMin, 10 * kMin, 3 * kHour, 50, 11);
+  const GoodputTrials b = simulate_goodput(100 * kHour, kHour, 5 * kMin, 10 * kMin, 3 * kHour, 50, 11);
+  EXPECT_EQ(a.mean_wall_s, b.mean_wall_s);
+  EXPECT_EQ(a.p90_wall_s, b.p90_wall_s);
+}
+
+}  // namespace
+}  // namespace tandem
