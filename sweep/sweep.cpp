@@ -176,25 +176,14 @@ JobRequest request_for(const Spec& spec, const Point& point) {
 }
 
 json result_row(const Point& point, const Job& job, const sim::SimResult& r) {
+  const json result = sim::result_to_json(r);
   json row;
   row["point"] = point.values;
   row["status"] = "ok";
-  row["iteration_time_s"] = r.iteration_time_s;
-  row["tokens_per_s"] = r.tokens_per_s;
+  for (const char* key : {"iteration_time_s", "tokens_per_s", "model_tflops_per_gpu", "mfu", "peak_memory_gib", "oom"})
+    row[key] = result.at(key);
   row["tokens_per_s_per_gpu"] = r.tokens_per_s / static_cast<double>(job.world_size);
-  row["model_tflops_per_gpu"] = r.model_tflops_per_gpu;
-  row["mfu"] = r.mfu;
-  row["peak_memory_gib"] = r.peak_memory_gib;
-  row["oom"] = r.oom;
-  const sim::Breakdown& b = r.breakdown;
-  row["compute_s"] = b.compute;
-  row["tp_comm_s"] = b.tp_comm;
-  row["cp_comm_s"] = b.cp_comm;
-  row["ep_comm_s"] = b.ep_comm;
-  row["pp_comm_s"] = b.pp_comm;
-  row["dp_comm_s"] = b.dp_comm;
-  row["pipeline_bubble_s"] = b.pipeline_bubble;
-  row["optimizer_s"] = b.optimizer;
+  for (const auto& [cause, seconds] : result.at("breakdown").items()) row[cause + "_s"] = seconds;   // compute_s, ...
   return row;
 }
 
