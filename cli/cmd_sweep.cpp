@@ -1,6 +1,7 @@
 // `tandem sweep SPEC.json`: every point of a sweep simulated, results as JSON and CSV (sweep/sweep.h).
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -108,7 +109,7 @@ std::vector<json> run_batch(const sweep::Spec& spec, const std::vector<const swe
   std::vector<size_t> which;
   for (size_t k = 0; k < batch.size(); ++k) {
     try {
-      resolved.push_back(load_job(sweep::request_for(spec, *batch[k])));
+      resolved.push_back(sweep::job_for(spec, *batch[k]));
       which.push_back(k);
     } catch (const UserError& e) {
       rows[k] = sweep::error_row(*batch[k], e.what());
@@ -174,6 +175,9 @@ int run_sweep(const std::vector<std::string>& args) {
   const SweepArgs a = parse_sweep_args(args);
   const sweep::Spec spec = sweep::load_spec(a.spec);
   const std::string prefix = a.out ? *a.out : default_prefix(a.spec);
+  std::error_code ec;
+  if (std::filesystem::equivalent(prefix + ".json", a.spec, ec))
+    throw UserError(field_message("--out", prefix, "would overwrite the spec " + a.spec + " (" + prefix + ".json)"));
   std::map<std::string, json> done;
   for (json& row : sweep::read_rows(prefix + ".json", spec)) {
     const std::string key = row.at("point").dump();

@@ -19,6 +19,39 @@ const std::vector<std::string> kResultColumns = {
 
 std::string where(const Spec& spec, const std::string& field) { return spec.path + ": " + field; }
 
+// Cluster fields an axis may set ("cluster.NAME"), in the units of the cluster files.
+struct ClusterField {
+  const char* name;
+  void (*set)(ClusterSpec&, double);
+  bool integer;
+};
+const ClusterField kClusterFields[] = {
+    {"nic_gbit_s", [](ClusterSpec& c, double v) { c.nic_bandwidth = v * 1e9 / 8; }, false},
+    {"nics_per_node", [](ClusterSpec& c, double v) { c.nics_per_node = static_cast<int64_t>(v); }, true},
+    {"nic_latency_us", [](ClusterSpec& c, double v) { c.nic_latency = v * 1e-6; }, false},
+    {"nvlink_gbyte_s", [](ClusterSpec& c, double v) { c.nvlink_bandwidth = v * 1e9; }, false},
+    {"nvlink_latency_us", [](ClusterSpec& c, double v) { c.nvlink_latency = v * 1e-6; }, false},
+    {"oversubscription", [](ClusterSpec& c, double v) { c.oversubscription = v; }, false},
+    {"nodes_per_leaf", [](ClusterSpec& c, double v) { c.nodes_per_leaf = static_cast<int64_t>(v); }, true},
+    {"nodes_per_pod", [](ClusterSpec& c, double v) { c.nodes_per_pod = static_cast<int64_t>(v); }, true},
+    {"datacenters", [](ClusterSpec& c, double v) { c.datacenters = static_cast<int64_t>(v); }, true},
+    {"wan_gbit_s", [](ClusterSpec& c, double v) { c.wan_bandwidth = v * 1e9 / 8; }, false},
+    {"wan_latency_ms", [](ClusterSpec& c, double v) { c.wan_latency = v * 1e-3; }, false},
+};
+
+const ClusterField* cluster_field(const std::string& axis) {
+  if (axis.rfind("cluster.", 0) != 0) return nullptr;
+  for (const ClusterField& f : kClusterFields)
+    if (axis.substr(8) == f.name) return &f;
+  return nullptr;
+}
+
+std::string cluster_field_names() {
+  std::string out;
+  for (const ClusterField& f : kClusterFields) out += (out.empty() ? "cluster." : ", cluster.") + std::string(f.name);
+  return out;
+}
+
 void only_keys(const json& object, const std::string& field, const std::set<std::string>& allowed,
                const Spec& spec) {
   if (!object.is_object()) throw UserError(where(spec, field) + ": must be a JSON object");
@@ -49,13 +82,19 @@ void check_value(const std::string& axis, const json& v, const std::string& fiel
     throw UserError(field_message(where(spec, field), v.dump(), "gpus must be a positive integer"));
   if ((axis == "cluster" || axis == "stack") && !v.is_string())
     throw UserError(field_message(where(spec, field), v.dump(), axis + " must be a name or a file"));
+  if (const ClusterField* f = cluster_field(axis)) {
+    const bool ok = v.is_number() && v.get<double>() > 0 && (!f->integer || v.is_number_integer());
+    if (!ok) throw UserError(field_message(where(spec, field), v.dump(), axis + std::string(" must be a positive ") +
+                                                                       (f->integer ? "integer" : "number")));
+  }
 }
 
 void check_axis_name(const std::string& name, const std::string& field, const Spec& spec) {
-  if (name == "gpus" || name == "cluster" || name == "stack") return;
+  if (name == "gpus" || name == "cluster" || name == "stack" || cluster_field(name)) return;
   if (name.size() > 2 && name.rfind("--", 0) == 0) return;
   throw UserError(field_message(where(spec, field), name,
-                                "an axis is gpus, cluster, stack or a Megatron flag such as --micro-batch-size"));
+                                "an axis is gpus, cluster, stack, a Megatron flag such as --micro-batch-size or a "
+                                "cluster field (" + cluster_field_names() + ")"));
 }
 
 void read_base(const json& doc, Spec& spec) {
@@ -165,6 +204,7 @@ JobRequest request_for(const Spec& spec, const Point& point) {
     if (name == "gpus") r.gpus = value.get<int64_t>();
     else if (name == "cluster") r.cluster = value.get<std::string>();
     else if (name == "stack") r.stack = value.get<std::string>();
+    else if (cluster_field(name)) continue;   // set on the loaded job (job_for)
     else if (value.is_boolean()) {
       if (value.get<bool>()) r.megatron_flags.push_back(name);
     } else {
@@ -173,6 +213,16 @@ JobRequest request_for(const Spec& spec, const Point& point) {
     }
   }
   return r;
+}
+
+Job job_for(const Spec& spec, const Point& point) {
+  Job job = load_job(request_for(spec, point));
+  for (const auto& [name, value] : point.values.items())
+    if (const ClusterField* f = cluster_field(name)) {
+      f->set(job.cluster, value.get<double>());
+      job.notes.push_back("sweep: " + name + " = " + value.dump() + " on cluster " + job.cluster.name);
+    }
+  return job;
 }
 
 json result_row(const Point& point, const Job& job, const sim::SimResult& r) {

@@ -10,9 +10,13 @@
 //             {"name": "--micro-batch-size", "values": [1, 2]},
 //             {"name": "--sequence-parallel", "values": [true, false]}],
 //    "points": [{"gpus": 512, "--micro-batch-size": 4}]}                  optional, after the product
-//   Axis names: "gpus", "cluster", "stack", or a Megatron flag ("--..."): a number or string value
-//   is the flag's value (it replaces the base's), true adds a switch, false leaves it out. The
-//   product runs the last axis fastest. At least one axis or one listed point.
+//   Axis names: "gpus", "cluster", "stack", a Megatron flag ("--..."): a number or string value is
+//   the flag's value (it replaces the base's), true adds a switch, false leaves it out; or a field
+//   of the cluster in its file's units: cluster.nic_gbit_s, cluster.nics_per_node,
+//   cluster.nic_latency_us, cluster.nvlink_gbyte_s, cluster.nvlink_latency_us,
+//   cluster.oversubscription, cluster.nodes_per_leaf, cluster.nodes_per_pod, cluster.datacenters,
+//   cluster.wan_gbit_s, cluster.wan_latency_ms. The product runs the last axis fastest. At least
+//   one axis or one listed point.
 //
 // Rows (JSON and CSV): the point's axis values, "status" ("ok" or "error"), then iteration_time_s,
 // tokens_per_s, tokens_per_s_per_gpu, model_tflops_per_gpu, mfu, peak_memory_gib, oom, the
@@ -46,8 +50,11 @@ struct Spec {
 // wrong type, an axis name that is neither a job field nor a Megatron flag, a repeated point).
 Spec load_spec(const std::string& path);
 
-// The job request of one point: the base with the point's values applied.
+// The job request of one point: the base with the point's values applied (cluster fields aside).
 JobRequest request_for(const Spec& spec, const Point& point);
+// The resolved job of one point, cluster fields applied (each noted in the job's notes).
+// UserError when the point's job does not resolve.
+Job job_for(const Spec& spec, const Point& point);
 
 // Result rows.
 nlohmann::json result_row(const Point& point, const Job& job, const sim::SimResult& result);

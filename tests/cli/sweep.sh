@@ -36,6 +36,9 @@ PY
 set +e; "$tandem" sweep spec.json --out c >resume.txt; set -e
 grep -q '(3 simulated now, 2 kept from c.json)' resume.txt
 cmp a.json c.json
+# An output that would overwrite the spec is refused.
+set +e; "$tandem" sweep spec.json --out spec 2>err.txt; rc=$?; set -e
+test "$rc" -eq 2 && grep -q 'would overwrite the spec' err.txt
 # A corrupt earlier output is refused and left as it was.
 printf '{"axes": ["gpus"], "rows": [' >d.json
 cp d.json d.before
@@ -55,6 +58,21 @@ bad '{"axes": [{"name": "gpus", "values": [8, 8]}]}' 'the same point twice'
 bad '{"axes": [{"name": "gpus", "values": [0]}]}' 'gpus must be a positive integer'
 bad '{"base": {"modle": "x"}, "points": [{"gpus": 8}]}' 'base = modle: unknown key'
 bad '{}' 'no points'
+bad '{"axes": [{"name": "cluster.datacenters", "values": [1.5]}]}' 'cluster.datacenters must be a positive integer'
+bad '{"axes": [{"name": "cluster.nic_speed", "values": [1]}]}' 'cluster.nic_gbit_s'
+# Cluster fields as axes: a second datacenter behind a 100 Gb/s WAN slows a DP-across job down.
+cat >wan-spec.json <<'JSON'
+{"base": {"config": "llama3-8b", "cluster": "dgx-h100", "gpus": 32,
+          "megatron_args": "--num-layers 4 --bf16 --tensor-model-parallel-size 8 --global-batch-size 16"},
+ "points": [{"cluster.datacenters": 1}, {"cluster.datacenters": 2, "cluster.wan_gbit_s": 100, "cluster.wan_latency_ms": 10}]}
+JSON
+"$tandem" sweep wan-spec.json --out wan >/dev/null
+test "$(grep -c ',ok,' wan.csv)" -eq 2
+"$python" - <<'PY'
+import json
+one, two = json.load(open("wan.json"))["rows"]
+assert two["iteration_time_s"] > one["iteration_time_s"], (one["iteration_time_s"], two["iteration_time_s"])
+PY
 # Beyond the cluster's 4,480 GPUs: simulated on the extended fabric, with a note.
 "$tandem" simulate gpt3-175b --cluster dgx-a100 --gpus 8192 -- --num-layers 16 --global-batch-size 1024 \
     --pipeline-model-parallel-size 2 >big.txt
