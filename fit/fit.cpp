@@ -145,7 +145,7 @@ class Fitter {
       s.t0 = r.iteration_time_s;
       s.rate = is_rate(runs_[j].metric);
       s.metric_t = s.rate ? metric_of(runs_[j].metric, r, jobs_[j]) * s.t0 : 1;
-      const double busy = critical_busy(r);
+      const double busy = sim::critical_busy_s(r);
       const double driven = r.breakdown.compute + r.breakdown.optimizer + r.breakdown.pipeline_bubble;
       size_t next_sensitivity = 0;
       for (size_t i = 0; i < p; ++i) {
@@ -161,12 +161,6 @@ class Fitter {
       }
       if (base_metric_.size() < n) base_metric_.push_back(metric_of(runs_[j].metric, r, jobs_[j]));
     }
-  }
-
-  static double critical_busy(const sim::SimResult& r) {
-    for (const sim::RankResult& rank : r.ranks)
-      if (rank.rank == r.critical_rank) return rank.busy_s;
-    return r.breakdown.compute + r.breakdown.optimizer;
   }
 
   std::vector<size_t> all_runs() const {

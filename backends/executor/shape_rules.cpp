@@ -248,40 +248,40 @@ LinearDims check_gemm_grad_weight(const Shape& x, const Shape& dy, WeightLayout 
   return d;
 }
 
+namespace {
+
+// A grouped (per-expert) GEMM: two row-stacked activations, [rows, k] and [rows, n] in the order
+// given (`first_is_k`: which holds k), rows = sum of counts, and the expert weight [E, k, n].
+LinearDims check_grouped(const char* op, std::span<const int64_t> counts, const char* first_name,
+                         const Shape& first, bool first_is_k, const char* second_name, const Shape& second,
+                         const char* w_name, const Shape& w) {
+  const int64_t rows = rows_of_counts(op, counts);
+  expect_rank(op, first_name, first, 2);
+  expect_rank(op, second_name, second, 2);
+  const Shape& k_side = first_is_k ? first : second;
+  const Shape& n_side = first_is_k ? second : first;
+  const LinearDims d{rows, n_side[1], k_side[1]};
+  expect_shape(op, first_name, first, {rows, first_is_k ? d.k : d.n});
+  expect_shape(op, second_name, second, {rows, first_is_k ? d.n : d.k});
+  expect_shape(op, w_name, w, expert_weight_shape(counts, d.k, d.n));
+  return d;
+}
+
+}  // namespace
+
 LinearDims check_grouped_forward(const Shape& x, const Shape& w, std::span<const int64_t> counts,
                                  const Shape& y) {
-  const int64_t rows = rows_of_counts("grouped_gemm_forward", counts);
-  expect_rank("grouped_gemm_forward", "x", x, 2);
-  expect_rank("grouped_gemm_forward", "y", y, 2);
-  const LinearDims d{rows, y[1], x[1]};
-  expect_shape("grouped_gemm_forward", "x", x, {rows, d.k});
-  expect_shape("grouped_gemm_forward", "y", y, {rows, d.n});
-  expect_shape("grouped_gemm_forward", "w", w, expert_weight_shape(counts, d.k, d.n));
-  return d;
+  return check_grouped("grouped_gemm_forward", counts, "x", x, true, "y", y, "w", w);
 }
 
 LinearDims check_grouped_grad_input(const Shape& dy, const Shape& w, std::span<const int64_t> counts,
                                     const Shape& dx) {
-  const int64_t rows = rows_of_counts("grouped_gemm_grad_input", counts);
-  expect_rank("grouped_gemm_grad_input", "dy", dy, 2);
-  expect_rank("grouped_gemm_grad_input", "dx", dx, 2);
-  const LinearDims d{rows, dy[1], dx[1]};
-  expect_shape("grouped_gemm_grad_input", "dy", dy, {rows, d.n});
-  expect_shape("grouped_gemm_grad_input", "dx", dx, {rows, d.k});
-  expect_shape("grouped_gemm_grad_input", "w", w, expert_weight_shape(counts, d.k, d.n));
-  return d;
+  return check_grouped("grouped_gemm_grad_input", counts, "dy", dy, false, "dx", dx, "w", w);
 }
 
 LinearDims check_grouped_grad_weight(const Shape& x, const Shape& dy, std::span<const int64_t> counts,
                                      const Shape& dw) {
-  const int64_t rows = rows_of_counts("grouped_gemm_grad_weight", counts);
-  expect_rank("grouped_gemm_grad_weight", "x", x, 2);
-  expect_rank("grouped_gemm_grad_weight", "dy", dy, 2);
-  const LinearDims d{rows, dy[1], x[1]};
-  expect_shape("grouped_gemm_grad_weight", "x", x, {rows, d.k});
-  expect_shape("grouped_gemm_grad_weight", "dy", dy, {rows, d.n});
-  expect_shape("grouped_gemm_grad_weight", "dw", dw, expert_weight_shape(counts, d.k, d.n));
-  return d;
+  return check_grouped("grouped_gemm_grad_weight", counts, "x", x, true, "dy", dy, "dw", dw);
 }
 
 AttentionShape check_attention_inputs(const char* op, const Shape& q, const Shape& k,

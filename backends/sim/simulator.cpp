@@ -375,6 +375,12 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   return r;
 }
 
+double critical_busy_s(const SimResult& r) {
+  for (const RankResult& rank : r.ranks)
+    if (rank.rank == r.critical_rank) return rank.busy_s;
+  return r.breakdown.compute + r.breakdown.optimizer;
+}
+
 nlohmann::json result_to_json(const SimResult& r) {
   nlohmann::json j;
   j["iteration_time_s"] = r.iteration_time_s;

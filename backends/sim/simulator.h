@@ -90,6 +90,9 @@ struct SimResult {
   std::optional<RoutingSummary> moe_routing;   // MoE jobs: the routing model and its imbalance
 };
 
+// Busy seconds of the critical rank (its RankResult), or compute + optimizer when it is not listed.
+double critical_busy_s(const SimResult& result);
+
 // UserError for a job the simulator cannot play (e.g. unknown GPU model file). SimGrid allows one
 // engine per process: call simulate() at most once per process (or use simulate_in_subprocess).
 // `job` must be resolved (core/job_loader.h).

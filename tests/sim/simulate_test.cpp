@@ -324,19 +324,14 @@ TEST(Simulate, SensitivityStacksRetimeTheCriticalRanksCompute) {
   options.sensitivity_stacks = {std::make_shared<const Stack>(own), std::make_shared<const Stack>(slow)};
   const SimResult r = simulate_in_subprocess(job, options);
   ASSERT_EQ(r.sensitivity_busy_s.size(), 2u);
-  double busy = 0;
-  for (const RankResult& rank : r.ranks)
-    if (rank.rank == r.critical_rank) busy = rank.busy_s;
+  const double busy = critical_busy_s(r);
   ASSERT_GT(busy, 0);
   EXPECT_NEAR(r.sensitivity_busy_s[0] / busy, 1.0, 1e-12);
   EXPECT_GT(r.sensitivity_busy_s[1], 1.02 * busy);   // tiny GEMMs: launches and HBM weigh too
   SimOptions full;
   full.stack = std::make_shared<const Stack>(slow);
   const SimResult s = simulate_in_subprocess(job, full);
-  double slow_busy = 0;
-  for (const RankResult& rank : s.ranks)
-    if (rank.rank == s.critical_rank) slow_busy = rank.busy_s;
-  EXPECT_NEAR(r.sensitivity_busy_s[1] / slow_busy, 1.0, 0.02);
+  EXPECT_NEAR(r.sensitivity_busy_s[1] / critical_busy_s(s), 1.0, 0.02);
   EXPECT_TRUE(simulate_in_subprocess(job).sensitivity_busy_s.empty());   // only when asked
   EXPECT_FALSE(result_to_json(simulate_in_subprocess(job)).contains("sensitivity_busy_s"));
 }
