@@ -12,6 +12,7 @@
 #include "backends/sim/simulator.h"
 #include "cli/command_registry.h"
 #include "cli/job_options.h"
+#include "cli/progress.h"
 #include "cli/table.h"
 #include "core/check.h"
 #include "sweep/sweep.h"
@@ -70,37 +71,6 @@ std::string default_prefix(const std::string& spec) {
   const std::string stem = spec.size() > 5 && spec.substr(spec.size() - 5) == ".json" ? spec.substr(0, spec.size() - 5) : spec;
   return stem + "-results";
 }
-
-std::string clock_text(double seconds) {
-  const long s = static_cast<long>(seconds + 0.5);
-  char text[32];
-  std::snprintf(text, sizeof(text), "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-  return text;
-}
-
-// One terminal line, rewritten: a bar, the count, elapsed time and the ETA of the remaining points.
-class ProgressBar {
- public:
-  explicit ProgressBar(size_t total) : total_(total), on_(isatty(fileno(stderr)) != 0) {}
-  void show(size_t done, const std::string& what) const {
-    if (!on_) return;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const int width = 30;
-    const int filled = total_ ? static_cast<int>(width * done / total_) : width;
-    const std::string eta = done ? clock_text(elapsed / static_cast<double>(done) * static_cast<double>(total_ - done)) : "?";
-    std::fprintf(stderr, "\r\033[K[%s%s] %zu/%zu points, %s elapsed, ETA %s  %s", std::string(static_cast<size_t>(filled), '#').c_str(),
-                 std::string(static_cast<size_t>(width - filled), '.').c_str(), done, total_, clock_text(elapsed).c_str(),
-                 eta.c_str(), what.c_str());
-  }
-  void clear() const {
-    if (on_) std::fprintf(stderr, "\r\033[K");
-  }
-
- private:
-  size_t total_;
-  bool on_;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
 
 // Simulates a batch of points; a point that fails gets an error row.
 std::vector<json> run_batch(const sweep::Spec& spec, const std::vector<const sweep::Point*>& batch, int jobs) {
@@ -187,7 +157,7 @@ int run_sweep(const std::vector<std::string>& args) {
   for (const sweep::Point& p : spec.points)
     if (!done.count(p.key())) todo.push_back(&p);
   const size_t kept = spec.points.size() - todo.size();
-  ProgressBar bar(todo.size());
+  ProgressBar bar(todo.size(), "points");
   bar.show(0, "");
   for (size_t start = 0; start < todo.size(); start += static_cast<size_t>(a.jobs)) {
     const size_t end = std::min(todo.size(), start + static_cast<size_t>(a.jobs));

@@ -9,7 +9,7 @@
 
 namespace tandem {
 
-Job load_job(const JobRequest& request) {
+Job assemble_job(const JobRequest& request) {
   Job job;
   job.cluster = load_cluster(kDefaultCluster);
   if (request.model_preset) {
@@ -46,6 +46,11 @@ Job load_job(const JobRequest& request) {
     if (*request.gpus <= 0) throw_field_error("--gpus", *request.gpus, "must be a positive integer");
     job.world_size = *request.gpus;
   }
+  return job;
+}
+
+Job load_job(const JobRequest& request) {
+  Job job = assemble_job(request);
   resolve_job(job);
   ParallelGrid::from_job(job);  // validates the rank order and the expert-side layout
   return job;

@@ -29,6 +29,9 @@ struct JobRequest {
 inline constexpr const char* kDefaultCluster = "dgx-a100";
 
 Job load_job(const JobRequest& request);
+// load_job without resolve_job: every source applied, derived fields not filled, nothing validated
+// beyond what parsing checks (for callers that change the layout first, as `tandem plan` does).
+Job assemble_job(const JobRequest& request);
 
 // Pieces of load_job, usable on their own.
 void apply_job_json(Job& job, const nlohmann::json& doc, const std::string& source);

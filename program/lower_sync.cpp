@@ -77,19 +77,10 @@ int32_t mirror_exchange(Context& ctx, int chunk, const std::vector<Bucket>& buck
 //     gradient, read and write the fp32 master weight and both moments: 4 + 24) and the copy
 //     of the master weight into the model's parameter (read 4, write w).
 double optimizer_bytes(const Context& ctx) {
-  const BytesPerParameter bpp = bytes_per_parameter(ctx.job.training);
-  const bool dist = ctx.job.parallel.use_distributed_optimizer;
-  constexpr double kFp32 = 4.0;
-  const double cast = bpp.gradients < kFp32 ? bpp.gradients + kFp32 + 2.0 * kFp32 : 0.0;
-  const double per_shard = cast + kFp32 + (kFp32 + 6.0 * kFp32) + (kFp32 + bpp.weights);
   double bytes = 0;
-  for (int c = 0; c < ctx.schedule.num_chunks(); ++c) {
-    for (const ParamTensor& t : chunk_tensors(ctx, c)) {
-      const double dp = double(dp_size(ctx, t.expert));
-      bytes += t.elements * bpp.gradients * (2.0 + (dp > 1 ? 2.0 : 0.0));
-      bytes += t.elements / (dist ? dp : 1.0) * per_shard;
-    }
-  }
+  for (int c = 0; c < ctx.schedule.num_chunks(); ++c)
+    for (const ParamTensor& t : chunk_tensors(ctx, c))
+      bytes += optimizer_step_bytes(ctx.job, t.elements, dp_size(ctx, t.expert));
   return bytes;
 }
 
@@ -302,3 +293,20 @@ void finish_iteration(Context& ctx, const std::vector<bool>& reduced, int32_t la
 }
 
 }  // namespace tandem::lower
+
+namespace tandem {
+
+double optimizer_step_bytes(const Job& job, double elements, int64_t dp) {
+  const BytesPerParameter bpp = bytes_per_parameter(job.training);
+  const bool dist = job.parallel.use_distributed_optimizer;
+  constexpr double kFp32 = 4.0;
+  // fp32 copies of 16-bit gradients (read 16-bit, write and read fp32), then per shard element:
+  // read the gradient, read+write master weight and both moments, write the 16-bit weight.
+  const double cast = bpp.gradients < kFp32 ? bpp.gradients + kFp32 + 2.0 * kFp32 : 0.0;
+  const double per_shard = cast + kFp32 + (kFp32 + 6.0 * kFp32) + (kFp32 + bpp.weights);
+  // The whole local gradient buffer: scaled and its norm taken (read+write), and zeroed and
+  // unscattered around the data-parallel reduction when DP > 1.
+  return elements * bpp.gradients * (2.0 + (dp > 1 ? 2.0 : 0.0)) + elements / (dist ? double(dp) : 1.0) * per_shard;
+}
+
+}  // namespace tandem

@@ -223,6 +223,11 @@ struct RankProgram {
 // the schedule does not accept the combination.
 Schedule schedule_for_job(const Job& job);
 
+// HBM bytes the optimizer step moves for a parameter tensor of `elements` on a rank whose
+// data-parallel group (DP x CP, or expert DP) has `dp` members: the whole local gradient buffer,
+// and the optimizer shard (elements / dp with the distributed optimizer) with its fp32 state.
+double optimizer_step_bytes(const Job& job, double elements, int64_t dp);
+
 // The program of one rank for one iteration. UserError for job features the lowering does not
 // support (named in the message).
 RankProgram lower_rank(const Job& job, const ParallelGrid& grid, const Schedule& schedule, int64_t rank);

@@ -63,22 +63,6 @@ class ComputeTimes {
   std::unordered_map<Key, double, KeyHash> times_;
 };
 
-// The dense peak (FLOP/s) MFU and HFU refer to: FP8 when the job trains in FP8, else its
-// parameter dtype (BF16/FP16 tensor cores, or FP32).
-double peak_flops(const Job& job, std::string* which) {
-  const GpuSpec& gpu = job.cluster.gpu;
-  if (job.training.fp8_format != Fp8Format::None && gpu.peak_flops_fp8 > 0) {
-    *which = "dense FP8";
-    return gpu.peak_flops_fp8;
-  }
-  if (job.training.params_dtype == DType::FP32 && gpu.peak_flops_fp32 > 0) {
-    *which = "dense FP32";
-    return gpu.peak_flops_fp32;
-  }
-  *which = "dense BF16/FP16";
-  return gpu.peak_flops_bf16;
-}
-
 std::string fixed(double value, int decimals) {
   char text[64];
   std::snprintf(text, sizeof(text), "%.*f", decimals, value);
@@ -292,6 +276,20 @@ std::vector<double> sensitivity_busy(const Job& job, const RankProgram& program,
 }
 
 }  // namespace
+
+double peak_flops(const Job& job, std::string* which) {
+  const GpuSpec& gpu = job.cluster.gpu;
+  if (job.training.fp8_format != Fp8Format::None && gpu.peak_flops_fp8 > 0) {
+    if (which) *which = "dense FP8";
+    return gpu.peak_flops_fp8;
+  }
+  if (job.training.params_dtype == DType::FP32 && gpu.peak_flops_fp32 > 0) {
+    if (which) *which = "dense FP32";
+    return gpu.peak_flops_fp32;
+  }
+  if (which) *which = "dense BF16/FP16";
+  return gpu.peak_flops_bf16;
+}
 
 SimResult simulate(const Job& job, const SimOptions& options) {
   const auto wall_start = Clock::now();

@@ -90,6 +90,10 @@ struct SimResult {
   std::optional<RoutingSummary> moe_routing;   // MoE jobs: the routing model and its imbalance
 };
 
+// The dense peak MFU refers to (FP8 when the job trains in FP8, FP32 for FP32 jobs, else BF16/FP16);
+// `which` (optional) gets its name.
+double peak_flops(const Job& job, std::string* which = nullptr);
+
 // Busy seconds of the critical rank (its RankResult), or compute + optimizer when it is not listed.
 double critical_busy_s(const SimResult& result);
 
