@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -32,13 +31,15 @@ void print_plan_help() {
       "collective costs, re-ranks the best K by full simulation and prints the winner's Megatron flags.\n"
       "MEGATRON_FLAGS fix the model, sequence length and global batch; a layout flag among them\n"
       "(--tensor-model-parallel-size, --micro-batch-size, --use-distributed-optimizer, ...) pins that field.\n"
-      "A PRESET gives the architecture only (its published layout is what the planner chooses).\n"
+      "A PRESET or CONFIG brings its model and training settings; its layout is re-chosen unless pinned by a flag.\n"
       "  --top K            candidates re-ranked by simulation (default 10; 0: analytic only)\n"
       "  --show R           rows printed (default 10)\n"
       "  --max-tp T         largest TP tried (default: GPUs per node); --max-cp C (default 8)\n"
       "  --max-micro-batch  largest micro-batch tried (default 16)\n"
       "  --schedules        schedules tried beside 1f1b / interleaved (tandem schedule --list)\n"
-      "  --jobs J           simulations at a time (default: the machine's cores)\n");
+      "  --jobs J           simulations at a time (default: the machine's cores)\n"
+      "  --sim-timeout S    stop a simulation after S seconds; its candidate keeps the analytic estimate\n"
+      "                     (default 120; 0: no limit)\n");
 }
 
 int64_t integer_option(const JobOptions& o, const std::string& name, int64_t fallback, int64_t lo, int64_t hi) {
@@ -66,10 +67,6 @@ std::vector<std::string> split_commas(const std::string& text) {
 
 plan::SearchSpace space_from(JobOptions& o) {
   if (!o.request.gpus) throw UserError("--gpus: required (the GPU count to plan for)");
-  if (o.request.config_file && !std::filesystem::exists(*o.request.config_file) && is_model_preset(*o.request.config_file)) {
-    o.request.model_preset = o.request.config_file;   // the architecture; the layout is the planner's to choose
-    o.request.config_file.reset();
-  }
   plan::SearchSpace s;
   s.base = assemble_job(o.request);
   s.gpus = *o.request.gpus;
@@ -78,6 +75,8 @@ plan::SearchSpace space_from(JobOptions& o) {
   if (s.base.training.global_batch_size <= 0)
     throw UserError("--global-batch-size: required (layouts are compared at one global batch)");
   if (s.base.model.seq_length <= 0) throw UserError("--seq-length: required");
+  if (s.base.training.params_dtype == DType::FP32)
+    std::fprintf(stderr, "tandem plan: note: training in fp32 (Megatron's default); pass --bf16 or --fp16 for mixed precision\n");
   s.pinned = plan::pinned_flags(o.request.megatron_flags);
   s.max_tp = integer_option(o, "--max-tp", 0, 1, 1 << 20);
   s.max_cp = integer_option(o, "--max-cp", 8, 1, 1 << 20);
@@ -122,11 +121,14 @@ void print_plan(const plan::SearchSpace& space, const plan::PlanResult& r, const
               static_cast<long long>(j["job"]["global_batch_size"].get<int64_t>()), t.render().c_str());
   std::vector<std::pair<std::string, std::string>> pairs = {
       {"candidates", with_commas(r.enumerated) + " enumerated, " + with_commas(j["feasible"].get<int64_t>()) + " can run"},
-      {"analytic ranking", fixed(r.analytic_seconds, 2) + " s (" +
+      {"analytic ranking", fixed(r.analytic_seconds, 2) + " s: " +
                                with_commas(static_cast<int64_t>(double(r.enumerated) / std::max(1e-9, r.analytic_seconds))) +
-                               " candidates/s, " + std::to_string(r.probes) + " layer probes)"},
+                               " candidates/s checked, " + with_commas(r.evaluated) + " timed by the model (" +
+                               std::to_string(r.probes) + " layer probes)"},
       {"re-ranked by simulation", std::to_string(r.simulated) + " in " + fixed(r.simulation_seconds, 1) +
                                       " s; Kendall tau analytic vs simulated " + fixed(r.kendall_tau, 3)}};
+  if (!r.timed_out.empty())
+    pairs.push_back({"simulation timed out", std::to_string(r.timed_out.size()) + " (ranked by the analytic model)"});
   for (const auto& [reason, count] : r.rejected) pairs.push_back({"rejected: " + reason, with_commas(count)});
   std::printf("%s\n", render_pairs(pairs).c_str());
   std::printf("Best: %s (%s)\n  -- %s\n", layout_text(j["best"]).c_str(),
@@ -142,12 +144,13 @@ int run_plan_command(const std::vector<std::string>& args) {
     if (a == "--help" || a == "-h") return print_plan_help(), 0;
   }
   JobOptions o = parse_job_options(args, {"--top", "--csv", "--show", "--max-tp", "--max-cp", "--max-micro-batch",
-                                          "--schedules", "--jobs"});
+                                          "--schedules", "--jobs", "--sim-timeout"});
   const plan::SearchSpace space = space_from(o);
   plan::PlanOptions options;
   options.top_k = static_cast<int>(integer_option(o, "--top", 10, 0, 100000));
   const long cores = sysconf(_SC_NPROCESSORS_ONLN);
   options.parallel = static_cast<int>(integer_option(o, "--jobs", std::max(1L, cores), 1, 64));
+  options.simulation_timeout_s = static_cast<double>(integer_option(o, "--sim-timeout", 120, 0, 1 << 20));
   const size_t show = static_cast<size_t>(integer_option(o, "--show", 10, 1, 1000000));
   ProgressBar bar(100, "%");
   options.progress = [&bar](double fraction, const std::string& what) {
@@ -158,6 +161,7 @@ int run_plan_command(const std::vector<std::string>& args) {
   nlohmann::json j = plan::plan_to_json(space, result);
   j["analytic_seconds"] = result.analytic_seconds;
   j["candidates_per_second"] = double(result.enumerated) / std::max(1e-9, result.analytic_seconds);
+  j["evaluations_per_second"] = double(result.evaluated) / std::max(1e-9, result.analytic_seconds);
   j["simulation_seconds"] = result.simulation_seconds;
   print_plan(space, result, j, show);
   if (o.json_out) write_file_atomically("--json", *o.json_out, j.dump(1) + "\n");

@@ -49,6 +49,7 @@ void rank_analytically(const SearchSpace& space, const PlanOptions& options, Pla
     if (!reason) {
       if (!model) model = std::make_unique<CostModel>(job);
       r.candidate = c;
+      ++result.evaluated;
       try {
         r.analytic = model->evaluate(space, c, job);
       } catch (const UserError& e) {   // a rule only the lowering knows
@@ -85,7 +86,8 @@ std::string rejection_summary(const PlanResult& result) {
   return text;
 }
 
-// Simulates the first K candidates, drops the ones the simulation calls OOM, re-ranks.
+// Simulates the first K candidates, drops the ones the simulation calls OOM or cannot play,
+// re-ranks; a simulation past the timeout leaves its candidate with the analytic estimate.
 void rerank_by_simulation(const SearchSpace& space, const PlanOptions& options, PlanResult& result) {
   const auto t0 = Clock::now();
   const size_t k = std::min(result.ranked.size(), static_cast<size_t>(std::max(0, options.top_k)));
@@ -93,27 +95,34 @@ void rerank_by_simulation(const SearchSpace& space, const PlanOptions& options, 
   std::vector<Job> jobs;
   jobs.reserve(k);
   for (size_t i = 0; i < k; ++i) jobs.push_back(job_for(space, result.ranked[i].candidate));
-  const size_t batch = static_cast<size_t>(std::max(1, options.parallel));
-  for (size_t start = 0; start < k; start += batch) {
-    std::vector<sim::SimRequest> requests;
-    for (size_t i = start; i < std::min(k, start + batch); ++i) requests.push_back({&jobs[i], {}});
-    const std::vector<sim::SimResult> results = sim::simulate_many_in_subprocesses(requests, options.parallel);
-    for (size_t j = 0; j < results.size(); ++j) result.ranked[start + j].simulated = results[j];
+  std::vector<sim::SimRequest> requests;
+  for (const Job& job : jobs) requests.push_back({&job, {}});
+  const auto on_done = [&](size_t done) {
     if (options.progress)
-      options.progress(double(std::min(k, start + batch)) / double(k),
-                       "simulating: " + std::to_string(std::min(k, start + batch)) + " of " + std::to_string(k));
-  }
+      options.progress(double(done) / double(k), "simulating: " + std::to_string(done) + " of " + std::to_string(k));
+  };
+  std::vector<sim::SimOutcome> outcomes =
+      sim::simulate_each_in_subprocesses(requests, options.parallel, options.simulation_timeout_s, on_done);
+  const auto reject = [&](const std::string& reason, const Ranked& r, const std::string& detail) {
+    if (result.rejected[reason]++ == 0) result.rejected_example[reason] = r.candidate.key() + ": " + detail;
+  };
   std::vector<Ranked> simulated, rest;
   for (size_t i = 0; i < result.ranked.size(); ++i) {
     Ranked& r = result.ranked[i];
-    if (i >= k) {
-      rest.push_back(std::move(r));
-    } else if (r.simulated->oom) {
-      if (result.rejected["memory-simulated"]++ == 0)
-        result.rejected_example["memory-simulated"] =
-            r.candidate.key() + ": simulated peak " + std::to_string(r.simulated->peak_memory_gib) + " GiB";
-    } else {
+    if (i < k && outcomes[i].error) {
+      try {
+        std::rethrow_exception(outcomes[i].error);
+      } catch (const std::exception& e) {
+        reject("simulation: " + numbers_as_n(e.what()), r, e.what());
+      }
+    } else if (i < k && outcomes[i].result && outcomes[i].result->oom) {
+      reject("memory-simulated", r, "simulated peak " + std::to_string(outcomes[i].result->peak_memory_gib) + " GiB");
+    } else if (i < k && outcomes[i].result) {
+      r.simulated = std::move(outcomes[i].result);
       simulated.push_back(std::move(r));
+    } else {
+      if (i < k) result.timed_out.push_back(r.candidate.key());
+      rest.push_back(std::move(r));
     }
   }
   std::vector<double> analytic, sim;
@@ -223,11 +232,13 @@ nlohmann::json plan_to_json(const SearchSpace& space, const PlanResult& result) 
   j["candidates"] = std::move(candidates);
   j["rejected"] = result.rejected;
   j["enumerated"] = result.enumerated;
+  j["evaluated"] = result.evaluated;
   int64_t feasible = result.enumerated;
-  for (const auto& [reason, count] : result.rejected) feasible -= reason == "memory-simulated" ? 0 : count;
+  for (const auto& [reason, count] : result.rejected) feasible -= count;
   j["feasible"] = feasible;
   j["simulated"] = result.simulated;
   j["kendall_tau"] = result.kendall_tau;
+  j["simulation_timed_out"] = result.timed_out;
   j["probes"] = result.probes;
   j["job"] = {{"model_layers", space.base.model.num_layers},
               {"hidden_size", space.base.model.hidden_size},

@@ -4,10 +4,12 @@
 // between the two orders.
 //
 // Ranking: the K fastest candidates by the analytic model that it does not call OOM are simulated;
-// those the simulation finds OOM are rejected ("memory-simulated"), the others lead the ranking
-// in simulated order; the rest follow in analytic order. Ties: lower peak memory, then key.
+// those the simulation finds OOM are rejected ("memory-simulated"), as are those it cannot play
+// ("simulation: ..."); the others lead the ranking in simulated order; the rest follow in analytic
+// order (a simulation stopped by the timeout leaves its candidate there, listed in
+// "simulation_timed_out"). Ties: lower peak memory, then key.
 // JSON (scripts depend on it): {"best": C, "candidates": [C, ...] (ranked), "rejected": {reason:
-// count}, "enumerated", "feasible", "simulated", "kendall_tau", "analytic_seconds",
+// count}, "enumerated", "evaluated" (timed by the analytic model), "feasible" (ranked candidates), "simulated", "simulation_timed_out", "kendall_tau", "analytic_seconds",
 // "candidates_per_second", "simulation_seconds", "probes", "job": {...}} where C has Megatron's
 // argument names (tensor_model_parallel_size, pipeline_model_parallel_size,
 // virtual_pipeline_model_parallel_size (null without interleaving), context_parallel_size,
@@ -34,6 +36,7 @@ namespace tandem::plan {
 struct PlanOptions {
   int top_k = 10;        // candidates re-ranked by simulation (0: none)
   int parallel = 1;      // simulations at a time (forked processes)
+  double simulation_timeout_s = 0;   // > 0: a simulation running longer is stopped (candidate stays analytic)
   // Called now and then with (fraction done, message); may be empty.
   std::function<void(double, const std::string&)> progress;
 };
@@ -51,7 +54,9 @@ struct PlanResult {
   std::map<std::string, int64_t> rejected;     // reason -> count
   std::map<std::string, std::string> rejected_example;   // reason -> one candidate key and detail
   int64_t enumerated = 0;
+  int64_t evaluated = 0;                       // candidates the analytic model timed (the rest fail a rule first)
   int64_t simulated = 0;
+  std::vector<std::string> timed_out;          // keys of candidates whose simulation hit the timeout
   double kendall_tau = 0;                      // analytic vs simulated order of the simulated ones
   double analytic_seconds = 0;                 // host time: checking + ranking every candidate
   double simulation_seconds = 0;

@@ -119,7 +119,10 @@ const std::vector<std::string>& layout_flags() {
       "--num-layers-per-virtual-pipeline-stage", "--num-virtual-stages-per-pipeline-rank",
       "--virtual-pipeline-model-parallel-size", "--context-parallel-size", "--expert-model-parallel-size",
       "--expert-tensor-parallel-size", "--micro-batch-size", "--recompute-granularity", "--recompute-activations",
-      "--checkpoint-activations", "--use-distributed-optimizer", "--sequence-parallel", "--pipeline-schedule"};
+      "--checkpoint-activations", "--use-distributed-optimizer", "--sequence-parallel", "--pipeline-schedule",
+      "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers", "--num-layers-in-first-pipeline-stage",
+      "--num-layers-in-last-pipeline-stage", "--account-for-embedding-in-pipeline-split",
+      "--account-for-loss-in-pipeline-split"};
   return flags;
 }
 
@@ -188,6 +191,13 @@ Job job_for(const SearchSpace& s, const Candidate& c) {
   if (!c.distributed_optimizer) p.overlap_param_gather = false;
   if (!c.sequence_parallel) p.tp_comm_overlap = false;
   p.pipeline_schedule = c.schedule;
+  // An uneven split a config file or preset carried belongs to its own layout: kept only when pinned.
+  if (!pinned(s, {"--decoder-first-pipeline-num-layers", "--num-layers-in-first-pipeline-stage"}))
+    p.decoder_first_pipeline_num_layers = 0;
+  if (!pinned(s, {"--decoder-last-pipeline-num-layers", "--num-layers-in-last-pipeline-stage"}))
+    p.decoder_last_pipeline_num_layers = 0;
+  if (!pinned(s, {"--account-for-embedding-in-pipeline-split"})) p.account_for_embedding_in_pipeline_split = false;
+  if (!pinned(s, {"--account-for-loss-in-pipeline-split"})) p.account_for_loss_in_pipeline_split = false;
   TrainingConfig& t = job.training;
   t.micro_batch_size = c.mbs;
   t.num_microbatches = 0;

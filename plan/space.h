@@ -4,8 +4,9 @@
 // A candidate fixes TP, PP, virtual stages, CP, EP, expert TP, micro-batch size, recompute,
 // distributed optimizer and pipeline schedule (DP follows from N); sequence parallelism is on
 // whenever TP > 1 (Megatron's recommendation), unless the user pinned it. Fields the user pinned
-// with a Megatron flag keep the user's value. Everything else about the job (model, sequence,
-// global batch, precision, overlap switches) is the base job's.
+// with a Megatron flag keep the user's value; layout fields a config file or preset carries are
+// not pins (an uneven first/last stage among them is dropped). Everything else about the job
+// (model, sequence, global batch, precision, overlap switches) is the base job's.
 //
 // Enumerated values, each a divisor where Megatron needs one:
 //   TP   divisors of N up to --max-tp (default: GPUs per node)

@@ -2,9 +2,12 @@
 #include <sys/types.h>
 #include <poll.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <functional>
 #include <cstdio>
 #include <exception>
 #include <optional>
@@ -152,42 +155,64 @@ SimResult simulate_in_subprocess(const Job& job, const SimOptions& options) {
   return finish_child(c.pid, text);
 }
 
-std::vector<SimResult> simulate_many_in_subprocesses(const std::vector<SimRequest>& requests, int parallel) {
-  std::vector<std::optional<SimResult>> results(requests.size());
+std::vector<SimOutcome> simulate_each_in_subprocesses(const std::vector<SimRequest>& requests, int parallel,
+                                                      double timeout_s, const std::function<void(size_t)>& on_done) {
+  using Clock = std::chrono::steady_clock;
+  std::vector<SimOutcome> outcomes(requests.size());
   std::vector<Child> running;
-  size_t next = 0;
-  std::exception_ptr first_error;
+  std::vector<Clock::time_point> started;
+  size_t next = 0, finished = 0;
+  const auto done_with = [&](size_t k) {
+    running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
+    started.erase(started.begin() + static_cast<std::ptrdiff_t>(k));
+    if (on_done) on_done(++finished);
+  };
   while (next < requests.size() || !running.empty()) {
-    while (!first_error && next < requests.size() && static_cast<int>(running.size()) < std::max(1, parallel)) {
+    while (next < requests.size() && static_cast<int>(running.size()) < std::max(1, parallel)) {
       running.push_back(start_child(requests[next], next));
+      started.push_back(Clock::now());
       ++next;
     }
-    if (first_error) next = requests.size();
-    if (running.empty()) break;
     std::vector<pollfd> polls;
     for (const Child& c : running) polls.push_back({c.fd, POLLIN, 0});
-    if (poll(polls.data(), polls.size(), -1) < 0) continue;
+    if (poll(polls.data(), polls.size(), timeout_s > 0 ? 200 : -1) < 0) continue;
     for (size_t k = running.size(); k-- > 0;) {
-      if (!(polls[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      char buffer[65536];
-      const ssize_t n = read(running[k].fd, buffer, sizeof(buffer));
-      if (n > 0) {
-        running[k].text.append(buffer, static_cast<size_t>(n));
+      Child& c = running[k];
+      if (!(polls[k].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (timeout_s > 0 && std::chrono::duration<double>(Clock::now() - started[k]).count() > timeout_s) {
+          kill(c.pid, SIGKILL);
+          waitpid(c.pid, nullptr, 0);
+          close(c.fd);
+          outcomes[c.index].timed_out = true;
+          done_with(k);
+        }
         continue;
       }
-      Child done = std::move(running[k]);
-      running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
-      close(done.fd);
-      try {
-        results[done.index] = finish_child(done.pid, done.text);
-      } catch (...) {
-        if (!first_error) first_error = std::current_exception();
+      char buffer[65536];
+      const ssize_t n = read(c.fd, buffer, sizeof(buffer));
+      if (n > 0) {
+        c.text.append(buffer, static_cast<size_t>(n));
+        continue;
       }
+      close(c.fd);
+      try {
+        outcomes[c.index].result = finish_child(c.pid, c.text);
+      } catch (...) {
+        outcomes[c.index].error = std::current_exception();
+      }
+      done_with(k);
     }
   }
-  if (first_error) std::rethrow_exception(first_error);
+  return outcomes;
+}
+
+std::vector<SimResult> simulate_many_in_subprocesses(const std::vector<SimRequest>& requests, int parallel) {
+  std::vector<SimOutcome> outcomes = simulate_each_in_subprocesses(requests, parallel);
   std::vector<SimResult> out;
-  for (auto& r : results) out.push_back(std::move(*r));
+  for (SimOutcome& o : outcomes) {
+    if (o.error) std::rethrow_exception(o.error);
+    out.push_back(std::move(*o.result));
+  }
   return out;
 }
 

@@ -2,6 +2,7 @@
 // The simulator's entry point: play one training iteration of a job on a SimGrid platform built
 // from its cluster, and report time, throughput, utilisation, memory and where the time went.
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -115,6 +116,18 @@ struct SimRequest {
   SimOptions options;
 };
 std::vector<SimResult> simulate_many_in_subprocesses(const std::vector<SimRequest>& requests, int parallel);
+
+// The same, one outcome per request, failures kept apart: the result, or the error the child
+// reported, or timed_out when it ran longer than timeout_s (> 0) and was killed. on_done (optional)
+// is called with the number of requests finished so far.
+struct SimOutcome {
+  std::optional<SimResult> result;
+  std::exception_ptr error;
+  bool timed_out = false;
+};
+std::vector<SimOutcome> simulate_each_in_subprocesses(const std::vector<SimRequest>& requests, int parallel,
+                                                      double timeout_s = 0,
+                                                      const std::function<void(size_t)>& on_done = {});
 
 // JSON fields documented in README: iteration_time_s, tokens_per_s, model_tflops_per_gpu,
 // hardware_tflops_per_gpu, mfu, hfu, peak_memory_gib, oom, breakdown{compute, tp_comm, cp_comm,
