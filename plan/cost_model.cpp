@@ -16,7 +16,8 @@ namespace tandem::plan {
 
 // Seconds per microbatch of one part of the model on one rank, exposed communication included.
 struct PartCost {
-  double fwd = 0, bwd = 0;              // compute
+  double fwd = 0, bwd = 0;              // compute kernels (GPU seconds)
+  double launches = 0;                  // host seconds to launch them
   double tp = 0, ep = 0;                // exposed collectives, forward + backward
   double cp = 0;                        // ring messages, forward + backward (before hiding)
   double attention = 0;                 // attention kernels, forward + backward (hides CP steps)
@@ -117,9 +118,10 @@ const CostModel::Probe& CostModel::probe(const SearchSpace& space, const Candida
     else if (x.layer < 0 && is_embedding_site(x.site)) part = &pr.embedding;
     const bool forward = x.phase == Phase::Forward;
     if (is_compute(x.kind)) {
-      const double t = compute_.time(x);
-      (forward ? part->fwd : part->bwd) += t;
-      if (x.kind == OpKind::Attention || x.kind == OpKind::AttentionGrad) part->attention += t;
+      const sim::OpTime t = compute_.op_time(x);
+      (forward ? part->fwd : part->bwd) += t.kernels;
+      part->launches += t.launches;
+      if (x.kind == OpKind::Attention || x.kind == OpKind::AttentionGrad) part->attention += t.kernels;
     } else if (x.group == ParallelGroup::Cp && x.kind == OpKind::Send) {
       part->cp += p2p_seconds(links_, c.tp, x.bytes);
     } else if (is_collective(x.kind) && x.group == ParallelGroup::Tp) {
@@ -161,18 +163,21 @@ Estimate CostModel::evaluate(const SearchSpace& space, const Candidate& c, const
 
   const int64_t m = std::max<int64_t>(1, job.training.num_microbatches);
   const std::vector<RankLayers> layout = pipeline_layout(job);
-  double u_max = 0, u_sum = 0, b_max = 0, f_max = 0;
+  double u_max = 0, u_sum = 0, b_max = 0, f_max = 0, host_max = 0;
   size_t worst = 0;
   std::vector<double> per_stage(layout.size());
   for (size_t s = 0; s < layout.size(); ++s) {
-    double u = 0, f = 0, b = 0;
+    double u = 0, f = 0, b = 0, host = 0;
     for (const auto& chunk : layout[s].chunks)
       for (int64_t l : chunk) {
         const PartCost& part = job.model.layer_is_moe(l) ? pr.moe : pr.dense;
-        u += part.total(c.cp), f += part.fwd, b += part.bwd;
+        u += part.total(c.cp), f += part.fwd, b += part.bwd, host += part.launches;
       }
-    if (layout[s].has_embedding) u += pr.embedding.total(c.cp), f += pr.embedding.fwd, b += pr.embedding.bwd;
-    if (layout[s].has_output_layer) u += pr.head.total(c.cp), f += pr.head.fwd, b += pr.head.bwd;
+    if (layout[s].has_embedding)
+      u += pr.embedding.total(c.cp), f += pr.embedding.fwd, b += pr.embedding.bwd, host += pr.embedding.launches;
+    if (layout[s].has_output_layer)
+      u += pr.head.total(c.cp), f += pr.head.fwd, b += pr.head.bwd, host += pr.head.launches;
+    host_max = std::max(host_max, host);
     per_stage[s] = u;
     u_sum += u;
     if (u > u_max) u_max = u, worst = s, f_max = f, b_max = b;
@@ -244,6 +249,10 @@ Estimate CostModel::evaluate(const SearchSpace& space, const Candidate& c, const
   e.optimizer = compute_.time(step);
 
   e.iteration_time_s = double(m) * u_max + e.pipeline_bubble + e.pp_comm + e.dp_comm + e.optimizer;
+  // The host launches every kernel of the iteration, ahead of the GPU (the simulator's host clock):
+  // a stage whose launches take longer than the GPU's work is host-bound.
+  const double host = double(m) * host_max;
+  if (host > e.iteration_time_s) e.compute += host - e.iteration_time_s, e.iteration_time_s = host;
   return e;
 }
 

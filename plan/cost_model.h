@@ -6,7 +6,8 @@
 // parallelism: a "probe"), one decoder layer of each kind (dense, MoE), the embedding and the head
 // are lowered by program/lower_rank exactly as the simulator lowers them (pipeline 1, one
 // microbatch) and every compute instruction is timed by the simulator's ComputeModel with the
-// job's stack. Probes are cached: thousands of candidates share a few dozen of them.
+// job's stack (kernel time; the host's launch time bounds the iteration from below, as the
+// simulator's host clock does). Probes are cached: thousands of candidates share a few dozen of them.
 // Communication. Each tensor-, context- and expert-parallel collective of the probe is costed in
 // closed form (collective_cost.h) and counted as exposed by the rules the simulator plays:
 // TP all-gathers for weight gradients and (with async TP) the input-gradient reductions run beside

@@ -54,7 +54,7 @@ ComputeOptions compute_options_for(const Job& job) {
 }
 
 ComputeModel::ComputeModel(GpuSpec gpu, GpuEfficiency efficiency, ComputeOptions options)
-    : gpu_(std::move(gpu)), eff_(std::move(efficiency)), options_(options) {
+    : gpu_(std::move(gpu)), eff_(std::move(efficiency)), options_(options), launch_s_(eff_.launch_overhead_s) {
   TANDEM_CHECK_MSG(gpu_.sm_count > 0 && gpu_.peak_flops_bf16 > 0 && gpu_.hbm_bandwidth > 0,
                    "GPU '" << gpu_.name << "' needs SMs, a 16-bit peak and an HBM bandwidth");
   TANDEM_CHECK_MSG(!eff_.tiles.empty(), "efficiency data for '" << eff_.gpu << "' has no GEMM tiles");
@@ -119,7 +119,7 @@ GemmPlan ComputeModel::plan_gemm(const GemmProblem& p) const {
   int64_t total_m = 0;
   for (int64_t m : p.group_m) total_m += std::max<int64_t>(m, 0);
   if (total_m == 0 || p.n <= 0 || p.k <= 0) {
-    best.time_s = eff_.launch_overhead_s;
+    best.time_s = launch_s_;
     return best;
   }
   const double eb = element_bytes(p.precision);
@@ -147,8 +147,8 @@ GemmPlan ComputeModel::plan_gemm(const GemmProblem& p) const {
       c.compute_s = static_cast<double>(c.waves) * tile_flops / (per_sm * tile.efficiency);
       c.memory_s = memory_s;
       // Split-K: fp32 partial sums written and read back by a reduction kernel.
-      const double reduce_s = split > 1 ? memory_time(2.0 * 4.0 * split * mn, 1.0) + eff_.launch_overhead_s : 0;
-      c.time_s = std::max(c.compute_s, c.memory_s) + reduce_s + eff_.launch_overhead_s;
+      const double reduce_s = split > 1 ? memory_time(2.0 * 4.0 * split * mn, 1.0) + launch_s_ : 0;
+      c.time_s = std::max(c.compute_s, c.memory_s) + reduce_s + launch_s_;
       if (!have || c.time_s < best.time_s) {
         best = c;
         have = true;
@@ -176,7 +176,7 @@ double ComputeModel::gemm_kind_time(const Instruction& ins) const {
   if (p.precision == GemmPrecision::Fp8 && ins.kind != OpKind::GemmGradWeight) {
     const double elems = static_cast<double>(std::max<int64_t>(ins.batch, 1)) * ins.m *
                          (ins.kind == OpKind::Gemm ? ins.k : ins.n);
-    t += memory_time(elems * eff_.fp8_cast_bytes_per_element, 1.0) + eff_.launch_overhead_s;
+    t += memory_time(elems * eff_.fp8_cast_bytes_per_element, 1.0) + launch_s_;
   }
   return t;
 }
@@ -196,7 +196,7 @@ double ComputeModel::router_time(const Instruction& ins) const {
   const double t = plan_gemm(p).time_s;
   // Softmax, top-k, aux-loss: memory-bound over the lowering's bytes (or the logits).
   const double bytes = ins.bytes > 0 ? ins.bytes : 2.0 * element_bytes(ins.dtype) * ins.m * ins.n;
-  return t + memory_time(bytes, op.efficiency) + op.launches * eff_.launch_overhead_s;
+  return t + memory_time(bytes, op.efficiency) + op.launches * launch_s_;
 }
 
 double ComputeModel::attention_kernel_flops(const Instruction& ins) const {
@@ -216,7 +216,7 @@ double ComputeModel::attention_kernel_flops(const Instruction& ins) const {
 double ComputeModel::flash_attention_time(const Instruction& ins, bool backward) const {
   const int64_t bq = eff_.attention_block_q, bkv = eff_.attention_block_kv;
   const double work = attention_kernel_flops(ins);
-  if (work <= 0) return eff_.launch_overhead_s;
+  if (work <= 0) return launch_s_;
   const int64_t q_blocks = ceil_div(ins.m, bq);
   const int64_t batch = std::max<int64_t>(ins.batch, 1);
   // Mean keys a query block walks: blocks computed per query block x bkv.
@@ -234,14 +234,14 @@ double ComputeModel::flash_attention_time(const Instruction& ins, bool backward)
   const double flops = backward ? work * eff_.attention_backward_work_ratio : work;
   const double compute = flops / (gpu_.peak_flops_bf16 * f * head_eff * seq_eff * wave_eff);
   const MemoryOpModel& op = eff_.ops[static_cast<size_t>(ins.kind)];
-  return std::max(compute, memory_time(ins.bytes, 1.0)) + op.launches * eff_.launch_overhead_s;
+  return std::max(compute, memory_time(ins.bytes, 1.0)) + op.launches * launch_s_;
 }
 
 // Unfused: the full s_q x s_kv square through batched GEMMs, softmax/dropout passes in HBM.
 double ComputeModel::unfused_attention_time(const Instruction& ins, bool backward) const {
   const int64_t sq = ins.m, skv = ins.n, d = ins.k;
   const int64_t batch = std::max<int64_t>(ins.batch, 1);
-  if (sq <= 0 || skv <= 0 || d <= 0) return eff_.launch_overhead_s;
+  if (sq <= 0 || skv <= 0 || d <= 0) return launch_s_;
   const GemmPrecision prec = ins.dtype == DType::FP32 ? GemmPrecision::Fp32 : GemmPrecision::Half;
   auto gemm = [&](int64_t rows, int64_t cols, int64_t red) {
     GemmProblem p;
@@ -265,7 +265,7 @@ double ComputeModel::unfused_attention_time(const Instruction& ins, bool backwar
     passes = 3.0 + (dropout ? 2.5 : 0.0);                          // softmax grad; dropout grad
     launches = 1 + (dropout ? 1 : 0);
   }
-  return t + memory_time(passes * scores, eff_.attention_softmax_efficiency) + launches * eff_.launch_overhead_s;
+  return t + memory_time(passes * scores, eff_.attention_softmax_efficiency) + launches * launch_s_;
 }
 
 double ComputeModel::memory_op_time(const Instruction& ins) const {
@@ -273,12 +273,33 @@ double ComputeModel::memory_op_time(const Instruction& ins) const {
   const double bytes = ins.bytes > 0 ? ins.bytes
                                      : 2.0 * element_bytes(ins.dtype) * static_cast<double>(ins.m) *
                                            static_cast<double>(ins.n) * std::max<int64_t>(ins.batch, 1);
-  return memory_time(bytes, op.efficiency) + op.launches * eff_.launch_overhead_s;
+  return memory_time(bytes, op.efficiency) + op.launches * launch_s_;
+}
+
+OpTime ComputeModel::analytical_op_time(const Instruction& ins) const {
+  TANDEM_CHECK_MSG(is_compute_kind(ins.kind),
+                   "the compute model times compute instructions only, not " << op_kind_name(ins.kind));
+  const double with_launches = kernel_time(ins);
+  if (launch_s_ <= 0) return {with_launches, 0.0};
+  // Timed once more without launch costs to separate the two.
+  launch_s_ = 0;
+  const double kernels = kernel_time(ins);
+  launch_s_ = eff_.launch_overhead_s;
+  return {kernels, std::max(0.0, with_launches - kernels)};
 }
 
 double ComputeModel::analytical_time(const Instruction& ins) const {
-  TANDEM_CHECK_MSG(is_compute_kind(ins.kind),
-                   "the compute model times compute instructions only, not " << op_kind_name(ins.kind));
+  const OpTime t = analytical_op_time(ins);
+  return std::max(t.kernels, t.launches);
+}
+
+OpTime ComputeModel::op_time(const Instruction& ins) const {
+  if (!profile_.empty())
+    if (std::optional<double> t = profiled_time(ins)) return {*t, 0.0};
+  return analytical_op_time(ins);
+}
+
+double ComputeModel::kernel_time(const Instruction& ins) const {
   switch (ins.kind) {
     case OpKind::Gemm:
     case OpKind::GemmGradInput:
@@ -296,9 +317,8 @@ double ComputeModel::analytical_time(const Instruction& ins) const {
 }
 
 double ComputeModel::time(const Instruction& ins) const {
-  if (!profile_.empty())
-    if (std::optional<double> t = profiled_time(ins)) return *t;
-  return analytical_time(ins);
+  const OpTime t = op_time(ins);
+  return std::max(t.kernels, t.launches);
 }
 
 std::string ComputeModel::describe() const {

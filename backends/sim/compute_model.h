@@ -31,7 +31,11 @@
 //  Unfused attention (GPUs without a flash kernel, or --attention-backend unfused): batched
 //        GEMMs over the full s_q x s_kv square plus softmax / dropout passes over the scores.
 //  Memory-bound ops  bytes / (HBM bandwidth x copy_fraction x op efficiency).
-//  Every op  + launches x launch_overhead.
+//  Every op  launches x launch_overhead of host time (op_time: kernels and launches apart). The
+//        host issues kernels ahead of the GPU: the simulator's executor keeps a host clock per rank
+//        and a kernel starts no earlier than its launch is issued, so launches cost GPU time only
+//        where the host falls behind (many short kernels). time() is the per-op version of that,
+//        max(kernels, launches), for callers without a host clock.
 //  FP8   When the job trains in fp8 (core/job.h has no FP8 DType: the model is told through
 //        ComputeOptions::fp8), the GEMM kinds run at peak_flops_fp8 x fraction_fp8 and pay one
 //        memory-bound cast of their activation operand; attention, the router and the output layer
@@ -185,6 +189,12 @@ struct ProfileEntry {
   double bytes = 0;
 };
 
+// One compute instruction: GPU time of its kernels, and host time to launch them (s).
+struct OpTime {
+  double kernels = 0;
+  double launches = 0;
+};
+
 class ComputeModel {
  public:
   ComputeModel(GpuSpec gpu, GpuEfficiency efficiency, ComputeOptions options = {});
@@ -192,10 +202,14 @@ class ComputeModel {
   static ComputeModel for_gpu(const GpuSpec& gpu, ComputeOptions options = {});
   static ComputeModel for_job(const Job& job);   // the job's stack (stack_for_job)
 
-  // Seconds one compute instruction takes. CHECK-fails for communication and memory kinds.
+  // Seconds one compute instruction takes: max(kernels, launches) of op_time. CHECK-fails for
+  // communication and memory kinds.
   double time(const Instruction& ins) const;
+  // Kernel and launch seconds apart (a measured profile entry is kernel time, launches 0).
+  OpTime op_time(const Instruction& ins) const;
   // The analytical model alone (no profile).
   double analytical_time(const Instruction& ins) const;
+  OpTime analytical_op_time(const Instruction& ins) const;
 
   GemmPlan plan_gemm(const GemmProblem& problem) const;
   // Real FLOPs a flash-attention kernel performs (forward; backward is ratio x this).
@@ -224,9 +238,14 @@ class ComputeModel {
   double memory_op_time(const Instruction& ins) const;
   std::optional<double> profiled_time(const Instruction& ins) const;
 
+  double kernel_time(const Instruction& ins) const;   // kernels + launches at launch_s_
+
   GpuSpec gpu_;
   GpuEfficiency eff_;
   ComputeOptions options_;
+  // Launch cost per kernel the kind functions add: the stack's, or 0 while analytical_op_time
+  // separates kernel time from launch time (single-threaded use, as everywhere in the simulator).
+  mutable double launch_s_ = 0;
   std::vector<ProfileEntry> profile_;
   std::string profile_file_;
 };

@@ -58,13 +58,15 @@ Category own_category(const Instruction& x) {
   return is_communication(x.kind) ? comm_category(x) : is_compute(x.kind) ? compute_category(x) : Category::Bubble;
 }
 
-ProgramIndex index_program(const RankProgram& program, const ComputeTimeFn& compute_time) {
+ProgramIndex index_program(const RankProgram& program, const ComputeTimeFn& compute_time,
+                           const ComputeTimeFn& host_time) {
   const auto& ins = program.instructions;
   const size_t n = ins.size();
   ProgramIndex index;
   index.stream_prev.assign(n, -1);
   index.stream_next.assign(n, -1);
   index.seconds.assign(n, 0.0);
+  index.host_seconds.assign(n, 0.0);
   index.dependent_begin.assign(n + 1, 0);
   for (size_t i = 0; i < n; ++i) {
     const Instruction& x = ins[i];
@@ -78,6 +80,7 @@ ProgramIndex index_program(const RankProgram& program, const ComputeTimeFn& comp
     if (is_compute(x.kind)) {
       index.seconds[i] = compute_time(program, x);
       TANDEM_CHECK_MSG(index.seconds[i] >= 0, "negative compute time for rank " << program.rank << " instruction " << i);
+      if (host_time) index.host_seconds[i] = host_time(program, x);
     }
     for (int32_t d : x.deps) {
       TANDEM_CHECK_MSG(d >= 0 && static_cast<size_t>(d) < i,
@@ -259,6 +262,12 @@ void RankPlayer::start_window(int s, int32_t i) {
       continue;
     }
     if (is_collective(x.kind)) ++ex_.stats.analytic_collectives;
+    if (is_compute(x.kind) && index_.host_seconds[static_cast<size_t>(j)] > 0) {
+      // The host launches compute ops in program order, never waiting for the GPU: a kernel
+      // starts once its launch is issued, which only delays it when the host has fallen behind.
+      host_clock_ += index_.host_seconds[static_cast<size_t>(j)];
+      start = std::max(start, host_clock_);
+    }
     if (is_compute(x.kind) && net_collectives_ > 0 && start < net_busy_until_)
       seconds *= ex_.options.comm_compute_slowdown;
     state_[static_cast<size_t>(j)] = kScheduled;

@@ -59,7 +59,11 @@ enum class GhostTraffic : std::uint8_t {
 };
 
 struct ExecutorOptions {
-  ComputeTimeFn compute_time;               // required
+  ComputeTimeFn compute_time;               // required: GPU seconds of a compute instruction
+  // Host seconds to launch a compute instruction's kernels (empty: none). The host issues compute
+  // instructions in program order without waiting for the GPU; one starts no earlier than its
+  // launch is done (a host clock per rank).
+  ComputeTimeFn host_time;
   bool free_communication = false;          // every communication takes 0 s; sends are eager
   bool analytic_intra_node = true;          // collectives inside one node are costed analytically
   Algorithm algorithm = Algorithm::Ring;    // collectives across nodes

@@ -90,7 +90,7 @@ size_t Execution::MessageKeyHash::operator()(const MessageKey& k) const {
 
 const ProgramIndex& Execution::index(const RankProgram& program) {
   auto& slot = indexes_[&program];
-  if (!slot) slot = std::make_unique<ProgramIndex>(index_program(program, options.compute_time));
+  if (!slot) slot = std::make_unique<ProgramIndex>(index_program(program, options.compute_time, options.host_time));
   return *slot;
 }
 

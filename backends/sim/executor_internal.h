@@ -33,8 +33,10 @@ struct ProgramIndex {
   std::vector<int32_t> dependent_begin;  // [i] .. [i + 1]: range of `dependents` listing i's dependents
   std::vector<int32_t> dependents;
   std::vector<double> seconds;      // [i] compute instructions: ExecutorOptions::compute_time; else 0
+  std::vector<double> host_seconds; // [i] compute instructions: ExecutorOptions::host_time; else 0
 };
-ProgramIndex index_program(const RankProgram& program, const ComputeTimeFn& compute_time);
+ProgramIndex index_program(const RankProgram& program, const ComputeTimeFn& compute_time,
+                           const ComputeTimeFn& host_time = {});
 
 // A flow started one-sided (Comm::sendto) for a group that is not played whole.
 struct OneSidedFlow {
@@ -245,6 +247,7 @@ class RankPlayer {
   std::vector<double> event_times_;                       // scratch for start_window
 
   double compute_free_at_ = 0;     // s, when the compute stream last became idle
+  double host_clock_ = 0;          // s, when the host has issued the kernels of every compute op so far
 };
 
 }  // namespace tandem::sim::detail

@@ -32,12 +32,13 @@ class ComputeTimes {
  public:
   explicit ComputeTimes(const ComputeModel& model) : model_(model) {}
 
-  double operator()(const Instruction& x) {
+  // Kernel and launch seconds (ComputeModel::op_time).
+  OpTime operator()(const Instruction& x) {
     Key key{x.m, x.n, x.k, x.batch, 0, static_cast<uint8_t>(x.site), static_cast<uint8_t>(x.kind),
             static_cast<uint8_t>(x.dtype)};
     std::memcpy(&key.bytes_bits, &x.bytes, sizeof(double));
-    auto [it, fresh] = times_.try_emplace(key, 0.0);
-    if (fresh) it->second = model_.time(x);
+    auto [it, fresh] = times_.try_emplace(key, OpTime{});
+    if (fresh) it->second = model_.op_time(x);
     return it->second;
   }
 
@@ -60,7 +61,7 @@ class ComputeTimes {
     }
   };
   const ComputeModel& model_;
-  std::unordered_map<Key, double, KeyHash> times_;
+  std::unordered_map<Key, OpTime, KeyHash> times_;
 };
 
 std::string fixed(double value, int decimals) {
@@ -145,17 +146,24 @@ TpOverlapResult overlap_tp_comm(const Job& job, Lowered& lowered, Routed& routed
 
 // Compute time of x from its cost note: a piece of a split GEMM costs its share of the whole; a
 // grouped expert GEMM with unequal experts the factor over the even split.
-double noted_time(ComputeTimes& times, const ComputeModel& model, const Instruction& x) {
+// A piece of a split operation costs its share of the whole's kernels and launches its own.
+OpTime noted_time(ComputeTimes& times, const ComputeModel& model, const Instruction& x) {
   const CostNote& note = *x.cost;
   if (note.whole_m > 0) {
     Instruction whole = x;
     whole.m = note.whole_m;
     whole.flops = note.whole_flops;
     whole.bytes = note.whole_bytes;
-    return times(whole) * note.share;
+    const OpTime t = times(whole);
+    return {t.kernels * note.share, t.launches};
   }
-  const double t = times(x);
-  return note.expert_rows.empty() ? t : t * grouped_gemm_factor(model, x, note.expert_rows);
+  OpTime t = times(x);
+  if (!note.expert_rows.empty()) t.kernels *= grouped_gemm_factor(model, x, note.expert_rows);
+  return t;
+}
+
+OpTime timed(ComputeTimes& times, const ComputeModel& model, const Instruction& x) {
+  return x.cost ? noted_time(times, model, x) : times(x);
 }
 
 // A reduced run plays the data-parallel groups one-sided, assuming every unplayed member arrives
@@ -262,7 +270,7 @@ std::vector<double> sensitivity_busy(const Job& job, const RankProgram& program,
     ComputeTimes times(m);
     double sum = 0;
     for (const Instruction& x : program.instructions)
-      if (is_compute(x.kind)) sum += x.cost ? noted_time(times, m, x) : times(x);
+      if (is_compute(x.kind)) sum += timed(times, m, x).kernels;
     return sum;
   };
   const double base = total(model);
@@ -324,7 +332,10 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   ComputeTimes times(model);
   ExecutorOptions exec;
   exec.compute_time = [&times, &model](const RankProgram&, const Instruction& x) {
-    return x.cost ? noted_time(times, model, x) : times(x);
+    return timed(times, model, x).kernels;
+  };
+  exec.host_time = [&times, &model](const RankProgram&, const Instruction& x) {
+    return timed(times, model, x).launches;
   };
   exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
   exec.buffered_p2p = !out_of_order_channels(schedule).empty();   // schedules/message_order.h

@@ -146,13 +146,16 @@ TEST(ComputeModel, MemoryBoundOpTimeIsBytesOverBandwidth) {
   EXPECT_GT(t, bytes / bandwidth);          // never faster than the HBM
   EXPECT_LT(t, 1.25 * bytes / bandwidth);   // and close to it for a streaming kernel
   const GpuEfficiency& e = model.efficiency();
-  const double expected = bytes / (bandwidth * e.copy_fraction * e.ops[size_t(OpKind::Elementwise)].efficiency) +
-                          e.launch_overhead_s;
-  EXPECT_NEAR(t, expected, 1e-12);
-  // Tiny ops are launch-bound: the stack's launch overhead and a few microseconds more at most.
-  const double tiny = model.time(memory_op(OpKind::Norm, 1024));
-  EXPECT_GE(tiny, e.launch_overhead_s);
-  EXPECT_LT(tiny, e.launch_overhead_s + 2e-6);
+  const double expected = bytes / (bandwidth * e.copy_fraction * e.ops[size_t(OpKind::Elementwise)].efficiency);
+  EXPECT_NEAR(t, expected, 1e-12);   // its launch is issued while earlier work runs
+  const OpTime parts = model.op_time(memory_op(OpKind::Elementwise, bytes));
+  EXPECT_NEAR(parts.kernels, expected, 1e-12);
+  EXPECT_NEAR(parts.launches, e.launch_overhead_s * e.ops[size_t(OpKind::Elementwise)].launches, 1e-15);
+  // Tiny ops are launch-bound: the host needs longer to launch them than the GPU to run them.
+  const OpTime tiny = model.op_time(memory_op(OpKind::Norm, 1024));
+  EXPECT_LT(tiny.kernels, 2e-6);
+  EXPECT_DOUBLE_EQ(model.time(memory_op(OpKind::Norm, 1024)), std::max(tiny.kernels, tiny.launches));
+  EXPECT_GE(model.time(memory_op(OpKind::Norm, 1024)), e.launch_overhead_s);
 }
 
 // At the public short-benchmark priors (FlashAttention-3 paper's cuDNN figures vs cuBLAS 8192^3);
@@ -190,11 +193,10 @@ TEST(ComputeModel, CausalKernelSkipsHalfTheSquare) {
 TEST(ComputeModel, FlashAttentionWithDropoutPaysForItsRandomNumbers) {
   const ComputeModel plain = h100();
   const ComputeModel dropout = h100({.fp8 = false, .flash_attention = true, .attention_dropout = 0.1});
-  const double launch = plain.efficiency().launch_overhead_s;
   const Instruction fwd = attention(4096, 128, 16);
   const Instruction bwd = attention(4096, 128, 16, OpKind::AttentionGrad);
-  const double fwd_ratio = (dropout.time(fwd) - launch) / (plain.time(fwd) - launch);
-  const double bwd_ratio = (dropout.time(bwd) - 3 * launch) / (plain.time(bwd) - 3 * launch);
+  const double fwd_ratio = dropout.op_time(fwd).kernels / plain.op_time(fwd).kernels;
+  const double bwd_ratio = dropout.op_time(bwd).kernels / plain.op_time(bwd).kernels;
   EXPECT_NEAR(fwd_ratio, 1 / 0.88, 1e-9);
   EXPECT_NEAR(bwd_ratio, 1 / 0.78, 1e-9);
 }
