@@ -165,7 +165,7 @@ int run_plan_command(const std::vector<std::string>& args) {
   j["simulation_seconds"] = result.simulation_seconds;
   print_plan(space, result, j, show);
   if (o.json_out) write_file_atomically("--json", *o.json_out, j.dump(1) + "\n");
-  if (o.extra.count("--csv")) write_file_atomically("--csv", o.extra.at("--csv"), plan::plan_to_csv(space, result));
+  if (o.extra.count("--csv")) write_file_atomically("--csv", o.extra.at("--csv"), plan::plan_to_csv(j));
   return 0;
 }
 

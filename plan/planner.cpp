@@ -135,10 +135,6 @@ void rerank_by_simulation(const SearchSpace& space, const PlanOptions& options, 
   result.simulation_seconds = seconds_since(t0);
 }
 
-const char* recompute_name(RecomputeGranularity r) {
-  return r == RecomputeGranularity::Full ? "full" : r == RecomputeGranularity::Selective ? "selective" : nullptr;
-}
-
 std::string joined(const std::vector<std::string>& words) {
   std::string out;
   for (const std::string& w : words) out += (out.empty() ? "" : " ") + w;
@@ -194,8 +190,8 @@ nlohmann::json candidate_to_json(const SearchSpace& space, const Ranked& r, int6
   j["global_batch_size"] = job.training.global_batch_size;
   j["num_microbatches"] = job.training.num_microbatches;
   j["sequence_parallel"] = c.sequence_parallel;
-  const char* rc = recompute_name(c.recompute);
-  j["recompute_granularity"] = rc ? nlohmann::json(rc) : nlohmann::json(nullptr);
+  j["recompute_granularity"] =
+      c.recompute == RecomputeGranularity::None ? nlohmann::json(nullptr) : nlohmann::json(to_string(c.recompute));
   j["use_distributed_optimizer"] = c.distributed_optimizer;
   j["pipeline_schedule"] = c.schedule;
   j["simulated"] = r.simulated.has_value();
@@ -249,7 +245,7 @@ nlohmann::json plan_to_json(const SearchSpace& space, const PlanResult& result) 
   return j;
 }
 
-std::string plan_to_csv(const SearchSpace& space, const PlanResult& result) {
+std::string plan_to_csv(const nlohmann::json& plan) {
   static const std::vector<std::string> cols = {
       "rank", "tensor_model_parallel_size", "pipeline_model_parallel_size", "virtual_pipeline_model_parallel_size",
       "context_parallel_size", "expert_model_parallel_size", "expert_tensor_parallel_size", "data_parallel_size",
@@ -259,8 +255,7 @@ std::string plan_to_csv(const SearchSpace& space, const PlanResult& result) {
   std::ostringstream out;
   for (size_t i = 0; i < cols.size(); ++i) out << (i ? "," : "") << cols[i];
   out << "\n";
-  for (size_t r = 0; r < result.ranked.size(); ++r) {
-    const nlohmann::json j = candidate_to_json(space, result.ranked[r], static_cast<int64_t>(r + 1));
+  for (const nlohmann::json& j : plan.at("candidates")) {
     for (size_t i = 0; i < cols.size(); ++i) {
       const nlohmann::json& v = j.at(cols[i]);
       out << (i ? "," : "");

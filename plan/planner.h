@@ -72,6 +72,7 @@ double kendall_tau(const std::vector<double>& a, const std::vector<double>& b);
 
 nlohmann::json candidate_to_json(const SearchSpace& space, const Ranked& r, int64_t rank);
 nlohmann::json plan_to_json(const SearchSpace& space, const PlanResult& result);
-std::string plan_to_csv(const SearchSpace& space, const PlanResult& result);
+// One row per ranked candidate of plan_to_json's document, its columns in a fixed order.
+std::string plan_to_csv(const nlohmann::json& plan);
 
 }  // namespace tandem::plan

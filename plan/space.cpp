@@ -31,10 +31,6 @@ bool pinned(const SearchSpace& s, std::initializer_list<const char*> names) {
   return false;
 }
 
-const char* recompute_text(RecomputeGranularity r) {
-  return r == RecomputeGranularity::Full ? "full" : r == RecomputeGranularity::Selective ? "selective" : "none";
-}
-
 // Virtual stages per pipeline rank for `pp` (the pinned value, or every divisor of the stage's layers).
 std::vector<int64_t> virtual_stages(const SearchSpace& s, int64_t pp) {
   const ParallelConfig& b = s.base.parallel;
@@ -109,7 +105,7 @@ std::string numbers_as_n(const std::string& text) {
 std::string Candidate::key() const {
   return "tp" + std::to_string(tp) + "-pp" + std::to_string(pp) + "-vp" + std::to_string(vp) + "-cp" +
          std::to_string(cp) + "-ep" + std::to_string(ep) + "-etp" + std::to_string(etp) + "-mbs" + std::to_string(mbs) +
-         "-" + recompute_text(recompute) + (distributed_optimizer ? "-distopt" : "") + (sequence_parallel ? "-sp" : "") +
+         "-" + to_string(recompute) + (distributed_optimizer ? "-distopt" : "") + (sequence_parallel ? "-sp" : "") +
          "-" + schedule;
 }
 
@@ -272,7 +268,7 @@ std::vector<std::string> megatron_args(const Candidate& c, const Job& job) {
   a.insert(a.end(), {"--micro-batch-size", std::to_string(c.mbs)});
   if (c.sequence_parallel) a.push_back("--sequence-parallel");
   if (c.recompute != RecomputeGranularity::None) {
-    a.insert(a.end(), {"--recompute-granularity", recompute_text(c.recompute)});
+    a.insert(a.end(), {"--recompute-granularity", to_string(c.recompute)});
     if (c.recompute == RecomputeGranularity::Full)
       a.insert(a.end(), {"--recompute-method", to_string(job.training.recompute_method), "--recompute-num-layers",
                          std::to_string(job.training.recompute_num_layers)});
