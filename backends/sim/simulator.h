@@ -128,6 +128,10 @@ struct SimOutcome {
 std::vector<SimOutcome> simulate_each_in_subprocesses(const std::vector<SimRequest>& requests, int parallel,
                                                       double timeout_s = 0,
                                                       const std::function<void(size_t)>& on_done = {});
+// An outcome as text (JSON: the result with its host time and counts, or the error, UserError kept
+// apart) and back: how a child process answers, and how MPI ranks exchange outcomes.
+std::string outcome_to_text(const SimOutcome& outcome);
+SimOutcome outcome_from_text(const std::string& text);
 
 // JSON fields documented in README: iteration_time_s, tokens_per_s, model_tflops_per_gpu,
 // hardware_tflops_per_gpu, mfu, hfu, peak_memory_gib, oom, breakdown{compute, tp_comm, cp_comm,
