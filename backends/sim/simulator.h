@@ -26,6 +26,9 @@ struct SimOptions {
   // programs, same schedule, no replay): SimResult::sensitivity_busy_s.
   std::vector<std::shared_ptr<const Stack>> sensitivity_stacks;
   bool all_ranks = false;                 // faithful mode: play every rank, no symmetry reduction
+  // A reduced run plays only tensor-parallel rank 0 where the other tp ranks are exact copies
+  // (executor.h, narrow_to_tensor_rank_zero); false plays every tp rank of the replica, for checking.
+  bool tensor_parallel_copies = true;
   std::optional<std::string> profile;     // measured per-op profile replacing the analytical compute model
   std::optional<std::string> trace_path;  // Chrome-trace JSON of the played ranks
   std::optional<std::string> op_trace_path;  // per-rank op trace (kind, shapes, group, bytes)
