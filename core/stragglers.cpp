@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <numeric>
 #include <sstream>
 
@@ -19,6 +20,7 @@ namespace {
 using json = nlohmann::json;
 
 constexpr int64_t kMaxIndex = int64_t{1} << 24;
+constexpr double kAnyReal = std::numeric_limits<double>::max();
 
 std::vector<std::string> split(const std::string& text, char sep) {
   std::vector<std::string> out;
@@ -74,14 +76,14 @@ std::vector<int64_t> parse_index_list(const std::string& text, const std::string
 }
 
 double parse_speed(const std::string& text, const std::string& where) {
-  const double speed = parse_real(where, text, 0.0, 1.0);
-  if (speed <= 0) throw_field_error(where, text, "must be in (0, 1]: the share of the nominal speed or bandwidth");
+  const double speed = parse_real(where, text, -kAnyReal, kAnyReal);   // range checked below, with a reason
+  if (!(speed > 0 && speed <= 1)) throw_field_error(where, text, "must be in (0, 1]: the share of the nominal speed or bandwidth");
   return speed;
 }
 
 double parse_fraction(const std::string& text, const std::string& where) {
-  const double f = parse_real(where, text, 0.0, 1.0);
-  if (f <= 0) throw_field_error(where, text, "must be in (0, 1]: the share of the kind's units");
+  const double f = parse_real(where, text, -kAnyReal, kAnyReal);
+  if (!(f > 0 && f <= 1)) throw_field_error(where, text, "must be in (0, 1]: the share of the kind's units");
   return f;
 }
 
