@@ -294,15 +294,16 @@ WaitRow wait_row(const SimResult& r, const std::string& who, const std::vector<s
   return row;
 }
 
-// Who waits for whom: the slowest played rank (most compute seconds, smallest rank on ties), the
-// critical rank, then means over the slowest rank's pipeline peers (same tp, cp, dp), its
-// data-parallel peers (same tp, cp, pp), its tensor/context-parallel peers (same dp, pp) and the
-// other played ranks. Rows without ranks are left out.
+// Who waits for whom: the slowest played rank (most compute seconds; of ranks within 1e-6 of each
+// other, the first played, i.e. the smallest), the critical rank, then means over the slowest
+// rank's pipeline peers (same tp, cp, dp), its data-parallel peers (same tp, cp, pp), its
+// tensor/context-parallel peers (same dp, pp) and the other played ranks. Rows without ranks are
+// left out.
 std::vector<WaitRow> who_waits(const SimResult& r, const ParallelGrid& grid) {
   if (r.ranks.empty()) return {};
   size_t slowest = 0, critical = 0;
   for (size_t i = 0; i < r.ranks.size(); ++i) {
-    if (r.ranks[i].busy_s > r.ranks[slowest].busy_s) slowest = i;
+    if (r.ranks[i].busy_s > r.ranks[slowest].busy_s * (1 + 1e-6)) slowest = i;   // near-ties: the smaller rank
     if (r.ranks[i].rank == r.critical_rank) critical = i;
   }
   std::vector<WaitRow> rows = {wait_row(r, "slowest", {slowest})};
