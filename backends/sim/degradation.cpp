@@ -66,12 +66,12 @@ std::string describe_kind(StragglerKind kind, const std::vector<double>& factors
     if (factors[u] < 1.0)
       slow.push_back(unit_name(kind, static_cast<int64_t>(u), rails) + " at " + speed_text(factors[u]));
   if (slow.empty()) return "";
-  const char* what = kind == StragglerKind::Gpu      ? " GPU compute"
-                     : kind == StragglerKind::Nvlink ? " NVLink"
-                     : kind == StragglerKind::Nic    ? " NIC"
-                                                     : " rail uplink";
-  std::string out = std::to_string(slow.size()) + " of " + std::to_string(factors.size()) + what +
-                    (slow.size() > 1 ? "s" : "") + " degraded (";
+  const char* what = kind == StragglerKind::Gpu      ? "GPU compute: " : kind == StragglerKind::Nvlink ? "NVLink: "
+                     : kind == StragglerKind::Nic    ? "NIC: "         : "rail uplink: ";
+  const char* units = kind == StragglerKind::Gpu      ? " GPUs" : kind == StragglerKind::Nvlink ? " NVLinks"
+                      : kind == StragglerKind::Nic    ? " NICs" : " uplinks";
+  std::string out = what + std::to_string(slow.size()) + " of " + std::to_string(factors.size()) + units +
+                    " degraded (";
   for (size_t i = 0; i < slow.size() && i < 6; ++i) out += (i ? ", " : "") + slow[i];
   if (slow.size() > 6) out += ", and " + std::to_string(slow.size() - 6) + " more";
   return out + ")";

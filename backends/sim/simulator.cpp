@@ -436,7 +436,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.notes = job.notes;   // what resolving the job assumed or extended (e.g. beyond the cluster's size)
   add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats, exec.analytic_intra_node);
   for (const std::string& d : degradation.describe())
-    r.notes.push_back("stragglers: " + d + (degradation.any_gpu() && d.find("compute") != std::string::npos
+    r.notes.push_back("stragglers: " + d + (degradation.any_gpu() && d.rfind("GPU compute", 0) == 0
                                                 ? "; their kernels take 1/speed as long, their kernel launches do not"
                                                 : ""));
   r.stack = stack.name;
