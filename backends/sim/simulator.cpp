@@ -186,6 +186,30 @@ std::string routed_reduction_blocker(const Job& job, const ParallelGrid& grid, c
   return "";
 }
 
+// Why a reduced run would not be exact, or "": a routing model that makes EP ranks differ across
+// nodes (routed_reduction_blocker), or stragglers, which make ranks differ.
+std::string reduction_blocker(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout, bool redraw) {
+  if (redraw)
+    if (std::string blocker = routed_reduction_blocker(job, grid, layout); !blocker.empty()) return blocker;
+  if (layout.reduced() && has_effective_stragglers(job.cluster))
+    return "stragglers make ranks differ, so every data-parallel replica is played";
+  return "";
+}
+
+// Slow GPUs: per-rank compute speeds, and a node's collectives played as flows whose members wait
+// for each other (analytic costing would let a fast member run ahead of a slow one).
+void slow_gpus(const Degradation& degradation, ExecutorOptions& exec) {
+  if (!degradation.any_gpu()) return;
+  exec.compute_speed = degradation.gpu;
+  exec.analytic_intra_node = false;
+}
+
+void straggler_notes(SimResult& r, const Degradation& degradation) {
+  const std::string compute = "; their kernels take 1/speed as long, their kernel launches do not";
+  for (const std::string& d : degradation.describe())
+    r.notes.push_back("stragglers: " + d + (d.rfind("GPU compute", 0) == 0 ? compute : ""));
+}
+
 std::string routing_note(const Job& job, const RoutingSummary& s, bool redraw) {
   const TrainingConfig& t = job.training;
   std::string what = "MoE routing: " + s.model;
@@ -377,14 +401,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   std::optional<MoeRoutingModel> routing;
   if (job.model.is_moe()) routing.emplace(job, grid);   // checks a trace file before lowering
   const bool redraw = routing && !routing->is_expected();
-  if (redraw) {
-    if (const std::string blocker = routed_reduction_blocker(job, grid, layout); !blocker.empty()) {
-      why_not = blocker;
-      layout = replica_layout(grid, true);
-    }
-  }
-  if (layout.reduced() && has_effective_stragglers(job.cluster)) {
-    why_not = "stragglers make ranks differ, so every data-parallel replica is played";
+  if (const std::string blocker = reduction_blocker(job, grid, layout, redraw); !blocker.empty()) {
+    why_not = blocker;
     layout = replica_layout(grid, true);
   }
   Lowered lowered = lower_played(job, grid, schedule, layout, options);
@@ -409,12 +427,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
   exec.buffered_p2p = !out_of_order_channels(schedule).empty();   // schedules/message_order.h
   exec.record_timeline = options.trace_path.has_value();
-  const Degradation& degradation = platform.degradation();
-  if (degradation.any_gpu()) {
-    exec.compute_speed = degradation.gpu;
-    // A slow GPU holds up its node's collectives: play them as flows, whose members wait.
-    exec.analytic_intra_node = false;
-  }
+  slow_gpus(platform.degradation(), exec);
   exec.progress = options.progress;
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
   if (options.trace_path) write_chrome_trace(*options.trace_path, grid, lowered.played, run.ranks);
@@ -435,10 +448,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.counts = run.stats;
   r.notes = job.notes;   // what resolving the job assumed or extended (e.g. beyond the cluster's size)
   add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats, exec.analytic_intra_node);
-  for (const std::string& d : degradation.describe())
-    r.notes.push_back("stragglers: " + d + (degradation.any_gpu() && d.rfind("GPU compute", 0) == 0
-                                                ? "; their kernels take 1/speed as long, their kernel launches do not"
-                                                : ""));
+  straggler_notes(r, platform.degradation());
   r.stack = stack.name;
   r.notes.push_back(stack_note(stack, job));
   if (exec.buffered_p2p)
