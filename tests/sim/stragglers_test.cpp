@@ -140,6 +140,20 @@ TEST(Stragglers, SlowNicHurtsDataParallelJobsAndNotAOneNodeTensorParallelJob) {
   EXPECT_GT(dp_slow, 1.01 * dp_base);   // the gradient all-reduce crosses the slow NICs
 }
 
+TEST(Stragglers, SlowUplinksMatterOnlyWhenNarrowerThanTheRing) {
+  // 512 GPUs, two leaves of 32 nodes: each rail's ring crosses the spine once each way. A rail
+  // uplink is 32 NICs wide, so at 0.1 it is still wider than the ring's NICs; at 0.01 it is not.
+  const std::vector<std::string> dp512 = {"--tensor-model-parallel-size", "1", "--global-batch-size", "512"};
+  const double base = simulate_json(tiny_job(dp512, 512))["iteration_time_s"].get<double>();
+  const auto with = [&](const std::string& straggler) {
+    return simulate_json(tiny_job(dp512, 512, {straggler}))["iteration_time_s"].get<double>();
+  };
+  const double tenth = with("uplink:leaf=0:0.1");
+  const double hundredth = with("uplink:leaf=0:0.01");
+  EXPECT_NEAR(tenth, base, 1e-3 * base);
+  EXPECT_GT(hundredth, 1.1 * base);
+}
+
 TEST(Stragglers, LinksReachedRunAtTheirSpeed) {
   ClusterSpec cluster = testing::h100_cluster();
   cluster.nodes_per_leaf = 1;
