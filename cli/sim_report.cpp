@@ -40,9 +40,11 @@ std::string waits_text(const sim::SimResult& r) {
     t.add_row({w.who, w.rank >= 0 ? std::to_string(w.rank) : "mean of " + with_commas(w.count), fixed(w.compute_s, 3),
                fixed(w.pipeline_s, 3), fixed(w.collectives_s, 3), fixed(w.data_parallel_s, 3), fixed(w.optimizer_s, 3),
                fixed(w.peer_wait_s, 3), fixed(w.idle_at_end_s, 3)});
-  return "\n" + t.render() +
-         "(pipeline: bubble and pipeline transfers; late peers: the part of TP/CP/EP, DP and optimizer collectives\n"
+  std::string out = "\n";
+  out += t.render();
+  out += "(pipeline: bubble and pipeline transfers; late peers: the part of TP/CP/EP, DP and optimizer collectives\n"
          " spent waiting for the group's last member to start; slowest: the rank with the most compute seconds)\n";
+  return out;
 }
 
 }  // namespace

@@ -92,8 +92,12 @@ std::string join_indices(const std::vector<int64_t>& v) {
   for (size_t i = 0; i < v.size();) {
     size_t j = i;
     while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
-    out += (out.empty() ? "" : ",") + std::to_string(v[i]);
-    if (j > i) out += "-" + std::to_string(v[j]);
+    if (!out.empty()) out += ',';
+    out += std::to_string(v[i]);
+    if (j > i) {
+      out += '-';
+      out += std::to_string(v[j]);
+    }
     i = j + 1;
   }
   return out;
@@ -204,7 +208,7 @@ Straggler straggler_from_json(const json& v, const std::string& field) {
         std::string text = value.is_string() ? value.get<std::string>() : "";
         if (!value.is_string())
           for (const json& x : (value.is_array() ? value : json::array({value})))
-            text += (text.empty() ? "" : ",") + x.dump();
+            text.append(text.empty() ? "" : ",").append(x.dump());
         s.indices = parse_index_list(text, path);
       }
     } else {
@@ -222,10 +226,11 @@ Straggler straggler_from_json(const json& v, const std::string& field) {
 }
 
 std::string to_text(const Straggler& s) {
-  std::string out = to_string(s.kind) + ":" + to_string(s.scope) + "=";
-  out += s.scope == StragglerScope::Fraction ? real_text(s.fraction) : join_indices(s.indices);
-  out += ":" + real_text(s.speed);
-  if (s.scope == StragglerScope::Fraction) out += ":seed=" + std::to_string(s.seed);
+  std::string out = to_string(s.kind);
+  out.append(":").append(to_string(s.scope)).append("=");
+  out.append(s.scope == StragglerScope::Fraction ? real_text(s.fraction) : join_indices(s.indices));
+  out.append(":").append(real_text(s.speed));
+  if (s.scope == StragglerScope::Fraction) out.append(":seed=").append(std::to_string(s.seed));
   return out;
 }
 
