@@ -262,7 +262,7 @@ void validate_stragglers(const ClusterSpec& c, int64_t world) {
     const int64_t limit = s.scope == StragglerScope::Ranks   ? world
                           : s.scope == StragglerScope::Nodes ? cluster_nodes(c, world)
                                                              : cluster_leaves(c, world);
-    const std::string what = s.scope == StragglerScope::Ranks   ? "GPUs (ranks)"
+    const std::string what = s.scope == StragglerScope::Ranks   ? "GPUs"
                              : s.scope == StragglerScope::Nodes ? "nodes"
                                                                 : "leaf groups";
     for (int64_t i : s.indices)
