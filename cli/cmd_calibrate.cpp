@@ -157,6 +157,9 @@ int run_calibrate(const std::vector<std::string>& args) {
   if (!opts.extra.count("--backend")) throw UserError("--backend: missing (cpu or cuda)");
   const std::string backend = opts.extra.at("--backend");
   if (backend != "cpu" && backend != "cuda") throw_field_error("--backend", backend, "must be cpu or cuda");
+  if (!opts.request.stragglers.empty())
+    throw_field_error("--straggler", opts.request.stragglers.front(),
+                      "stragglers are a simulated condition; calibrate times the device it runs on");
   exec::OpTimerOptions options;
   if (opts.extra.count("--repeats")) options.min_repeats = parse_int("--repeats", opts.extra.at("--repeats"), 1, 1000000);
   if (opts.extra.count("--min-time"))

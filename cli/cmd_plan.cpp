@@ -74,6 +74,10 @@ plan::SearchSpace space_from(JobOptions& o, bool tell) {
   if (!o.request.gpus) throw UserError("--gpus: required (the GPU count to plan for)");
   plan::SearchSpace s;
   s.base = assemble_job(o.request);
+  if (has_effective_stragglers(s.base.cluster))   // the analytic ranking would treat the cluster as healthy
+    throw_field_error("--straggler", to_text(s.base.cluster.stragglers.front()),
+                      "tandem plan ranks layouts with a model that has no stragglers; compare layouts under "
+                      "stragglers with tandem sweep (axis \"straggler\") or tandem simulate");
   s.gpus = *o.request.gpus;
   if (s.base.model.num_layers <= 0 || s.base.model.hidden_size <= 0)
     throw UserError("no model: give CONFIG (a preset or job file) or --num-layers/--hidden-size/... after --");

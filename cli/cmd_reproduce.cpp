@@ -174,8 +174,10 @@ int run_reproduce(const std::vector<std::string>& args) {
                 "--family NAME runs only that family's rows. --stack replaces the software stack each set names.\n");
     return 0;
   }
-  if (opts.request.cluster || opts.request.gpus || !opts.request.megatron_flags.empty())
-    throw UserError("tandem reproduce: --cluster, --gpus and Megatron flags come from the set files, not the command line");
+  if (opts.request.cluster || opts.request.gpus || !opts.request.megatron_flags.empty() ||
+      !opts.request.stragglers.empty())
+    throw UserError("tandem reproduce: --cluster, --gpus, --straggler and Megatron flags come from the set files, not "
+                    "the command line");
   RunOptions run;
   run.resolve_only = opts.extra.count("--resolve") > 0;
   if (opts.extra.count("--family")) run.family = opts.extra.at("--family");

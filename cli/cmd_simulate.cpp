@@ -1,5 +1,5 @@
-// `tandem simulate [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N] [--json FILE] [--trace FILE] [--trace-ops FILE]
-//                  [--all-ranks] [--profile FILE] [CONFIG] [-- MEGATRON_FLAGS]`
+// `tandem simulate [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N] [--straggler SPEC]... [--json FILE]
+//                  [--trace FILE] [--trace-ops FILE] [--all-ranks] [--profile FILE] [CONFIG] [-- MEGATRON_FLAGS]`
 #include <chrono>
 #include <cstdio>
 
@@ -17,7 +17,7 @@ namespace {
 void print_simulate_help() {
   std::printf(
       "usage: tandem simulate [CONFIG.json|PRESET] [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N]\n"
-      "                       [--json FILE]\n"
+      "                       [--straggler KIND:WHERE:SPEED[:seed=N]]... [--json FILE]\n"
       "                       [--trace FILE] [--trace-ops FILE] [--all-ranks] [--profile FILE]\n"
       "                       [-- MEGATRON_FLAGS...]\n\n"
       "Plays one training iteration on a SimGrid model of the cluster and reports iteration time,\n"
@@ -26,7 +26,15 @@ void print_simulate_help() {
       "  --trace FILE      Chrome-trace timeline of the played ranks (open in Perfetto)\n"
       "  --trace-ops FILE  per-rank op trace (kind, shapes, group, bytes)\n"
       "  --all-ranks       play every rank (default: one representative per symmetry class)\n"
-      "  --profile FILE    measured per-op profile instead of the analytical compute model\n");
+      "  --profile FILE    measured per-op profile instead of the analytical compute model\n"
+      "  --straggler SPEC  a degraded part, repeatable: KIND:WHERE:SPEED[:seed=N]\n"
+      "                    KIND  gpu (compute kernels take 1/SPEED as long; kernel launches do not),\n"
+      "                          nvlink (the GPU's NVLink), nic (a NIC link), uplink (a leaf's rail uplink)\n"
+      "                    WHERE rank=LIST (GPU indices; a NIC or uplink: the one that GPU uses),\n"
+      "                          node=LIST, leaf=LIST, or fraction=F of the kind's units drawn with seed=N\n"
+      "                    LIST  5 | 1,5,9 | 4-7;  SPEED in (0, 1], the share of nominal speed or bandwidth\n"
+      "                    e.g. --straggler gpu:rank=5:0.5  --straggler nic:fraction=0.01:0.5:seed=1\n"
+      "                    Every rank is then played; a table shows who waits for whom.\n");
 }
 
 int run_simulate(const std::vector<std::string>& args) {

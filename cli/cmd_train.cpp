@@ -137,6 +137,9 @@ int train_here(const JobOptions& opts, const std::string& backend, cpu::MpiSessi
   JobRequest request = opts.request;
   const bool defaulted = !request.gpus;
   if (defaulted) request.gpus = mpi.size();
+  if (!request.stragglers.empty())
+    throw_field_error("--straggler", request.stragglers.front(), "stragglers are a simulated condition; a real run has "
+                                                                 "the hardware it runs on");
   Job job;
   try {
     job = load_job(request);

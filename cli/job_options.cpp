@@ -35,6 +35,8 @@ JobOptions parse_job_options(const std::vector<std::string>& args, const std::se
       out.request.stack = take();
     } else if (opt == "--gpus") {
       out.request.gpus = parse_int("--gpus", take(), 1, int64_t{1} << 24);
+    } else if (opt == "--straggler") {
+      out.request.stragglers.push_back(take());
     } else if (opt == "--json") {
       out.json_out = take();
     } else if (valued.count(opt)) {

@@ -1,7 +1,8 @@
 #pragma once
 // The options every job-taking subcommand shares:
-//   [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N] [--json FILE] [CONFIG.json|PRESET]
-//   [-- MEGATRON_FLAGS...]
+//   [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N] [--straggler SPEC]... [--json FILE]
+//   [CONFIG.json|PRESET] [-- MEGATRON_FLAGS...]
+// --straggler KIND:WHERE:SPEED[:seed=N] (core/stragglers.h) is repeatable.
 // Subcommand-specific options are declared by the caller and returned in `extra`.
 #include <map>
 #include <optional>

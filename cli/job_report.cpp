@@ -64,6 +64,7 @@ std::string resolved_job_text(const Job& job) {
                                    (m.moe_shared_expert_intermediate_size
                                         ? " + shared " + std::to_string(m.moe_shared_expert_intermediate_size) : "")});
   rows.push_back({"GPUs", with_commas(job.world_size) + " x " + job.cluster.gpu.name + " on " + job.cluster.name});
+  for (const Straggler& s : job.cluster.stragglers) rows.push_back({"straggler", to_text(s)});
   rows.push_back({"layout", layout_text(job) + " (order " + p.order + ")"});
   rows.push_back({"pipeline schedule", p.pipeline_schedule});
   rows.push_back({"batch", "global " + std::to_string(t.global_batch_size) + " = micro " +

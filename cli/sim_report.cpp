@@ -31,6 +31,22 @@ std::string routing_text(const sim::RoutingSummary& s) {
   return "\n" + t.render();
 }
 
+// Who waits for whom (SimResult::waits), shown when the cluster has stragglers.
+std::string waits_text(const sim::SimResult& r) {
+  if (r.waits.empty()) return "";
+  Table t({"who waits (s per rank)", "rank", "compute", "pipeline", "TP/CP/EP", "DP", "optimizer",
+           "late peers", "idle at end"});
+  for (const sim::WaitRow& w : r.waits)
+    t.add_row({w.who, w.rank >= 0 ? std::to_string(w.rank) : "mean of " + with_commas(w.count), fixed(w.compute_s, 3),
+               fixed(w.pipeline_s, 3), fixed(w.collectives_s, 3), fixed(w.data_parallel_s, 3), fixed(w.optimizer_s, 3),
+               fixed(w.peer_wait_s, 3), fixed(w.idle_at_end_s, 3)});
+  std::string out = "\n";
+  out += t.render();
+  out += "(pipeline: bubble and pipeline transfers; late peers: the part of TP/CP/EP, DP and optimizer collectives\n"
+         " spent waiting for the group's last member to start; slowest: the rank with the most compute seconds)\n";
+  return out;
+}
+
 }  // namespace
 
 std::string simulation_text(const Job& job, const sim::SimResult& r) {
@@ -55,6 +71,7 @@ std::string simulation_text(const Job& job, const sim::SimResult& r) {
   for (const auto& [name, s] : parts) t.add_row({name, fixed(s, 3), pct(s, r.iteration_time_s)});
   out += "\n" + t.render();
   if (r.moe_routing) out += routing_text(*r.moe_routing);
+  if (has_effective_stragglers(job.cluster)) out += waits_text(r);
   for (const auto& n : r.notes) out += "note: " + n + "\n";
   return out;
 }

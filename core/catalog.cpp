@@ -9,7 +9,9 @@
 //            "nics_per_node": 8, "nic_gbit_s": 200, "nic_latency_us": 2.0},
 //   "fabric": {"topology": "fat-tree", "nodes_per_leaf": 16, "oversubscription": 1.0, "nodes_per_pod": 0},
 //   "datacenters": {"count": 1, "wan_gbit_s": 0, "wan_latency_ms": 0},
-//   "max_gpus": 4480
+//   "max_gpus": 4480,
+//   "stragglers": ["gpu:rank=5:0.5", {"kind": "nic", "fraction": 0.01, "speed": 0.5, "seed": 1}]   optional,
+//                 degraded parts (core/stragglers.h)
 // }
 #include <algorithm>
 #include <cstdlib>
@@ -166,7 +168,8 @@ ModelConfig load_model_preset(const std::string& name_or_file) {
 
 ClusterSpec cluster_from_json(const json& doc, const std::string& source) {
   reject_unknown(doc, source,
-                 {"name", "source", "gpu", "node", "fabric", "datacenters", "max_gpus", "description", "stack"});
+                 {"name", "source", "gpu", "node", "fabric", "datacenters", "max_gpus", "description", "stack",
+                  "stragglers"});
   ClusterSpec c;
   c.name = doc.value("name", "custom");
   c.source = doc.value("source", "");
@@ -182,7 +185,16 @@ ClusterSpec cluster_from_json(const json& doc, const std::string& source) {
       throw_field_error(source + ".stack", doc["stack"].dump(), "expected a stack name (clusters/stacks/NAME.json)");
     c.stack = doc["stack"].get<std::string>();
   }
+  if (doc.contains("stragglers")) c.stragglers = stragglers_from_json(doc["stragglers"], source + ".stragglers");
   return c;
+}
+
+std::vector<Straggler> stragglers_from_json(const json& value, const std::string& field) {
+  if (!value.is_array()) throw_field_error(field, value.dump(), "expected an array of stragglers");
+  std::vector<Straggler> out;
+  for (size_t i = 0; i < value.size(); ++i)
+    out.push_back(straggler_from_json(value[i], field + "[" + std::to_string(i) + "]"));
+  return out;
 }
 
 ClusterSpec load_cluster(const std::string& name_or_file) {

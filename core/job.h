@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/stragglers.h"
+
 namespace tandem {
 
 enum class Normalization { LayerNorm, RMSNorm };
@@ -191,6 +193,9 @@ struct ClusterSpec {
   double wan_latency = 0;          // s
   int64_t max_gpus = 0;            // GPUs as built (0: unbounded); more is a what-if on the extended fabric, noted
   std::string stack;               // default software stack (clusters/stacks/NAME.json); "" = the GPU's
+  // Degraded parts (core/stragglers.h): from the cluster file's "stragglers", a job file's
+  // top-level "stragglers" and --straggler options, in that order.
+  std::vector<Straggler> stragglers;
 };
 
 struct Job {

@@ -4,7 +4,8 @@
 //   { "model": "llama3-8b" | {"preset": "llama3-8b", <model fields>} | {<model fields>},
 //     "parallel": {<parallel fields>}, "training": {<training fields>},
 //     "cluster": "dgx-h100" | {<cluster description, see catalog.cpp>},
-//     "gpus": 1024, "megatron_args": ["--sequence-parallel", ...] }
+//     "gpus": 1024, "megatron_args": ["--sequence-parallel", ...],
+//     "stragglers": ["gpu:rank=5:0.5", ...] }          added to the cluster's (core/stragglers.h)
 // Field keys are Megatron's argument names (core/job_fields.cpp). Unknown keys are errors.
 #include <algorithm>
 #include <fstream>
@@ -111,7 +112,7 @@ void apply_job_json(Job& job, const json& doc, const std::string& source) {
   for (const auto& [key, value] : doc.items()) {
     const std::string where = source + ": " + key;
     if (key == "model" || key == "name" || key == "description" || key == "source" || key == "published" ||
-        key == "derived" || key == "ignored_flags" || key == "notes")
+        key == "derived" || key == "ignored_flags" || key == "notes" || key == "stragglers")
       continue;
     if (key == "parallel") {
       apply_section(job, JobSection::Parallel, value, where);
@@ -136,8 +137,14 @@ void apply_job_json(Job& job, const json& doc, const std::string& source) {
       }
       apply_megatron_flags(job, flags);
     } else {
-      throw UserError(where + ": unknown field (expected model, parallel, training, cluster, stack, gpus, megatron_args)");
+      throw UserError(where + ": unknown field (expected model, parallel, training, cluster, stack, gpus, "
+                              "megatron_args, stragglers)");
     }
+  }
+  // After "cluster", whatever the key order: they add to the cluster's own.
+  if (doc.contains("stragglers")) {
+    std::vector<Straggler> more = stragglers_from_json(doc["stragglers"], source + ": stragglers");
+    job.cluster.stragglers.insert(job.cluster.stragglers.end(), more.begin(), more.end());
   }
 }
 
@@ -163,6 +170,10 @@ json job_to_json(const Job& job) {
   out["cluster"] = job.cluster.name;
   if (const std::string& stack = job.stack.empty() ? job.cluster.stack : job.stack; !stack.empty()) out["stack"] = stack;
   out["gpus"] = job.world_size;
+  if (!job.cluster.stragglers.empty()) {
+    out["stragglers"] = json::array();
+    for (const Straggler& s : job.cluster.stragglers) out["stragglers"].push_back(to_text(s));
+  }
   out["ignored_flags"] = job.ignored_flags;
   out["notes"] = job.notes;
   return out;

@@ -32,12 +32,17 @@ Job assemble_job(const JobRequest& request) {
   }
   apply_megatron_flags(job, request.megatron_flags);
   if (request.cluster) {
+    std::vector<Straggler> kept = std::move(job.cluster.stragglers);
     try {
       job.cluster = load_cluster(*request.cluster);
     } catch (const UserError& e) {
       throw UserError("--cluster = " + *request.cluster + ": " + e.what());
     }
+    kept.insert(kept.end(), job.cluster.stragglers.begin(), job.cluster.stragglers.end());
+    job.cluster.stragglers = std::move(kept);
   }
+  for (const std::string& text : request.stragglers)
+    job.cluster.stragglers.push_back(parse_straggler(text, "--straggler"));
   if (request.stack) {
     if (request.stack->empty()) throw_field_error("--stack", "\"\"", "expected a stack name or file");
     job.stack = *request.stack;
@@ -52,6 +57,7 @@ Job assemble_job(const JobRequest& request) {
 Job load_job(const JobRequest& request) {
   Job job = assemble_job(request);
   resolve_job(job);
+  validate_stragglers(job.cluster, job.world_size);
   ParallelGrid::from_job(job);  // validates the rank order and the expert-side layout
   return job;
 }

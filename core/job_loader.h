@@ -1,7 +1,9 @@
 #pragma once
 // Building a Job from what the user wrote: a JSON config file, Megatron flags, --cluster, --gpus.
 // Precedence, lowest first: Megatron defaults < model preset < JSON config < Megatron flags <
-// tandem options (--cluster, --gpus). The result is resolved (every derived field filled) and
+// tandem options (--cluster, --gpus, --straggler). Stragglers accumulate: those of the job file
+// (its cluster's and its top-level "stragglers") stay when --cluster chooses another cluster,
+// whose own are added, then every --straggler. The result is resolved (every derived field filled) and
 // validated; any problem throws UserError naming the field and the value.
 #include <optional>
 #include <string>
@@ -23,6 +25,9 @@ struct JobRequest {
   std::optional<std::string> cluster;         // cluster name (clusters/NAME.json) or file
   std::optional<int64_t> gpus;                // world size
   std::optional<std::string> stack;           // software stack name (clusters/stacks/NAME.json) or file
+  // Degraded parts in the text syntax of core/stragglers.h ("gpu:rank=5:0.5"), added to the
+  // cluster's (--straggler, repeatable).
+  std::vector<std::string> stragglers;
 };
 
 // The documented default cluster when --cluster is not given.
@@ -49,6 +54,8 @@ bool is_model_preset(const std::string& name);
 nlohmann::json read_json_file(const std::string& path);   // UserError on missing/malformed file
 ClusterSpec load_cluster(const std::string& name_or_file);
 ClusterSpec cluster_from_json(const nlohmann::json& doc, const std::string& source);
+// A JSON array of stragglers (objects or strings, core/stragglers.h); UserError naming `field`.
+std::vector<Straggler> stragglers_from_json(const nlohmann::json& value, const std::string& field);
 
 // The resolved job as JSON (every field, derived ones included).
 nlohmann::json job_to_json(const Job& job);

@@ -82,6 +82,12 @@ void check_value(const std::string& axis, const json& v, const std::string& fiel
     throw UserError(field_message(where(spec, field), v.dump(), "gpus must be a positive integer"));
   if ((axis == "cluster" || axis == "stack") && !v.is_string())
     throw UserError(field_message(where(spec, field), v.dump(), axis + " must be a name or a file"));
+  if (axis == "straggler") {
+    if (!v.is_string())
+      throw UserError(field_message(where(spec, field), v.dump(),
+                                    "straggler must be a string such as \"gpu:rank=5:0.5\", \"a;b\" or \"none\""));
+    parse_straggler_list(v.get<std::string>(), where(spec, field));   // UserError naming the bad piece
+  }
   if (const ClusterField* f = cluster_field(axis)) {
     const bool ok = v.is_number() && v.get<double>() > 0 && (!f->integer || v.is_number_integer());
     if (!ok) throw UserError(field_message(where(spec, field), v.dump(), axis + std::string(" must be a positive ") +
@@ -90,17 +96,17 @@ void check_value(const std::string& axis, const json& v, const std::string& fiel
 }
 
 void check_axis_name(const std::string& name, const std::string& field, const Spec& spec) {
-  if (name == "gpus" || name == "cluster" || name == "stack" || cluster_field(name)) return;
+  if (name == "gpus" || name == "cluster" || name == "stack" || name == "straggler" || cluster_field(name)) return;
   if (name.size() > 2 && name.rfind("--", 0) == 0) return;
   throw UserError(field_message(where(spec, field), name,
-                                "an axis is gpus, cluster, stack, a Megatron flag such as --micro-batch-size or a "
-                                "cluster field (" + cluster_field_names() + ")"));
+                                "an axis is gpus, cluster, stack, straggler, a Megatron flag such as "
+                                "--micro-batch-size or a cluster field (" + cluster_field_names() + ")"));
 }
 
 void read_base(const json& doc, Spec& spec) {
   if (!doc.contains("base")) return;
   const json& b = doc.at("base");
-  only_keys(b, "base", {"config", "cluster", "gpus", "stack", "megatron_args"}, spec);
+  only_keys(b, "base", {"config", "cluster", "gpus", "stack", "megatron_args", "stragglers"}, spec);
   if (b.contains("config")) spec.base.config_file = b.at("config").get<std::string>();
   if (b.contains("cluster")) spec.base.cluster = b.at("cluster").get<std::string>();
   if (b.contains("stack")) spec.base.stack = b.at("stack").get<std::string>();
@@ -109,6 +115,17 @@ void read_base(const json& doc, Spec& spec) {
     spec.base.gpus = b.at("gpus").get<int64_t>();
   }
   if (b.contains("megatron_args")) spec.base.megatron_flags = words(b.at("megatron_args"), "base.megatron_args", spec);
+  if (b.contains("stragglers")) {
+    const json& list = b.at("stragglers");
+    if (!list.is_array()) throw UserError(where(spec, "base.stragglers") + ": must be an array of strings");
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string field = where(spec, "base.stragglers[" + std::to_string(i) + "]");
+      if (!list[i].is_string())
+        throw UserError(field_message(field, list[i].dump(), "expected a string such as \"gpu:rank=5:0.5\""));
+      parse_straggler(list[i].get<std::string>(), field);
+      spec.base.stragglers.push_back(list[i].get<std::string>());
+    }
+  }
 }
 
 // The cartesian product of the axes, last axis fastest.
@@ -204,6 +221,9 @@ JobRequest request_for(const Spec& spec, const Point& point) {
     if (name == "gpus") r.gpus = value.get<int64_t>();
     else if (name == "cluster") r.cluster = value.get<std::string>();
     else if (name == "stack") r.stack = value.get<std::string>();
+    else if (name == "straggler")
+      for (const Straggler& s : parse_straggler_list(value.get<std::string>(), "straggler"))
+        r.stragglers.push_back(to_text(s));
     else if (cluster_field(name)) continue;   // set on the loaded job (job_for)
     else if (value.is_boolean()) {
       if (value.get<bool>()) r.megatron_flags.push_back(name);

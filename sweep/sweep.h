@@ -5,12 +5,15 @@
 // Spec (JSON):
 //   {"base": {"config": "gpt3-175b",            a preset or job file, as `tandem simulate CONFIG`
 //             "cluster": "dgx-a100", "gpus": 1024, "stack": "NAME|FILE",     all optional
-//             "megatron_args": "--tensor-model-parallel-size 8 ..."},      a string or an array
+//             "megatron_args": "--tensor-model-parallel-size 8 ...",       a string or an array
+//             "stragglers": ["gpu:rank=5:0.5"]},                          as --straggler (core/stragglers.h)
 //    "axes": [{"name": "gpus", "values": [64, 128, 256]},
 //             {"name": "--micro-batch-size", "values": [1, 2]},
 //             {"name": "--sequence-parallel", "values": [true, false]}],
 //    "points": [{"gpus": 512, "--micro-batch-size": 4}]}                  optional, after the product
-//   Axis names: "gpus", "cluster", "stack", a Megatron flag ("--..."): a number or string value is
+//   Axis names: "gpus", "cluster", "stack", "straggler": a string in --straggler's syntax
+//   (core/stragglers.h, e.g. "gpu:rank=5:0.8", "nic:fraction=0.01:0.5:seed=1"), several joined by
+//   ';', or "none"; added to the base's stragglers. A Megatron flag ("--..."): a number or string value is
 //   the flag's value (it replaces the base's), true adds a switch, false leaves it out; or a field
 //   of the cluster in its file's units: cluster.nic_gbit_s, cluster.nics_per_node,
 //   cluster.nic_latency_us, cluster.nvlink_gbyte_s, cluster.nvlink_latency_us,

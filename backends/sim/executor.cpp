@@ -110,6 +110,7 @@ RankPlayer::RankPlayer(Execution& execution, const RankProgram& program, int64_t
   end_.assign(n, 0.0);
   last_issued_.fill(-1);
   out_.rank = rank_;
+  if (!ex_.options.compute_speed.empty()) compute_speed_ = ex_.options.compute_speed.at(static_cast<size_t>(rank_));
   if (ex_.options.record_timeline) out_.timeline.assign(n, {});
 }
 
@@ -199,7 +200,7 @@ bool RankPlayer::local_seconds(int32_t i, double* seconds) {
     return true;
   }
   if (is_compute(x.kind)) {
-    *seconds = compute_time(i);
+    *seconds = compute_time(i) / compute_speed_;
     return true;
   }
   if (x.kind == OpKind::Send || x.kind == OpKind::Recv) return false;
@@ -332,6 +333,8 @@ void RankPlayer::charge_own(int32_t b, double from, double to) {
   if (to <= from) return;
   const Instruction& x = ins_[static_cast<size_t>(b)];
   const Category c = own_category(x);
+  if (auto started = all_started_.find(b); started != all_started_.end())
+    out_.peer_wait_s += std::max(0.0, std::min(to, started->second) - from);
   auto it = x.kind == OpKind::Recv && c == Category::Pp ? transfer_start_.find(b) : transfer_start_.end();
   if (it != transfer_start_.end()) {
     const double split = std::clamp(it->second, from, to);
@@ -399,6 +402,7 @@ void RankPlayer::finish_network(int32_t op, double time) {
   o.live = false;
   free_ops_.push_back(op);
   if (ins_[static_cast<size_t>(i)].kind == OpKind::Recv) note_recv_done(i);
+  else note_collective_done(i);
   mark_done(i, start_[static_cast<size_t>(i)], time);
   ex_.instructions_done(1);
 }

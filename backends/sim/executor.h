@@ -84,6 +84,10 @@ struct ExecutorOptions {
   // must buffer them, so point-to-point transfers start when the send is issued and the receive
   // takes the data when it comes; otherwise sends wait for their receive (rendezvous, as NCCL).
   bool buffered_p2p = false;
+  // [world] compute speed of each rank's GPU (stragglers, degradation.h): a compute instruction
+  // takes compute_time / compute_speed[rank]; host launch times are not scaled (the host CPU is
+  // not the degraded part). Empty: every GPU at nominal speed.
+  std::vector<double> compute_speed;
 };
 
 // Which ranks are played, and which rank plays the part of an unplayed one.
@@ -125,6 +129,9 @@ struct RankOutcome {
   double finish_s = 0;          // when its last instruction finished
   double compute_s = 0;         // sum of its compute instructions' durations
   Breakdown breakdown;          // of [0, finish_s] on its compute stream; sums to finish_s
+  // Of the breakdown's communication seconds: those spent in collectives (played with flows, all
+  // members played) before the group's last member had started it, i.e. waiting for a late peer.
+  double peer_wait_s = 0;
   std::vector<InstructionTime> timeline;  // [instruction], when ExecutorOptions::record_timeline
 };
 

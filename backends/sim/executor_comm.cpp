@@ -299,6 +299,24 @@ bool Execution::arrive(uint64_t group_key, int64_t seq, size_t size) {
   return true;
 }
 
+void Execution::note_start(uint64_t group_key, int64_t seq, double time) {
+  auto& of_group = starts_[group_key];
+  Starts& s = of_group[seq];
+  s.latest = s.started++ == 0 ? time : std::max(s.latest, time);
+  if (s.started == s.size && s.asked == s.size) of_group.erase(seq);
+}
+
+double Execution::last_start(uint64_t group_key, int64_t seq, size_t size) {
+  auto& of_group = starts_[group_key];
+  auto it = of_group.find(seq);
+  TANDEM_CHECK_MSG(it != of_group.end(), "collective " << seq << " of group " << group_key << " never started");
+  Starts& s = it->second;
+  s.size = size;
+  const double latest = s.latest;
+  if (++s.asked == size && s.started == size) of_group.erase(it);
+  return latest;
+}
+
 void Execution::instructions_done(int64_t count) {
   done_instructions_ += count;
   if (!options.progress || done_instructions_ < next_check_) return;
@@ -449,12 +467,23 @@ void RankPlayer::note_recv_done(int32_t i) {
   recv_key_.erase(it);
 }
 
+void RankPlayer::note_collective_done(int32_t i) {
+  auto it = collective_seq_.find(i);
+  if (it == collective_seq_.end()) return;
+  const GroupInfo& g = ex_.group(rank_, ins_[static_cast<size_t>(i)].group);
+  all_started_[i] = ex_.last_start(g.key, it->second, g.group.gpus.size());
+  collective_seq_.erase(it);
+}
+
 void RankPlayer::start_collective(int, int32_t i, int32_t op) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
   GroupInfo& g = ex_.group(rank_, x.group);
   const PlanKind kind = plan_kind(x.kind);
   const PlanInfo& plan = ex_.plan(g, kind);
   if (g.all_played) {
+    const int64_t seq = seq_[g.key | (uint64_t{1} << 62)]++;
+    ex_.note_start(g.key, seq, now_);
+    collective_seq_[i] = seq;
     start_played_collective(g, kind, op, x);
   } else {
     start_partial_collective(g, kind, op, x);

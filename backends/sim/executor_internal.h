@@ -106,6 +106,12 @@ class Execution {
   void forget_message(int64_t src, int64_t dst, int channel, int64_t seq);
   // Counts an arrival at the seq-th collective of a group of `size` members; true for the last.
   bool arrive(uint64_t group_key, int64_t seq, size_t size);
+  // A member started the seq-th collective of a group played whole at `time` (s).
+  void note_start(uint64_t group_key, int64_t seq, double time);
+  // When the last of the group's `size` members that had started it by now started it (s); each
+  // member asks once, when its part is done. A ring member is done once its neighbours have
+  // started, so members further away may not have started yet: they did not hold it up.
+  double last_start(uint64_t group_key, int64_t seq, size_t size);
 
   void instructions_done(int64_t count);
 
@@ -134,6 +140,13 @@ class Execution {
   std::unordered_map<uint64_t, std::vector<std::pair<int64_t, int64_t>>> message_images_;
   std::unordered_map<MessageKey, Message, MessageKeyHash> messages_;
   std::unordered_map<uint64_t, std::unordered_map<int64_t, size_t>> arrivals_;  // group -> seq -> count
+  struct Starts {
+    double latest = 0;  // s
+    size_t started = 0;
+    size_t asked = 0;
+    size_t size = 0;    // members, once one asked
+  };
+  std::unordered_map<uint64_t, std::unordered_map<int64_t, Starts>> starts_;    // group -> seq
   int64_t total_instructions_ = 0;
   int64_t done_instructions_ = 0;
   int64_t next_check_ = 0;
@@ -209,6 +222,7 @@ class RankPlayer {
   void wait_on(int32_t op, const simgrid::s4u::CommPtr& comm, double delay);
   void ghost(int64_t src, int64_t dst, double bytes);
   void note_recv_done(int32_t i);
+  void note_collective_done(int32_t i);
 
   Execution& ex_;
   const RankProgram& prog_;
@@ -231,6 +245,8 @@ class RankPlayer {
   std::unordered_map<int64_t, int64_t> peers_;  // program's peer -> this rank's
   std::unordered_map<int32_t, double> transfer_start_;  // Recv -> s when both sides had posted
   std::unordered_map<int32_t, std::array<int64_t, 2>> recv_key_;  // Recv -> (channel, seq)
+  std::unordered_map<int32_t, int64_t> collective_seq_;  // collective played whole -> its seq on the group
+  std::unordered_map<int32_t, double> all_started_;      // such a collective, once done -> last member's start (s)
   int64_t completed_ = 0;
   int32_t last_finished_ = -1;
   double now_ = 0;                 // local clock (s), >= SimGrid's
@@ -248,6 +264,7 @@ class RankPlayer {
 
   double compute_free_at_ = 0;     // s, when the compute stream last became idle
   double host_clock_ = 0;          // s, when the host has issued the kernels of every compute op so far
+  double compute_speed_ = 1.0;     // this rank's GPU: compute instructions take compute_time / compute_speed_
 };
 
 }  // namespace tandem::sim::detail

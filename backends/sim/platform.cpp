@@ -114,8 +114,9 @@ enum class Hop {
 class Builder {
  public:
   Builder(const ClusterSpec& c, const PlatformOptions& o, const std::vector<GpuPlace>& places,
-          std::vector<sg4::Host*>& hosts, std::unordered_map<const sg4::Link*, int>& hop_rank)
-      : c_(c), o_(o), places_(places), hosts_(hosts), hop_rank_(hop_rank),
+          const Degradation& degradation, std::vector<sg4::Host*>& hosts,
+          std::unordered_map<const sg4::Link*, int>& hop_rank)
+      : c_(c), o_(o), places_(places), degradation_(degradation), hosts_(hosts), hop_rank_(hop_rank),
         layout_(make_layout(places, c.datacenters)) {
     speed_ = o.host_speed > 0 ? o.host_speed : (c.gpu.peak_flops_bf16 > 0 ? c.gpu.peak_flops_bf16 : 1e12);
     hosts_.assign(places.size(), nullptr);
@@ -162,14 +163,15 @@ class Builder {
   void create_links(sg4::NetZone* root) {
     const int64_t rails = rails_per_node(c_);
     for (size_t g = 0; g < places_.size(); ++g)
-      links_.nvl.push_back(duplex(root, "gpu" + num(g) + "-nvl", c_.nvlink_bandwidth, c_.nvlink_latency / 2,
-                                    Hop::NvlinkOut, Hop::NvlinkIn));
+      links_.nvl.push_back(duplex(root, "gpu" + num(g) + "-nvl", c_.nvlink_bandwidth * degradation_.nvlink[g],
+                                  c_.nvlink_latency / 2, Hop::NvlinkOut, Hop::NvlinkIn));
     for (size_t n = 0; n < layout_.node_gpus.size(); ++n) {
       links_.nic.emplace_back();
       for (int64_t r = 0; r < rails; ++r)
         links_.nic.back().push_back(
-            duplex(root, "node" + num(n) + "-nic" + num(r), nic_link_bandwidth(c_), c_.nic_latency / 2,
-                   Hop::NicOut, Hop::NicIn));
+            duplex(root, "node" + num(n) + "-nic" + num(r),
+                   nic_link_bandwidth(c_) * degradation_.nic[n * static_cast<size_t>(rails) + static_cast<size_t>(r)],
+                   c_.nic_latency / 2, Hop::NicOut, Hop::NicIn));
     }
     for (int64_t x = 0; x <= places_.back().leaf; ++x) {
       const std::string leaf = "leaf" + num(x);
@@ -179,8 +181,9 @@ class Builder {
       for (int64_t r = 0; r < rails; ++r) {
         links_.rail_switch.back().push_back(fat_pipe(root, leaf + "-rail" + num(r), Hop::RailSwitch));
         links_.rail_up.back().push_back(
-            duplex(root, leaf + "-rail" + num(r) + "-up", uplink_bandwidth(), o_.uplink_latency,
-                                              Hop::RailUplinkOut, Hop::RailUplinkIn));
+            duplex(root, leaf + "-rail" + num(r) + "-up",
+                   uplink_bandwidth() * degradation_.uplink[static_cast<size_t>(x * rails + r)], o_.uplink_latency,
+                   Hop::RailUplinkOut, Hop::RailUplinkIn));
       }
     }
     // A pod uplink is as wide as all of the pod's leaf uplinks together.
@@ -280,6 +283,7 @@ class Builder {
   const ClusterSpec& c_;
   const PlatformOptions& o_;
   const std::vector<GpuPlace>& places_;
+  const Degradation& degradation_;
   std::vector<sg4::Host*>& hosts_;
   std::unordered_map<const sg4::Link*, int>& hop_rank_;
   Layout layout_;
@@ -346,6 +350,7 @@ std::vector<GpuPlace> place_gpus(const ClusterSpec& c, int64_t num_gpus) {
 Platform::Platform(const ClusterSpec& cluster, int64_t num_gpus, const PlatformOptions& options)
     : cluster_(cluster), options_(options) {
   places_ = place_gpus(cluster_, num_gpus);  // validates before touching SimGrid
+  degradation_ = resolve_degradation(cluster_, places_);
   TANDEM_CHECK_MSG(!g_platform_created, "SimGrid supports one engine per process: build one Platform per process");
   g_platform_created = true;
   xbt_log_control_set("root.thresh:critical");
@@ -359,7 +364,7 @@ Platform::Platform(const ClusterSpec& cluster, int64_t num_gpus, const PlatformO
   ClusterSpec achieved = cluster_;
   achieved.nvlink_bandwidth *= nvlink_efficiency_;
   achieved.nic_bandwidth *= nic_efficiency_;
-  Builder(achieved, options_, places_, hosts_, hop_rank_).build();
+  Builder(achieved, options_, places_, degradation_, hosts_, hop_rank_).build();
 }
 
 Platform::~Platform() = default;

@@ -25,6 +25,8 @@
 //   spine<p>-up/-down    fat pipes: the spine of pod p (a datacenter without pods is one pod)
 //   pod<p>-up            split-duplex, pod-to-core uplink, as wide as all the pod's leaf uplinks
 //   wan<a>-<b>           split-duplex, wan_bandwidth, wan_latency
+// Stragglers (ClusterSpec::stragglers, degradation.h) scale the bandwidth of the NVLink, NIC and
+// rail uplink links they reach; latencies stay.
 //
 // Routes: same node: NVLink out, NVLink in. Same leaf group: NIC, rail switch (, leaf), NIC.
 // Other leaf: NIC, rail switch, rail uplink, spine, rail uplink, NIC (plus pod uplinks across
@@ -46,6 +48,7 @@
 
 #include <simgrid/forward.h>
 
+#include "backends/sim/degradation.h"
 #include "core/job.h"
 
 namespace tandem::sim {
@@ -95,6 +98,8 @@ class Platform {
   double nic_efficiency() const { return nic_efficiency_; }
   double collective_base_latency() const { return collective_base_latency_; }   // s, per collective
   const PlatformOptions& options() const { return options_; }
+  // The cluster's stragglers on this machine: per-GPU compute speeds, per-link bandwidth factors.
+  const Degradation& degradation() const { return degradation_; }
   const GpuPlace& place(int64_t gpu) const;
   simgrid::s4u::Host* host(int64_t gpu) const;
   Tier tier(int64_t src_gpu, int64_t dst_gpu) const;
@@ -118,6 +123,7 @@ class Platform {
   double collective_base_latency_ = 0;  // s, NCCL's fixed cost of one collective (GPU kind's file)
   std::unique_ptr<simgrid::s4u::Engine> engine_;
   std::vector<GpuPlace> places_;
+  Degradation degradation_;
   std::vector<simgrid::s4u::Host*> hosts_;  // indexed by global GPU index
   std::unordered_map<const simgrid::s4u::Link*, int> hop_rank_;  // position of a link along routes
 };

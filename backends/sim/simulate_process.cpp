@@ -115,6 +115,12 @@ SimOutcome outcome_from_text(const std::string& text) {
   return outcome;
 }
 
+Breakdown breakdown_from_json(const nlohmann::json& b) {
+  return {b.at("compute").get<double>(), b.at("tp_comm").get<double>(),  b.at("cp_comm").get<double>(),
+          b.at("ep_comm").get<double>(), b.at("pp_comm").get<double>(),  b.at("dp_comm").get<double>(),
+          b.at("pipeline_bubble").get<double>(), b.at("optimizer").get<double>()};
+}
+
 SimResult result_from_json(const nlohmann::json& j) {
   SimResult r;
   r.iteration_time_s = j.at("iteration_time_s").get<double>();
@@ -125,10 +131,7 @@ SimResult result_from_json(const nlohmann::json& j) {
   r.hfu = j.at("hfu").get<double>();
   r.peak_memory_gib = j.at("peak_memory_gib").get<double>();
   r.oom = j.at("oom").get<bool>();
-  const nlohmann::json& b = j.at("breakdown");
-  r.breakdown = {b.at("compute").get<double>(), b.at("tp_comm").get<double>(),  b.at("cp_comm").get<double>(),
-                 b.at("ep_comm").get<double>(), b.at("pp_comm").get<double>(),  b.at("dp_comm").get<double>(),
-                 b.at("pipeline_bubble").get<double>(), b.at("optimizer").get<double>()};
+  r.breakdown = breakdown_from_json(j.at("breakdown"));
   r.critical_rank = j.at("critical_rank").get<int64_t>();
   r.ranks_played = j.at("ranks_played").get<int64_t>();
   r.symmetry_classes = j.at("symmetry_classes").get<int64_t>();
@@ -139,7 +142,22 @@ SimResult result_from_json(const nlohmann::json& j) {
     rr.busy_s = rank.at("busy_s").get<double>();
     rr.peak_memory_bytes = rank.at("peak_memory_gib").get<double>() * kBytesPerGiB;
     rr.symmetry_class = rank.at("symmetry_class").get<int64_t>();
+    rr.finish_s = rank.value("finish_s", 0.0);
+    if (rank.contains("breakdown")) rr.breakdown = breakdown_from_json(rank.at("breakdown"));
+    rr.peer_wait_s = rank.value("peer_wait_s", 0.0);
     r.ranks.push_back(rr);
+  }
+  for (const nlohmann::json& w : j.value("waits", nlohmann::json::array())) {
+    WaitRow row;
+    row.who = w.at("who").get<std::string>();
+    row.rank = w.at("rank").get<int64_t>();
+    row.count = w.at("count").get<int64_t>();
+    double* fields[] = {&row.busy_s, &row.compute_s, &row.pipeline_s, &row.collectives_s, &row.data_parallel_s,
+                        &row.optimizer_s, &row.peer_wait_s, &row.idle_at_end_s};
+    const char* keys[] = {"busy_s", "compute_s", "pipeline_s", "collectives_s", "data_parallel_s",
+                          "optimizer_s", "peer_wait_s", "idle_at_end_s"};
+    for (size_t k = 0; k < std::size(keys); ++k) *fields[k] = w.at(keys[k]).get<double>();
+    r.waits.push_back(row);
   }
   if (j.contains("sensitivity_busy_s")) r.sensitivity_busy_s = j.at("sensitivity_busy_s").get<std::vector<double>>();
   r.stack = j.value("stack", std::string());

@@ -214,6 +214,30 @@ ReplicaLayout choose_layout(const Job& job, const ParallelGrid& grid, const SimO
   return layout;
 }
 
+// Why a reduced run would not be exact, or "": a routing model that makes EP ranks differ across
+// nodes (routed_reduction_blocker), or stragglers, which make ranks differ.
+std::string reduction_blocker(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout, bool redraw) {
+  if (redraw)
+    if (std::string blocker = routed_reduction_blocker(job, grid, layout); !blocker.empty()) return blocker;
+  if (layout.reduced() && has_effective_stragglers(job.cluster))
+    return "stragglers make ranks differ, so every data-parallel replica is played";
+  return "";
+}
+
+// Slow GPUs: per-rank compute speeds, and a node's collectives played as flows whose members wait
+// for each other (analytic costing would let a fast member run ahead of a slow one).
+void slow_gpus(const Degradation& degradation, ExecutorOptions& exec) {
+  if (!degradation.any_gpu()) return;
+  exec.compute_speed = degradation.gpu;
+  exec.analytic_intra_node = false;
+}
+
+void straggler_notes(SimResult& r, const Degradation& degradation) {
+  const std::string compute = "; their kernels take 1/speed as long, their kernel launches do not";
+  for (const std::string& d : degradation.describe())
+    r.notes.push_back("stragglers: " + d + (d.rfind("GPU compute", 0) == 0 ? compute : ""));
+}
+
 std::string routing_note(const Job& job, const RoutingSummary& s, bool redraw) {
   const TrainingConfig& t = job.training;
   std::string what = "MoE routing: " + s.model;
@@ -232,7 +256,8 @@ std::string routing_note(const Job& job, const RoutingSummary& s, bool redraw) {
 }
 
 void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const std::string& why_not,
-               const ComputeModel& model, const std::string& peak_name, int64_t world, const SimCounts& counts) {
+               const ComputeModel& model, const std::string& peak_name, int64_t world, const SimCounts& counts,
+               bool exec_analytic) {
   if (layout.reduced()) {
     const int64_t dp_copies = layout.copies / layout.tp_copies;
     const std::string copies_text =
@@ -251,9 +276,13 @@ void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const 
   } else if (!why_not.empty()) {
     r.notes.push_back("every rank played (" + why_not + ")");
   }
-  r.notes.push_back(
-      "collectives inside one node are costed analytically (non-blocking NVSwitch): members do not wait for each "
-      "other and they do not share NVLink with concurrent flows");
+  if (exec_analytic)
+    r.notes.push_back(
+        "collectives inside one node are costed analytically (non-blocking NVSwitch): members do not wait for each "
+        "other and they do not share NVLink with concurrent flows");
+  else
+    r.notes.push_back("collectives inside one node are played as flows, whose members wait for each other (a slow "
+                      "GPU holds up its node's collectives)");
   r.notes.push_back("compute: " + model.describe());
   r.notes.push_back("MFU and HFU relative to the " + peak_name + " peak of " + job.cluster.gpu.name);
 }
@@ -283,6 +312,9 @@ void set_memory(SimResult& r, const Job& job, const ParallelGrid& grid, const Lo
     RankResult rank;
     rank.rank = lowered.played[i].rank;
     rank.busy_s = run.ranks[i].compute_s;
+    rank.finish_s = run.ranks[i].finish_s;
+    rank.breakdown = run.ranks[i].breakdown;
+    rank.peer_wait_s = run.ranks[i].peer_wait_s;
     rank.symmetry_class = played_class(job, grid, rank.rank, redraw);
     double& peak_of_class = class_peak[static_cast<size_t>(rank.symmetry_class)];
     if (peak_of_class < 0) peak_of_class = lowered.played[i].program->peak_bytes();
@@ -292,6 +324,63 @@ void set_memory(SimResult& r, const Job& job, const ParallelGrid& grid, const Lo
   }
   r.peak_memory_gib = peak_bytes / kBytesPerGiB;
   r.oom = job.cluster.gpu.hbm_bytes > 0 && peak_bytes > job.cluster.gpu.hbm_bytes;
+}
+
+// One row of WaitRow: the mean over `members` (indices into r.ranks).
+WaitRow wait_row(const SimResult& r, const std::string& who, const std::vector<size_t>& members) {
+  WaitRow row;
+  row.who = who;
+  row.count = static_cast<int64_t>(members.size());
+  row.rank = members.size() == 1 ? r.ranks[members[0]].rank : -1;
+  for (size_t m : members) {
+    const RankResult& x = r.ranks[m];
+    const Breakdown& b = x.breakdown;
+    row.busy_s += x.busy_s;
+    row.compute_s += b.compute;
+    row.pipeline_s += b.pipeline_bubble + b.pp_comm;
+    row.collectives_s += b.tp_comm + b.cp_comm + b.ep_comm;
+    row.data_parallel_s += b.dp_comm;
+    row.optimizer_s += b.optimizer;
+    row.peer_wait_s += x.peer_wait_s;
+    row.idle_at_end_s += r.iteration_time_s - x.finish_s;
+  }
+  const auto n = static_cast<double>(std::max<size_t>(1, members.size()));
+  for (double* v : {&row.busy_s, &row.compute_s, &row.pipeline_s, &row.collectives_s, &row.data_parallel_s,
+                    &row.optimizer_s, &row.peer_wait_s, &row.idle_at_end_s})
+    *v /= n;
+  return row;
+}
+
+// Who waits for whom: the slowest played rank (most compute seconds; of ranks within 1e-6 of each
+// other, the first played, i.e. the smallest), the critical rank, then means over the slowest
+// rank's pipeline peers (same tp, cp, dp), its data-parallel peers (same tp, cp, pp), its
+// tensor/context-parallel peers (same dp, pp) and the other played ranks. Rows without ranks are
+// left out.
+std::vector<WaitRow> who_waits(const SimResult& r, const ParallelGrid& grid) {
+  if (r.ranks.empty()) return {};
+  size_t slowest = 0, critical = 0;
+  for (size_t i = 0; i < r.ranks.size(); ++i) {
+    if (r.ranks[i].busy_s > r.ranks[slowest].busy_s * (1 + 1e-6)) slowest = i;   // near-ties: the smaller rank
+    if (r.ranks[i].rank == r.critical_rank) critical = i;
+  }
+  std::vector<WaitRow> rows = {wait_row(r, "slowest", {slowest})};
+  if (critical != slowest) rows.push_back(wait_row(r, "critical", {critical}));
+  const DenseCoord s = grid.dense_coord(r.ranks[slowest].rank);
+  std::vector<size_t> pipeline, data_parallel, tensor, others;
+  for (size_t i = 0; i < r.ranks.size(); ++i) {
+    if (i == slowest || i == critical) continue;
+    const DenseCoord c = grid.dense_coord(r.ranks[i].rank);
+    if (c.tp == s.tp && c.cp == s.cp && c.dp == s.dp) pipeline.push_back(i);
+    else if (c.tp == s.tp && c.cp == s.cp && c.pp == s.pp) data_parallel.push_back(i);
+    else if (c.dp == s.dp && c.pp == s.pp) tensor.push_back(i);
+    else others.push_back(i);
+  }
+  const std::pair<const char*, const std::vector<size_t>*> groups[] = {
+      {"pipeline peers", &pipeline}, {"data-parallel peers", &data_parallel},
+      {"tensor/context-parallel peers", &tensor}, {"others", &others}};
+  for (const auto& [who, members] : groups)
+    if (!members->empty()) rows.push_back(wait_row(r, who, *members));
+  return rows;
 }
 
 // The critical rank's busy time under each sensitivity stack: its compute instructions timed with
@@ -345,11 +434,9 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   std::optional<MoeRoutingModel> routing;
   if (job.model.is_moe()) routing.emplace(job, grid);   // checks a trace file before lowering
   const bool redraw = routing && !routing->is_expected();
-  if (redraw) {
-    if (const std::string blocker = routed_reduction_blocker(job, grid, layout); !blocker.empty()) {
-      why_not = blocker;
-      layout = replica_layout(grid, true);
-    }
+  if (const std::string blocker = reduction_blocker(job, grid, layout, redraw); !blocker.empty()) {
+    why_not = blocker;
+    layout = replica_layout(grid, true);
   }
   Lowered lowered = lower_played(job, grid, schedule, layout, options);
   Routed routed;
@@ -373,6 +460,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
   exec.buffered_p2p = !out_of_order_channels(schedule).empty();   // schedules/message_order.h
   exec.record_timeline = options.trace_path.has_value();
+  slow_gpus(platform.degradation(), exec);
   exec.progress = options.progress;
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
   if (options.trace_path) write_chrome_trace(*options.trace_path, grid, lowered.played, run.ranks);
@@ -383,6 +471,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   set_memory(r, job, grid, lowered, run, redraw);
   r.breakdown = run.ranks[run.critical].breakdown;
   r.critical_rank = run.ranks[run.critical].rank;
+  r.waits = who_waits(r, grid);
   if (!options.sensitivity_stacks.empty())
     r.sensitivity_busy_s = sensitivity_busy(job, *lowered.played[run.critical].program, model,
                                             run.ranks[run.critical].compute_s, options);
@@ -391,7 +480,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.symmetry_reduced = layout.reduced();
   r.counts = run.stats;
   r.notes = job.notes;   // what resolving the job assumed or extended (e.g. beyond the cluster's size)
-  add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats);
+  add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats, exec.analytic_intra_node);
+  straggler_notes(r, platform.degradation());
   r.stack = stack.name;
   r.notes.push_back(stack_note(stack, job));
   if (exec.buffered_p2p)
@@ -423,6 +513,12 @@ double critical_busy_s(const SimResult& r) {
   return r.breakdown.compute + r.breakdown.optimizer;
 }
 
+nlohmann::json breakdown_to_json(const Breakdown& b) {
+  return {{"compute", b.compute},   {"tp_comm", b.tp_comm},         {"cp_comm", b.cp_comm},
+          {"ep_comm", b.ep_comm},   {"pp_comm", b.pp_comm},         {"dp_comm", b.dp_comm},
+          {"pipeline_bubble", b.pipeline_bubble}, {"optimizer", b.optimizer}};
+}
+
 nlohmann::json result_to_json(const SimResult& r) {
   nlohmann::json j;
   j["iteration_time_s"] = r.iteration_time_s;
@@ -433,10 +529,7 @@ nlohmann::json result_to_json(const SimResult& r) {
   j["hfu"] = r.hfu;
   j["peak_memory_gib"] = r.peak_memory_gib;
   j["oom"] = r.oom;
-  const Breakdown& b = r.breakdown;
-  j["breakdown"] = {{"compute", b.compute},   {"tp_comm", b.tp_comm},         {"cp_comm", b.cp_comm},
-                    {"ep_comm", b.ep_comm},   {"pp_comm", b.pp_comm},         {"dp_comm", b.dp_comm},
-                    {"pipeline_bubble", b.pipeline_bubble}, {"optimizer", b.optimizer}};
+  j["breakdown"] = breakdown_to_json(r.breakdown);
   j["critical_rank"] = r.critical_rank;
   j["ranks_played"] = r.ranks_played;
   j["symmetry_classes"] = r.symmetry_classes;
@@ -446,8 +539,18 @@ nlohmann::json result_to_json(const SimResult& r) {
     ranks.push_back({{"rank", rank.rank},
                      {"busy_s", rank.busy_s},
                      {"peak_memory_gib", rank.peak_memory_bytes / kBytesPerGiB},
-                     {"symmetry_class", rank.symmetry_class}});
+                     {"symmetry_class", rank.symmetry_class},
+                     {"finish_s", rank.finish_s},
+                     {"breakdown", breakdown_to_json(rank.breakdown)},
+                     {"peer_wait_s", rank.peer_wait_s}});
   j["ranks"] = std::move(ranks);
+  nlohmann::json waits = nlohmann::json::array();
+  for (const WaitRow& w : r.waits)
+    waits.push_back({{"who", w.who}, {"rank", w.rank}, {"count", w.count}, {"busy_s", w.busy_s},
+                     {"compute_s", w.compute_s}, {"pipeline_s", w.pipeline_s}, {"collectives_s", w.collectives_s},
+                     {"data_parallel_s", w.data_parallel_s}, {"optimizer_s", w.optimizer_s},
+                     {"peer_wait_s", w.peer_wait_s}, {"idle_at_end_s", w.idle_at_end_s}});
+  j["waits"] = std::move(waits);
   if (!r.sensitivity_busy_s.empty()) j["sensitivity_busy_s"] = r.sensitivity_busy_s;
   j["stack"] = r.stack;
   j["notes"] = r.notes;

@@ -58,6 +58,27 @@ struct RankResult {
   double busy_s = 0;           // compute time
   double peak_memory_bytes = 0;
   int64_t symmetry_class = 0;
+  double finish_s = 0;         // when its last instruction finished (s)
+  Breakdown breakdown;         // of its compute stream over [0, finish_s]; sums to finish_s
+  double peer_wait_s = 0;      // of its collectives' exposed seconds: waiting for the last member to start
+};
+
+// Who waits for whom: rows of per-rank seconds over one iteration, for the slowest played rank
+// (most compute seconds), the critical rank, and means over the slowest rank's peers and the rest.
+// compute + pipeline + collectives + data_parallel + optimizer + idle_at_end = iteration time.
+struct WaitRow {
+  std::string who;             // "slowest", "critical", "pipeline peers", "data-parallel peers",
+                               // "tensor/context-parallel peers", "others"
+  int64_t rank = -1;           // the rank, or -1 for a mean over `count` ranks
+  int64_t count = 1;
+  double busy_s = 0;           // compute kernels on every stream
+  double compute_s = 0;        // compute stream: compute kernels (breakdown.compute)
+  double pipeline_s = 0;       // pipeline bubble + exposed pipeline send/receive
+  double collectives_s = 0;    // exposed TP, CP and EP communication
+  double data_parallel_s = 0;  // exposed data-parallel communication
+  double optimizer_s = 0;
+  double peer_wait_s = 0;      // of collectives + data_parallel + optimizer: waiting for a late member
+  double idle_at_end_s = 0;    // iteration time - the rank's finish
 };
 
 // How much the simulation played (for benchmarks and reports; not part of the JSON).
@@ -86,6 +107,7 @@ struct SimResult {
   double wall_seconds = 0;              // host time the simulation took (not in the JSON)
   SimCounts counts;                     // not in the JSON
   std::vector<RankResult> ranks;        // played ranks
+  std::vector<WaitRow> waits;           // who waits for whom (rows as in WaitRow::who that have ranks)
   // [SimOptions::sensitivity_stacks]: the critical rank's busy seconds under each of those stacks
   // (its busy_s x the ratio of its compute instructions' model times); empty when none asked.
   std::vector<double> sensitivity_busy_s;
@@ -139,11 +161,15 @@ SimOutcome outcome_from_text(const std::string& text);
 // JSON fields documented in README: iteration_time_s, tokens_per_s, model_tflops_per_gpu,
 // hardware_tflops_per_gpu, mfu, hfu, peak_memory_gib, oom, breakdown{compute, tp_comm, cp_comm,
 // ep_comm, pp_comm, dp_comm, pipeline_bubble, optimizer}, critical_rank, ranks_played,
-// symmetry_classes, symmetry_reduced, ranks[{rank, busy_s, peak_memory_gib, symmetry_class}],
+// symmetry_classes, symmetry_reduced, ranks[{rank, busy_s, peak_memory_gib, symmetry_class, finish_s,
+// breakdown{...}, peer_wait_s}], waits[{who, rank, count, busy_s, compute_s, pipeline_s, collectives_s,
+// data_parallel_s, optimizer_s, peer_wait_s, idle_at_end_s}],
 // sensitivity_busy_s (only when asked),
 // notes, and for MoE jobs moe_routing{model, max_over_mean, dropped_copies, dropped_fraction,
 // layers[{layer, max_over_mean, max_load, mean_load, dropped}]} (moe_routing.h). Deterministic: no host time in it, so equal inputs give byte-identical dumps.
 nlohmann::json result_to_json(const SimResult& result);
+nlohmann::json breakdown_to_json(const Breakdown& breakdown);   // {compute, tp_comm, ...}
+Breakdown breakdown_from_json(const nlohmann::json& json);
 // The inverse of result_to_json (wall_seconds and counts stay 0).
 SimResult result_from_json(const nlohmann::json& json);
 
