@@ -31,6 +31,17 @@ std::string routing_text(const sim::RoutingSummary& s) {
   return "\n" + t.render();
 }
 
+// Traffic between datacenters (jobs on more than one): per direction, the total, the exposure.
+std::string wan_text(const sim::WanReport& w, double iteration_s) {
+  Table t({"WAN (placement " + w.placement + ")", "GB per iteration", "share of iteration"});
+  for (size_t a = 0; a < w.bytes_by_direction.size(); ++a)
+    for (size_t b = 0; b < w.bytes_by_direction[a].size(); ++b)
+      if (a != b) t.add_row({"dc" + std::to_string(a) + " -> dc" + std::to_string(b), fixed(w.bytes_by_direction[a][b] / 1e9, 3), ""});
+  t.add_row({"total", fixed(w.bytes / 1e9, 3), ""});
+  t.add_row({"exposed WAN communication", fixed(w.exposed_s, 3) + " s", pct(w.exposed_s, iteration_s)});
+  return "\n" + t.render();
+}
+
 }  // namespace
 
 std::string simulation_text(const Job& job, const sim::SimResult& r) {
@@ -55,6 +66,7 @@ std::string simulation_text(const Job& job, const sim::SimResult& r) {
   for (const auto& [name, s] : parts) t.add_row({name, fixed(s, 3), pct(s, r.iteration_time_s)});
   out += "\n" + t.render();
   if (r.moe_routing) out += routing_text(*r.moe_routing);
+  if (r.wan) out += wan_text(*r.wan, r.iteration_time_s);
   for (const auto& n : r.notes) out += "note: " + n + "\n";
   return out;
 }

@@ -105,6 +105,13 @@ struct ReplicaLayout {
 // the grid has no such structure (then *why_not says so).
 ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not = nullptr);
 
+// True when every copy of a reduced layout sits in the datacenters as the played block does: for
+// each copy, the datacenter of a played rank determines that of its image, one to one. Otherwise
+// (e.g. a replica cut by the WAN while another is not) the copies are not equivalent to the
+// played block and *why_not says so. dc_of_rank: [rank] its datacenter.
+bool replicas_respect_datacenters(const ReplicaLayout& layout, const std::vector<int64_t>& dc_of_rank,
+                                  std::string* why_not = nullptr);
+
 // Start and end of one instruction on its rank (s).
 struct InstructionTime {
   double start = 0;
@@ -116,16 +123,34 @@ struct RankOutcome {
   double finish_s = 0;          // when its last instruction finished
   double compute_s = 0;         // sum of its compute instructions' durations
   Breakdown breakdown;          // of [0, finish_s] on its compute stream; sums to finish_s
+  // Of the breakdown's exposed communication (tp/cp/ep/pp/dp and optimizer-phase collectives,
+  // not the bubble), the seconds charged to operations with flows between datacenters.
+  double wan_exposed_s = 0;
   std::vector<InstructionTime> timeline;  // [instruction], when ExecutorOptions::record_timeline
 };
 
 using ExecutionStats = SimCounts;
+
+// Bytes sent between datacenters in one iteration by every rank, played or not (unplayed ranks
+// counted from the program of the rank that plays their part, with peers and groups renamed).
+// Point-to-point messages count their bytes; collectives the bytes of their plan's flows
+// (collectives.h) between members in different datacenters; all-to-alls their rail-aligned flows.
+struct WanTraffic {
+  std::vector<std::vector<double>> bytes;  // [source datacenter][destination datacenter]; empty with one
+  double total() const {
+    double sum = 0;
+    for (const auto& row : bytes)
+      for (double b : row) sum += b;
+    return sum;
+  }
+};
 
 struct ExecutionResult {
   std::vector<RankOutcome> ranks;  // one per played rank, in the order given
   double makespan_s = 0;           // max finish over played ranks
   size_t critical = 0;             // index into ranks of the rank that finishes last (first on ties)
   ExecutionStats stats;
+  WanTraffic wan;                  // with several datacenters
 };
 
 // A played rank and the program it runs: its own, or that of a rank with the same pipeline

@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <set>
+#include <unordered_map>
 
 #include <simgrid/s4u.hpp>
 
@@ -111,8 +113,10 @@ GroupInfo& Execution::group(int64_t rank, ParallelGroup kind) {
     g.group.gpus = m.ranks;
     g.intra_node = true;
     const int64_t node = platform.place(m.ranks.front()).node;
+    const int64_t dc = platform.place(m.ranks.front()).dc;
     for (size_t j = 0; j < m.ranks.size(); ++j) {
       g.intra_node = g.intra_node && platform.place(m.ranks[j]).node == node;
+      g.spans_dcs = g.spans_dcs || platform.place(m.ranks[j]).dc != dc;
       g.played.push_back(is_played(m.ranks[j]) ? 1 : 0);
       g.all_played = g.all_played && g.played.back();
       g.member.emplace(m.ranks[j], static_cast<int>(j));
@@ -314,8 +318,84 @@ void Execution::instructions_done(int64_t count) {
                    message);
 }
 
+WanTraffic Execution::wan_traffic(const std::vector<PlayedRank>& played) {
+  WanTraffic out;
+  const auto d = static_cast<size_t>(platform.cluster().datacenters);
+  if (d < 2) return out;
+  out.bytes.assign(d, std::vector<double>(d, 0.0));
+  // Per program: bytes of its collectives per (group kind, plan kind), of its sends per peer (in
+  // the program's own numbering), and its routed all-to-alls one by one.
+  struct Totals {
+    std::map<std::pair<ParallelGroup, PlanKind>, double> collectives;
+    std::map<int64_t, double> sends;
+    std::vector<const Instruction*> routed;
+  };
+  std::unordered_map<const RankProgram*, Totals> totals;
+  std::unordered_map<int64_t, const RankProgram*> program_of;  // played rank -> program
+  for (const PlayedRank& p : played) {
+    program_of[p.rank] = p.program;
+    auto [it, fresh] = totals.try_emplace(p.program);
+    if (!fresh) continue;
+    for (const Instruction& x : p.program->instructions) {
+      if (x.kind == OpKind::Send) it->second.sends[x.peer] += x.bytes;
+      if (!is_collective(x.kind)) continue;
+      if (routed_all_to_all(x)) it->second.routed.push_back(&x);
+      else if (x.bytes > 0) it->second.collectives[{x.group, plan_kind(x.kind)}] += x.bytes;
+    }
+  }
+  // Per (group, plan kind): [member] -> its flows to other datacenters, per buffer byte.
+  std::map<std::pair<uint64_t, PlanKind>, std::vector<std::vector<Flow>>> wan_flows;
+  const auto flows_of = [&](GroupInfo& g, PlanKind kind) -> const std::vector<std::vector<Flow>>& {
+    auto [it, fresh] = wan_flows.try_emplace({g.key, kind});
+    if (!fresh) return it->second;
+    it->second.resize(g.group.gpus.size());
+    double latency = 0, seconds_per_byte = 0;
+    for (const Flow& f : unit_flows(g, kind, &latency, &seconds_per_byte))
+      if (platform.place(g.group.gpus[static_cast<size_t>(f.src)]).dc !=
+          platform.place(g.group.gpus[static_cast<size_t>(f.dst)]).dc)
+        it->second[static_cast<size_t>(f.src)].push_back(f);
+    return it->second;
+  };
+  const auto add = [&](int64_t src, int64_t dst, double bytes) {
+    const auto a = static_cast<size_t>(platform.place(src).dc);
+    const auto b = static_cast<size_t>(platform.place(dst).dc);
+    if (a != b) out.bytes[a][b] += bytes;
+  };
+  for (int64_t r = 0; r < grid.world_size(); ++r) {
+    const RankProgram* program = program_of.at(layout.played[static_cast<size_t>(layout.preimage[static_cast<size_t>(r)])]);
+    const Totals& t = totals.at(program);
+    for (const auto& [peer, bytes] : t.sends)
+      add(r, program->rank == r ? peer : rename_peer(grid, program->rank, r, peer), bytes);
+    for (const auto& [key, bytes] : t.collectives) {
+      GroupInfo& g = group(r, key.first);
+      if (!g.spans_dcs || g.group.gpus.size() < 2) continue;
+      for (const Flow& f : flows_of(g, key.second)[static_cast<size_t>(g.member.at(r))])
+        add(r, g.group.gpus[static_cast<size_t>(f.dst)], f.bytes * bytes);
+    }
+    for (const Instruction* x : t.routed) {
+      GroupInfo& g = group(r, x->group);
+      if (!g.spans_dcs || g.group.gpus.size() < 2) continue;
+      const auto& gpus = g.group.gpus;
+      std::vector<double> send(gpus.size(), 0.0);
+      for (size_t j = 0; j < gpus.size(); ++j) send[j] = pair_bytes(grid, *x->cost->peer_bytes, r, gpus[j]);
+      const Collectives::AllToAllRoutes& routes = collectives.all_to_all_routes(g.group);
+      for (const auto& [via, bytes] : routes.sends(static_cast<size_t>(g.member.at(r)), send))
+        add(r, gpus[static_cast<size_t>(via)], bytes);
+    }
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // RankPlayer: communication
+
+bool RankPlayer::crosses_wan(int32_t i) {
+  if (ex_.platform.cluster().datacenters < 2) return false;
+  const Instruction& x = ins_[static_cast<size_t>(i)];
+  if (x.kind == OpKind::Send || x.kind == OpKind::Recv)
+    return ex_.platform.place(rank_).dc != ex_.platform.place(peer(i)).dc;
+  return is_collective(x.kind) && ex_.group(rank_, x.group).spans_dcs;
+}
 
 bool RankPlayer::analytic_seconds(const Instruction& x, double* seconds) {
   if (!is_collective(x.kind)) return false;

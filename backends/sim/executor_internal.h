@@ -53,6 +53,7 @@ struct GroupInfo {
   uint64_t key = 0;                // (kind, group index)
   Group group;                     // name "<kind>#<index>", members = GPUs = ranks
   bool intra_node = false;         // every member on one node
+  bool spans_dcs = false;          // members in more than one datacenter
   bool all_played = true;
   std::vector<char> played;        // [member]
   std::unordered_map<int64_t, int> member;  // rank -> member index
@@ -108,6 +109,11 @@ class Execution {
   bool arrive(uint64_t group_key, int64_t seq, size_t size);
 
   void instructions_done(int64_t count);
+
+  // Bytes every rank (played or not, each running its class program) sends across datacenters in
+  // the iteration: its Sends to peers in another datacenter and its share of the flows of
+  // collectives on groups that span datacenters (executor.h, WanTraffic).
+  WanTraffic wan_traffic(const std::vector<PlayedRank>& played);
 
   // The actor playing each played rank (buffered point-to-point messages name their receiver).
   std::unordered_map<int64_t, simgrid::s4u::Actor*> actors;
@@ -208,6 +214,7 @@ class RankPlayer {
   void start_partial_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x);
   void wait_on(int32_t op, const simgrid::s4u::CommPtr& comm, double delay);
   void ghost(int64_t src, int64_t dst, double bytes);
+  bool crosses_wan(int32_t i);  // communication i has flows between datacenters
   void note_recv_done(int32_t i);
 
   Execution& ex_;

@@ -77,6 +77,23 @@ SimResult finish_child(pid_t pid, const std::string& text) {
   return r;
 }
 
+WanReport wan_from_json(const nlohmann::json& j) {
+  WanReport w;
+  w.placement = j.at("dc_placement").get<std::string>();
+  w.bytes = j.at("wan_bytes").get<double>();
+  w.exposed_s = j.at("wan_exposed_s").get<double>();
+  for (const auto& [key, bytes] : j.at("wan_bytes_by_direction").items()) {
+    const size_t arrow = key.find("->");
+    const auto from = static_cast<size_t>(std::stoll(key.substr(0, arrow)));
+    const auto to = static_cast<size_t>(std::stoll(key.substr(arrow + 2)));
+    const size_t d = std::max(from, to) + 1;
+    if (w.bytes_by_direction.size() < d) w.bytes_by_direction.resize(d);
+    for (auto& row : w.bytes_by_direction) row.resize(std::max(row.size(), d), 0.0);
+    w.bytes_by_direction[from][to] = bytes.get<double>();
+  }
+  return w;
+}
+
 }  // namespace
 
 SimResult result_from_json(const nlohmann::json& j) {
@@ -109,6 +126,7 @@ SimResult result_from_json(const nlohmann::json& j) {
   r.stack = j.value("stack", std::string());
   r.notes = j.at("notes").get<std::vector<std::string>>();
   if (j.contains("moe_routing")) r.moe_routing = summary_from_json(j.at("moe_routing"));
+  if (j.contains("wan_bytes")) r.wan = wan_from_json(j);
   return r;
 }
 

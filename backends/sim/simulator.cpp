@@ -14,6 +14,7 @@
 
 #include "backends/sim/stack.h"
 #include "backends/sim/compute_model.h"
+#include "backends/sim/dc_placement.h"
 #include "backends/sim/executor.h"
 #include "backends/sim/tp_overlap.h"
 #include "backends/sim/trace_writer.h"
@@ -171,15 +172,17 @@ OpTime timed(ComputeTimes& times, const ComputeModel& model, const Instruction& 
 // data-parallel groups mix EP coordinates, so that assumption holds only where those collectives
 // are costed analytically (members inside one node do not wait for each other). Otherwise the
 // reduction would not be exact: the reason to play every rank, or "" when it stays exact.
-std::string routed_reduction_blocker(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout) {
+std::string routed_reduction_blocker(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout,
+                                     const std::vector<int64_t>& gpu_of) {
   if (!layout.reduced() || grid.ep_size() == 1) return "";
   const std::vector<GpuPlace> places = place_gpus(job.cluster, grid.world_size());
+  const auto node = [&](int64_t rank) { return places[static_cast<size_t>(gpu_of[static_cast<size_t>(rank)])].node; };
   for (int64_t rank : layout.played)
     for (ParallelGroup kind : {ParallelGroup::Dp, ParallelGroup::DpCp, ParallelGroup::TpDp, ParallelGroup::TpDpCp}) {
       const auto group = grid.find_group(rank, kind);
       if (!group) continue;
       for (int64_t member : group->ranks)
-        if (places[static_cast<size_t>(member)].node != places[static_cast<size_t>(rank)].node)
+        if (node(member) != node(rank))
           return "the MoE routing model makes expert-parallel ranks differ and their data-parallel groups cross "
                  "nodes, where a reduced run cannot wait for the slowest member";
     }
@@ -283,6 +286,32 @@ std::vector<double> sensitivity_busy(const Job& job, const RankProgram& program,
   return out;
 }
 
+// The datacenter of each rank under the job's placement (dc_placement.h).
+std::vector<int64_t> datacenter_of_rank(const Job& job, const std::vector<int64_t>& gpu_of) {
+  const std::vector<GpuPlace> places = place_gpus(job.cluster, static_cast<int64_t>(gpu_of.size()));
+  std::vector<int64_t> dc(gpu_of.size());
+  for (size_t r = 0; r < gpu_of.size(); ++r) dc[r] = places[static_cast<size_t>(gpu_of[r])].dc;
+  return dc;
+}
+
+WanReport wan_report(const Job& job, const ExecutionResult& run) {
+  WanReport w;
+  w.placement = to_string(job.parallel.dc_placement);
+  w.bytes = run.wan.total();
+  w.bytes_by_direction = run.wan.bytes;
+  w.exposed_s = run.ranks[run.critical].wan_exposed_s;
+  return w;
+}
+
+std::string wan_note(const Job& job, const WanReport& w) {
+  const ClusterSpec& c = job.cluster;
+  return std::to_string(c.datacenters) + " datacenters (WAN " + fixed(c.wan_bandwidth * 8 / 1e9, 1) + " Gb/s, " +
+         fixed(c.wan_latency * 1e3, 2) + " ms), placement " + w.placement + ": " + fixed(w.bytes / 1e9, 3) +
+         " GB crossed the WAN per iteration; groups spanning datacenters reduce hierarchically (inside each "
+         "datacenter, then the shards across); WAN exposure = the critical rank's exposed communication on "
+         "operations crossing the WAN";
+}
+
 }  // namespace
 
 double peak_flops(const Job& job, std::string* which) {
@@ -303,8 +332,12 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   const auto wall_start = Clock::now();
   const ParallelGrid grid = ParallelGrid::from_job(job);
   const Schedule schedule = schedule_for_job(job);
+  const std::vector<int64_t> gpu_of = gpu_of_rank(job, grid);   // validates the placement
   std::string why_not;
   ReplicaLayout layout = replica_layout(grid, options.all_ranks, &why_not);
+  if (job.cluster.datacenters > 1 && layout.reduced() &&
+      !replicas_respect_datacenters(layout, datacenter_of_rank(job, gpu_of), &why_not))
+    layout = replica_layout(grid, true);
   const Stack stack = options.stack ? *options.stack : stack_for_job(job);
   ComputeModel model(job.cluster.gpu, stack.efficiency, compute_options_for(job));
   if (options.profile) model.load_profile(*options.profile);
@@ -313,7 +346,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   if (job.model.is_moe()) routing.emplace(job, grid);   // checks a trace file before lowering
   const bool redraw = routing && !routing->is_expected();
   if (redraw) {
-    if (const std::string blocker = routed_reduction_blocker(job, grid, layout); !blocker.empty()) {
+    if (const std::string blocker = routed_reduction_blocker(job, grid, layout, gpu_of); !blocker.empty()) {
       why_not = blocker;
       layout = replica_layout(grid, true);
     }
@@ -326,6 +359,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   if (options.progress) options.progress(0.0, "building the platform of " + std::to_string(grid.world_size()) + " GPUs");
   PlatformOptions platform_options;
   platform_options.efficiency = &model.efficiency();
+  if (!is_identity(gpu_of)) platform_options.gpu_of_rank = gpu_of;
   Platform platform(job.cluster, grid.world_size(), platform_options);
   Collectives collectives(platform);
 
@@ -373,6 +407,10 @@ SimResult simulate(const Job& job, const SimOptions& options) {
                       std::to_string(job.parallel.tensor_model_parallel_size) +
                       " chunks, as Transformer Engine's userbuffers do (approximate: the GEMM chunks are not slowed "
                       "by the SMs or copy engines the exchange uses)");
+  if (job.cluster.datacenters > 1) {
+    r.wan = wan_report(job, run);
+    r.notes.push_back(wan_note(job, *r.wan));
+  }
   if (routing) {
     r.moe_routing = routing->summary();
     r.notes.push_back(routing_note(job, *r.moe_routing, redraw));
@@ -419,6 +457,17 @@ nlohmann::json result_to_json(const SimResult& r) {
   j["stack"] = r.stack;
   j["notes"] = r.notes;
   if (r.moe_routing) j["moe_routing"] = summary_to_json(*r.moe_routing);
+  if (r.wan) {
+    j["dc_placement"] = r.wan->placement;
+    j["wan_bytes"] = r.wan->bytes;
+    nlohmann::json by_direction = nlohmann::json::object();
+    for (size_t from = 0; from < r.wan->bytes_by_direction.size(); ++from)
+      for (size_t to = 0; to < r.wan->bytes_by_direction[from].size(); ++to)
+        if (from != to)
+          by_direction[std::to_string(from) + "->" + std::to_string(to)] = r.wan->bytes_by_direction[from][to];
+    j["wan_bytes_by_direction"] = std::move(by_direction);
+    j["wan_exposed_s"] = r.wan->exposed_s;
+  }
   return j;
 }
 

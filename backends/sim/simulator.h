@@ -66,6 +66,18 @@ struct SimCounts {
   int64_t analytic_collectives = 0;  // collectives inside one node, costed without flows
 };
 
+// Traffic between datacenters in one iteration (jobs on more than one datacenter).
+struct WanReport {
+  std::string placement;   // ParallelConfig::dc_placement: rank-order, pp, dp or ep
+  double bytes = 0;        // sent between datacenters by all ranks, all directions
+  std::vector<std::vector<double>> bytes_by_direction;  // [from datacenter][to datacenter], bytes
+  // Seconds of the critical rank's iteration its compute stream waited on communication with flows
+  // between datacenters: the part of the breakdown's exposed communication (tp/cp/ep/pp/dp_comm,
+  // optimizer-phase collectives) charged to such operations. A pipeline receive's wait for its
+  // sender stays in the bubble, so a bubble lengthened by WAN hops upstream is not counted.
+  double exposed_s = 0;
+};
+
 struct SimResult {
   double iteration_time_s = 0;
   double tokens_per_s = 0;
@@ -89,6 +101,7 @@ struct SimResult {
   std::string stack;                    // software stack the compute and NCCL efficiencies came from
   std::vector<std::string> notes;       // approximations the user should know about
   std::optional<RoutingSummary> moe_routing;   // MoE jobs: the routing model and its imbalance
+  std::optional<WanReport> wan;         // jobs on more than one datacenter
 };
 
 // The dense peak MFU refers to (FP8 when the job trains in FP8, FP32 for FP32 jobs, else BF16/FP16);
@@ -135,7 +148,9 @@ std::vector<SimOutcome> simulate_each_in_subprocesses(const std::vector<SimReque
 // symmetry_classes, symmetry_reduced, ranks[{rank, busy_s, peak_memory_gib, symmetry_class}],
 // sensitivity_busy_s (only when asked),
 // notes, and for MoE jobs moe_routing{model, max_over_mean, dropped_copies, dropped_fraction,
-// layers[{layer, max_over_mean, max_load, mean_load, dropped}]} (moe_routing.h). Deterministic: no host time in it, so equal inputs give byte-identical dumps.
+// layers[{layer, max_over_mean, max_load, mean_load, dropped}]} (moe_routing.h); with more than one
+// datacenter dc_placement, wan_bytes, wan_bytes_by_direction{"A->B": bytes} and wan_exposed_s
+// (WanReport). Deterministic: no host time in it, so equal inputs give byte-identical dumps.
 nlohmann::json result_to_json(const SimResult& result);
 // The inverse of result_to_json (wall_seconds and counts stay 0).
 SimResult result_from_json(const nlohmann::json& json);
