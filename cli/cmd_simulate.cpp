@@ -1,5 +1,5 @@
 // `tandem simulate [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N] [--json FILE] [--trace FILE] [--trace-ops FILE]
-//                  [--all-ranks] [--profile FILE] [CONFIG] [-- MEGATRON_FLAGS]`
+//                  [--all-ranks] [--profile FILE] [--no-wan-baseline] [CONFIG] [-- MEGATRON_FLAGS]`
 #include <chrono>
 #include <cstdio>
 
@@ -19,6 +19,7 @@ void print_simulate_help() {
       "usage: tandem simulate [CONFIG.json|PRESET] [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N]\n"
       "                       [--json FILE]\n"
       "                       [--trace FILE] [--trace-ops FILE] [--all-ranks] [--profile FILE]\n"
+      "                       [--no-wan-baseline]\n"
       "                       [-- MEGATRON_FLAGS...]\n\n"
       "Plays one training iteration on a SimGrid model of the cluster and reports iteration time,\n"
       "throughput, MFU/HFU, peak memory per rank and where the time goes.\n"
@@ -26,15 +27,18 @@ void print_simulate_help() {
       "  --trace FILE      Chrome-trace timeline of the played ranks (open in Perfetto)\n"
       "  --trace-ops FILE  per-rank op trace (kind, shapes, group, bytes)\n"
       "  --all-ranks       play every rank (default: one representative per symmetry class)\n"
-      "  --profile FILE    measured per-op profile instead of the analytical compute model\n");
+      "  --profile FILE    measured per-op profile instead of the analytical compute model\n"
+      "  --no-wan-baseline several datacenters: skip the second run on an ideal WAN (no WAN cost line)\n"
+      "  --dc-placement rank-order|pp|dp|ep (a job flag, after --): which dimension crosses datacenters\n");
 }
 
 int run_simulate(const std::vector<std::string>& args) {
-  const JobOptions opts = parse_job_options(args, {"--trace", "--trace-ops", "--profile"}, {"--all-ranks", "--help", "-h"});
+  const JobOptions opts = parse_job_options(args, {"--trace", "--trace-ops", "--profile"}, {"--all-ranks", "--no-wan-baseline", "--help", "-h"});
   if (opts.extra.count("--help") || opts.extra.count("-h")) return print_simulate_help(), 0;
   const Job job = load_job(opts.request);
   sim::SimOptions so;
   so.all_ranks = opts.extra.count("--all-ranks") > 0;
+  so.wan_baseline = opts.extra.count("--no-wan-baseline") == 0;
   if (opts.extra.count("--profile")) so.profile = opts.extra.at("--profile");
   if (opts.extra.count("--trace")) so.trace_path = opts.extra.at("--trace");
   if (opts.extra.count("--trace-ops")) so.op_trace_path = opts.extra.at("--trace-ops");

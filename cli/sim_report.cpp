@@ -39,6 +39,8 @@ std::string wan_text(const sim::WanReport& w, double iteration_s) {
       if (a != b) t.add_row({"dc" + std::to_string(a) + " -> dc" + std::to_string(b), fixed(w.bytes_by_direction[a][b] / 1e9, 3), ""});
   t.add_row({"total", fixed(w.bytes / 1e9, 3), ""});
   t.add_row({"exposed WAN communication", fixed(w.exposed_s, 3) + " s", pct(w.exposed_s, iteration_s)});
+  if (w.ideal_iteration_s > 0)
+    t.add_row({"WAN cost (vs an ideal WAN)", fixed(w.cost_s, 3) + " s", pct(w.cost_s, iteration_s)});
   return "\n" + t.render();
 }
 

@@ -24,8 +24,8 @@
 // tokens_per_s, tokens_per_s_per_gpu, model_tflops_per_gpu, mfu, peak_memory_gib, oom, the
 // breakdown (seconds: compute, tp_comm, cp_comm, ep_comm, pp_comm, dp_comm, pipeline_bubble,
 // optimizer), wan_bytes (bytes sent between datacenters per iteration, 0 with one datacenter),
-// wan_exposed_s (the critical rank's exposed communication crossing the WAN, simulator.h WanReport)
-// and "error" (the message of a point that does not resolve or simulate).
+// wan_exposed_s (the critical rank's exposed communication crossing the WAN), wan_cost_s (iteration
+// time minus that of the same job on an ideal WAN; simulator.h WanReport) and "error" (the message of a point that does not resolve or simulate).
 // Deterministic: the same spec gives byte-identical files; rows already in the output are kept
 // and their points not simulated again (resume).
 #include <string>

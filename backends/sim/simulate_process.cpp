@@ -82,6 +82,10 @@ WanReport wan_from_json(const nlohmann::json& j) {
   w.placement = j.at("dc_placement").get<std::string>();
   w.bytes = j.at("wan_bytes").get<double>();
   w.exposed_s = j.at("wan_exposed_s").get<double>();
+  if (j.contains("wan_cost_s")) {
+    w.ideal_iteration_s = j.at("wan_ideal_iteration_time_s").get<double>();
+    w.cost_s = j.at("wan_cost_s").get<double>();
+  }
   for (const auto& [key, bytes] : j.at("wan_bytes_by_direction").items()) {
     const size_t arrow = key.find("->");
     const auto from = static_cast<size_t>(std::stoll(key.substr(0, arrow)));

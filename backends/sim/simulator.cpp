@@ -294,13 +294,32 @@ std::vector<int64_t> datacenter_of_rank(const Job& job, const std::vector<int64_
   return dc;
 }
 
-WanReport wan_report(const Job& job, const ExecutionResult& run) {
+WanReport wan_report(const Job& job, const ExecutionResult& run, double ideal_iteration_s) {
   WanReport w;
   w.placement = to_string(job.parallel.dc_placement);
   w.bytes = run.wan.total();
   w.bytes_by_direction = run.wan.bytes;
   w.exposed_s = run.ranks[run.critical].wan_exposed_s;
+  if (ideal_iteration_s > 0) {
+    w.ideal_iteration_s = ideal_iteration_s;
+    w.cost_s = run.makespan_s - ideal_iteration_s;
+  }
   return w;
+}
+
+// The iteration time of the job on an ideal WAN (zero latency, 1e15 bytes/s), simulated in a
+// forked child before this process builds its platform (one SimGrid engine per process).
+double ideal_wan_iteration(const Job& job, const SimOptions& options) {
+  Job ideal = job;
+  ideal.cluster.wan_latency = 0;
+  ideal.cluster.wan_bandwidth = 1e15;
+  SimOptions child;
+  child.stack = options.stack;
+  child.all_ranks = options.all_ranks;
+  child.profile = options.profile;
+  child.wan_baseline = false;
+  if (options.progress) options.progress(0.0, "simulating the same job on an ideal WAN");
+  return simulate_in_subprocess(ideal, child).iteration_time_s;
 }
 
 std::string wan_note(const Job& job, const WanReport& w) {
@@ -308,8 +327,11 @@ std::string wan_note(const Job& job, const WanReport& w) {
   return std::to_string(c.datacenters) + " datacenters (WAN " + fixed(c.wan_bandwidth * 8 / 1e9, 1) + " Gb/s, " +
          fixed(c.wan_latency * 1e3, 2) + " ms), placement " + w.placement + ": " + fixed(w.bytes / 1e9, 3) +
          " GB crossed the WAN per iteration; groups spanning datacenters reduce hierarchically (inside each "
-         "datacenter, then the shards across); WAN exposure = the critical rank's exposed communication on "
-         "operations crossing the WAN";
+         "datacenter, then the shards across); exposed WAN communication = the critical rank's exposed "
+         "communication on operations crossing the WAN" +
+         (w.cost_s >= -0.5 ? "; WAN cost = iteration time - " + fixed(w.ideal_iteration_s, 3) +
+                                 " s of the same job on an ideal WAN (no latency, unlimited bandwidth)"
+                           : "");
 }
 
 }  // namespace
@@ -333,6 +355,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   const ParallelGrid grid = ParallelGrid::from_job(job);
   const Schedule schedule = schedule_for_job(job);
   const std::vector<int64_t> gpu_of = gpu_of_rank(job, grid);   // validates the placement
+  const bool several_dcs = job.cluster.datacenters > 1;
+  const double ideal_iteration_s = several_dcs && options.wan_baseline ? ideal_wan_iteration(job, options) : -1;
   std::string why_not;
   ReplicaLayout layout = replica_layout(grid, options.all_ranks, &why_not);
   if (job.cluster.datacenters > 1 && layout.reduced() &&
@@ -407,8 +431,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
                       std::to_string(job.parallel.tensor_model_parallel_size) +
                       " chunks, as Transformer Engine's userbuffers do (approximate: the GEMM chunks are not slowed "
                       "by the SMs or copy engines the exchange uses)");
-  if (job.cluster.datacenters > 1) {
-    r.wan = wan_report(job, run);
+  if (several_dcs) {
+    r.wan = wan_report(job, run, ideal_iteration_s);
     r.notes.push_back(wan_note(job, *r.wan));
   }
   if (routing) {
@@ -467,6 +491,10 @@ nlohmann::json result_to_json(const SimResult& r) {
           by_direction[std::to_string(from) + "->" + std::to_string(to)] = r.wan->bytes_by_direction[from][to];
     j["wan_bytes_by_direction"] = std::move(by_direction);
     j["wan_exposed_s"] = r.wan->exposed_s;
+    if (r.wan->ideal_iteration_s > 0) {
+      j["wan_ideal_iteration_time_s"] = r.wan->ideal_iteration_s;
+      j["wan_cost_s"] = r.wan->cost_s;
+    }
   }
   return j;
 }

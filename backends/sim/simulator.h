@@ -31,6 +31,9 @@ struct SimOptions {
   std::optional<std::string> op_trace_path;  // per-rank op trace (kind, shapes, group, bytes)
   // Called now and then with (fraction done in [0, 1], message); may be empty.
   std::function<void(double, const std::string&)> progress;
+  // With several datacenters: also simulate the same job (same placement) on an ideal WAN, in a
+  // forked child, for WanReport::ideal_iteration_s (about doubles the time of such a run).
+  bool wan_baseline = true;
 };
 
 // Seconds of one iteration attributed to each cause, on the critical rank (the slowest played
@@ -76,6 +79,11 @@ struct WanReport {
   // optimizer-phase collectives) charged to such operations. A pipeline receive's wait for its
   // sender stays in the bubble, so a bubble lengthened by WAN hops upstream is not counted.
   double exposed_s = 0;
+  // The iteration time of the same job and placement on an ideal WAN (no latency, bandwidth
+  // 1e15 bytes/s), when SimOptions::wan_baseline; cost_s = iteration time - that: everything the
+  // WAN costs, bubbles included. Both -1 when not computed.
+  double ideal_iteration_s = -1;
+  double cost_s = -1;
 };
 
 struct SimResult {
@@ -149,8 +157,8 @@ std::vector<SimOutcome> simulate_each_in_subprocesses(const std::vector<SimReque
 // sensitivity_busy_s (only when asked),
 // notes, and for MoE jobs moe_routing{model, max_over_mean, dropped_copies, dropped_fraction,
 // layers[{layer, max_over_mean, max_load, mean_load, dropped}]} (moe_routing.h); with more than one
-// datacenter dc_placement, wan_bytes, wan_bytes_by_direction{"A->B": bytes} and wan_exposed_s
-// (WanReport). Deterministic: no host time in it, so equal inputs give byte-identical dumps.
+// datacenter dc_placement, wan_bytes, wan_bytes_by_direction{"A->B": bytes}, wan_exposed_s and,
+// when computed, wan_ideal_iteration_time_s and wan_cost_s (WanReport). Deterministic: no host time in it, so equal inputs give byte-identical dumps.
 nlohmann::json result_to_json(const SimResult& result);
 // The inverse of result_to_json (wall_seconds and counts stay 0).
 SimResult result_from_json(const nlohmann::json& json);
