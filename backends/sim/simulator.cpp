@@ -294,6 +294,32 @@ std::vector<int64_t> datacenter_of_rank(const Job& job, const std::vector<int64_
   return dc;
 }
 
+// The symmetry reduction's layout, every rank when the placement makes replicas differ.
+ReplicaLayout layout_for(const Job& job, const ParallelGrid& grid, const std::vector<int64_t>& gpu_of,
+                         bool all_ranks, std::string* why_not) {
+  ReplicaLayout layout = replica_layout(grid, all_ranks, why_not);
+  if (job.cluster.datacenters > 1 && layout.reduced() &&
+      !replicas_respect_datacenters(layout, datacenter_of_rank(job, gpu_of), why_not))
+    layout = replica_layout(grid, true);
+  return layout;
+}
+
+// Notes on what the simulator's passes did: buffered messages, TP communication overlap.
+void add_pass_notes(SimResult& r, const Job& job, bool buffered_p2p, const TpOverlapResult& tp_overlap) {
+  if (buffered_p2p)
+    r.notes.push_back("point-to-point messages are buffered at the receiver: the " +
+                      job.parallel.pipeline_schedule +
+                      " schedule receives some messages in another order than they are sent, which an in-order "
+                      "(NCCL) backend can only do by buffering them");
+  if (job.parallel.tp_comm_overlap)
+    r.notes.push_back("TP communication overlap (--tp-comm-overlap): " + std::to_string(tp_overlap.gathers) +
+                      " all-gather/GEMM and " + std::to_string(tp_overlap.scatters) +
+                      " GEMM/reduce-scatter pairs per iteration pipelined in " +
+                      std::to_string(job.parallel.tensor_model_parallel_size) +
+                      " chunks, as Transformer Engine's userbuffers do (approximate: the GEMM chunks are not slowed "
+                      "by the SMs or copy engines the exchange uses)");
+}
+
 WanReport wan_report(const Job& job, const ExecutionResult& run, double ideal_iteration_s) {
   WanReport w;
   w.placement = to_string(job.parallel.dc_placement);
@@ -358,10 +384,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   const bool several_dcs = job.cluster.datacenters > 1;
   const double ideal_iteration_s = several_dcs && options.wan_baseline ? ideal_wan_iteration(job, options) : -1;
   std::string why_not;
-  ReplicaLayout layout = replica_layout(grid, options.all_ranks, &why_not);
-  if (job.cluster.datacenters > 1 && layout.reduced() &&
-      !replicas_respect_datacenters(layout, datacenter_of_rank(job, gpu_of), &why_not))
-    layout = replica_layout(grid, true);
+  ReplicaLayout layout = layout_for(job, grid, gpu_of, options.all_ranks, &why_not);
   const Stack stack = options.stack ? *options.stack : stack_for_job(job);
   ComputeModel model(job.cluster.gpu, stack.efficiency, compute_options_for(job));
   if (options.profile) model.load_profile(*options.profile);
@@ -419,18 +442,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   add_notes(r, job, layout, why_not, model, peak_name, grid.world_size(), run.stats);
   r.stack = stack.name;
   r.notes.push_back(stack_note(stack, job));
-  if (exec.buffered_p2p)
-    r.notes.push_back("point-to-point messages are buffered at the receiver: the " +
-                      job.parallel.pipeline_schedule +
-                      " schedule receives some messages in another order than they are sent, which an in-order "
-                      "(NCCL) backend can only do by buffering them");
-  if (job.parallel.tp_comm_overlap)
-    r.notes.push_back("TP communication overlap (--tp-comm-overlap): " + std::to_string(tp_overlap.gathers) +
-                      " all-gather/GEMM and " + std::to_string(tp_overlap.scatters) +
-                      " GEMM/reduce-scatter pairs per iteration pipelined in " +
-                      std::to_string(job.parallel.tensor_model_parallel_size) +
-                      " chunks, as Transformer Engine's userbuffers do (approximate: the GEMM chunks are not slowed "
-                      "by the SMs or copy engines the exchange uses)");
+  add_pass_notes(r, job, exec.buffered_p2p, tp_overlap);
   if (several_dcs) {
     r.wan = wan_report(job, run, ideal_iteration_s);
     r.notes.push_back(wan_note(job, *r.wan));
