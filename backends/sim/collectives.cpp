@@ -162,8 +162,7 @@ std::vector<std::vector<int>> datacenter_layout(const Platform& platform, const 
   return members;
 }
 
-// Hierarchical across datacenters (Megatron/NCCL style) for a group with q members in each of D
-// datacenters: a ring inside each datacenter (reduce-scatter of the whole buffer for all-reduce
+// Algorithm::DatacenterHierarchical for a group with q members in each of D datacenters: a ring inside each datacenter (reduce-scatter of the whole buffer for all-reduce
 // and reduce-scatter, all-gather for all-gather and all-reduce), and for each local index k a
 // ring across datacenters over the k-th members carrying that member's shard (bytes / q): the
 // WAN carries ring_factor(D) x bytes / q per member instead of a flat ring's whole buffer.
@@ -251,6 +250,7 @@ std::string to_string(Algorithm algorithm) {
     case Algorithm::Ring: return "ring";
     case Algorithm::Tree: return "tree";
     case Algorithm::Hierarchical: return "hierarchical";
+    case Algorithm::DatacenterHierarchical: return "datacenter-hierarchical";
   }
   return "?";
 }
@@ -259,11 +259,12 @@ namespace {
 
 FlowPlan algorithm_plan(const Platform& platform, CollectiveKind kind, Algorithm algorithm, const Group& group,
                         double bytes, const CommOptions& options) {
-  if (options.datacenter_hierarchical && platform.cluster().datacenters > 1) {
-    const std::vector<std::vector<int>> dcs = datacenter_layout(platform, group);
-    if (!dcs.empty()) return datacenter_plan(platform, kind, group, bytes, options, dcs);
-  }
   switch (algorithm) {
+    case Algorithm::DatacenterHierarchical: {
+      const std::vector<std::vector<int>> dcs = datacenter_layout(platform, group);
+      if (!dcs.empty()) return datacenter_plan(platform, kind, group, bytes, options, dcs);
+      break;
+    }
     case Algorithm::Tree:
       if (kind == CollectiveKind::AllReduce) return tree_plan(platform, group, bytes, options);
       return ring_plan(platform, kind, group, bytes, options);

@@ -44,21 +44,20 @@ enum class Algorithm {
   Ring,          // NCCL ring; across nodes with L members per node, L channels (one per NIC)
   Tree,          // double binary tree over the group order (all-reduce only; others use Ring)
   Hierarchical,  // ring inside each node over NVLink + one ring per local index across nodes
+  // A group with the same number q of members in each of D > 1 datacenters, as Megatron/NCCL
+  // hierarchical data-parallel reductions run: a ring inside each datacenter, then for each local
+  // index a ring across datacenters carrying that member's shard (bytes / q), pipelined; the WAN
+  // carries ring_factor(D) x bytes / q per member instead of a flat ring's whole buffer at a WAN
+  // latency per ring step. Other groups: Ring. The executor picks it for data-parallel groups
+  // that span datacenters (executor.h).
+  DatacenterHierarchical,
 };
-// Whatever the algorithm, a group spanning datacenters evenly is reduced hierarchically across
-// them (CommOptions::datacenter_hierarchical).
 
 std::string to_string(CollectiveKind kind);
 std::string to_string(Algorithm algorithm);
 
 struct CommOptions {
   double step_latency = 0;  // s, software cost per algorithm step, added to each hop's route latency
-  // A group with the same number of members in each of several datacenters runs every algorithm
-  // hierarchically across them (collectives.cpp, datacenter_plan): a ring inside each datacenter,
-  // then the members' shards reduced (gathered) across datacenters over the WAN, so the WAN
-  // carries ring_factor(D) x bytes / (members per datacenter) per member, not a flat ring's
-  // whole buffer at a WAN latency per ring step. false: the flat algorithm.
-  bool datacenter_hierarchical = true;
 };
 
 // One flow: member `src` sends `bytes` to member `dst` (indices into Group::gpus).

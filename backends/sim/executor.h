@@ -66,7 +66,9 @@ struct ExecutorOptions {
   ComputeTimeFn host_time;
   bool free_communication = false;          // every communication takes 0 s; sends are eager
   bool analytic_intra_node = true;          // collectives inside one node are costed analytically
-  Algorithm algorithm = Algorithm::Ring;    // collectives across nodes
+  // Collectives across nodes; data-parallel groups (dp, dp-cp, tp-dp(-cp), expert dp) spanning
+  // datacenters use Algorithm::DatacenterHierarchical instead.
+  Algorithm algorithm = Algorithm::Ring;
   GhostTraffic ghosts = GhostTraffic::Shared;
   bool record_timeline = false;             // keep start/end of every instruction (traces)
   // Schedule chains of local work as one window (same times, far fewer events); false plays

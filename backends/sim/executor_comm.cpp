@@ -67,6 +67,19 @@ double pair_bytes(const ParallelGrid& grid, const std::vector<double>& matrix, i
   return matrix[static_cast<size_t>(grid.expert_coord(src).ep) * p + static_cast<size_t>(grid.expert_coord(dst).ep)];
 }
 
+// The data-parallel groups: their gradient reductions and parameter all-gathers run
+// hierarchically when they span datacenters (Algorithm::DatacenterHierarchical).
+bool reduces_gradients(ParallelGroup kind) {
+  switch (kind) {
+    case ParallelGroup::Dp:
+    case ParallelGroup::DpCp:
+    case ParallelGroup::TpDp:
+    case ParallelGroup::TpDpCp:
+    case ParallelGroup::ExpertDp: return true;
+    default: return false;
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -121,6 +134,7 @@ GroupInfo& Execution::group(int64_t rank, ParallelGroup kind) {
       g.all_played = g.all_played && g.played.back();
       g.member.emplace(m.ranks[j], static_cast<int>(j));
     }
+    g.algorithm = g.spans_dcs && reduces_gradients(kind) ? Algorithm::DatacenterHierarchical : options.algorithm;
   }
   rank_groups_.emplace(rank_key, slot.get());
   return *slot;
@@ -168,7 +182,7 @@ std::vector<Flow> Execution::unit_flows(const GroupInfo& g, PlanKind kind, doubl
   *latency = 0;
   *seconds_per_byte = 0;
   if (kind != PlanKind::AllToAll) {
-    const FlowPlan unit = collectives.plan(collective_kind(kind), options.algorithm, g.group, 1.0);
+    const FlowPlan unit = collectives.plan(collective_kind(kind), g.algorithm, g.group, 1.0);
     *latency = unit.latency;
     *seconds_per_byte = unit.bandwidth_time;
     return unit.flows;
@@ -560,7 +574,7 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
     for (size_t k = 0; k < pending.comms().size(); ++k) wait_on(op, pending.comms()[k], pending.delays()[k]);
   } else {
     Pending pending =
-        ex_.collectives.start_collective(collective_kind(kind), ex_.options.algorithm, g.group, rank_, x.bytes);
+        ex_.collectives.start_collective(collective_kind(kind), g.algorithm, g.group, rank_, x.bytes);
     for (const sg4::CommPtr& comm : pending.comms()) wait_on(op, comm, plan.latency);
   }
   if (plan.images.empty()) return;

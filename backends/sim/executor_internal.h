@@ -54,6 +54,7 @@ struct GroupInfo {
   Group group;                     // name "<kind>#<index>", members = GPUs = ranks
   bool intra_node = false;         // every member on one node
   bool spans_dcs = false;          // members in more than one datacenter
+  Algorithm algorithm = Algorithm::Ring;  // of its collectives across nodes (Execution::group)
   bool all_played = true;
   std::vector<char> played;        // [member]
   std::unordered_map<int64_t, int> member;  // rank -> member index

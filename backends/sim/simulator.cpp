@@ -352,8 +352,8 @@ std::string wan_note(const Job& job, const WanReport& w) {
   const ClusterSpec& c = job.cluster;
   return std::to_string(c.datacenters) + " datacenters (WAN " + fixed(c.wan_bandwidth * 8 / 1e9, 1) + " Gb/s, " +
          fixed(c.wan_latency * 1e3, 2) + " ms), placement " + w.placement + ": " + fixed(w.bytes / 1e9, 3) +
-         " GB crossed the WAN per iteration; groups spanning datacenters reduce hierarchically (inside each "
-         "datacenter, then the shards across); exposed WAN communication = the critical rank's exposed "
+         " GB crossed the WAN per iteration; data-parallel groups spanning datacenters reduce hierarchically "
+         "(inside each datacenter, then the shards across); exposed WAN communication = the critical rank's exposed "
          "communication on operations crossing the WAN" +
          (w.cost_s >= -0.5 ? "; WAN cost = iteration time - " + fixed(w.ideal_iteration_s, 3) +
                                  " s of the same job on an ideal WAN (no latency, unlimited bandwidth)"
