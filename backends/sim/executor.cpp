@@ -341,7 +341,8 @@ void RankPlayer::charge_own(int32_t b, double from, double to) {
     return;
   }
   add_to(out_.breakdown, c, to - from);
-  if (is_communication(x.kind) && c != Category::Bubble && crosses_wan(b)) out_.wan_exposed_s += to - from;
+  if (is_communication(x.kind) && c != Category::Bubble && crosses_wan(b))  // not the wait for its members
+    out_.wan_exposed_s += to - std::clamp(wan_transfer_start(b), from, to);
 }
 
 int32_t RankPlayer::new_op(bool local) {

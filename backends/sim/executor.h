@@ -126,7 +126,9 @@ struct RankOutcome {
   double compute_s = 0;         // sum of its compute instructions' durations
   Breakdown breakdown;          // of [0, finish_s] on its compute stream; sums to finish_s
   // Of the breakdown's exposed communication (tp/cp/ep/pp/dp and optimizer-phase collectives,
-  // not the bubble), the seconds charged to operations with flows between datacenters.
+  // not the bubble), the seconds charged to operations with flows between datacenters, from
+  // when the exchange could begin: a receive's sender had posted, a collective's played members
+  // had all started it (unplayed members are taken to start with their played images).
   double wan_exposed_s = 0;
   std::vector<InstructionTime> timeline;  // [instruction], when ExecutorOptions::record_timeline
 };

@@ -403,6 +403,17 @@ WanTraffic Execution::wan_traffic(const std::vector<PlayedRank>& played) {
 // ---------------------------------------------------------------------------------------------
 // RankPlayer: communication
 
+double RankPlayer::wan_transfer_start(int32_t i) {
+  const Instruction& x = ins_[static_cast<size_t>(i)];
+  if (x.kind == OpKind::Recv) {
+    auto it = transfer_start_.find(i);
+    return it == transfer_start_.end() ? start_[static_cast<size_t>(i)] : it->second;
+  }
+  auto it = wan_collective_.find(i);
+  if (it == wan_collective_.end()) return start_[static_cast<size_t>(i)];
+  return std::max(start_[static_cast<size_t>(i)], ex_.last_start(it->second.first, it->second.second));
+}
+
 bool RankPlayer::crosses_wan(int32_t i) {
   if (ex_.platform.cluster().datacenters < 2) return false;
   const Instruction& x = ins_[static_cast<size_t>(i)];
@@ -546,6 +557,12 @@ void RankPlayer::note_recv_done(int32_t i) {
 void RankPlayer::start_collective(int, int32_t i, int32_t op) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
   GroupInfo& g = ex_.group(rank_, x.group);
+  if (g.spans_dcs) {  // when its members have all started: the WAN exposure's split (executor.h)
+    const int64_t seq = seq_[g.key | (uint64_t{1} << 62)]++;
+    double& last = ex_.last_start(g.key, seq);
+    last = std::max(last, now_);
+    wan_collective_[i] = {g.key, seq};
+  }
   const PlanKind kind = plan_kind(x.kind);
   const PlanInfo& plan = ex_.plan(g, kind);
   if (g.all_played) {

@@ -108,6 +108,8 @@ class Execution {
   void forget_message(int64_t src, int64_t dst, int channel, int64_t seq);
   // Counts an arrival at the seq-th collective of a group of `size` members; true for the last.
   bool arrive(uint64_t group_key, int64_t seq, size_t size);
+  // The latest time a played member started the seq-th collective of a group (s); members raise it.
+  double& last_start(uint64_t group_key, int64_t seq) { return last_starts_[group_key][seq]; }
 
   void instructions_done(int64_t count);
 
@@ -141,6 +143,7 @@ class Execution {
   std::unordered_map<uint64_t, std::vector<std::pair<int64_t, int64_t>>> message_images_;
   std::unordered_map<MessageKey, Message, MessageKeyHash> messages_;
   std::unordered_map<uint64_t, std::unordered_map<int64_t, size_t>> arrivals_;  // group -> seq -> count
+  std::unordered_map<uint64_t, std::unordered_map<int64_t, double>> last_starts_;  // groups spanning datacenters
   int64_t total_instructions_ = 0;
   int64_t done_instructions_ = 0;
   int64_t next_check_ = 0;
@@ -216,6 +219,7 @@ class RankPlayer {
   void wait_on(int32_t op, const simgrid::s4u::CommPtr& comm, double delay);
   void ghost(int64_t src, int64_t dst, double bytes);
   bool crosses_wan(int32_t i);  // communication i has flows between datacenters
+  double wan_transfer_start(int32_t i);  // s, when i's exchange across datacenters could begin
   void note_recv_done(int32_t i);
 
   Execution& ex_;
@@ -239,6 +243,7 @@ class RankPlayer {
   std::unordered_map<int64_t, int64_t> peers_;  // program's peer -> this rank's
   std::unordered_map<int32_t, double> transfer_start_;  // Recv -> s when both sides had posted
   std::unordered_map<int32_t, std::array<int64_t, 2>> recv_key_;  // Recv -> (channel, seq)
+  std::unordered_map<int32_t, std::pair<uint64_t, int64_t>> wan_collective_;  // -> (group key, seq)
   int64_t completed_ = 0;
   int32_t last_finished_ = -1;
   double now_ = 0;                 // local clock (s), >= SimGrid's

@@ -76,8 +76,10 @@ struct WanReport {
   std::vector<std::vector<double>> bytes_by_direction;  // [from datacenter][to datacenter], bytes
   // Seconds of the critical rank's iteration its compute stream waited on communication with flows
   // between datacenters: the part of the breakdown's exposed communication (tp/cp/ep/pp/dp_comm,
-  // optimizer-phase collectives) charged to such operations. A pipeline receive's wait for its
-  // sender stays in the bubble, so a bubble lengthened by WAN hops upstream is not counted.
+  // optimizer-phase collectives) charged to such operations, from when the exchange could begin
+  // (a receive's sender had posted, a collective's members had all started it). Waits for
+  // the peers themselves are not counted, so a bubble lengthened by WAN hops upstream is not
+  // either: cost_s is the whole figure.
   double exposed_s = 0;
   // The iteration time of the same job and placement on an ideal WAN (no latency, bandwidth
   // 1e15 bytes/s), when SimOptions::wan_baseline; cost_s = iteration time - that: everything the
