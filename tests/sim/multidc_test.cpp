@@ -325,6 +325,34 @@ TEST(MultiDatacenter, SymmetryReductionMatchesPlayingEveryRank) {
   EXPECT_GT(ep.at("wan_bytes").get<double>(), pp.at("wan_bytes").get<double>());
 }
 
+TEST(MultiDatacenter, ReplicasCutDifferentlyAreAllPlayed) {
+  // 48 GPUs (6 nodes, 3 per datacenter), TP 8, PP 3, DP 2 in rank order: replica 0 has stages
+  // 0, 1 in datacenter 0 and stage 2 in 1, replica 1 stage 0 in 0 and stages 1, 2 in 1. Replica 1
+  // is no image of replica 0, so every rank is played (before this check the reduced run gave
+  // 0.211857626 s against 0.211824512 s with every rank).
+  JobRequest request;
+  request.cluster = "dgx-h100";
+  request.gpus = 48;
+  request.megatron_flags = {"--num-layers", "6", "--hidden-size", "1024", "--num-attention-heads", "16",
+                            "--seq-length", "1024", "--max-position-embeddings", "1024", "--vocab-size", "32000",
+                            "--micro-batch-size", "1", "--global-batch-size", "16", "--bf16",
+                            "--tensor-model-parallel-size", "8", "--pipeline-model-parallel-size", "3"};
+  Job job = load_job(request);
+  job.cluster.datacenters = 2;
+  job.cluster.wan_bandwidth = 12.5e9;  // bytes/s
+  job.cluster.wan_latency = 10e-3;     // s
+  SimOptions all;
+  all.all_ranks = true;
+  const json reduced = simulate_json(job);
+  const json faithful = json::parse(run_isolated([&] { return result_to_json(simulate(job, all)).dump(); }));
+  EXPECT_FALSE(reduced.at("symmetry_reduced").get<bool>());
+  EXPECT_EQ(reduced.at("ranks_played").get<int64_t>(), 48);
+  EXPECT_EQ(reduced.at("iteration_time_s").get<double>(), faithful.at("iteration_time_s").get<double>());
+  bool noted = false;
+  for (const auto& note : reduced.at("notes")) noted = noted || note.get<std::string>().find("cuts data-parallel replica") != std::string::npos;
+  EXPECT_TRUE(noted);
+}
+
 TEST(MultiDatacenter, RankOrderReproducesTheFiguresFromBeforePlacements) {
   // This job's figures as the simulator gave them before --dc-placement and the hierarchical
   // reduction existed (commit c784dc5, same job on tests/cli/fixtures/two-dc-h100.json): rank
