@@ -162,13 +162,13 @@ std::vector<std::vector<int>> datacenter_layout(const Platform& platform, const 
   return members;
 }
 
-// Algorithm::DatacenterHierarchical for a group with q members in each of D datacenters: a ring inside each datacenter (reduce-scatter of the whole buffer for all-reduce
-// and reduce-scatter, all-gather for all-gather and all-reduce), and for each local index k a
-// ring across datacenters over the k-th members carrying that member's shard (bytes / q): the
-// WAN carries ring_factor(D) x bytes / q per member instead of a flat ring's whole buffer.
-// Pipelined in chunks, so the phases' flows run together (the bandwidth time is the slowest
-// phase's); latency: intra-datacenter steps (NVLink phase 0, network phase 1) + WAN steps
-// (phase 2, the all-reduce's 2(D-1), reduce-scatter's and all-gather's D-1).
+// Algorithm::DatacenterHierarchical for a group with q members in each of D datacenters: a ring
+// inside each datacenter over the whole buffer (for an all-reduce its reduce-scatter and
+// all-gather halves), and for each local index k a ring across datacenters over the k-th members
+// carrying that member's shard (bytes / q): the WAN carries ring_factor(D) x bytes / q per member
+// instead of a flat ring's whole buffer. Pipelined in chunks, so the phases' flows run together
+// (the bandwidth time is the slowest phase's); latency: intra-datacenter steps (NVLink phase 0,
+// network phase 1) + WAN steps (phase 2: 2(D-1) for an all-reduce, D-1 otherwise).
 FlowPlan datacenter_plan(const Platform& platform, CollectiveKind kind, const Group& group, double bytes,
                          const CommOptions& options, const std::vector<std::vector<int>>& dcs) {
   PlanBuilder builder(platform, group, options);
