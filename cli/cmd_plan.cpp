@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,7 @@
 #include "cli/command_registry.h"
 #include "cli/job_options.h"
 #include "cli/progress.h"
+#include "cli/scale_out.h"
 #include "cli/table.h"
 #include "core/check.h"
 #include "core/job_loader.h"
@@ -39,7 +42,9 @@ void print_plan_help() {
       "  --schedules        schedules tried beside 1f1b / interleaved (tandem schedule --list)\n"
       "  --jobs J           simulations at a time (default: the machine's cores)\n"
       "  --sim-timeout S    stop a simulation after S seconds; its candidate keeps the analytic estimate\n"
-      "                     (default 120; 0: no limit)\n");
+      "                     (default 120; 0: no limit)\n"
+      "Under mpirun -n K the re-ranking simulations are split over the K ranks (--jobs at a time on each);\n"
+      "rank 0 prints and writes the files a one-process run writes.\n");
 }
 
 int64_t integer_option(const JobOptions& o, const std::string& name, int64_t fallback, int64_t lo, int64_t hi) {
@@ -65,7 +70,7 @@ std::vector<std::string> split_commas(const std::string& text) {
   return out;
 }
 
-plan::SearchSpace space_from(JobOptions& o) {
+plan::SearchSpace space_from(JobOptions& o, bool tell) {
   if (!o.request.gpus) throw UserError("--gpus: required (the GPU count to plan for)");
   plan::SearchSpace s;
   s.base = assemble_job(o.request);
@@ -75,7 +80,7 @@ plan::SearchSpace space_from(JobOptions& o) {
   if (s.base.training.global_batch_size <= 0)
     throw UserError("--global-batch-size: required (layouts are compared at one global batch)");
   if (s.base.model.seq_length <= 0) throw UserError("--seq-length: required");
-  if (s.base.training.params_dtype == DType::FP32)
+  if (tell && s.base.training.params_dtype == DType::FP32)
     std::fprintf(stderr, "tandem plan: note: training in fp32 (Megatron's default); pass --bf16 or --fp16 for mixed precision\n");
   s.pinned = plan::pinned_flags(o.request.megatron_flags);
   s.max_tp = integer_option(o, "--max-tp", 0, 1, 1 << 20);
@@ -145,19 +150,28 @@ int run_plan_command(const std::vector<std::string>& args) {
   }
   JobOptions o = parse_job_options(args, {"--top", "--csv", "--show", "--max-tp", "--max-cp", "--max-micro-batch",
                                           "--schedules", "--jobs", "--sim-timeout"});
-  const plan::SearchSpace space = space_from(o);
+  ScaleOut scale;
+  const plan::SearchSpace space = space_from(o, scale.root());
   plan::PlanOptions options;
+  options.simulate_each = [&scale](const std::vector<sim::SimRequest>& requests, int parallel, double timeout_s,
+                                   const std::function<void(size_t)>& on_done) {
+    return scale.simulate_each(requests, parallel, timeout_s, on_done);
+  };
   options.top_k = static_cast<int>(integer_option(o, "--top", 10, 0, 100000));
   const long cores = sysconf(_SC_NPROCESSORS_ONLN);
   options.parallel = static_cast<int>(integer_option(o, "--jobs", std::max(1L, cores), 1, 64));
   options.simulation_timeout_s = static_cast<double>(integer_option(o, "--sim-timeout", 120, 0, 1 << 20));
   const size_t show = static_cast<size_t>(integer_option(o, "--show", 10, 1, 1000000));
-  ProgressBar bar(100, "%");
-  options.progress = [&bar](double fraction, const std::string& what) {
-    bar.show(static_cast<size_t>(100 * fraction), what);
-  };
+  std::optional<ProgressBar> bar;
+  if (scale.root()) {
+    bar.emplace(100, "%");
+    options.progress = [&bar](double fraction, const std::string& what) {
+      bar->show(static_cast<size_t>(100 * fraction), what);
+    };
+  }
   const plan::PlanResult result = plan::run_plan(space, options);
-  bar.clear();
+  if (!scale.root()) return 0;
+  bar->clear();
   nlohmann::json j = plan::plan_to_json(space, result);
   j["analytic_seconds"] = result.analytic_seconds;
   j["candidates_per_second"] = double(result.enumerated) / std::max(1e-9, result.analytic_seconds);

@@ -13,6 +13,7 @@
 #include "cli/command_registry.h"
 #include "cli/job_options.h"
 #include "cli/progress.h"
+#include "cli/scale_out.h"
 #include "cli/table.h"
 #include "core/check.h"
 #include "sweep/sweep.h"
@@ -35,7 +36,9 @@ void print_sweep_help() {
       "failed, 2 on a bad spec.\n"
       "  --out PREFIX  output files PREFIX.json, PREFIX.csv (default: the spec's path without .json,\n"
       "                plus -results)\n"
-      "  --jobs N      simulations run at once (default 2)\n");
+      "  --jobs N      simulations run at once (default 2; per rank under mpirun)\n"
+      "Under mpirun -n K the points are split over the K ranks (each runs --jobs at once) and rank 0\n"
+      "writes the same files a one-process run writes.\n");
 }
 
 struct SweepArgs {
@@ -74,8 +77,9 @@ std::string default_prefix(const std::string& spec) {
   return stem + "-results";
 }
 
-// Simulates a batch of points; a point that fails gets an error row.
-std::vector<json> run_batch(const sweep::Spec& spec, const std::vector<const sweep::Point*>& batch, int jobs) {
+// Simulates a batch of points (split over the MPI ranks, if any); a point that fails gets an error row.
+std::vector<json> run_batch(const sweep::Spec& spec, const std::vector<const sweep::Point*>& batch, int jobs,
+                            ScaleOut& scale) {
   std::vector<json> rows(batch.size());
   std::vector<Job> resolved;
   std::vector<size_t> which;
@@ -89,20 +93,15 @@ std::vector<json> run_batch(const sweep::Spec& spec, const std::vector<const swe
   }
   std::vector<sim::SimRequest> requests;
   for (const Job& job : resolved) requests.push_back({&job, {}});
-  std::vector<sim::SimResult> results;
-  try {
-    results = sim::simulate_many_in_subprocesses(requests, jobs);
-  } catch (const std::exception&) {   // some point failed: one at a time, each with its own verdict
-    results.clear();
-  }
+  const std::vector<sim::SimOutcome> outcomes = scale.simulate_each(requests, jobs);
   for (size_t r = 0; r < which.size(); ++r) {
     const size_t k = which[r];
-    if (!results.empty()) {
-      rows[k] = sweep::result_row(*batch[k], resolved[r], results[r]);
+    if (outcomes[r].result) {
+      rows[k] = sweep::result_row(*batch[k], resolved[r], *outcomes[r].result);
       continue;
     }
     try {
-      rows[k] = sweep::result_row(*batch[k], resolved[r], sim::simulate_in_subprocess(resolved[r]));
+      std::rethrow_exception(outcomes[r].error);
     } catch (const std::exception& e) {
       rows[k] = sweep::error_row(*batch[k], e.what());
     }
@@ -159,23 +158,29 @@ int run_sweep(const std::vector<std::string>& args) {
   for (const sweep::Point& p : spec.points)
     if (!done.count(p.key())) todo.push_back(&p);
   const size_t kept = spec.points.size() - todo.size();
-  ProgressBar bar(todo.size(), "points");
-  bar.show(0, "");
-  for (size_t start = 0; start < todo.size(); start += static_cast<size_t>(a.jobs)) {
-    const size_t end = std::min(todo.size(), start + static_cast<size_t>(a.jobs));
+  ScaleOut scale;
+  const size_t per_batch = static_cast<size_t>(a.jobs) * static_cast<size_t>(scale.size());
+  std::optional<ProgressBar> bar;
+  if (scale.root()) bar.emplace(todo.size(), "points"), bar->show(0, "");
+  for (size_t start = 0; start < todo.size(); start += per_batch) {
+    const size_t end = std::min(todo.size(), start + per_batch);
     const std::vector<const sweep::Point*> batch(todo.begin() + static_cast<long>(start), todo.begin() + static_cast<long>(end));
-    const std::vector<json> rows = run_batch(spec, batch, a.jobs);
+    const std::vector<json> rows = run_batch(spec, batch, a.jobs, scale);
     for (size_t k = 0; k < batch.size(); ++k) done[batch[k]->key()] = rows[k];
+    if (!scale.root()) continue;
     write_outputs(spec, prefix, done);
-    bar.show(end, batch.back()->key());
+    bar->show(end, batch.back()->key());
   }
-  bar.clear();
-  if (todo.empty()) write_outputs(spec, prefix, done);
-  print_summary(spec, done);
   size_t errors = 0;
   for (const auto& [key, row] : done) errors += row.at("status") == "error" ? 1 : 0;
-  std::printf("%zu points (%zu simulated now, %zu kept from %s.json), %zu failed; wrote %s.json and %s.csv\n",
-              spec.points.size(), todo.size(), kept, prefix.c_str(), errors, prefix.c_str(), prefix.c_str());
+  if (!scale.root()) return errors ? 1 : 0;
+  bar->clear();
+  if (todo.empty()) write_outputs(spec, prefix, done);
+  print_summary(spec, done);
+  std::printf("%zu points (%zu simulated now%s, %zu kept from %s.json), %zu failed; wrote %s.json and %s.csv\n",
+              spec.points.size(), todo.size(),
+              scale.size() > 1 ? (" on " + std::to_string(scale.size()) + " MPI ranks").c_str() : "", kept,
+              prefix.c_str(), errors, prefix.c_str(), prefix.c_str());
   return errors ? 1 : 0;
 }
 

@@ -57,7 +57,7 @@ std::string simulation_text(const Job& job, const sim::SimResult& r) {
                           (r.oom ? "  OUT OF MEMORY" : "")},
       {"software stack", r.stack},
       {"ranks played", with_commas(r.ranks_played) + " of " + with_commas(job.world_size) +
-                           (r.symmetry_reduced ? " (one data-parallel replica; the others as link traffic)" : "")},
+                           (r.symmetry_reduced ? " (the others are symmetric copies, played as link traffic)" : "")},
   });
   const auto& b = r.breakdown;
   Table t({"where the time goes", "seconds", "share"});

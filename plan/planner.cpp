@@ -102,7 +102,9 @@ void rerank_by_simulation(const SearchSpace& space, const PlanOptions& options, 
       options.progress(double(done) / double(k), "simulating: " + std::to_string(done) + " of " + std::to_string(k));
   };
   std::vector<sim::SimOutcome> outcomes =
-      sim::simulate_each_in_subprocesses(requests, options.parallel, options.simulation_timeout_s, on_done);
+      options.simulate_each
+          ? options.simulate_each(requests, options.parallel, options.simulation_timeout_s, on_done)
+          : sim::simulate_each_in_subprocesses(requests, options.parallel, options.simulation_timeout_s, on_done);
   const auto reject = [&](const std::string& reason, const Ranked& r, const std::string& detail) {
     if (result.rejected[reason]++ == 0) result.rejected_example[reason] = r.candidate.key() + ": " + detail;
   };

@@ -39,6 +39,11 @@ struct PlanOptions {
   double simulation_timeout_s = 0;   // > 0: a simulation running longer is stopped (candidate stays analytic)
   // Called now and then with (fraction done, message); may be empty.
   std::function<void(double, const std::string&)> progress;
+  // Runs the re-ranking simulations, one outcome per request in order (the signature of
+  // sim::simulate_each_in_subprocesses, used when empty; the CLI passes its MPI scale-out).
+  std::function<std::vector<sim::SimOutcome>(const std::vector<sim::SimRequest>&, int, double,
+                                             const std::function<void(size_t)>&)>
+      simulate_each;
 };
 
 struct Ranked {

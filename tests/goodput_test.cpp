@@ -3,6 +3,12 @@
 #include "models/goodput.h"
 
 #include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "core/check.h"
+#include "models/failure_rates.h"
 
 #include <gtest/gtest.h>
 
@@ -51,6 +57,53 @@ TEST(Goodput, SystemMtbfAddsComponentRatesAndTrialsAreDeterministic) {
   const GoodputTrials b = simulate_goodput(100 * kHour, kHour, 5 * kMin, 10 * kMin, 3 * kHour, 50, 11);
   EXPECT_EQ(a.mean_wall_s, b.mean_wall_s);
   EXPECT_EQ(a.p90_wall_s, b.p90_wall_s);
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+// A rates file: units per GPU, node and job, the range ends and planned maintenance.
+TEST(FailureRates, FileGivesComponentsRangesAndPlannedMaintenance) {
+  const std::string path = write_temp("rates.json", R"({"description": "test",
+    "components": [{"name": "GPU", "per": "gpu", "mtbf_hours": 40000, "mtbf_hours_range": [30000, 60000], "source": "a"},
+                   {"name": "host", "per": "node", "mtbf_hours": 100000, "source": "b"},
+                   {"name": "software", "per": "job", "mtbf_hours": 100, "source": "c"}],
+    "planned": {"per_day": 0.5, "minutes": 20, "source": "d"}})");
+  const FailureRates r = load_failure_rates(path);
+  ASSERT_EQ(r.components.size(), 3u);
+  EXPECT_EQ(units_of(r.components[0], 1024, 128), 1024);
+  EXPECT_EQ(units_of(r.components[1], 1024, 128), 128);
+  EXPECT_EQ(units_of(r.components[2], 1024, 128), 1);
+  EXPECT_EQ(r.components[1].mtbf_low_hours, 100000);   // no range: the value itself
+  EXPECT_DOUBLE_EQ(r.planned.per_day, 0.5);
+  // System rate per hour: 1024/40000 + 128/100000 + 1/100; the low end of the GPU range fails more.
+  const double central = system_mtbf_s(system_components(r, 1024, 128));
+  EXPECT_NEAR(kHour / central, 1024.0 / 40000 + 128.0 / 100000 + 1.0 / 100, 1e-12);
+  EXPECT_NEAR(kHour / system_mtbf_s(system_components(r, 1024, 128, -1)), 1024.0 / 30000 + 128.0 / 100000 + 0.01, 1e-12);
+  EXPECT_NEAR(kHour / system_mtbf_s(system_components(r, 1024, 128, +1)), 1024.0 / 60000 + 128.0 / 100000 + 0.01, 1e-12);
+}
+
+TEST(FailureRates, BadFilesNameTheField) {
+  const auto message = [](const std::string& text) {
+    try {
+      load_failure_rates(write_temp("bad.json", text));
+    } catch (const UserError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(R"({"components": []})").find("components"), std::string::npos);
+  EXPECT_NE(message(R"({"components": [{"name": "GPU", "per": "gpu", "mtbf_hours": -1, "source": "x"}]})")
+                .find("components[0].mtbf_hours = -1"), std::string::npos);
+  EXPECT_NE(message(R"({"components": [{"name": "GPU", "per": "gpu", "mtbf_hours": 5}]})").find("components[0].source: required"),
+            std::string::npos);
+  EXPECT_NE(message(R"({"components": [{"name": "GPU", "per": "gpu", "mtbf_hours": 5, "source": "x", "mtbf": 3}]})")
+                .find("components[0].mtbf"), std::string::npos);
+  EXPECT_NE(message(R"({"components": [{"name": "GPU", "per": "gpu", "mtbf_hours": 5, "source": "x"}],
+                        "planned": {"per_day": 1, "source": "x"}})").find("planned.minutes: required"), std::string::npos);
 }
 
 }  // namespace

@@ -26,25 +26,39 @@ std::vector<double> world_sum(std::span<const double> values) {
   return out;
 }
 
-std::vector<std::string> gather_to_root(const std::string& text) {
+namespace {
+
+// Lengths and offsets of every rank's text; `all` true: on every rank, else at rank 0 only.
+std::vector<std::string> gather_text(const std::string& text, bool all) {
   int rank = 0, size = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   int len = count(static_cast<int64_t>(text.size()), "text length");
   std::vector<int> lens(static_cast<size_t>(size)), offsets(static_cast<size_t>(size));
-  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (all) MPI_Allgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, MPI_COMM_WORLD);
+  else MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
   int64_t total = 0;
   for (size_t i = 0; i < lens.size(); ++i) {
     offsets[i] = count(total, "text offset");
     total += lens[i];
   }
-  std::string all(rank == 0 ? static_cast<size_t>(total) : 0, '\0');
-  MPI_Gatherv(text.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(), MPI_CHAR, 0, MPI_COMM_WORLD);
+  const bool here = all || rank == 0;
+  std::string joined(here ? static_cast<size_t>(total) : 0, '\0');
+  if (all)
+    MPI_Allgatherv(text.data(), len, MPI_CHAR, joined.data(), lens.data(), offsets.data(), MPI_CHAR, MPI_COMM_WORLD);
+  else
+    MPI_Gatherv(text.data(), len, MPI_CHAR, joined.data(), lens.data(), offsets.data(), MPI_CHAR, 0, MPI_COMM_WORLD);
   std::vector<std::string> out;
-  if (rank != 0) return out;
+  if (!here) return out;
   for (size_t i = 0; i < lens.size(); ++i)
-    out.push_back(all.substr(static_cast<size_t>(offsets[i]), static_cast<size_t>(lens[i])));
+    out.push_back(joined.substr(static_cast<size_t>(offsets[i]), static_cast<size_t>(lens[i])));
   return out;
 }
+
+}  // namespace
+
+std::vector<std::string> gather_to_root(const std::string& text) { return gather_text(text, false); }
+
+std::vector<std::string> all_gather_text(const std::string& text) { return gather_text(text, true); }
 
 }  // namespace tandem::mpi

@@ -19,5 +19,7 @@ std::vector<int64_t> all_to_all_counts(MPI_Comm comm, int64_t group_size, std::s
 std::vector<double> world_sum(std::span<const double> values);
 // Every rank's text at rank 0 of MPI_COMM_WORLD (index = rank); other ranks get an empty list.
 std::vector<std::string> gather_to_root(const std::string& text);
+// Every rank's text on every rank of MPI_COMM_WORLD (index = rank).
+std::vector<std::string> all_gather_text(const std::string& text);
 
 }  // namespace tandem::mpi

@@ -93,6 +93,7 @@ struct ExecutorOptions {
 struct ReplicaLayout {
   std::vector<int64_t> played;     // ascending global ranks
   int64_t copies = 1;              // 1: every rank is played
+  int64_t tp_copies = 1;           // > 1: copies also along tp (narrow_to_tensor_rank_zero)
   std::vector<int64_t> image;      // [copies * played.size()]
   std::vector<int32_t> preimage;   // [world] index into `played` of the rank that plays its part
   std::vector<int32_t> copy;       // [world] which copy the rank belongs to
@@ -113,6 +114,14 @@ ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::stri
 // played block and *why_not says so. dc_of_rank: [rank] its datacenter.
 bool replicas_respect_datacenters(const ReplicaLayout& layout, const std::vector<int64_t>& dc_of_rank,
                                   std::string* why_not = nullptr);
+
+// A reduced layout narrowed to the played ranks with tp = 0; the other tensor-parallel ranks become
+// copies (copy = dp copy x TP + tp). Exact only where tensor-parallel ranks never meet: their
+// collectives are costed analytically inside one node (members do not wait for each other) and no
+// link is shared across tp coordinates (one NIC per GPU, no oversubscribed uplink, no WAN, no
+// expert parallelism): the caller checks that (simulator.cpp). Returns `layout` unchanged when
+// it is not reduced, TP is 1, or the tp-free groups (cp, pp, dp, embedding) do not shift along tp.
+ReplicaLayout narrow_to_tensor_rank_zero(const ParallelGrid& grid, const ReplicaLayout& layout);
 
 // Start and end of one instruction on its rank (s).
 struct InstructionTime {

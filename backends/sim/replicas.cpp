@@ -146,4 +146,62 @@ bool replicas_respect_datacenters(const ReplicaLayout& layout, const std::vector
   return true;
 }
 
+namespace {
+
+int64_t tp_shifted(const ParallelGrid& grid, int64_t rank, int64_t tp_shift) {
+  DenseCoord c = grid.dense_coord(rank);
+  c.tp += tp_shift;
+  return grid.dense_rank(c);
+}
+
+// True when shifting every played rank along tp maps its tp-free groups onto groups.
+bool tp_free_groups_shift(const ParallelGrid& grid, const std::vector<int64_t>& played) {
+  for (int64_t t = 1; t < grid.tp_size(); ++t)
+    for (int64_t rank : played)
+      for (ParallelGroup kind : {ParallelGroup::Cp, ParallelGroup::Pp, ParallelGroup::Dp, ParallelGroup::DpCp,
+                                 ParallelGroup::Embedding, ParallelGroup::PositionEmbedding}) {
+        const auto group = grid.find_group(rank, kind);
+        const auto image_group = grid.find_group(tp_shifted(grid, rank, t), kind);
+        if (group.has_value() != image_group.has_value()) return false;
+        if (!group) continue;
+        std::vector<int64_t> want;
+        for (int64_t m : group->ranks) want.push_back(tp_shifted(grid, m, t));
+        std::vector<int64_t> got = image_group->ranks;
+        std::sort(want.begin(), want.end());
+        std::sort(got.begin(), got.end());
+        if (want != got) return false;
+      }
+  return true;
+}
+
+}  // namespace
+
+ReplicaLayout narrow_to_tensor_rank_zero(const ParallelGrid& grid, const ReplicaLayout& layout) {
+  const int64_t tp = grid.tp_size();
+  if (!layout.reduced() || tp == 1) return layout;
+  ReplicaLayout out;
+  std::vector<size_t> old_index;   // of out.played[i] in layout.played
+  for (size_t i = 0; i < layout.played.size(); ++i)
+    if (grid.dense_coord(layout.played[i]).tp == 0) out.played.push_back(layout.played[i]), old_index.push_back(i);
+  if (!tp_free_groups_shift(grid, out.played)) return layout;
+  out.copies = layout.copies * tp;
+  out.tp_copies = tp;
+  const size_t n = out.played.size();
+  out.image.resize(n * static_cast<size_t>(out.copies));
+  out.preimage.assign(static_cast<size_t>(grid.world_size()), -1);
+  out.copy.assign(static_cast<size_t>(grid.world_size()), -1);
+  for (int64_t c = 0; c < layout.copies; ++c)
+    for (int64_t t = 0; t < tp; ++t)
+      for (size_t i = 0; i < n; ++i) {
+        const int64_t copy = c * tp + t;   // copy 0: the played ranks themselves
+        const int64_t image = tp_shifted(grid, layout.image_of(old_index[i], c), t);
+        out.image[static_cast<size_t>(copy) * n + i] = image;
+        out.preimage[static_cast<size_t>(image)] = static_cast<int32_t>(i);
+        out.copy[static_cast<size_t>(image)] = static_cast<int32_t>(copy);
+      }
+  for (int64_t r = 0; r < grid.world_size(); ++r)
+    TANDEM_CHECK_MSG(out.copy[static_cast<size_t>(r)] >= 0, "rank " << r << " is in no tensor-parallel copy");
+  return out;
+}
+
 }  // namespace tandem::sim

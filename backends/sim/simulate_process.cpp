@@ -39,35 +39,20 @@ std::string read_all(int fd) {
   return out;
 }
 
-// The child's whole answer: the result (with the fields result_to_json leaves out) or the error.
-std::string child_answer(const Job& job, const SimOptions& options) {
+// A result with the fields result_to_json leaves out (host time, counts).
+nlohmann::json answer_of(const SimResult& r) {
   nlohmann::json answer;
-  try {
-    const SimResult r = simulate(job, options);
-    answer["result"] = result_to_json(r);
-    answer["wall_seconds"] = r.wall_seconds;
-    answer["counts"] = {{"instructions", r.counts.instructions},
-                        {"network_operations", r.counts.network_operations},
-                        {"flows", r.counts.flows},
-                        {"ghost_flows", r.counts.ghost_flows},
-                        {"analytic_collectives", r.counts.analytic_collectives}};
-  } catch (const UserError& e) {
-    answer["user_error"] = e.what();
-  } catch (const std::exception& e) {
-    answer["error"] = e.what();
-  }
-  return answer.dump();
+  answer["result"] = result_to_json(r);
+  answer["wall_seconds"] = r.wall_seconds;
+  answer["counts"] = {{"instructions", r.counts.instructions},
+                      {"network_operations", r.counts.network_operations},
+                      {"flows", r.counts.flows},
+                      {"ghost_flows", r.counts.ghost_flows},
+                      {"analytic_collectives", r.counts.analytic_collectives}};
+  return answer;
 }
 
-// Waits for the child and turns its answer into a result (or rethrows its error).
-SimResult finish_child(pid_t pid, const std::string& text) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || text.empty())
-    throw std::runtime_error("simulate: the simulation process failed (status " + std::to_string(status) + ")");
-  const nlohmann::json answer = nlohmann::json::parse(text);
-  if (answer.contains("user_error")) throw UserError(answer["user_error"].get<std::string>());
-  if (answer.contains("error")) throw std::runtime_error(answer["error"].get<std::string>());
+SimResult result_of(const nlohmann::json& answer) {
   SimResult r = result_from_json(answer.at("result"));
   r.wall_seconds = answer.at("wall_seconds").get<double>();
   const nlohmann::json& c = answer.at("counts");
@@ -98,7 +83,58 @@ WanReport wan_from_json(const nlohmann::json& j) {
   return w;
 }
 
+// The child's whole answer: the result or the error.
+std::string child_answer(const Job& job, const SimOptions& options) {
+  SimOutcome outcome;
+  try {
+    outcome.result = simulate(job, options);
+  } catch (...) {
+    outcome.error = std::current_exception();
+  }
+  return outcome_to_text(outcome);
+}
+
+// Waits for the child and turns its answer into a result (or rethrows its error).
+SimResult finish_child(pid_t pid, const std::string& text) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || text.empty())
+    throw std::runtime_error("simulate: the simulation process failed (status " + std::to_string(status) + ")");
+  SimOutcome outcome = outcome_from_text(text);
+  if (outcome.error) std::rethrow_exception(outcome.error);
+  if (!outcome.result) throw std::runtime_error("simulate: the simulation process sent no result");
+  return std::move(*outcome.result);
+}
+
 }  // namespace
+
+std::string outcome_to_text(const SimOutcome& outcome) {
+  nlohmann::json answer;
+  if (outcome.result) answer = answer_of(*outcome.result);
+  if (outcome.timed_out) answer["timed_out"] = true;
+  if (outcome.error) {
+    try {
+      std::rethrow_exception(outcome.error);
+    } catch (const UserError& e) {
+      answer["user_error"] = e.what();
+    } catch (const std::exception& e) {
+      answer["error"] = e.what();
+    } catch (...) {
+      answer["error"] = "unknown error";
+    }
+  }
+  return answer.dump();
+}
+
+SimOutcome outcome_from_text(const std::string& text) {
+  const nlohmann::json answer = nlohmann::json::parse(text);
+  SimOutcome outcome;
+  outcome.timed_out = answer.value("timed_out", false);
+  if (answer.contains("user_error")) outcome.error = std::make_exception_ptr(UserError(answer["user_error"].get<std::string>()));
+  else if (answer.contains("error")) outcome.error = std::make_exception_ptr(std::runtime_error(answer["error"].get<std::string>()));
+  else if (answer.contains("result")) outcome.result = result_of(answer);
+  return outcome;
+}
 
 SimResult result_from_json(const nlohmann::json& j) {
   SimResult r;

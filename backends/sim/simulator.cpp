@@ -189,6 +189,27 @@ std::string routed_reduction_blocker(const Job& job, const ParallelGrid& grid, c
   return "";
 }
 
+// Whether the other tensor-parallel ranks of a reduced run can be copies of tp = 0 exactly (see
+// narrow_to_tensor_rank_zero): a dense job whose TP groups sit inside one node, one NIC per GPU
+// (so no NIC, rail switch or rail uplink carries two tp coordinates), no oversubscribed uplink and
+// no WAN (where the unplayed ranks' flows would be ghosts), and no trace asked for (traces show
+// the played ranks).
+bool tp_copies_exact(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout, const SimOptions& options) {
+  const ClusterSpec& c = job.cluster;
+  if (!options.tensor_parallel_copies || !layout.reduced() || grid.tp_size() == 1 || job.model.is_moe() ||
+      options.trace_path || options.op_trace_path)
+    return false;
+  if (c.nics_per_node < c.gpus_per_node || c.oversubscription > 1 || c.datacenters > 1) return false;
+  const std::vector<GpuPlace> places = place_gpus(c, grid.world_size());
+  for (int64_t rank : layout.played) {
+    const auto group = grid.find_group(rank, ParallelGroup::Tp);
+    if (!group) return false;
+    for (int64_t member : group->ranks)
+      if (places[static_cast<size_t>(member)].node != places[static_cast<size_t>(rank)].node) return false;
+  }
+  return true;
+}
+
 std::string routing_note(const Job& job, const RoutingSummary& s, bool redraw) {
   const TrainingConfig& t = job.training;
   std::string what = "MoE routing: " + s.model;
@@ -209,10 +230,15 @@ std::string routing_note(const Job& job, const RoutingSummary& s, bool redraw) {
 void add_notes(SimResult& r, const Job& job, const ReplicaLayout& layout, const std::string& why_not,
                const ComputeModel& model, const std::string& peak_name, int64_t world, const SimCounts& counts) {
   if (layout.reduced()) {
+    const int64_t dp_copies = layout.copies / layout.tp_copies;
+    const std::string copies_text =
+        layout.tp_copies > 1 ? "tensor-parallel rank 0 of one data-parallel replica of " + std::to_string(dp_copies) +
+                                   ", the other " + std::to_string(layout.tp_copies - 1) + " tensor-parallel ranks as copies"
+                             : "one data-parallel replica of " + std::to_string(dp_copies);
     r.notes.push_back("symmetry: played " + std::to_string(layout.played.size()) + " of " + std::to_string(world) +
-                      " ranks (one data-parallel replica of " + std::to_string(layout.copies) +
+                      " ranks (" + std::to_string(layout.copies) + " copies: " + copies_text +
                       "); the others are represented by their flows on shared links (oversubscribed uplinks, WAN): "
-                      "exact when the replicas are symmetric");
+                      "exact when the copies are symmetric");
     r.notes.push_back(
         "data-parallel collectives are played one-sided by the played members of each group, assuming the unplayed "
         "members start them at the same time");
@@ -294,13 +320,15 @@ std::vector<int64_t> datacenter_of_rank(const Job& job, const std::vector<int64_
   return dc;
 }
 
-// The symmetry reduction's layout, every rank when the placement makes replicas differ.
-ReplicaLayout layout_for(const Job& job, const ParallelGrid& grid, const std::vector<int64_t>& gpu_of,
-                         bool all_ranks, std::string* why_not) {
-  ReplicaLayout layout = replica_layout(grid, all_ranks, why_not);
+// The ranks to play: one data-parallel replica, narrowed to tp = 0 where that stays exact; every
+// rank when the datacenter placement makes the replicas differ.
+ReplicaLayout choose_layout(const Job& job, const ParallelGrid& grid, const SimOptions& options,
+                            const std::vector<int64_t>& gpu_of, std::string* why_not) {
+  ReplicaLayout layout = replica_layout(grid, options.all_ranks, why_not);
   if (job.cluster.datacenters > 1 && layout.reduced() &&
       !replicas_respect_datacenters(layout, datacenter_of_rank(job, gpu_of), why_not))
-    layout = replica_layout(grid, true);
+    return replica_layout(grid, true);
+  if (tp_copies_exact(job, grid, layout, options)) return narrow_to_tensor_rank_zero(grid, layout);
   return layout;
 }
 
@@ -384,7 +412,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   const bool several_dcs = job.cluster.datacenters > 1;
   const double ideal_iteration_s = several_dcs && options.wan_baseline ? ideal_wan_iteration(job, options) : -1;
   std::string why_not;
-  ReplicaLayout layout = layout_for(job, grid, gpu_of, options.all_ranks, &why_not);
+  ReplicaLayout layout = choose_layout(job, grid, options, gpu_of, &why_not);
   const Stack stack = options.stack ? *options.stack : stack_for_job(job);
   ComputeModel model(job.cluster.gpu, stack.efficiency, compute_options_for(job));
   if (options.profile) model.load_profile(*options.profile);

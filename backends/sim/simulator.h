@@ -26,6 +26,9 @@ struct SimOptions {
   // programs, same schedule, no replay): SimResult::sensitivity_busy_s.
   std::vector<std::shared_ptr<const Stack>> sensitivity_stacks;
   bool all_ranks = false;                 // faithful mode: play every rank, no symmetry reduction
+  // A reduced run plays only tensor-parallel rank 0 where the other tp ranks are exact copies
+  // (executor.h, narrow_to_tensor_rank_zero); false plays every tp rank of the replica, for checking.
+  bool tensor_parallel_copies = true;
   std::optional<std::string> profile;     // measured per-op profile replacing the analytical compute model
   std::optional<std::string> trace_path;  // Chrome-trace JSON of the played ranks
   std::optional<std::string> op_trace_path;  // per-rank op trace (kind, shapes, group, bytes)
@@ -151,6 +154,10 @@ struct SimOutcome {
 std::vector<SimOutcome> simulate_each_in_subprocesses(const std::vector<SimRequest>& requests, int parallel,
                                                       double timeout_s = 0,
                                                       const std::function<void(size_t)>& on_done = {});
+// An outcome as text (JSON: the result with its host time and counts, or the error, UserError kept
+// apart) and back: how a child process answers, and how MPI ranks exchange outcomes.
+std::string outcome_to_text(const SimOutcome& outcome);
+SimOutcome outcome_from_text(const std::string& text);
 
 // JSON fields documented in README: iteration_time_s, tokens_per_s, model_tflops_per_gpu,
 // hardware_tflops_per_gpu, mfu, hfu, peak_memory_gib, oom, breakdown{compute, tp_comm, cp_comm,
