@@ -1,5 +1,6 @@
 // `tandem simulate [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N] [--straggler SPEC]... [--json FILE]
-//                  [--trace FILE] [--trace-ops FILE] [--all-ranks] [--profile FILE] [CONFIG] [-- MEGATRON_FLAGS]`
+//                  [--trace FILE] [--trace-ops FILE] [--all-ranks] [--profile FILE] [--no-wan-baseline] [CONFIG]
+//                  [-- MEGATRON_FLAGS]`
 #include <chrono>
 #include <cstdio>
 
@@ -19,6 +20,7 @@ void print_simulate_help() {
       "usage: tandem simulate [CONFIG.json|PRESET] [--cluster NAME|FILE] [--stack NAME|FILE] [--gpus N]\n"
       "                       [--straggler KIND:WHERE:SPEED[:seed=N]]... [--json FILE]\n"
       "                       [--trace FILE] [--trace-ops FILE] [--all-ranks] [--profile FILE]\n"
+      "                       [--no-wan-baseline]\n"
       "                       [-- MEGATRON_FLAGS...]\n\n"
       "Plays one training iteration on a SimGrid model of the cluster and reports iteration time,\n"
       "throughput, MFU/HFU, peak memory per rank and where the time goes.\n"
@@ -34,15 +36,18 @@ void print_simulate_help() {
       "                          node=LIST, leaf=LIST, or fraction=F of the kind's units drawn with seed=N\n"
       "                    LIST  5 | 1,5,9 | 4-7;  SPEED in (0, 1], the share of nominal speed or bandwidth\n"
       "                    e.g. --straggler gpu:rank=5:0.5  --straggler nic:fraction=0.01:0.5:seed=1\n"
-      "                    Every rank is then played; a table shows who waits for whom.\n");
+      "                    Every rank is then played; a table shows who waits for whom.\n"
+      "  --no-wan-baseline several datacenters: skip the second run on an ideal WAN (no WAN cost line)\n"
+      "  --dc-placement rank-order|pp|dp|ep (a job flag, after --): which dimension crosses datacenters\n");
 }
 
 int run_simulate(const std::vector<std::string>& args) {
-  const JobOptions opts = parse_job_options(args, {"--trace", "--trace-ops", "--profile"}, {"--all-ranks", "--help", "-h"});
+  const JobOptions opts = parse_job_options(args, {"--trace", "--trace-ops", "--profile"}, {"--all-ranks", "--no-wan-baseline", "--help", "-h"});
   if (opts.extra.count("--help") || opts.extra.count("-h")) return print_simulate_help(), 0;
   const Job job = load_job(opts.request);
   sim::SimOptions so;
   so.all_ranks = opts.extra.count("--all-ranks") > 0;
+  so.wan_baseline = opts.extra.count("--no-wan-baseline") == 0;
   if (opts.extra.count("--profile")) so.profile = opts.extra.at("--profile");
   if (opts.extra.count("--trace")) so.trace_path = opts.extra.at("--trace");
   if (opts.extra.count("--trace-ops")) so.op_trace_path = opts.extra.at("--trace-ops");

@@ -66,6 +66,10 @@ std::string resolved_job_text(const Job& job) {
   rows.push_back({"GPUs", with_commas(job.world_size) + " x " + job.cluster.gpu.name + " on " + job.cluster.name});
   for (const Straggler& s : job.cluster.stragglers) rows.push_back({"straggler", to_text(s)});
   rows.push_back({"layout", layout_text(job) + " (order " + p.order + ")"});
+  if (job.cluster.datacenters > 1)
+    rows.push_back({"datacenters", std::to_string(job.cluster.datacenters) + ", placement " + to_string(p.dc_placement) +
+                                       " (WAN " + fixed(job.cluster.wan_bandwidth * 8 / 1e9, 0) + " Gb/s, " +
+                                       fixed(job.cluster.wan_latency * 1e3, 1) + " ms)"});
   rows.push_back({"pipeline schedule", p.pipeline_schedule});
   rows.push_back({"batch", "global " + std::to_string(t.global_batch_size) + " = micro " +
                                std::to_string(t.micro_batch_size) + " x DP " + std::to_string(p.data_parallel_size) +

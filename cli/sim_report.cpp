@@ -47,6 +47,19 @@ std::string waits_text(const sim::SimResult& r) {
   return out;
 }
 
+// Traffic between datacenters (jobs on more than one): per direction, the total, the exposure.
+std::string wan_text(const sim::WanReport& w, double iteration_s) {
+  Table t({"WAN (placement " + w.placement + ")", "GB per iteration", "share of iteration"});
+  for (size_t a = 0; a < w.bytes_by_direction.size(); ++a)
+    for (size_t b = 0; b < w.bytes_by_direction[a].size(); ++b)
+      if (a != b) t.add_row({"dc" + std::to_string(a) + " -> dc" + std::to_string(b), fixed(w.bytes_by_direction[a][b] / 1e9, 3), ""});
+  t.add_row({"total", fixed(w.bytes / 1e9, 3), ""});
+  t.add_row({"exposed WAN communication", fixed(w.exposed_s, 3) + " s", pct(w.exposed_s, iteration_s)});
+  if (w.ideal_iteration_s > 0)
+    t.add_row({"WAN cost (vs an ideal WAN)", fixed(w.cost_s, 3) + " s", pct(w.cost_s, iteration_s)});
+  return "\n" + t.render();
+}
+
 }  // namespace
 
 std::string simulation_text(const Job& job, const sim::SimResult& r) {
@@ -72,6 +85,7 @@ std::string simulation_text(const Job& job, const sim::SimResult& r) {
   out += "\n" + t.render();
   if (r.moe_routing) out += routing_text(*r.moe_routing);
   if (has_effective_stragglers(job.cluster)) out += waits_text(r);
+  if (r.wan) out += wan_text(*r.wan, r.iteration_time_s);
   for (const auto& n : r.notes) out += "note: " + n + "\n";
   return out;
 }

@@ -25,6 +25,10 @@ enum class TokenDispatcher { AllGather, AllToAll, Alltoall_Seq, Flex };
 enum class AttentionBackend { Auto, Flash, Fused, Unfused, Local };
 // tandem: how the simulator draws MoE token-to-expert loads (backends/sim/moe_routing.h).
 enum class MoeRouting { Balanced, Zipf, Trace };
+// tandem: which parallel dimension crosses datacenters (backends/sim/dc_placement.h). RankOrder:
+// ranks fill the datacenters' GPUs in rank order (Megatron's order decides); Pipeline, Data,
+// Expert: the PP, DP or EP coordinate decides a rank's datacenter (D must divide that size).
+enum class DcPlacement { RankOrder, Pipeline, Data, Expert };
 
 // Transformer architecture. Sizes are element counts; 0 means "derive Megatron's default".
 struct ModelConfig {
@@ -108,6 +112,7 @@ struct ParallelConfig {
   bool overlap_p2p_communication = false;
   std::string order = "tp-cp-ep-dp-pp";       // Megatron's rank order, fastest-varying first
   std::string pipeline_schedule = "";         // "" = Megatron's choice (1f1b or interleaved)
+  DcPlacement dc_placement = DcPlacement::RankOrder;  // tandem: rank -> GPU across datacenters
 };
 
 // Optimisation, precision, recompute, data and checkpoint settings.
@@ -219,6 +224,7 @@ std::string to_string(LrDecayStyle v);
 std::string to_string(TokenDispatcher v);
 std::string to_string(AttentionBackend v);
 std::string to_string(MoeRouting v);
+std::string to_string(DcPlacement v);
 // True when attention never stores the s x s probabilities (flash / fused kernels).
 bool uses_flash_attention(AttentionBackend v);
 

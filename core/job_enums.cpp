@@ -92,6 +92,21 @@ std::string to_string(MoeRouting v) {
   return "?";
 }
 
+template <> DcPlacement parse_enum<DcPlacement>(const std::string& f, const std::string& t) {
+  return lookup<DcPlacement>(f, t, {{"rank-order", DcPlacement::RankOrder}, {"pp", DcPlacement::Pipeline},
+                                   {"dp", DcPlacement::Data}, {"ep", DcPlacement::Expert}});
+}
+
+std::string to_string(DcPlacement v) {
+  switch (v) {
+    case DcPlacement::RankOrder: return "rank-order";
+    case DcPlacement::Pipeline: return "pp";
+    case DcPlacement::Data: return "dp";
+    case DcPlacement::Expert: return "ep";
+  }
+  return "?";
+}
+
 bool uses_flash_attention(AttentionBackend v) {
   return v == AttentionBackend::Auto || v == AttentionBackend::Flash || v == AttentionBackend::Fused;
 }

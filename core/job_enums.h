@@ -20,6 +20,7 @@ template <> LrDecayStyle parse_enum<LrDecayStyle>(const std::string&, const std:
 template <> TokenDispatcher parse_enum<TokenDispatcher>(const std::string&, const std::string&);
 template <> AttentionBackend parse_enum<AttentionBackend>(const std::string&, const std::string&);
 template <> MoeRouting parse_enum<MoeRouting>(const std::string&, const std::string&);
+template <> DcPlacement parse_enum<DcPlacement>(const std::string&, const std::string&);
 
 // Megatron's --moe-layer-freq: "1" (every layer), "N" (every Nth layer, starting at layer 0), or a
 // Python list expression such as "[0,1,1]" or "([0]*3+[1]*58)". Returns a per-layer 0/1 pattern;

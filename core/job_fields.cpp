@@ -127,6 +127,8 @@ std::vector<FieldSpec> parallel_fields() {
                  "pipeline sends/receives overlap compute (off: the next compute waits for the send)"),
       text_field("order", kP, P(order), "rank order, fastest first (default tp-cp-ep-dp-pp)"),
       text_field("pipeline_schedule", kP, P(pipeline_schedule), "tandem schedule name (default 1f1b / interleaved)"),
+      choice_field<DcPlacement>("dc_placement", kP, P(dc_placement),
+                                "tandem: dimension crossing datacenters: rank-order, pp, dp or ep"),
   };
 }
 

@@ -1,6 +1,7 @@
 // Sweep specs, points and result rows (format in sweep.h).
 #include "sweep/sweep.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -15,7 +16,8 @@ using nlohmann::json;
 const std::vector<std::string> kResultColumns = {
     "status",        "iteration_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu",
     "peak_memory_gib", "oom",            "compute_s",    "tp_comm_s",            "cp_comm_s",            "ep_comm_s",
-    "pp_comm_s",     "dp_comm_s",        "pipeline_bubble_s", "optimizer_s",     "error"};
+    "pp_comm_s",     "dp_comm_s",        "pipeline_bubble_s", "optimizer_s",     "wan_bytes",
+    "wan_exposed_s", "wan_cost_s",      "error"};
 
 std::string where(const Spec& spec, const std::string& field) { return spec.path + ": " + field; }
 
@@ -254,6 +256,9 @@ json result_row(const Point& point, const Job& job, const sim::SimResult& r) {
     row[key] = result.at(key);
   row["tokens_per_s_per_gpu"] = r.tokens_per_s / static_cast<double>(job.world_size);
   for (const auto& [cause, seconds] : result.at("breakdown").items()) row[cause + "_s"] = seconds;   // compute_s, ...
+  row["wan_bytes"] = r.wan ? r.wan->bytes : 0.0;          // one datacenter: nothing crosses a WAN
+  row["wan_exposed_s"] = r.wan ? r.wan->exposed_s : 0.0;
+  row["wan_cost_s"] = r.wan && r.wan->ideal_iteration_s > 0 ? r.wan->cost_s : 0.0;
   return row;
 }
 

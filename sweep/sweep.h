@@ -19,12 +19,16 @@
 //   cluster.nic_latency_us, cluster.nvlink_gbyte_s, cluster.nvlink_latency_us,
 //   cluster.oversubscription, cluster.nodes_per_leaf, cluster.nodes_per_pod, cluster.datacenters,
 //   cluster.wan_gbit_s, cluster.wan_latency_ms. The product runs the last axis fastest. At least
-//   one axis or one listed point.
+//   one axis or one listed point. The datacenter placement is the flag axis "--dc-placement" with
+//   values "rank-order", "pp", "dp", "ep" (which parallel dimension crosses datacenters, see
+//   backends/sim/dc_placement.h); e.g. experiments/multidc/ crosses it with cluster.wan_latency_ms.
 //
 // Rows (JSON and CSV): the point's axis values, "status" ("ok" or "error"), then iteration_time_s,
 // tokens_per_s, tokens_per_s_per_gpu, model_tflops_per_gpu, mfu, peak_memory_gib, oom, the
 // breakdown (seconds: compute, tp_comm, cp_comm, ep_comm, pp_comm, dp_comm, pipeline_bubble,
-// optimizer) and "error" (the message of a point that does not resolve or simulate).
+// optimizer), wan_bytes (bytes sent between datacenters per iteration, 0 with one datacenter),
+// wan_exposed_s (the critical rank's exposed communication crossing the WAN), wan_cost_s (iteration
+// time minus that of the same job on an ideal WAN; simulator.h WanReport) and "error" (the message of a point that does not resolve or simulate).
 // Deterministic: the same spec gives byte-identical files; rows already in the output are kept
 // and their points not simulated again (resume).
 #include <string>

@@ -39,14 +39,17 @@ struct NodeLayout {
   int nodes() const { return static_cast<int>(members.size()); }
 };
 
-NodeLayout node_layout(const Platform& platform, const Group& group) {
+// Of the group members `members` (all of them when empty).
+NodeLayout node_layout(const Platform& platform, const Group& group, const std::vector<int>& members = {}) {
   NodeLayout layout;
   std::map<int64_t, size_t> slot;  // platform node -> index in layout.members
-  for (size_t m = 0; m < group.gpus.size(); ++m) {
-    const int64_t node = platform.place(group.gpus[m]).node;
+  const size_t count = members.empty() ? group.gpus.size() : members.size();
+  for (size_t i = 0; i < count; ++i) {
+    const int m = members.empty() ? static_cast<int>(i) : members[i];
+    const int64_t node = platform.place(group.gpus[static_cast<size_t>(m)]).node;
     auto [it, fresh] = slot.emplace(node, layout.members.size());
     if (fresh) layout.members.emplace_back();
-    layout.members[it->second].push_back(static_cast<int>(m));
+    layout.members[it->second].push_back(m);
   }
   for (const auto& on_node : layout.members) layout.uniform = layout.uniform && on_node.size() == layout.members[0].size();
   return layout;
@@ -103,17 +106,17 @@ class PlanBuilder {
   std::map<std::pair<int, int>, Entry> flows_;
 };
 
-// Ring. With L members on each of N > 1 nodes, L channels as NCCL builds them: channel c visits
-// each node's members starting at local rank c, so a member sends L-1 channels to its local
-// successor over NVLink and one channel to the next node's member over its NIC. Latency: the
-// NVLink edges (phase 0) pay the intra-node steps, the NIC edges (phase 1) the inter-node ones.
-FlowPlan ring_plan(const Platform& platform, CollectiveKind kind, const Group& group, double bytes,
-                   const CommOptions& options) {
-  const int p = static_cast<int>(group.gpus.size());
-  PlanBuilder builder(platform, group, options);
-  if (p < 2) return builder.finish({});
+// Ring over `members` (indices into the group; all of them when empty). With L members on each of
+// N > 1 nodes, L channels as NCCL builds them: channel c visits each node's members starting at
+// local rank c, so a member sends L-1 channels to its local successor over NVLink and one channel
+// to the next node's member over its NIC. Latency: the NVLink edges (phase `nvl`) pay the
+// intra-node steps, the NIC edges (phase `net`) the inter-node ones. Returns the steps per phase.
+std::pair<int, int> add_ring(PlanBuilder& builder, const Platform& platform, CollectiveKind kind, const Group& group,
+                             const std::vector<int>& members, double bytes, unsigned nvl, unsigned net) {
+  const int p = static_cast<int>(members.empty() ? group.gpus.size() : members.size());
+  if (p < 2) return {0, 0};
   const double edge_bytes = ring_factor(kind, p) * bytes;  // per ring edge, all channels together
-  const NodeLayout layout = node_layout(platform, group);
+  const NodeLayout layout = node_layout(platform, group, members);
   if (layout.uniform && layout.nodes() > 1) {
     const int n = layout.nodes();
     const int l = layout.per_node();
@@ -122,16 +125,66 @@ FlowPlan ring_plan(const Platform& platform, CollectiveKind kind, const Group& g
       for (int k = 0; k < l; ++k) {
         const int me = layout.members[static_cast<size_t>(i)][static_cast<size_t>(k)];
         const auto next = static_cast<size_t>((k + 1) % l);
-        if (l > 1) builder.add(me, layout.members[static_cast<size_t>(i)][next], channel * (l - 1), 0);
-        builder.add(me, layout.members[static_cast<size_t>((i + 1) % n)][next], channel, 1);
+        if (l > 1) builder.add(me, layout.members[static_cast<size_t>(i)][next], channel * (l - 1), nvl);
+        builder.add(me, layout.members[static_cast<size_t>((i + 1) % n)][next], channel, net);
       }
     }
     const int steps = ring_steps(kind, p);
     const int inter = l > 1 ? ring_inter_node_steps(kind, n, steps) : steps;
-    return builder.finish({steps - inter, inter});
+    return {steps - inter, inter};
   }
-  for (int m = 0; m < p; ++m) builder.add(m, (m + 1) % p, edge_bytes);
-  return builder.finish({ring_steps(kind, p)});
+  const auto member = [&](int m) { return members.empty() ? m : members[static_cast<size_t>(m)]; };
+  for (int m = 0; m < p; ++m) builder.add(member(m), member((m + 1) % p), edge_bytes, nvl);
+  return {ring_steps(kind, p), 0};
+}
+
+FlowPlan ring_plan(const Platform& platform, CollectiveKind kind, const Group& group, double bytes,
+                   const CommOptions& options) {
+  PlanBuilder builder(platform, group, options);
+  if (group.gpus.size() < 2) return builder.finish({});
+  const auto [nvl_steps, net_steps] = add_ring(builder, platform, kind, group, {}, bytes, 0, 1);
+  return builder.finish({nvl_steps, net_steps});
+}
+
+// The group's members per datacenter (datacenters in order of first appearance), when it spans
+// several datacenters with the same number of members in each; empty otherwise.
+std::vector<std::vector<int>> datacenter_layout(const Platform& platform, const Group& group) {
+  std::vector<std::vector<int>> members;
+  std::map<int64_t, size_t> slot;  // datacenter -> index in members
+  for (size_t m = 0; m < group.gpus.size(); ++m) {
+    auto [it, fresh] = slot.emplace(platform.place(group.gpus[m]).dc, members.size());
+    if (fresh) members.emplace_back();
+    members[it->second].push_back(static_cast<int>(m));
+  }
+  if (members.size() < 2) return {};
+  for (const auto& in_dc : members)
+    if (in_dc.size() != members.front().size()) return {};
+  return members;
+}
+
+// Algorithm::DatacenterHierarchical for a group with q members in each of D datacenters: a ring
+// inside each datacenter over the whole buffer (for an all-reduce its reduce-scatter and
+// all-gather halves), and for each local index k a ring across datacenters over the k-th members
+// carrying that member's shard (bytes / q): the WAN carries ring_factor(D) x bytes / q per member
+// instead of a flat ring's whole buffer. Pipelined in chunks, so the phases' flows run together
+// (the bandwidth time is the slowest phase's); latency: intra-datacenter steps (NVLink phase 0,
+// network phase 1) + WAN steps (phase 2: 2(D-1) for an all-reduce, D-1 otherwise).
+FlowPlan datacenter_plan(const Platform& platform, CollectiveKind kind, const Group& group, double bytes,
+                         const CommOptions& options, const std::vector<std::vector<int>>& dcs) {
+  PlanBuilder builder(platform, group, options);
+  const int d = static_cast<int>(dcs.size());
+  const int q = static_cast<int>(dcs.front().size());
+  std::pair<int, int> steps{0, 0};  // the slowest datacenter's (they run together)
+  for (const auto& in_dc : dcs) {
+    const auto s = add_ring(builder, platform, kind, group, in_dc, bytes, 0, 1);
+    steps = {std::max(steps.first, s.first), std::max(steps.second, s.second)};
+  }
+  const double shard = ring_factor(kind, d) * bytes / q;  // per WAN ring edge
+  for (int k = 0; k < q; ++k)
+    for (int i = 0; i < d; ++i)
+      builder.add(dcs[static_cast<size_t>(i)][static_cast<size_t>(k)],
+                  dcs[static_cast<size_t>((i + 1) % d)][static_cast<size_t>(k)], shard, 2);
+  return builder.finish({steps.first, steps.second, ring_steps(kind, d)});
 }
 
 // Double binary tree (all-reduce): two trees over the group order, the second mirrored, each
@@ -197,6 +250,7 @@ std::string to_string(Algorithm algorithm) {
     case Algorithm::Ring: return "ring";
     case Algorithm::Tree: return "tree";
     case Algorithm::Hierarchical: return "hierarchical";
+    case Algorithm::DatacenterHierarchical: return "datacenter-hierarchical";
   }
   return "?";
 }
@@ -206,6 +260,11 @@ namespace {
 FlowPlan algorithm_plan(const Platform& platform, CollectiveKind kind, Algorithm algorithm, const Group& group,
                         double bytes, const CommOptions& options) {
   switch (algorithm) {
+    case Algorithm::DatacenterHierarchical: {
+      const std::vector<std::vector<int>> dcs = datacenter_layout(platform, group);
+      if (!dcs.empty()) return datacenter_plan(platform, kind, group, bytes, options, dcs);
+      break;
+    }
     case Algorithm::Tree:
       if (kind == CollectiveKind::AllReduce) return tree_plan(platform, group, bytes, options);
       return ring_plan(platform, kind, group, bytes, options);

@@ -44,6 +44,13 @@ enum class Algorithm {
   Ring,          // NCCL ring; across nodes with L members per node, L channels (one per NIC)
   Tree,          // double binary tree over the group order (all-reduce only; others use Ring)
   Hierarchical,  // ring inside each node over NVLink + one ring per local index across nodes
+  // A group with the same number q of members in each of D > 1 datacenters, as Megatron/NCCL
+  // hierarchical data-parallel reductions run: a ring inside each datacenter, then for each local
+  // index a ring across datacenters carrying that member's shard (bytes / q), pipelined; the WAN
+  // carries ring_factor(D) x bytes / q per member instead of a flat ring's whole buffer at a WAN
+  // latency per ring step. Other groups: Ring. The executor picks it for data-parallel groups
+  // that span datacenters (executor.h).
+  DatacenterHierarchical,
 };
 
 std::string to_string(CollectiveKind kind);

@@ -340,9 +340,12 @@ void RankPlayer::charge_own(int32_t b, double from, double to) {
     const double split = std::clamp(it->second, from, to);
     add_to(out_.breakdown, Category::Bubble, split - from);
     add_to(out_.breakdown, Category::Pp, to - split);
+    if (crosses_wan(b)) out_.wan_exposed_s += to - split;
     return;
   }
   add_to(out_.breakdown, c, to - from);
+  if (is_communication(x.kind) && c != Category::Bubble && crosses_wan(b))  // not the wait for its members
+    out_.wan_exposed_s += to - std::clamp(wan_transfer_start(b), from, to);
 }
 
 int32_t RankPlayer::new_op(bool local) {
@@ -524,6 +527,7 @@ ExecutionResult execute(Platform& platform, Collectives& collectives, const Para
   }
   result.stats = execution.stats;
   result.stats.instructions = total;
+  result.wan = execution.wan_traffic(played);
   return result;
 }
 

@@ -66,7 +66,9 @@ struct ExecutorOptions {
   ComputeTimeFn host_time;
   bool free_communication = false;          // every communication takes 0 s; sends are eager
   bool analytic_intra_node = true;          // collectives inside one node are costed analytically
-  Algorithm algorithm = Algorithm::Ring;    // collectives across nodes
+  // Collectives across nodes; data-parallel groups (dp, dp-cp, tp-dp(-cp), expert dp) spanning
+  // datacenters use Algorithm::DatacenterHierarchical instead.
+  Algorithm algorithm = Algorithm::Ring;
   GhostTraffic ghosts = GhostTraffic::Shared;
   bool record_timeline = false;             // keep start/end of every instruction (traces)
   // Schedule chains of local work as one window (same times, far fewer events); false plays
@@ -110,6 +112,13 @@ struct ReplicaLayout {
 // the grid has no such structure (then *why_not says so).
 ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not = nullptr);
 
+// True when every copy of a reduced layout sits in the datacenters as the played block does: for
+// each copy, the datacenter of a played rank determines that of its image, one to one. Otherwise
+// (e.g. a replica cut by the WAN while another is not) the copies are not equivalent to the
+// played block and *why_not says so. dc_of_rank: [rank] its datacenter.
+bool replicas_respect_datacenters(const ReplicaLayout& layout, const std::vector<int64_t>& dc_of_rank,
+                                  std::string* why_not = nullptr);
+
 // A reduced layout narrowed to the played ranks with tp = 0; the other tensor-parallel ranks become
 // copies (copy = dp copy x TP + tp). Exact only where tensor-parallel ranks never meet: their
 // collectives are costed analytically inside one node (members do not wait for each other) and no
@@ -132,16 +141,36 @@ struct RankOutcome {
   // Of the breakdown's communication seconds: those spent in collectives (played with flows, all
   // members played) before the group's last member had started it, i.e. waiting for a late peer.
   double peer_wait_s = 0;
+  // Of the breakdown's exposed communication (tp/cp/ep/pp/dp and optimizer-phase collectives,
+  // not the bubble), the seconds charged to operations with flows between datacenters, from
+  // when the exchange could begin: a receive's sender had posted, a collective's played members
+  // had all started it (unplayed members are taken to start with their played images).
+  double wan_exposed_s = 0;
   std::vector<InstructionTime> timeline;  // [instruction], when ExecutorOptions::record_timeline
 };
 
 using ExecutionStats = SimCounts;
+
+// Bytes sent between datacenters in one iteration by every rank, played or not (unplayed ranks
+// counted from the program of the rank that plays their part, with peers and groups renamed).
+// Point-to-point messages count their bytes; collectives the bytes of their plan's flows
+// (collectives.h) between members in different datacenters; all-to-alls their rail-aligned flows.
+struct WanTraffic {
+  std::vector<std::vector<double>> bytes;  // [source datacenter][destination datacenter]; empty with one
+  double total() const {
+    double sum = 0;
+    for (const auto& row : bytes)
+      for (double b : row) sum += b;
+    return sum;
+  }
+};
 
 struct ExecutionResult {
   std::vector<RankOutcome> ranks;  // one per played rank, in the order given
   double makespan_s = 0;           // max finish over played ranks
   size_t critical = 0;             // index into ranks of the rank that finishes last (first on ties)
   ExecutionStats stats;
+  WanTraffic wan;                  // with several datacenters
 };
 
 // A played rank and the program it runs: its own, or that of a rank with the same pipeline

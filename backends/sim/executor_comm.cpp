@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <set>
+#include <unordered_map>
 
 #include <simgrid/s4u.hpp>
 
@@ -65,6 +67,19 @@ double pair_bytes(const ParallelGrid& grid, const std::vector<double>& matrix, i
   return matrix[static_cast<size_t>(grid.expert_coord(src).ep) * p + static_cast<size_t>(grid.expert_coord(dst).ep)];
 }
 
+// The data-parallel groups: their gradient reductions and parameter all-gathers run
+// hierarchically when they span datacenters (Algorithm::DatacenterHierarchical).
+bool reduces_gradients(ParallelGroup kind) {
+  switch (kind) {
+    case ParallelGroup::Dp:
+    case ParallelGroup::DpCp:
+    case ParallelGroup::TpDp:
+    case ParallelGroup::TpDpCp:
+    case ParallelGroup::ExpertDp: return true;
+    default: return false;
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -111,12 +126,15 @@ GroupInfo& Execution::group(int64_t rank, ParallelGroup kind) {
     g.group.gpus = m.ranks;
     g.intra_node = true;
     const int64_t node = platform.place(m.ranks.front()).node;
+    const int64_t dc = platform.place(m.ranks.front()).dc;
     for (size_t j = 0; j < m.ranks.size(); ++j) {
       g.intra_node = g.intra_node && platform.place(m.ranks[j]).node == node;
+      g.spans_dcs = g.spans_dcs || platform.place(m.ranks[j]).dc != dc;
       g.played.push_back(is_played(m.ranks[j]) ? 1 : 0);
       g.all_played = g.all_played && g.played.back();
       g.member.emplace(m.ranks[j], static_cast<int>(j));
     }
+    g.algorithm = g.spans_dcs && reduces_gradients(kind) ? Algorithm::DatacenterHierarchical : options.algorithm;
   }
   rank_groups_.emplace(rank_key, slot.get());
   return *slot;
@@ -164,7 +182,7 @@ std::vector<Flow> Execution::unit_flows(const GroupInfo& g, PlanKind kind, doubl
   *latency = 0;
   *seconds_per_byte = 0;
   if (kind != PlanKind::AllToAll) {
-    const FlowPlan unit = collectives.plan(collective_kind(kind), options.algorithm, g.group, 1.0);
+    const FlowPlan unit = collectives.plan(collective_kind(kind), g.algorithm, g.group, 1.0);
     *latency = unit.latency;
     *seconds_per_byte = unit.bandwidth_time;
     return unit.flows;
@@ -332,8 +350,95 @@ void Execution::instructions_done(int64_t count) {
                    message);
 }
 
+WanTraffic Execution::wan_traffic(const std::vector<PlayedRank>& played) {
+  WanTraffic out;
+  const auto d = static_cast<size_t>(platform.cluster().datacenters);
+  if (d < 2) return out;
+  out.bytes.assign(d, std::vector<double>(d, 0.0));
+  // Per program: bytes of its collectives per (group kind, plan kind), of its sends per peer (in
+  // the program's own numbering), and its routed all-to-alls one by one.
+  struct Totals {
+    std::map<std::pair<ParallelGroup, PlanKind>, double> collectives;
+    std::map<int64_t, double> sends;
+    std::vector<const Instruction*> routed;
+  };
+  std::unordered_map<const RankProgram*, Totals> totals;
+  std::unordered_map<int64_t, const RankProgram*> program_of;  // played rank -> program
+  for (const PlayedRank& p : played) {
+    program_of[p.rank] = p.program;
+    auto [it, fresh] = totals.try_emplace(p.program);
+    if (!fresh) continue;
+    for (const Instruction& x : p.program->instructions) {
+      if (x.kind == OpKind::Send) it->second.sends[x.peer] += x.bytes;
+      if (!is_collective(x.kind)) continue;
+      if (routed_all_to_all(x)) it->second.routed.push_back(&x);
+      else if (x.bytes > 0) it->second.collectives[{x.group, plan_kind(x.kind)}] += x.bytes;
+    }
+  }
+  // Per (group, plan kind): [member] -> its flows to other datacenters, per buffer byte.
+  std::map<std::pair<uint64_t, PlanKind>, std::vector<std::vector<Flow>>> wan_flows;
+  const auto flows_of = [&](GroupInfo& g, PlanKind kind) -> const std::vector<std::vector<Flow>>& {
+    auto [it, fresh] = wan_flows.try_emplace({g.key, kind});
+    if (!fresh) return it->second;
+    it->second.resize(g.group.gpus.size());
+    double latency = 0, seconds_per_byte = 0;
+    for (const Flow& f : unit_flows(g, kind, &latency, &seconds_per_byte))
+      if (platform.place(g.group.gpus[static_cast<size_t>(f.src)]).dc !=
+          platform.place(g.group.gpus[static_cast<size_t>(f.dst)]).dc)
+        it->second[static_cast<size_t>(f.src)].push_back(f);
+    return it->second;
+  };
+  const auto add = [&](int64_t src, int64_t dst, double bytes) {
+    const auto a = static_cast<size_t>(platform.place(src).dc);
+    const auto b = static_cast<size_t>(platform.place(dst).dc);
+    if (a != b) out.bytes[a][b] += bytes;
+  };
+  for (int64_t r = 0; r < grid.world_size(); ++r) {
+    const RankProgram* program = program_of.at(layout.played[static_cast<size_t>(layout.preimage[static_cast<size_t>(r)])]);
+    const Totals& t = totals.at(program);
+    for (const auto& [peer, bytes] : t.sends)
+      add(r, program->rank == r ? peer : rename_peer(grid, program->rank, r, peer), bytes);
+    for (const auto& [key, bytes] : t.collectives) {
+      GroupInfo& g = group(r, key.first);
+      if (!g.spans_dcs || g.group.gpus.size() < 2) continue;
+      for (const Flow& f : flows_of(g, key.second)[static_cast<size_t>(g.member.at(r))])
+        add(r, g.group.gpus[static_cast<size_t>(f.dst)], f.bytes * bytes);
+    }
+    for (const Instruction* x : t.routed) {
+      GroupInfo& g = group(r, x->group);
+      if (!g.spans_dcs || g.group.gpus.size() < 2) continue;
+      const auto& gpus = g.group.gpus;
+      std::vector<double> send(gpus.size(), 0.0);
+      for (size_t j = 0; j < gpus.size(); ++j) send[j] = pair_bytes(grid, *x->cost->peer_bytes, r, gpus[j]);
+      const Collectives::AllToAllRoutes& routes = collectives.all_to_all_routes(g.group);
+      for (const auto& [via, bytes] : routes.sends(static_cast<size_t>(g.member.at(r)), send))
+        add(r, gpus[static_cast<size_t>(via)], bytes);
+    }
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // RankPlayer: communication
+
+double RankPlayer::wan_transfer_start(int32_t i) {
+  const Instruction& x = ins_[static_cast<size_t>(i)];
+  if (x.kind == OpKind::Recv) {
+    auto it = transfer_start_.find(i);
+    return it == transfer_start_.end() ? start_[static_cast<size_t>(i)] : it->second;
+  }
+  auto it = wan_collective_.find(i);
+  if (it == wan_collective_.end()) return start_[static_cast<size_t>(i)];
+  return std::max(start_[static_cast<size_t>(i)], ex_.last_start(it->second.first, it->second.second));
+}
+
+bool RankPlayer::crosses_wan(int32_t i) {
+  if (ex_.platform.cluster().datacenters < 2) return false;
+  const Instruction& x = ins_[static_cast<size_t>(i)];
+  if (x.kind == OpKind::Send || x.kind == OpKind::Recv)
+    return ex_.platform.place(rank_).dc != ex_.platform.place(peer(i)).dc;
+  return is_collective(x.kind) && ex_.group(rank_, x.group).spans_dcs;
+}
 
 bool RankPlayer::analytic_seconds(const Instruction& x, double* seconds) {
   if (!is_collective(x.kind)) return false;
@@ -478,6 +583,12 @@ void RankPlayer::note_collective_done(int32_t i) {
 void RankPlayer::start_collective(int, int32_t i, int32_t op) {
   const Instruction& x = ins_[static_cast<size_t>(i)];
   GroupInfo& g = ex_.group(rank_, x.group);
+  if (g.spans_dcs) {  // when its members have all started: the WAN exposure's split (executor.h)
+    const int64_t seq = seq_[g.key | (uint64_t{1} << 62)]++;
+    double& last = ex_.last_start(g.key, seq);
+    last = std::max(last, now_);
+    wan_collective_[i] = {g.key, seq};
+  }
   const PlanKind kind = plan_kind(x.kind);
   const PlanInfo& plan = ex_.plan(g, kind);
   if (g.all_played) {
@@ -509,7 +620,7 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
     for (size_t k = 0; k < pending.comms().size(); ++k) wait_on(op, pending.comms()[k], pending.delays()[k]);
   } else {
     Pending pending =
-        ex_.collectives.start_collective(collective_kind(kind), ex_.options.algorithm, g.group, rank_, x.bytes);
+        ex_.collectives.start_collective(collective_kind(kind), g.algorithm, g.group, rank_, x.bytes);
     for (const sg4::CommPtr& comm : pending.comms()) wait_on(op, comm, plan.latency);
   }
   if (plan.images.empty()) return;

@@ -53,6 +53,8 @@ struct GroupInfo {
   uint64_t key = 0;                // (kind, group index)
   Group group;                     // name "<kind>#<index>", members = GPUs = ranks
   bool intra_node = false;         // every member on one node
+  bool spans_dcs = false;          // members in more than one datacenter
+  Algorithm algorithm = Algorithm::Ring;  // of its collectives across nodes (Execution::group)
   bool all_played = true;
   std::vector<char> played;        // [member]
   std::unordered_map<int64_t, int> member;  // rank -> member index
@@ -112,8 +114,15 @@ class Execution {
   // member asks once, when its part is done. A ring member is done once its neighbours have
   // started, so members further away may not have started yet: they did not hold it up.
   double last_start(uint64_t group_key, int64_t seq, size_t size);
+  // The latest time a played member started the seq-th collective of a group (s); members raise it.
+  double& last_start(uint64_t group_key, int64_t seq) { return last_starts_[group_key][seq]; }
 
   void instructions_done(int64_t count);
+
+  // Bytes every rank (played or not, each running its class program) sends across datacenters in
+  // the iteration: its Sends to peers in another datacenter and its share of the flows of
+  // collectives on groups that span datacenters (executor.h, WanTraffic).
+  WanTraffic wan_traffic(const std::vector<PlayedRank>& played);
 
   // The actor playing each played rank (buffered point-to-point messages name their receiver).
   std::unordered_map<int64_t, simgrid::s4u::Actor*> actors;
@@ -147,6 +156,7 @@ class Execution {
     size_t size = 0;    // members, once one asked
   };
   std::unordered_map<uint64_t, std::unordered_map<int64_t, Starts>> starts_;    // group -> seq
+  std::unordered_map<uint64_t, std::unordered_map<int64_t, double>> last_starts_;  // groups spanning datacenters
   int64_t total_instructions_ = 0;
   int64_t done_instructions_ = 0;
   int64_t next_check_ = 0;
@@ -221,6 +231,8 @@ class RankPlayer {
   void start_partial_collective(GroupInfo& g, PlanKind kind, int32_t op, const Instruction& x);
   void wait_on(int32_t op, const simgrid::s4u::CommPtr& comm, double delay);
   void ghost(int64_t src, int64_t dst, double bytes);
+  bool crosses_wan(int32_t i);  // communication i has flows between datacenters
+  double wan_transfer_start(int32_t i);  // s, when i's exchange across datacenters could begin
   void note_recv_done(int32_t i);
   void note_collective_done(int32_t i);
 
@@ -247,6 +259,7 @@ class RankPlayer {
   std::unordered_map<int32_t, std::array<int64_t, 2>> recv_key_;  // Recv -> (channel, seq)
   std::unordered_map<int32_t, int64_t> collective_seq_;  // collective played whole -> its seq on the group
   std::unordered_map<int32_t, double> all_started_;      // such a collective, once done -> last member's start (s)
+  std::unordered_map<int32_t, std::pair<uint64_t, int64_t>> wan_collective_;  // -> (group key, seq)
   int64_t completed_ = 0;
   int32_t last_finished_ = -1;
   double now_ = 0;                 // local clock (s), >= SimGrid's

@@ -351,6 +351,15 @@ Platform::Platform(const ClusterSpec& cluster, int64_t num_gpus, const PlatformO
     : cluster_(cluster), options_(options) {
   places_ = place_gpus(cluster_, num_gpus);  // validates before touching SimGrid
   degradation_ = resolve_degradation(cluster_, places_);
+  if (!options_.gpu_of_rank.empty()) {
+    std::vector<char> seen(static_cast<size_t>(num_gpus), 0);
+    TANDEM_CHECK_MSG(static_cast<int64_t>(options_.gpu_of_rank.size()) == num_gpus,
+                     options_.gpu_of_rank.size() << " entries in gpu_of_rank for " << num_gpus << " GPUs");
+    for (int64_t g : options_.gpu_of_rank) {
+      TANDEM_CHECK_MSG(g >= 0 && g < num_gpus && !seen[static_cast<size_t>(g)], "gpu_of_rank is not a permutation");
+      seen[static_cast<size_t>(g)] = 1;
+    }
+  }
   TANDEM_CHECK_MSG(!g_platform_created, "SimGrid supports one engine per process: build one Platform per process");
   g_platform_created = true;
   xbt_log_control_set("root.thresh:critical");
@@ -365,11 +374,25 @@ Platform::Platform(const ClusterSpec& cluster, int64_t num_gpus, const PlatformO
   achieved.nvlink_bandwidth *= nvlink_efficiency_;
   achieved.nic_bandwidth *= nic_efficiency_;
   Builder(achieved, options_, places_, degradation_, hosts_, hop_rank_).build();
+  num_nodes_ = places_.empty() ? 0 : places_.back().node + 1;
+  if (!options_.gpu_of_rank.empty()) {  // logical index i -> physical GPU gpu_of_rank[i]
+    const std::vector<GpuPlace> physical_places = std::move(places_);
+    const std::vector<sg4::Host*> physical_hosts = std::move(hosts_);
+    const std::vector<double> physical_speed = degradation_.gpu;   // stragglers name physical GPUs
+    places_.resize(physical_places.size());
+    hosts_.resize(physical_hosts.size());
+    for (size_t i = 0; i < places_.size(); ++i) {
+      const auto g = static_cast<size_t>(options_.gpu_of_rank[i]);
+      places_[i] = physical_places[g];
+      hosts_[i] = physical_hosts[g];
+      if (!physical_speed.empty()) degradation_.gpu[i] = physical_speed[g];
+    }
+  }
 }
 
 Platform::~Platform() = default;
 
-int64_t Platform::num_nodes() const { return places_.empty() ? 0 : places_.back().node + 1; }
+int64_t Platform::num_nodes() const { return num_nodes_; }
 
 const GpuPlace& Platform::place(int64_t gpu) const {
   TANDEM_CHECK_MSG(gpu >= 0 && gpu < num_gpus(), "gpu " << gpu << " out of range");

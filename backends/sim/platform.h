@@ -61,6 +61,9 @@ struct PlatformOptions {
   double uplink_latency = 0.5e-6;  // s, one traversal of a leaf-spine or pod-core uplink
   double host_speed = 0;           // FLOP/s of a GPU host; 0: the GPU's dense BF16 peak (1e12 if unknown)
   double switch_bandwidth = 1e15;  // bytes/s, per-flow cap of the non-blocking switch fat pipes
+  // [i] physical GPU (place_gpus order) behind index i of this API, e.g. the GPU rank i runs on
+  // (dc_placement.h); empty: the identity. A permutation of 0..num_gpus-1.
+  std::vector<int64_t> gpu_of_rank;
 };
 
 // Where one GPU sits. All indices are global and 0-based.
@@ -82,6 +85,9 @@ void validate_cluster(const ClusterSpec& cluster, int64_t num_gpus);
 // Places every GPU (contiguous blocks of nodes per datacenter, pods, leaves). Pure, no SimGrid.
 std::vector<GpuPlace> place_gpus(const ClusterSpec& cluster, int64_t num_gpus);
 
+// GPU indices taken and returned by Platform are logical: index i is the GPU rank i runs on,
+// physical GPU PlatformOptions::gpu_of_rank[i] (the identity by default). Hosts and links keep
+// their physical names ("gpu<physical>", "node<n>-nic<r>").
 class Platform {
  public:
   // Creates the SimGrid engine, configures it (CM02, TCP-gamma 1e12, no cross-traffic, quiet logs)
@@ -122,9 +128,10 @@ class Platform {
   double nic_efficiency_ = 1.0;     // achieved / raw, applied to the NIC links and uplinks
   double collective_base_latency_ = 0;  // s, NCCL's fixed cost of one collective (GPU kind's file)
   std::unique_ptr<simgrid::s4u::Engine> engine_;
-  std::vector<GpuPlace> places_;
+  std::vector<GpuPlace> places_;            // indexed by logical GPU index
   Degradation degradation_;
-  std::vector<simgrid::s4u::Host*> hosts_;  // indexed by global GPU index
+  std::vector<simgrid::s4u::Host*> hosts_;  // indexed by logical GPU index
+  int64_t num_nodes_ = 0;
   std::unordered_map<const simgrid::s4u::Link*, int> hop_rank_;  // position of a link along routes
 };
 

@@ -1,6 +1,8 @@
 // Which ranks the symmetry-reduced simulation plays (executor.h, ReplicaLayout).
 #include <algorithm>
 #include <array>
+#include <map>
+#include <string>
 #include <set>
 
 #include "backends/sim/executor.h"
@@ -124,6 +126,24 @@ ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::stri
   for (int64_t r = 0; r < grid.world_size(); ++r)
     TANDEM_CHECK_MSG(layout.copy[static_cast<size_t>(r)] >= 0, "rank " << r << " is in no replica");
   return layout;
+}
+
+bool replicas_respect_datacenters(const ReplicaLayout& layout, const std::vector<int64_t>& dc_of_rank,
+                                  std::string* why_not) {
+  for (int64_t c = 1; c < layout.copies; ++c) {
+    std::map<int64_t, int64_t> forward, backward;  // played rank's datacenter <-> its image's
+    for (size_t i = 0; i < layout.played.size(); ++i) {
+      const int64_t from = dc_of_rank[static_cast<size_t>(layout.played[i])];
+      const int64_t to = dc_of_rank[static_cast<size_t>(layout.image_of(i, c))];
+      if (forward.emplace(from, to).first->second != to || backward.emplace(to, from).first->second != from) {
+        if (why_not)
+          *why_not = "the datacenter placement cuts data-parallel replica " + std::to_string(c) +
+                     " differently from the played one (its ranks at the WAN boundary are not images of played ones)";
+        return false;
+      }
+    }
+  }
+  return true;
 }
 
 namespace {

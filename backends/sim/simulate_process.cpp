@@ -62,6 +62,27 @@ SimResult result_of(const nlohmann::json& answer) {
   return r;
 }
 
+WanReport wan_from_json(const nlohmann::json& j) {
+  WanReport w;
+  w.placement = j.at("dc_placement").get<std::string>();
+  w.bytes = j.at("wan_bytes").get<double>();
+  w.exposed_s = j.at("wan_exposed_s").get<double>();
+  if (j.contains("wan_cost_s")) {
+    w.ideal_iteration_s = j.at("wan_ideal_iteration_time_s").get<double>();
+    w.cost_s = j.at("wan_cost_s").get<double>();
+  }
+  for (const auto& [key, bytes] : j.at("wan_bytes_by_direction").items()) {
+    const size_t arrow = key.find("->");
+    const auto from = static_cast<size_t>(std::stoll(key.substr(0, arrow)));
+    const auto to = static_cast<size_t>(std::stoll(key.substr(arrow + 2)));
+    const size_t d = std::max(from, to) + 1;
+    if (w.bytes_by_direction.size() < d) w.bytes_by_direction.resize(d);
+    for (auto& row : w.bytes_by_direction) row.resize(std::max(row.size(), d), 0.0);
+    w.bytes_by_direction[from][to] = bytes.get<double>();
+  }
+  return w;
+}
+
 // The child's whole answer: the result or the error.
 std::string child_answer(const Job& job, const SimOptions& options) {
   SimOutcome outcome;
@@ -163,6 +184,7 @@ SimResult result_from_json(const nlohmann::json& j) {
   r.stack = j.value("stack", std::string());
   r.notes = j.at("notes").get<std::vector<std::string>>();
   if (j.contains("moe_routing")) r.moe_routing = summary_from_json(j.at("moe_routing"));
+  if (j.contains("wan_bytes")) r.wan = wan_from_json(j);
   return r;
 }
 

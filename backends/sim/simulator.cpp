@@ -14,6 +14,7 @@
 
 #include "backends/sim/stack.h"
 #include "backends/sim/compute_model.h"
+#include "backends/sim/dc_placement.h"
 #include "backends/sim/executor.h"
 #include "backends/sim/tp_overlap.h"
 #include "backends/sim/trace_writer.h"
@@ -171,15 +172,17 @@ OpTime timed(ComputeTimes& times, const ComputeModel& model, const Instruction& 
 // data-parallel groups mix EP coordinates, so that assumption holds only where those collectives
 // are costed analytically (members inside one node do not wait for each other). Otherwise the
 // reduction would not be exact: the reason to play every rank, or "" when it stays exact.
-std::string routed_reduction_blocker(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout) {
+std::string routed_reduction_blocker(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout,
+                                     const std::vector<int64_t>& gpu_of) {
   if (!layout.reduced() || grid.ep_size() == 1) return "";
   const std::vector<GpuPlace> places = place_gpus(job.cluster, grid.world_size());
+  const auto node = [&](int64_t rank) { return places[static_cast<size_t>(gpu_of[static_cast<size_t>(rank)])].node; };
   for (int64_t rank : layout.played)
     for (ParallelGroup kind : {ParallelGroup::Dp, ParallelGroup::DpCp, ParallelGroup::TpDp, ParallelGroup::TpDpCp}) {
       const auto group = grid.find_group(rank, kind);
       if (!group) continue;
       for (int64_t member : group->ranks)
-        if (places[static_cast<size_t>(member)].node != places[static_cast<size_t>(rank)].node)
+        if (node(member) != node(rank))
           return "the MoE routing model makes expert-parallel ranks differ and their data-parallel groups cross "
                  "nodes, where a reduced run cannot wait for the slowest member";
     }
@@ -207,18 +210,12 @@ bool tp_copies_exact(const Job& job, const ParallelGrid& grid, const ReplicaLayo
   return true;
 }
 
-// The ranks to play: one data-parallel replica, narrowed to tp = 0 where that stays exact.
-ReplicaLayout choose_layout(const Job& job, const ParallelGrid& grid, const SimOptions& options, std::string* why_not) {
-  ReplicaLayout layout = replica_layout(grid, options.all_ranks, why_not);
-  if (tp_copies_exact(job, grid, layout, options)) return narrow_to_tensor_rank_zero(grid, layout);
-  return layout;
-}
-
 // Why a reduced run would not be exact, or "": a routing model that makes EP ranks differ across
 // nodes (routed_reduction_blocker), or stragglers, which make ranks differ.
-std::string reduction_blocker(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout, bool redraw) {
+std::string reduction_blocker(const Job& job, const ParallelGrid& grid, const ReplicaLayout& layout, bool redraw,
+                              const std::vector<int64_t>& gpu_of) {
   if (redraw)
-    if (std::string blocker = routed_reduction_blocker(job, grid, layout); !blocker.empty()) return blocker;
+    if (std::string blocker = routed_reduction_blocker(job, grid, layout, gpu_of); !blocker.empty()) return blocker;
   if (layout.reduced() && has_effective_stragglers(job.cluster))
     return "stragglers make ranks differ, so every data-parallel replica is played";
   return "";
@@ -405,6 +402,82 @@ std::vector<double> sensitivity_busy(const Job& job, const RankProgram& program,
   return out;
 }
 
+// The datacenter of each rank under the job's placement (dc_placement.h).
+std::vector<int64_t> datacenter_of_rank(const Job& job, const std::vector<int64_t>& gpu_of) {
+  const std::vector<GpuPlace> places = place_gpus(job.cluster, static_cast<int64_t>(gpu_of.size()));
+  std::vector<int64_t> dc(gpu_of.size());
+  for (size_t r = 0; r < gpu_of.size(); ++r) dc[r] = places[static_cast<size_t>(gpu_of[r])].dc;
+  return dc;
+}
+
+// The ranks to play: one data-parallel replica, narrowed to tp = 0 where that stays exact; every
+// rank when the datacenter placement makes the replicas differ.
+ReplicaLayout choose_layout(const Job& job, const ParallelGrid& grid, const SimOptions& options,
+                            const std::vector<int64_t>& gpu_of, std::string* why_not) {
+  ReplicaLayout layout = replica_layout(grid, options.all_ranks, why_not);
+  if (job.cluster.datacenters > 1 && layout.reduced() &&
+      !replicas_respect_datacenters(layout, datacenter_of_rank(job, gpu_of), why_not))
+    return replica_layout(grid, true);
+  if (tp_copies_exact(job, grid, layout, options)) return narrow_to_tensor_rank_zero(grid, layout);
+  return layout;
+}
+
+// Notes on what the simulator's passes did: buffered messages, TP communication overlap.
+void add_pass_notes(SimResult& r, const Job& job, bool buffered_p2p, const TpOverlapResult& tp_overlap) {
+  if (buffered_p2p)
+    r.notes.push_back("point-to-point messages are buffered at the receiver: the " +
+                      job.parallel.pipeline_schedule +
+                      " schedule receives some messages in another order than they are sent, which an in-order "
+                      "(NCCL) backend can only do by buffering them");
+  if (job.parallel.tp_comm_overlap)
+    r.notes.push_back("TP communication overlap (--tp-comm-overlap): " + std::to_string(tp_overlap.gathers) +
+                      " all-gather/GEMM and " + std::to_string(tp_overlap.scatters) +
+                      " GEMM/reduce-scatter pairs per iteration pipelined in " +
+                      std::to_string(job.parallel.tensor_model_parallel_size) +
+                      " chunks, as Transformer Engine's userbuffers do (approximate: the GEMM chunks are not slowed "
+                      "by the SMs or copy engines the exchange uses)");
+}
+
+WanReport wan_report(const Job& job, const ExecutionResult& run, double ideal_iteration_s) {
+  WanReport w;
+  w.placement = to_string(job.parallel.dc_placement);
+  w.bytes = run.wan.total();
+  w.bytes_by_direction = run.wan.bytes;
+  w.exposed_s = run.ranks[run.critical].wan_exposed_s;
+  if (ideal_iteration_s > 0) {
+    w.ideal_iteration_s = ideal_iteration_s;
+    w.cost_s = run.makespan_s - ideal_iteration_s;
+  }
+  return w;
+}
+
+// The iteration time of the job on an ideal WAN (zero latency, 1e15 bytes/s), simulated in a
+// forked child before this process builds its platform (one SimGrid engine per process).
+double ideal_wan_iteration(const Job& job, const SimOptions& options) {
+  Job ideal = job;
+  ideal.cluster.wan_latency = 0;
+  ideal.cluster.wan_bandwidth = 1e15;
+  SimOptions child;
+  child.stack = options.stack;
+  child.all_ranks = options.all_ranks;
+  child.profile = options.profile;
+  child.wan_baseline = false;
+  if (options.progress) options.progress(0.0, "simulating the same job on an ideal WAN");
+  return simulate_in_subprocess(ideal, child).iteration_time_s;
+}
+
+std::string wan_note(const Job& job, const WanReport& w) {
+  const ClusterSpec& c = job.cluster;
+  return std::to_string(c.datacenters) + " datacenters (WAN " + fixed(c.wan_bandwidth * 8 / 1e9, 1) + " Gb/s, " +
+         fixed(c.wan_latency * 1e3, 2) + " ms), placement " + w.placement + ": " + fixed(w.bytes / 1e9, 3) +
+         " GB crossed the WAN per iteration; data-parallel groups spanning datacenters reduce hierarchically "
+         "(inside each datacenter, then the shards across); exposed WAN communication = the critical rank's exposed "
+         "communication on operations crossing the WAN" +
+         (w.cost_s >= -0.5 ? "; WAN cost = iteration time - " + fixed(w.ideal_iteration_s, 3) +
+                                 " s of the same job on an ideal WAN (no latency, unlimited bandwidth)"
+                           : "");
+}
+
 }  // namespace
 
 double peak_flops(const Job& job, std::string* which) {
@@ -425,8 +498,11 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   const auto wall_start = Clock::now();
   const ParallelGrid grid = ParallelGrid::from_job(job);
   const Schedule schedule = schedule_for_job(job);
+  const std::vector<int64_t> gpu_of = gpu_of_rank(job, grid);   // validates the placement
+  const bool several_dcs = job.cluster.datacenters > 1;
+  const double ideal_iteration_s = several_dcs && options.wan_baseline ? ideal_wan_iteration(job, options) : -1;
   std::string why_not;
-  ReplicaLayout layout = choose_layout(job, grid, options, &why_not);
+  ReplicaLayout layout = choose_layout(job, grid, options, gpu_of, &why_not);
   const Stack stack = options.stack ? *options.stack : stack_for_job(job);
   ComputeModel model(job.cluster.gpu, stack.efficiency, compute_options_for(job));
   if (options.profile) model.load_profile(*options.profile);
@@ -434,7 +510,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   std::optional<MoeRoutingModel> routing;
   if (job.model.is_moe()) routing.emplace(job, grid);   // checks a trace file before lowering
   const bool redraw = routing && !routing->is_expected();
-  if (const std::string blocker = reduction_blocker(job, grid, layout, redraw); !blocker.empty()) {
+  if (const std::string blocker = reduction_blocker(job, grid, layout, redraw, gpu_of); !blocker.empty()) {
     why_not = blocker;
     layout = replica_layout(grid, true);
   }
@@ -446,6 +522,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   if (options.progress) options.progress(0.0, "building the platform of " + std::to_string(grid.world_size()) + " GPUs");
   PlatformOptions platform_options;
   platform_options.efficiency = &model.efficiency();
+  if (!is_identity(gpu_of)) platform_options.gpu_of_rank = gpu_of;
   Platform platform(job.cluster, grid.world_size(), platform_options);
   Collectives collectives(platform);
 
@@ -484,18 +561,11 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   straggler_notes(r, platform.degradation());
   r.stack = stack.name;
   r.notes.push_back(stack_note(stack, job));
-  if (exec.buffered_p2p)
-    r.notes.push_back("point-to-point messages are buffered at the receiver: the " +
-                      job.parallel.pipeline_schedule +
-                      " schedule receives some messages in another order than they are sent, which an in-order "
-                      "(NCCL) backend can only do by buffering them");
-  if (job.parallel.tp_comm_overlap)
-    r.notes.push_back("TP communication overlap (--tp-comm-overlap): " + std::to_string(tp_overlap.gathers) +
-                      " all-gather/GEMM and " + std::to_string(tp_overlap.scatters) +
-                      " GEMM/reduce-scatter pairs per iteration pipelined in " +
-                      std::to_string(job.parallel.tensor_model_parallel_size) +
-                      " chunks, as Transformer Engine's userbuffers do (approximate: the GEMM chunks are not slowed "
-                      "by the SMs or copy engines the exchange uses)");
+  add_pass_notes(r, job, exec.buffered_p2p, tp_overlap);
+  if (several_dcs) {
+    r.wan = wan_report(job, run, ideal_iteration_s);
+    r.notes.push_back(wan_note(job, *r.wan));
+  }
   if (routing) {
     r.moe_routing = routing->summary();
     r.notes.push_back(routing_note(job, *r.moe_routing, redraw));
@@ -555,6 +625,21 @@ nlohmann::json result_to_json(const SimResult& r) {
   j["stack"] = r.stack;
   j["notes"] = r.notes;
   if (r.moe_routing) j["moe_routing"] = summary_to_json(*r.moe_routing);
+  if (r.wan) {
+    j["dc_placement"] = r.wan->placement;
+    j["wan_bytes"] = r.wan->bytes;
+    nlohmann::json by_direction = nlohmann::json::object();
+    for (size_t from = 0; from < r.wan->bytes_by_direction.size(); ++from)
+      for (size_t to = 0; to < r.wan->bytes_by_direction[from].size(); ++to)
+        if (from != to)
+          by_direction[std::to_string(from) + "->" + std::to_string(to)] = r.wan->bytes_by_direction[from][to];
+    j["wan_bytes_by_direction"] = std::move(by_direction);
+    j["wan_exposed_s"] = r.wan->exposed_s;
+    if (r.wan->ideal_iteration_s > 0) {
+      j["wan_ideal_iteration_time_s"] = r.wan->ideal_iteration_s;
+      j["wan_cost_s"] = r.wan->cost_s;
+    }
+  }
   return j;
 }
 

@@ -34,6 +34,9 @@ struct SimOptions {
   std::optional<std::string> op_trace_path;  // per-rank op trace (kind, shapes, group, bytes)
   // Called now and then with (fraction done in [0, 1], message); may be empty.
   std::function<void(double, const std::string&)> progress;
+  // With several datacenters: also simulate the same job (same placement) on an ideal WAN, in a
+  // forked child, for WanReport::ideal_iteration_s (about doubles the time of such a run).
+  bool wan_baseline = true;
 };
 
 // Seconds of one iteration attributed to each cause, on the critical rank (the slowest played
@@ -90,6 +93,25 @@ struct SimCounts {
   int64_t analytic_collectives = 0;  // collectives inside one node, costed without flows
 };
 
+// Traffic between datacenters in one iteration (jobs on more than one datacenter).
+struct WanReport {
+  std::string placement;   // ParallelConfig::dc_placement: rank-order, pp, dp or ep
+  double bytes = 0;        // sent between datacenters by all ranks, all directions
+  std::vector<std::vector<double>> bytes_by_direction;  // [from datacenter][to datacenter], bytes
+  // Seconds of the critical rank's iteration its compute stream waited on communication with flows
+  // between datacenters: the part of the breakdown's exposed communication (tp/cp/ep/pp/dp_comm,
+  // optimizer-phase collectives) charged to such operations, from when the exchange could begin
+  // (a receive's sender had posted, a collective's members had all started it). Waits for
+  // the peers themselves are not counted, so a bubble lengthened by WAN hops upstream is not
+  // either: cost_s is the whole figure.
+  double exposed_s = 0;
+  // The iteration time of the same job and placement on an ideal WAN (no latency, bandwidth
+  // 1e15 bytes/s), when SimOptions::wan_baseline; cost_s = iteration time - that: everything the
+  // WAN costs, bubbles included. Both -1 when not computed.
+  double ideal_iteration_s = -1;
+  double cost_s = -1;
+};
+
 struct SimResult {
   double iteration_time_s = 0;
   double tokens_per_s = 0;
@@ -114,6 +136,7 @@ struct SimResult {
   std::string stack;                    // software stack the compute and NCCL efficiencies came from
   std::vector<std::string> notes;       // approximations the user should know about
   std::optional<RoutingSummary> moe_routing;   // MoE jobs: the routing model and its imbalance
+  std::optional<WanReport> wan;         // jobs on more than one datacenter
 };
 
 // The dense peak MFU refers to (FP8 when the job trains in FP8, FP32 for FP32 jobs, else BF16/FP16);
@@ -166,7 +189,9 @@ SimOutcome outcome_from_text(const std::string& text);
 // data_parallel_s, optimizer_s, peer_wait_s, idle_at_end_s}],
 // sensitivity_busy_s (only when asked),
 // notes, and for MoE jobs moe_routing{model, max_over_mean, dropped_copies, dropped_fraction,
-// layers[{layer, max_over_mean, max_load, mean_load, dropped}]} (moe_routing.h). Deterministic: no host time in it, so equal inputs give byte-identical dumps.
+// layers[{layer, max_over_mean, max_load, mean_load, dropped}]} (moe_routing.h); with more than one
+// datacenter dc_placement, wan_bytes, wan_bytes_by_direction{"A->B": bytes}, wan_exposed_s and,
+// when computed, wan_ideal_iteration_time_s and wan_cost_s (WanReport). Deterministic: no host time in it, so equal inputs give byte-identical dumps.
 nlohmann::json result_to_json(const SimResult& result);
 nlohmann::json breakdown_to_json(const Breakdown& breakdown);   // {compute, tp_comm, ...}
 Breakdown breakdown_from_json(const nlohmann::json& json);

@@ -73,6 +73,24 @@ import json
 one, two = json.load(open("wan.json"))["rows"]
 assert two["iteration_time_s"] > one["iteration_time_s"], (one["iteration_time_s"], two["iteration_time_s"])
 PY
+# The datacenter placement as an axis: cutting the pipeline (PP 2) sends fewer bytes across a
+# narrow WAN than cutting the replicas, and is faster; one datacenter reports no WAN traffic.
+cat >placement-spec.json <<'JSON'
+{"base": {"config": "llama3-8b", "cluster": "dgx-h100", "gpus": 32,
+          "megatron_args": "--num-layers 4 --bf16 --tensor-model-parallel-size 8 --pipeline-model-parallel-size 2 --global-batch-size 16"},
+ "axes": [{"name": "cluster.datacenters", "values": [2]}, {"name": "cluster.wan_gbit_s", "values": [10]},
+          {"name": "--dc-placement", "values": ["pp", "dp"]}],
+ "points": [{"cluster.datacenters": 1, "cluster.wan_gbit_s": 10, "--dc-placement": "rank-order"}]}
+JSON
+"$tandem" sweep placement-spec.json --out placement >/dev/null
+head -1 placement.csv | grep -q ',optimizer_s,wan_bytes,wan_exposed_s,wan_cost_s,error$'
+"$python" - <<'PY'
+import json
+pp, dp, one = json.load(open("placement.json"))["rows"]
+assert 0 < pp["wan_bytes"] < dp["wan_bytes"], (pp["wan_bytes"], dp["wan_bytes"])
+assert pp["iteration_time_s"] < dp["iteration_time_s"], (pp["iteration_time_s"], dp["iteration_time_s"])
+assert dp["wan_cost_s"] > 0 and one["wan_bytes"] == 0 and one["wan_cost_s"] == 0, (dp, one)
+PY
 # Beyond the cluster's 4,480 GPUs: simulated on the extended fabric, with a note.
 "$tandem" simulate gpt3-175b --cluster dgx-a100 --gpus 8192 -- --num-layers 16 --global-batch-size 1024 \
     --pipeline-model-parallel-size 2 >big.txt
