@@ -110,7 +110,11 @@ struct ReplicaLayout {
 // The data-parallel replica dp = 0, widened by whole dp slices until every non-data-parallel
 // group of its ranks lies inside it; `copies` = DP / slices. Every rank when all_ranks, or when
 // the grid has no such structure (then *why_not says so).
-ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not = nullptr);
+// symmetric_experts (balanced routing: every expert-parallel rank gets the same tokens): the
+// expert-parallel groups do not widen the block; their all-to-alls are played one-sided by the
+// played members, as data-parallel collectives are (exact when the members are symmetric).
+ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not = nullptr,
+                             bool symmetric_experts = false);
 
 // True when every copy of a reduced layout sits in the datacenters as the played block does: for
 // each copy, the datacenter of a played rank determines that of its image, one to one. Otherwise

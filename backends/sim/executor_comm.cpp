@@ -203,6 +203,16 @@ std::vector<Flow> Execution::unit_flows(const GroupInfo& g, PlanKind kind, doubl
   return flows;
 }
 
+double Execution::busiest_link_seconds_per_byte(const GroupInfo& g, const std::vector<Flow>& flows) const {
+  std::unordered_map<const sg4::Link*, double> bytes;   // per unit buffer byte
+  for (const Flow& f : flows)
+    for (sg4::Link* link : platform.route(g.group.gpus[static_cast<size_t>(f.src)], g.group.gpus[static_cast<size_t>(f.dst)]))
+      bytes[link] += f.bytes;
+  double worst = 0;
+  for (const auto& [link, b] : bytes) worst = std::max(worst, b / link->get_bandwidth());
+  return worst;
+}
+
 // Before playing a reduced run: the links (not fat pipes) that the played ranks' own flows cross.
 void Execution::collect_played_links(const std::vector<PlayedRank>& played) {
   if (!layout.reduced() || options.ghosts != GhostTraffic::Shared) return;
@@ -240,6 +250,9 @@ PlanInfo& Execution::plan(GroupInfo& g, PlanKind kind) {
   cached = slot.get();
   PlanInfo& info = *slot;
   const std::vector<Flow> flows = unit_flows(g, kind, &info.latency, &info.seconds_per_byte);
+  info.floor_seconds_per_byte = info.seconds_per_byte;
+  if (kind == PlanKind::AllToAll && layout.reduced() && !g.all_played && !(g.intra_node && options.analytic_intra_node))
+    info.floor_seconds_per_byte = busiest_link_seconds_per_byte(g, flows);
   if (!layout.reduced() || (g.intra_node && options.analytic_intra_node)) return info;
   if (g.all_played) {
     add_images(info, g.group.gpus, flows);
@@ -647,7 +660,7 @@ void RankPlayer::start_partial_collective(GroupInfo& g, PlanKind kind, int32_t o
             plan.latency);
   }
   Op& o = ops_[static_cast<size_t>(op)];
-  o.floor = now_ + plan.seconds_per_byte * x.bytes + plan.latency;
+  o.floor = now_ + plan.floor_seconds_per_byte * x.bytes + plan.latency;
 }
 
 }  // namespace tandem::sim::detail

@@ -65,6 +65,10 @@ struct GroupInfo {
 struct PlanInfo {
   double latency = 0;              // s, charged after the flows
   double seconds_per_byte = 0;     // uncontended bandwidth time per buffer byte
+  // The least time per buffer byte a member of a group not played whole takes: seconds_per_byte,
+  // but for an all-to-all the busiest link's bytes over its bandwidth (a member's buffer is spread
+  // over its NVLink and NIC, not sent whole over the narrowest route).
+  double floor_seconds_per_byte = 0;
   std::vector<std::vector<OneSidedFlow>> starts;  // [member] group not played whole
   std::vector<OneSidedFlow> images;               // group played whole: its flows in other copies
 };
@@ -129,6 +133,8 @@ class Execution {
 
  private:
   std::vector<Flow> unit_flows(const GroupInfo& g, PlanKind kind, double* latency, double* seconds_per_byte);
+  // Uncontended time per buffer byte of a group's flows: max over links of their bytes / bandwidth.
+  double busiest_link_seconds_per_byte(const GroupInfo& g, const std::vector<Flow>& flows) const;
   void add_images(PlanInfo& info, const std::vector<int64_t>& gpus, const std::vector<Flow>& flows);
   void add_starts(PlanInfo& info, const GroupInfo& group, const std::vector<Flow>& flows);
 

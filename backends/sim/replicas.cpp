@@ -17,6 +17,17 @@ constexpr std::array<ParallelGroup, 11> kBlockGroups = {
     ParallelGroup::ModelParallel, ParallelGroup::Pp,      ParallelGroup::Embedding,
     ParallelGroup::PositionEmbedding, ParallelGroup::Ep,  ParallelGroup::ExpertTp,
     ParallelGroup::ExpertTpEp, ParallelGroup::ExpertTpEpPp};
+// The same without the expert-parallel groups: with symmetric experts (balanced routing) those are
+// played one-sided, as data-parallel groups are.
+constexpr std::array<ParallelGroup, 8> kBlockGroupsSymmetricExperts = {
+    ParallelGroup::Tp,        ParallelGroup::Cp,          ParallelGroup::TpCp,
+    ParallelGroup::ModelParallel, ParallelGroup::Pp,      ParallelGroup::Embedding,
+    ParallelGroup::PositionEmbedding, ParallelGroup::ExpertTp};
+
+std::vector<ParallelGroup> block_groups(bool symmetric_experts) {
+  if (symmetric_experts) return {kBlockGroupsSymmetricExperts.begin(), kBlockGroupsSymmetricExperts.end()};
+  return {kBlockGroups.begin(), kBlockGroups.end()};
+}
 
 ReplicaLayout every_rank(const ParallelGrid& grid) {
   ReplicaLayout layout;
@@ -44,12 +55,12 @@ std::set<int64_t> dp_block(const ParallelGrid& grid, int64_t slices) {
 }
 
 // Adds the members of every block group of `block`'s ranks; returns the widest dp coordinate + 1.
-int64_t close_block(const ParallelGrid& grid, std::set<int64_t>& block) {
+int64_t close_block(const ParallelGrid& grid, std::set<int64_t>& block, const std::vector<ParallelGroup>& kinds) {
   std::vector<int64_t> todo(block.begin(), block.end());
   while (!todo.empty()) {
     const int64_t rank = todo.back();
     todo.pop_back();
-    for (ParallelGroup kind : kBlockGroups) {
+    for (ParallelGroup kind : kinds) {
       const auto group = grid.find_group(rank, kind);
       if (!group) continue;
       for (int64_t member : group->ranks)
@@ -68,9 +79,10 @@ int64_t shifted(const ParallelGrid& grid, int64_t rank, int64_t dp_shift) {
 }
 
 // True when the image of every block group of the block's ranks is a block group of the image.
-bool groups_shift(const ParallelGrid& grid, const std::vector<int64_t>& played, int64_t slices) {
+bool groups_shift(const ParallelGrid& grid, const std::vector<int64_t>& played, int64_t slices,
+                  const std::vector<ParallelGroup>& kinds) {
   for (int64_t rank : played) {
-    for (ParallelGroup kind : kBlockGroups) {
+    for (ParallelGroup kind : kinds) {
       const auto group = grid.find_group(rank, kind);
       const auto image_group = grid.find_group(shifted(grid, rank, slices), kind);
       if (group.has_value() != image_group.has_value()) return false;
@@ -88,7 +100,8 @@ bool groups_shift(const ParallelGrid& grid, const std::vector<int64_t>& played, 
 
 }  // namespace
 
-ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not) {
+ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not, bool symmetric_experts) {
+  const std::vector<ParallelGroup> kinds = block_groups(symmetric_experts && grid.ep_size() > 1);
   auto fallback = [&](const std::string& why) {
     if (why_not) *why_not = why;
     return every_rank(grid);
@@ -98,7 +111,7 @@ ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::stri
   int64_t slices = 1;
   std::set<int64_t> block = dp_block(grid, slices);
   for (;;) {
-    const int64_t wanted = close_block(grid, block);
+    const int64_t wanted = close_block(grid, block, kinds);
     if (wanted == slices) break;  // block is then exactly the slices' ranks
     slices = wanted;
     if (slices >= grid.dp_size()) return fallback("the groups of one data-parallel replica span all replicas");
@@ -109,7 +122,7 @@ ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::stri
   ReplicaLayout layout;
   layout.played.assign(block.begin(), block.end());
   layout.copies = grid.dp_size() / slices;
-  if (!groups_shift(grid, layout.played, slices))
+  if (!groups_shift(grid, layout.played, slices, kinds))
     return fallback("the groups of the other data-parallel replicas are not images of the played one");
   const size_t n = layout.played.size();
   layout.image.resize(n * static_cast<size_t>(layout.copies));

@@ -413,8 +413,8 @@ std::vector<int64_t> datacenter_of_rank(const Job& job, const std::vector<int64_
 // The ranks to play: one data-parallel replica, narrowed to tp = 0 where that stays exact; every
 // rank when the datacenter placement makes the replicas differ.
 ReplicaLayout choose_layout(const Job& job, const ParallelGrid& grid, const SimOptions& options,
-                            const std::vector<int64_t>& gpu_of, std::string* why_not) {
-  ReplicaLayout layout = replica_layout(grid, options.all_ranks, why_not);
+                            const std::vector<int64_t>& gpu_of, bool symmetric_experts, std::string* why_not) {
+  ReplicaLayout layout = replica_layout(grid, options.all_ranks, why_not, symmetric_experts && options.expert_parallel_copies);
   if (job.cluster.datacenters > 1 && layout.reduced() &&
       !replicas_respect_datacenters(layout, datacenter_of_rank(job, gpu_of), why_not))
     return replica_layout(grid, true);
@@ -478,6 +478,35 @@ std::string wan_note(const Job& job, const WanReport& w) {
                            : "");
 }
 
+// How the executor times instructions: the compute model's kernel and launch times, NCCL's SM share,
+// buffered point-to-point for out-of-order schedules, and slow GPUs.
+ExecutorOptions executor_options(ComputeTimes& times, const ComputeModel& model, const Schedule& schedule,
+                                 const SimOptions& options, const Degradation& degradation) {
+  ExecutorOptions exec;
+  exec.compute_time = [&times, &model](const RankProgram&, const Instruction& x) {
+    return timed(times, model, x).kernels;
+  };
+  exec.host_time = [&times, &model](const RankProgram&, const Instruction& x) {
+    return timed(times, model, x).launches;
+  };
+  exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
+  exec.buffered_p2p = !out_of_order_channels(schedule).empty();   // schedules/message_order.h
+  exec.record_timeline = options.trace_path.has_value();
+  slow_gpus(degradation, exec);
+  exec.progress = options.progress;
+  return exec;
+}
+
+void add_routing_and_memory_notes(SimResult& r, const Job& job, const MoeRoutingModel* routing, bool redraw) {
+  if (routing) {
+    r.moe_routing = routing->summary();
+    r.notes.push_back(routing_note(job, *r.moe_routing, redraw));
+  }
+  if (r.oom)
+    r.notes.push_back("out of memory: a rank needs " + fixed(r.peak_memory_gib, 2) + " GiB of the GPU's " +
+                      fixed(job.cluster.gpu.hbm_bytes / kBytesPerGiB, 2) + " GiB");
+}
+
 }  // namespace
 
 double peak_flops(const Job& job, std::string* which) {
@@ -501,15 +530,14 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   const std::vector<int64_t> gpu_of = gpu_of_rank(job, grid);   // validates the placement
   const bool several_dcs = job.cluster.datacenters > 1;
   const double ideal_iteration_s = several_dcs && options.wan_baseline ? ideal_wan_iteration(job, options) : -1;
-  std::string why_not;
-  ReplicaLayout layout = choose_layout(job, grid, options, gpu_of, &why_not);
-  const Stack stack = options.stack ? *options.stack : stack_for_job(job);
-  ComputeModel model(job.cluster.gpu, stack.efficiency, compute_options_for(job));
-  if (options.profile) model.load_profile(*options.profile);
-
   std::optional<MoeRoutingModel> routing;
   if (job.model.is_moe()) routing.emplace(job, grid);   // checks a trace file before lowering
   const bool redraw = routing && !routing->is_expected();
+  std::string why_not;
+  ReplicaLayout layout = choose_layout(job, grid, options, gpu_of, routing && !redraw, &why_not);
+  const Stack stack = options.stack ? *options.stack : stack_for_job(job);
+  ComputeModel model(job.cluster.gpu, stack.efficiency, compute_options_for(job));
+  if (options.profile) model.load_profile(*options.profile);
   if (const std::string blocker = reduction_blocker(job, grid, layout, redraw, gpu_of); !blocker.empty()) {
     why_not = blocker;
     layout = replica_layout(grid, true);
@@ -527,18 +555,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   Collectives collectives(platform);
 
   ComputeTimes times(model);
-  ExecutorOptions exec;
-  exec.compute_time = [&times, &model](const RankProgram&, const Instruction& x) {
-    return timed(times, model, x).kernels;
-  };
-  exec.host_time = [&times, &model](const RankProgram&, const Instruction& x) {
-    return timed(times, model, x).launches;
-  };
-  exec.comm_compute_slowdown = 1.0 / (1.0 - model.efficiency().nccl_sm_fraction);
-  exec.buffered_p2p = !out_of_order_channels(schedule).empty();   // schedules/message_order.h
-  exec.record_timeline = options.trace_path.has_value();
-  slow_gpus(platform.degradation(), exec);
-  exec.progress = options.progress;
+  const ExecutorOptions exec = executor_options(times, model, schedule, options, platform.degradation());
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
   if (options.trace_path) write_chrome_trace(*options.trace_path, grid, lowered.played, run.ranks);
 
@@ -566,13 +583,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
     r.wan = wan_report(job, run, ideal_iteration_s);
     r.notes.push_back(wan_note(job, *r.wan));
   }
-  if (routing) {
-    r.moe_routing = routing->summary();
-    r.notes.push_back(routing_note(job, *r.moe_routing, redraw));
-  }
-  if (r.oom)
-    r.notes.push_back("out of memory: a rank needs " + fixed(r.peak_memory_gib, 2) + " GiB of the GPU's " +
-                      fixed(job.cluster.gpu.hbm_bytes / kBytesPerGiB, 2) + " GiB");
+  add_routing_and_memory_notes(r, job, routing ? &*routing : nullptr, redraw);
   r.wall_seconds = std::chrono::duration<double>(Clock::now() - wall_start).count();
   return r;
 }

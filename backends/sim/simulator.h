@@ -29,6 +29,10 @@ struct SimOptions {
   // A reduced run plays only tensor-parallel rank 0 where the other tp ranks are exact copies
   // (executor.h, narrow_to_tensor_rank_zero); false plays every tp rank of the replica, for checking.
   bool tensor_parallel_copies = true;
+  // Under balanced MoE routing the expert-parallel ranks are symmetric: a reduced run plays one
+  // data-parallel slice and the expert-parallel all-to-alls one-sided (replica_layout); false
+  // widens the played block until it holds whole expert-parallel groups, for checking.
+  bool expert_parallel_copies = true;
   std::optional<std::string> profile;     // measured per-op profile replacing the analytical compute model
   std::optional<std::string> trace_path;  // Chrome-trace JSON of the played ranks
   std::optional<std::string> op_trace_path;  // per-rank op trace (kind, shapes, group, bytes)

@@ -53,15 +53,43 @@ double breakdown_sum(const nlohmann::json& b) {
 TEST(Simulate, TinyMoeJobGivesTheSameIterationTimeWithAndWithoutAllRanks) {
   const Job job = tiny_job({"--num-experts", "8", "--expert-model-parallel-size", "4", "--moe-router-topk", "2",
                             "--tensor-model-parallel-size", "1", "--moe-token-dispatcher-type", "alltoall"});
+  SimOptions all, whole_ep;
+  all.all_ranks = true;
+  whole_ep.expert_parallel_copies = false;
+  const nlohmann::json reduced = nlohmann::json::parse(simulate_json(job));
+  const nlohmann::json widened = nlohmann::json::parse(simulate_json(job, whole_ep));
+  const nlohmann::json faithful = nlohmann::json::parse(simulate_json(job, all));
+  EXPECT_TRUE(reduced["symmetry_reduced"].get<bool>());
+  EXPECT_EQ(reduced["ranks_played"].get<int64_t>(), 2);  // balanced routing: dp 0 only, EP all-to-alls one-sided
+  EXPECT_EQ(widened["ranks_played"].get<int64_t>(), 8);  // dp 0..3 cover the EP groups
+  const double t = faithful["iteration_time_s"].get<double>();
+  EXPECT_NEAR(reduced["iteration_time_s"].get<double>(), t, 1e-9 * t);
+  EXPECT_NEAR(widened["iteration_time_s"].get<double>(), t, 1e-9 * t);
+  for (const auto& [key, value] : faithful["breakdown"].items())
+    EXPECT_NEAR(reduced["breakdown"][key].get<double>(), value.get<double>(), 1e-9 * t) << key;
+  EXPECT_NEAR(reduced["peak_memory_gib"].get<double>(), faithful["peak_memory_gib"].get<double>(), 1e-12);
+  EXPECT_GT(faithful["breakdown"]["ep_comm"].get<double>() + faithful["breakdown"]["compute"].get<double>(), 0);
+}
+
+// Expert parallelism across nodes under balanced routing: EP 16 over two nodes of 8, the reduced
+// run plays 2 of 64 ranks (dp 0 of both stages) with one-sided all-to-alls and agrees with
+// playing every rank.
+TEST(Simulate, ExpertParallelAcrossNodesGivesTheFaithfulResultFromOneSlice) {
+  const Job job = tiny_job({"--num-experts", "16", "--expert-model-parallel-size", "16", "--moe-router-topk", "2",
+                            "--tensor-model-parallel-size", "1", "--moe-token-dispatcher-type", "alltoall",
+                            "--global-batch-size", "64", "--use-distributed-optimizer"},
+                           64);
   SimOptions all;
   all.all_ranks = true;
   const nlohmann::json reduced = nlohmann::json::parse(simulate_json(job));
   const nlohmann::json faithful = nlohmann::json::parse(simulate_json(job, all));
-  EXPECT_TRUE(reduced["symmetry_reduced"].get<bool>());
-  EXPECT_EQ(reduced["ranks_played"].get<int64_t>(), 8);  // dp 0..3 cover the EP groups
+  EXPECT_EQ(reduced["ranks_played"].get<int64_t>(), 2);
+  EXPECT_EQ(faithful["ranks_played"].get<int64_t>(), 64);
   const double t = faithful["iteration_time_s"].get<double>();
+  EXPECT_GT(faithful["breakdown"]["ep_comm"].get<double>(), 0);
   EXPECT_NEAR(reduced["iteration_time_s"].get<double>(), t, 1e-9 * t);
-  EXPECT_GT(faithful["breakdown"]["ep_comm"].get<double>() + faithful["breakdown"]["compute"].get<double>(), 0);
+  for (const auto& [key, value] : faithful["breakdown"].items())
+    EXPECT_NEAR(reduced["breakdown"][key].get<double>(), value.get<double>(), 1e-9 * t) << key;
 }
 
 TEST(Simulate, TinyJobGivesTheSameIterationTimeWithAndWithoutAllRanks) {
