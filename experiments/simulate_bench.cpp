@@ -3,6 +3,9 @@
 //                     global batch 2048 x 8192 tokens (symmetry-reduced)       target < 60 s, < 4 GiB
 //   Gpt3_175B_1k      GPT-3 175B on 1,024 A100, TP8 PP16 DP8, interleaved      target < 5 s
 //   Gpt3_175B_1k_AllRanks  the same, every rank played (--all-ranks)           target < 5 min
+//   DeepSeekV3_2k     DeepSeek-V3 (preset: PP16, EP64, balanced routing, 1F1B) on 2,048 H800
+//                                                                              target < 60 s, < 2 GiB
+//   DeepSeekV3_2k_DualPipe  the same with the DualPipe schedule                target < 60 s, < 2 GiB
 //
 // SimGrid allows one engine per process, so each iteration runs simulate() in a forked child,
 // which reports its wall seconds, its peak resident memory (getrusage) and the simulated figures
@@ -45,6 +48,15 @@ tandem::Job llama3_405b_16k() {
 tandem::Job gpt3_175b_1k() {
   tandem::JobRequest request;
   request.config_file = tandem::data_dir() + "/experiments/jobs/gpt3-175b-a100.json";
+  return tandem::load_job(request);
+}
+
+tandem::Job deepseek_v3_2k(bool dualpipe) {
+  tandem::JobRequest request;
+  request.config_file = "deepseek-v3";
+  request.cluster = "hgx-h800";
+  request.gpus = 2048;
+  if (dualpipe) request.megatron_flags = {"--pipeline-schedule", "dualpipe"};
   return tandem::load_job(request);
 }
 
@@ -116,9 +128,14 @@ void Llama3_405B_16k(benchmark::State& state) { run(state, llama3_405b_16k(), fa
 void Gpt3_175B_1k(benchmark::State& state) { run(state, gpt3_175b_1k(), false); }
 void Gpt3_175B_1k_AllRanks(benchmark::State& state) { run(state, gpt3_175b_1k(), true); }
 
+void DeepSeekV3_2k(benchmark::State& state) { run(state, deepseek_v3_2k(false), false); }
+void DeepSeekV3_2k_DualPipe(benchmark::State& state) { run(state, deepseek_v3_2k(true), false); }
+
 BENCHMARK(Llama3_405B_16k)->UseManualTime()->Iterations(1)->Unit(benchmark::kSecond);
 BENCHMARK(Gpt3_175B_1k)->UseManualTime()->Iterations(1)->Unit(benchmark::kSecond);
 BENCHMARK(Gpt3_175B_1k_AllRanks)->UseManualTime()->Iterations(1)->Unit(benchmark::kSecond);
+BENCHMARK(DeepSeekV3_2k)->UseManualTime()->Iterations(1)->Unit(benchmark::kSecond);
+BENCHMARK(DeepSeekV3_2k_DualPipe)->UseManualTime()->Iterations(1)->Unit(benchmark::kSecond);
 
 }  // namespace
 
