@@ -15,6 +15,7 @@
 #include "backends/sim/stack.h"
 #include "backends/sim/compute_model.h"
 #include "backends/sim/dc_placement.h"
+#include "backends/sim/fused_pairs.h"
 #include "backends/sim/executor.h"
 #include "backends/sim/tp_overlap.h"
 #include "backends/sim/trace_writer.h"
@@ -130,6 +131,23 @@ void route_played(const Job& job, const ParallelGrid& grid, const MoeRoutingMode
 // --tp-comm-overlap: the simulator's copies of the programs pipeline each TP collective with its
 // GEMM (tp_overlap.h); every piece carries its cost note. Runs after the op trace recorded the
 // programs as lowered, and after the routing model redrew them.
+// DualPipe's F&B pairs merged piece by piece in every played program (fused_pairs.h); the first
+// played rank's counts.
+FusedPairsResult overlap_fused_pairs(const Schedule& schedule, const SimOptions& options, Lowered& lowered,
+                                     Routed& routed) {
+  FusedPairsResult out;
+  if (!options.overlap_fused_pairs) return out;
+  const RankProgram* first_played = lowered.played.empty() ? nullptr : lowered.played.front().program;
+  const auto run = [&](RankProgram& program) {
+    const FusedPairsResult r = interleave_fused_pairs(program, schedule);
+    if (&program == first_played) out = r;
+  };
+  for (RankProgram& program : lowered.programs)
+    if (!program.instructions.empty()) run(program);
+  for (auto& entry : routed.programs) run(*entry.second);
+  return out;
+}
+
 TpOverlapResult overlap_tp_comm(const Job& job, Lowered& lowered, Routed& routed) {
   TpOverlapResult out;   // pairs in the first played rank's program
   if (!job.parallel.tp_comm_overlap) return out;
@@ -546,6 +564,7 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   Routed routed;
   if (redraw) route_played(job, grid, *routing, lowered, routed);
   if (options.op_trace_path) write_op_trace(*options.op_trace_path, grid, lowered.played);
+  const FusedPairsResult fused = overlap_fused_pairs(schedule, options, lowered, routed);
   const TpOverlapResult tp_overlap = overlap_tp_comm(job, lowered, routed);
   if (options.progress) options.progress(0.0, "building the platform of " + std::to_string(grid.world_size()) + " GPUs");
   PlatformOptions platform_options;
@@ -579,6 +598,10 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.stack = stack.name;
   r.notes.push_back(stack_note(stack, job));
   add_pass_notes(r, job, exec.buffered_p2p, tp_overlap);
+  if (fused.pairs > 0)
+    r.notes.push_back("overlapped F&B pairs: the first played rank's " + std::to_string(fused.pairs) + " pairs cut at their expert-parallel communication into " +
+                      std::to_string(fused.pieces) + " pieces and merged, so one microbatch's all-to-all runs "
+                      "beside the other's compute (approximate: pieces alternate strictly)");
   if (several_dcs) {
     r.wan = wan_report(job, run, ideal_iteration_s);
     r.notes.push_back(wan_note(job, *r.wan));

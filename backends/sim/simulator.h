@@ -33,6 +33,9 @@ struct SimOptions {
   // data-parallel slice and the expert-parallel all-to-alls one-sided (replica_layout); false
   // widens the played block until it holds whole expert-parallel groups, for checking.
   bool expert_parallel_copies = true;
+  // DualPipe's F&B pairs cut at their expert-parallel communication and merged (fused_pairs.h);
+  // false plays each pair's forward then its backward, for checking.
+  bool overlap_fused_pairs = true;
   std::optional<std::string> profile;     // measured per-op profile replacing the analytical compute model
   std::optional<std::string> trace_path;  // Chrome-trace JSON of the played ranks
   std::optional<std::string> op_trace_path;  // per-rank op trace (kind, shapes, group, bytes)
