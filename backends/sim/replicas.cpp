@@ -72,23 +72,25 @@ int64_t close_block(const ParallelGrid& grid, std::set<int64_t>& block, const st
   return slices;
 }
 
-int64_t shifted(const ParallelGrid& grid, int64_t rank, int64_t dp_shift) {
+int64_t shifted(const ParallelGrid& grid, int64_t rank, int64_t dp_shift, int64_t tp_shift = 0) {
   DenseCoord c = grid.dense_coord(rank);
   c.dp += dp_shift;
+  c.tp += tp_shift;
   return grid.dense_rank(c);
 }
 
-// True when the image of every block group of the block's ranks is a block group of the image.
-bool groups_shift(const ParallelGrid& grid, const std::vector<int64_t>& played, int64_t slices,
+// True when, for every `kinds` group of the played ranks, its members shifted by (dp_shift,
+// tp_shift) form the group of the same kind of the shifted rank.
+bool groups_shift(const ParallelGrid& grid, const std::vector<int64_t>& played, int64_t dp_shift, int64_t tp_shift,
                   const std::vector<ParallelGroup>& kinds) {
   for (int64_t rank : played) {
     for (ParallelGroup kind : kinds) {
       const auto group = grid.find_group(rank, kind);
-      const auto image_group = grid.find_group(shifted(grid, rank, slices), kind);
+      const auto image_group = grid.find_group(shifted(grid, rank, dp_shift, tp_shift), kind);
       if (group.has_value() != image_group.has_value()) return false;
       if (!group) continue;
       std::vector<int64_t> want;
-      for (int64_t m : group->ranks) want.push_back(shifted(grid, m, slices));
+      for (int64_t m : group->ranks) want.push_back(shifted(grid, m, dp_shift, tp_shift));
       std::vector<int64_t> got = image_group->ranks;
       std::sort(want.begin(), want.end());
       std::sort(got.begin(), got.end());
@@ -122,7 +124,7 @@ ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::stri
   ReplicaLayout layout;
   layout.played.assign(block.begin(), block.end());
   layout.copies = grid.dp_size() / slices;
-  if (!groups_shift(grid, layout.played, slices, kinds))
+  if (!groups_shift(grid, layout.played, slices, 0, kinds))
     return fallback("the groups of the other data-parallel replicas are not images of the played one");
   const size_t n = layout.played.size();
   layout.image.resize(n * static_cast<size_t>(layout.copies));
@@ -161,29 +163,12 @@ bool replicas_respect_datacenters(const ReplicaLayout& layout, const std::vector
 
 namespace {
 
-int64_t tp_shifted(const ParallelGrid& grid, int64_t rank, int64_t tp_shift) {
-  DenseCoord c = grid.dense_coord(rank);
-  c.tp += tp_shift;
-  return grid.dense_rank(c);
-}
-
 // True when shifting every played rank along tp maps its tp-free groups onto groups.
 bool tp_free_groups_shift(const ParallelGrid& grid, const std::vector<int64_t>& played) {
+  const std::vector<ParallelGroup> kinds = {ParallelGroup::Cp,  ParallelGroup::Pp,        ParallelGroup::Dp,
+                                            ParallelGroup::DpCp, ParallelGroup::Embedding, ParallelGroup::PositionEmbedding};
   for (int64_t t = 1; t < grid.tp_size(); ++t)
-    for (int64_t rank : played)
-      for (ParallelGroup kind : {ParallelGroup::Cp, ParallelGroup::Pp, ParallelGroup::Dp, ParallelGroup::DpCp,
-                                 ParallelGroup::Embedding, ParallelGroup::PositionEmbedding}) {
-        const auto group = grid.find_group(rank, kind);
-        const auto image_group = grid.find_group(tp_shifted(grid, rank, t), kind);
-        if (group.has_value() != image_group.has_value()) return false;
-        if (!group) continue;
-        std::vector<int64_t> want;
-        for (int64_t m : group->ranks) want.push_back(tp_shifted(grid, m, t));
-        std::vector<int64_t> got = image_group->ranks;
-        std::sort(want.begin(), want.end());
-        std::sort(got.begin(), got.end());
-        if (want != got) return false;
-      }
+    if (!groups_shift(grid, played, 0, t, kinds)) return false;
   return true;
 }
 
@@ -207,7 +192,7 @@ ReplicaLayout narrow_to_tensor_rank_zero(const ParallelGrid& grid, const Replica
     for (int64_t t = 0; t < tp; ++t)
       for (size_t i = 0; i < n; ++i) {
         const int64_t copy = c * tp + t;   // copy 0: the played ranks themselves
-        const int64_t image = tp_shifted(grid, layout.image_of(old_index[i], c), t);
+        const int64_t image = shifted(grid, layout.image_of(old_index[i], c), 0, t);
         out.image[static_cast<size_t>(copy) * n + i] = image;
         out.preimage[static_cast<size_t>(image)] = static_cast<int32_t>(i);
         out.copy[static_cast<size_t>(image)] = static_cast<int32_t>(copy);

@@ -133,13 +133,14 @@ void route_played(const Job& job, const ParallelGrid& grid, const MoeRoutingMode
 // programs as lowered, and after the routing model redrew them.
 // DualPipe's F&B pairs merged piece by piece in every played program (fused_pairs.h); the first
 // played rank's counts.
-FusedPairsResult overlap_fused_pairs(const Schedule& schedule, const SimOptions& options, Lowered& lowered,
-                                     Routed& routed) {
-  FusedPairsResult out;
-  if (!options.overlap_fused_pairs) return out;
+// Runs a rewriting pass on every program the simulation plays; returns its result on the first
+// played rank's program.
+template <typename Result, typename Pass>
+Result rewrite_played(Lowered& lowered, Routed& routed, Pass pass) {
+  Result out{};
   const RankProgram* first_played = lowered.played.empty() ? nullptr : lowered.played.front().program;
   const auto run = [&](RankProgram& program) {
-    const FusedPairsResult r = interleave_fused_pairs(program, schedule);
+    const Result r = pass(program);
     if (&program == first_played) out = r;
   };
   for (RankProgram& program : lowered.programs)
@@ -148,19 +149,18 @@ FusedPairsResult overlap_fused_pairs(const Schedule& schedule, const SimOptions&
   return out;
 }
 
+FusedPairsResult overlap_fused_pairs(const Schedule& schedule, const SimOptions& options, Lowered& lowered,
+                                     Routed& routed) {
+  if (!options.overlap_fused_pairs) return {};
+  return rewrite_played<FusedPairsResult>(
+      lowered, routed, [&](RankProgram& program) { return interleave_fused_pairs(program, schedule); });
+}
+
 TpOverlapResult overlap_tp_comm(const Job& job, Lowered& lowered, Routed& routed) {
-  TpOverlapResult out;   // pairs in the first played rank's program
-  if (!job.parallel.tp_comm_overlap) return out;
+  if (!job.parallel.tp_comm_overlap) return {};
   const int64_t t = job.parallel.tensor_model_parallel_size;
-  const RankProgram* first_played = lowered.played.empty() ? nullptr : lowered.played.front().program;
-  const auto run = [&](RankProgram& program) {
-    const TpOverlapResult r = pipeline_tp_overlap(program, t);
-    if (&program == first_played) out = r;
-  };
-  for (RankProgram& program : lowered.programs)
-    if (!program.instructions.empty()) run(program);
-  for (auto& entry : routed.programs) run(*entry.second);
-  return out;
+  return rewrite_played<TpOverlapResult>(lowered, routed,
+                                         [&](RankProgram& program) { return pipeline_tp_overlap(program, t); });
 }
 
 // Compute time of x from its cost note: a piece of a split GEMM costs its share of the whole; a
