@@ -112,7 +112,8 @@ struct ReplicaLayout {
 // the grid has no such structure (then *why_not says so).
 // symmetric_experts (balanced routing: every expert-parallel rank gets the same tokens): the
 // expert-parallel groups do not widen the block; their all-to-alls are played one-sided by the
-// played members, as data-parallel collectives are (exact when the members are symmetric).
+// played members, as data-parallel collectives are (exact when the members are symmetric and the
+// expert groups with no played member meet no played flow: the caller checks the fabric).
 ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not = nullptr,
                              bool symmetric_experts = false);
 

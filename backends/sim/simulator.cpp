@@ -207,6 +207,13 @@ std::string routed_reduction_blocker(const Job& job, const ParallelGrid& grid, c
   return "";
 }
 
+// One NIC per GPU, no oversubscribed uplink, one datacenter: a flow shares no link with the flows
+// of GPUs it does not run on or talk to (the switches are non-blocking), so ranks that no played
+// rank talks to can be left out without ghosts.
+bool flows_meet_only_on_own_links(const ClusterSpec& c) {
+  return c.nics_per_node >= c.gpus_per_node && c.oversubscription <= 1 && c.datacenters == 1;
+}
+
 // Whether the other tensor-parallel ranks of a reduced run can be copies of tp = 0 exactly (see
 // narrow_to_tensor_rank_zero): a dense job whose TP groups sit inside one node, one NIC per GPU
 // (so no NIC, rail switch or rail uplink carries two tp coordinates), no oversubscribed uplink and
@@ -217,7 +224,7 @@ bool tp_copies_exact(const Job& job, const ParallelGrid& grid, const ReplicaLayo
   if (!options.tensor_parallel_copies || !layout.reduced() || grid.tp_size() == 1 || job.model.is_moe() ||
       options.trace_path || options.op_trace_path)
     return false;
-  if (c.nics_per_node < c.gpus_per_node || c.oversubscription > 1 || c.datacenters > 1) return false;
+  if (!flows_meet_only_on_own_links(c)) return false;
   const std::vector<GpuPlace> places = place_gpus(c, grid.world_size());
   for (int64_t rank : layout.played) {
     const auto group = grid.find_group(rank, ParallelGroup::Tp);
@@ -552,7 +559,10 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   if (job.model.is_moe()) routing.emplace(job, grid);   // checks a trace file before lowering
   const bool redraw = routing && !routing->is_expected();
   std::string why_not;
-  ReplicaLayout layout = choose_layout(job, grid, options, gpu_of, routing && !redraw, &why_not);
+  // Balanced routing makes expert-parallel ranks symmetric; expert groups without a played member
+  // are then left out, which needs a fabric where their flows meet no played flow.
+  const bool symmetric_experts = routing && !redraw && flows_meet_only_on_own_links(job.cluster);
+  ReplicaLayout layout = choose_layout(job, grid, options, gpu_of, symmetric_experts, &why_not);
   const Stack stack = options.stack ? *options.stack : stack_for_job(job);
   ComputeModel model(job.cluster.gpu, stack.efficiency, compute_options_for(job));
   if (options.profile) model.load_profile(*options.profile);
