@@ -136,6 +136,10 @@ SampleCounts megatron_sample_counts(const TrainingConfig& t, int64_t iterations,
   return c;
 }
 
+bool split_has_share(const std::string& split, DataSplit which) {
+  return parse_split(split)[which == DataSplit::Train ? 0 : 1].present;
+}
+
 std::unique_ptr<DataSource> open_megatron_data(const Job& job, DataSplit which, const SampleCounts& counts) {
   const auto& t = job.training;
   const DataBlend blend = parse_data_path(t.data_path);

@@ -53,7 +53,12 @@ struct SampleCounts {
 // `iterations`: training iterations the run performs (at least train_iters x batch are built).
 SampleCounts megatron_sample_counts(const TrainingConfig& training, int64_t iterations, int64_t global_batch);
 
-// The job's --data-path data in Megatron's order for `which` split.
+// Whether --split gives `which` split a share (Megatron builds no dataset for a split without
+// one, and skips evaluation when it is the validation split).
+bool split_has_share(const std::string& split, DataSplit which);
+
+// The job's --data-path data in Megatron's order for `which` split (throws naming --split when
+// the split has no share).
 std::unique_ptr<DataSource> open_megatron_data(const Job& job, DataSplit which, const SampleCounts& counts);
 
 }  // namespace tandem::exec

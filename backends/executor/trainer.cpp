@@ -138,8 +138,14 @@ class TrainingRun {
     samples_ = megatron_sample_counts(t, iterations_, gbs_);
     data_ = t.data_path.empty() ? make_mock_data(t.seed, job.model.seq_length, job.model.vocab_size)
                                 : open_megatron_data(job, DataSplit::Train, samples_);
+    evaluates_ = t.eval_interval > 0 && t.eval_iters > 0;
+    if (evaluates_ && !t.data_path.empty() && !split_has_share(t.split, DataSplit::Valid)) {
+      evaluates_ = false;   // as Megatron: no validation dataset, no evaluation
+      skip_note_ = "--split " + t.split + " gives the validation split no share: no evaluation";
+    }
     params_.initialize(t.seed, t.init_method_std);
     report_.notes = run_notes(job);
+    if (!skip_note_.empty()) report_.notes.push_back(skip_note_);
     report_.tokens_per_iteration = gbs_ * job.model.seq_length;
   }
 
@@ -231,7 +237,7 @@ class TrainingRun {
     if (it % std::max<int64_t>(1, t.log_interval) == 0 || it == iterations_)
       log(iteration_line(it, iterations_, seconds * 1e3, rate, gbs_, report_.losses.back(), totals.grad_norm,
                          double(report_.tokens_per_iteration) / seconds));
-    if (t.eval_interval > 0 && t.eval_iters > 0 && it % t.eval_interval == 0) evaluate(it);
+    if (evaluates_ && it % t.eval_interval == 0) evaluate(it);
   }
 
   // MoE routing trace: this rank's router counts of the iteration, merged at rank 0.
@@ -298,6 +304,8 @@ class TrainingRun {
   const int64_t iterations_;
   const LrSchedule lr_;
   SampleCounts samples_;                       // per split, as Megatron sizes its datasets
+  bool evaluates_ = false;
+  std::string skip_note_;
   std::unique_ptr<DataSource> data_, valid_;
   int64_t eval_batches_ = 0;
   int64_t gbs_ = 1;
