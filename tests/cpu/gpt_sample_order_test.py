@@ -29,7 +29,7 @@ TRAIN_ITERS = 125          # 1,000 training samples
 EVAL_INTERVAL, EVAL_ITERS = 50, 4
 FIRST = 1000
 MODEL = ("--num-layers 2 --hidden-size 64 --num-attention-heads 4 --seq-length {s} --max-position-embeddings {s} "
-         "--vocab-size 65536 --make-vocab-size-divisible-by 64 --micro-batch-size 1 --global-batch-size {g} "
+         "--vocab-size 65536 --make-vocab-size-divisible-by 64 --micro-batch-size 2 --global-batch-size {g} "
          "--train-iters {t} --eval-interval {ei} --eval-iters {en}").format(s=SEQ, g=GLOBAL_BATCH, t=TRAIN_ITERS,
                                                                             ei=EVAL_INTERVAL, en=EVAL_ITERS)
 failures = []
