@@ -23,6 +23,13 @@
 //   shuffle index [S]: 0..S-1 shuffled by the same generator after the document index (with a
 //     separate final epoch: [0, S') and [S', S) shuffled apart, S' = ((E-1) T - 1) / s).
 // Sample j of the dataset is sample shuffle_index[j] of the sample index.
+//
+// Identical to Megatron-Core for its defaults: one extra token per sample
+// (add_extra_token_to_sequence) and the last partial sample dropped (also for validation,
+// drop_last_partial_validation_sequence). Not reproduced: the other settings of those two
+// options (padding), the .npy index cache (tandem builds the indices in memory on every rank),
+// and numpy's 64-bit draws for shuffles of more than 2^32 entries are written as numpy's source
+// reads but untested.
 #include <array>
 #include <cstdint>
 #include <memory>
