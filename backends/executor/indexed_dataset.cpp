@@ -8,11 +8,8 @@
 
 #include <cstring>
 #include <fstream>
-#include <numeric>
-#include <sstream>
 #include <vector>
 
-#include "backends/executor/init_rng.h"
 #include "core/check.h"
 
 namespace tandem::exec {
@@ -117,118 +114,51 @@ Index read_index(const std::string& path, size_t bin_size, const std::string& bi
   return ix;
 }
 
-std::vector<double> split_weights(const std::string& split) {
-  std::vector<double> w;
-  std::stringstream ss(split);
-  std::string part;
-  while (std::getline(ss, part, ',')) {
-    try {
-      w.push_back(std::stod(part));
-    } catch (const std::exception&) {
-      throw_field_error("split", split, "expects comma-separated weights such as 969,30,1");
-    }
-  }
-  w.resize(3, 0.0);
-  if (w[0] <= 0) throw_field_error("split", split, "leaves no training documents");
-  return w;
-}
-
-void shuffle(std::vector<int64_t>& v, uint64_t seed) {
-  NormalStream rng(seed);
-  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.next() % i]);
-}
-
-class IndexedDataset final : public DataSource {
- public:
-  IndexedDataset(const std::string& prefix, int64_t s, int64_t vocab, const std::string& split, int64_t seed,
-                 DataSplit which)
-      : bin_path_(prefix + ".bin"), bin_(bin_path_), s_(s), vocab_(vocab), seed_(seed) {
-    index_ = read_index(prefix + ".idx", bin_.size(), bin_path_);
-    const std::vector<double> w = split_weights(split);
-    const int64_t docs = std::max<int64_t>(0, static_cast<int64_t>(index_.documents.size()) - 1);
-    const double total = w[0] + w[1] + w[2];
-    const int64_t train_docs = static_cast<int64_t>(double(docs) * w[0] / total + 0.5);
-    const int64_t valid_end = static_cast<int64_t>(double(docs) * (w[0] + w[1]) / total + 0.5);
-    const int64_t lo = which == DataSplit::Train ? 0 : train_docs, hi = which == DataSplit::Train ? train_docs : valid_end;
-    const char* name = which == DataSplit::Train ? "training" : "validation";
-    for (int64_t d = lo; d < hi; ++d) {
-      for (int64_t q = index_.documents[static_cast<size_t>(d)]; q < index_.documents[static_cast<size_t>(d) + 1]; ++q)
-        sequences_.push_back(q);
-    }
-    for (int64_t q : sequences_) tokens_ += index_.lengths[static_cast<size_t>(q)];
-    if (tokens_ < s + 1)
-      throw UserError("--data-path " + prefix + ": the " + name + " split holds " + std::to_string(tokens_) +
-                      " tokens, fewer than one sample of " + std::to_string(s + 1));
-    per_epoch_ = (tokens_ - 1) / s;
-  }
-
-  std::vector<int32_t> sample(int64_t index) override {
-    const int64_t epoch = index / per_epoch_;
-    if (epoch != epoch_) start_epoch(epoch);
-    const int64_t k = order_[static_cast<size_t>(index % per_epoch_)];
-    std::vector<int32_t> out;
-    out.reserve(static_cast<size_t>(s_ + 1));
-    int64_t skip = k * s_;
-    for (size_t i = 0; out.size() < static_cast<size_t>(s_ + 1); ++i) {
-      const int64_t q = stream_[i], len = index_.lengths[static_cast<size_t>(q)];
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      for (int64_t t = skip; t < len && out.size() < static_cast<size_t>(s_ + 1); ++t) out.push_back(token(q, t));
-      skip = 0;
-    }
-    return out;
-  }
-
- private:
-  void start_epoch(int64_t epoch) {
-    stream_ = sequences_;
-    shuffle(stream_, stream_seed(seed_, "documents") + static_cast<uint64_t>(epoch));
-    order_.resize(static_cast<size_t>(per_epoch_));
-    std::iota(order_.begin(), order_.end(), int64_t{0});
-    shuffle(order_, stream_seed(seed_, "samples") + static_cast<uint64_t>(epoch));
-    epoch_ = epoch;
-  }
-
-  int32_t token(int64_t q, int64_t t) const {
-    const int64_t off = index_.pointers[static_cast<size_t>(q)] + t * index_.item;
-    const unsigned char* p = bin_.bytes() + off;
-    int64_t v = 0;
-    switch (index_.dtype) {
-      case 1: v = *p; break;
-      case 2: v = static_cast<int8_t>(*p); break;
-      case 3: { int16_t x; std::memcpy(&x, p, 2); v = x; break; }
-      case 8: { uint16_t x; std::memcpy(&x, p, 2); v = x; break; }
-      case 4: { int32_t x; std::memcpy(&x, p, 4); v = x; break; }
-      case 5: { int64_t x; std::memcpy(&x, p, 8); v = x; break; }
-      case 7: { float x; std::memcpy(&x, p, 4); v = static_cast<int64_t>(x); break; }
-      case 6: { double x; std::memcpy(&x, p, 8); v = static_cast<int64_t>(x); break; }
-      default: break;
-    }
-    if (v < 0 || v >= vocab_)
-      throw UserError(bin_path_ + " offset " + std::to_string(off) + ": token id " + std::to_string(v) +
-                      " outside the vocabulary [0, " + std::to_string(vocab_) + ")");
-    return static_cast<int32_t>(v);
-  }
-
-  std::string bin_path_;
-  Mapped bin_;
-  Index index_;
-  int64_t s_, vocab_, seed_;
-  std::vector<int64_t> sequences_;   // training sequences in document order
-  int64_t tokens_ = 0, per_epoch_ = 1;
-  int64_t epoch_ = -1;
-  std::vector<int64_t> stream_, order_;
-};
-
 }  // namespace
 
-std::unique_ptr<DataSource> open_indexed_dataset(const std::string& prefix, int64_t seq_length, int64_t vocab_size,
-                                                 const std::string& split, int64_t seed, DataSplit which) {
-  if (prefix.find(' ') != std::string::npos)
-    throw_field_error("data_path", prefix, "blends of several datasets are not supported yet (give one PREFIX)");
-  return std::make_unique<IndexedDataset>(prefix, seq_length, vocab_size, split, seed, which);
+struct IndexedDataset::State {
+  explicit State(const std::string& bin_path) : bin(bin_path) {}
+  Mapped bin;
+  Index index;
+};
+
+IndexedDataset::IndexedDataset(const std::string& prefix, int64_t vocab_size)
+    : prefix_(prefix), bin_path_(prefix + ".bin"), vocab_(vocab_size) {
+  state_ = std::make_unique<State>(bin_path_);
+  state_->index = read_index(prefix + ".idx", state_->bin.size(), bin_path_);
+}
+
+IndexedDataset::~IndexedDataset() = default;
+
+const std::vector<int32_t>& IndexedDataset::sequence_lengths() const { return state_->index.lengths; }
+
+void IndexedDataset::read(int64_t sequence, int64_t offset, int64_t length, std::vector<int32_t>& out) const {
+  const Index& ix = state_->index;
+  TANDEM_CHECK(sequence >= 0 && sequence < static_cast<int64_t>(ix.lengths.size()));
+  TANDEM_CHECK(offset >= 0 && length >= 0 && offset + length <= ix.lengths[static_cast<size_t>(sequence)]);
+  for (int64_t t = offset; t < offset + length; ++t) out.push_back(token(sequence, t));
+}
+
+int32_t IndexedDataset::token(int64_t q, int64_t t) const {
+  const Index& ix = state_->index;
+  const int64_t off = ix.pointers[static_cast<size_t>(q)] + t * ix.item;
+  const unsigned char* p = state_->bin.bytes() + off;
+  int64_t v = 0;
+  switch (ix.dtype) {
+    case 1: v = *p; break;
+    case 2: v = static_cast<int8_t>(*p); break;
+    case 3: { int16_t x; std::memcpy(&x, p, 2); v = x; break; }
+    case 8: { uint16_t x; std::memcpy(&x, p, 2); v = x; break; }
+    case 4: { int32_t x; std::memcpy(&x, p, 4); v = x; break; }
+    case 5: { int64_t x; std::memcpy(&x, p, 8); v = x; break; }
+    case 7: { float x; std::memcpy(&x, p, 4); v = static_cast<int64_t>(x); break; }
+    case 6: { double x; std::memcpy(&x, p, 8); v = static_cast<int64_t>(x); break; }
+    default: break;
+  }
+  if (v < 0 || v >= vocab_)
+    throw UserError(bin_path_ + " offset " + std::to_string(off) + ": token id " + std::to_string(v) +
+                    " outside the vocabulary [0, " + std::to_string(vocab_) + ")");
+  return static_cast<int32_t>(v);
 }
 
 }  // namespace tandem::exec

@@ -8,9 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/executor/blended_dataset.h"
 #include "backends/executor/checkpoint.h"
 #include "backends/executor/data_source.h"
-#include "backends/executor/indexed_dataset.h"
 #include "backends/executor/lr_schedule.h"
 #include "backends/executor/model_runner.h"
 #include "backends/executor/param_store.h"
@@ -134,11 +134,18 @@ class TrainingRun {
     if (iterations_ <= 0) throw_field_error("train_iters", iterations_, "must be positive to train");
     const auto& t = job.training;
     if (!t.mock_data && t.data_path.empty()) throw UserError("no training data: pass --mock-data or --data-path PREFIX");
-    data_ = t.data_path.empty() ? make_mock_data(t.seed, job.model.seq_length, job.model.vocab_size)
-                                : open_indexed_dataset(t.data_path, job.model.seq_length, job.model.vocab_size, t.split, t.seed);
-    params_.initialize(t.seed, t.init_method_std);
     gbs_ = std::max<int64_t>(1, t.num_microbatches) * std::max<int64_t>(1, t.micro_batch_size) * grid_.dp_size();
+    samples_ = megatron_sample_counts(t, iterations_, gbs_);
+    data_ = t.data_path.empty() ? make_mock_data(t.seed, job.model.seq_length, job.model.vocab_size)
+                                : open_megatron_data(job, DataSplit::Train, samples_);
+    evaluates_ = t.eval_interval > 0 && t.eval_iters > 0;
+    if (evaluates_ && !t.data_path.empty() && !split_has_share(t.split, DataSplit::Valid)) {
+      evaluates_ = false;   // as Megatron: no validation dataset, no evaluation
+      skip_note_ = "--split " + t.split + " gives the validation split no share: no evaluation";
+    }
+    params_.initialize(t.seed, t.init_method_std);
     report_.notes = run_notes(job);
+    if (!skip_note_.empty()) report_.notes.push_back(skip_note_);
     report_.tokens_per_iteration = gbs_ * job.model.seq_length;
   }
 
@@ -230,7 +237,7 @@ class TrainingRun {
     if (it % std::max<int64_t>(1, t.log_interval) == 0 || it == iterations_)
       log(iteration_line(it, iterations_, seconds * 1e3, rate, gbs_, report_.losses.back(), totals.grad_norm,
                          double(report_.tokens_per_iteration) / seconds));
-    if (t.eval_interval > 0 && t.eval_iters > 0 && it % t.eval_interval == 0) evaluate(it);
+    if (evaluates_ && it % t.eval_interval == 0) evaluate(it);
   }
 
   // MoE routing trace: this rank's router counts of the iteration, merged at rank 0.
@@ -264,8 +271,7 @@ class TrainingRun {
     if (!valid_)
       valid_ = t.data_path.empty()
                    ? make_mock_data(t.seed, job_.model.seq_length, job_.model.vocab_size, DataSplit::Valid)
-                   : open_indexed_dataset(t.data_path, job_.model.seq_length, job_.model.vocab_size, t.split, t.seed,
-                                          DataSplit::Valid);
+                   : open_megatron_data(job_, DataSplit::Valid, samples_);
     double sum = 0, count = 0;
     for (int64_t e = 0; e < t.eval_iters; ++e) {
       runner_.begin_iteration(it, 0.0, rank_batch(*valid_, job_, grid_, rank_, eval_batches_++), false);
@@ -297,6 +303,9 @@ class TrainingRun {
   ProgramExecutor executor_;
   const int64_t iterations_;
   const LrSchedule lr_;
+  SampleCounts samples_;                       // per split, as Megatron sizes its datasets
+  bool evaluates_ = false;
+  std::string skip_note_;
   std::unique_ptr<DataSource> data_, valid_;
   int64_t eval_batches_ = 0;
   int64_t gbs_ = 1;

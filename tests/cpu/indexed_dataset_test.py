@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Megatron indexed datasets (.bin/.idx, MMIDIDX version 1) in `tandem train --backend cpu`:
-a small dataset written here trains, and single-rank and DP2 training agree on it; bad data
+a small dataset written here trains, and single-rank and DP2 training agree on it; weighted and
+size-weighted blends train; a --split without a validation share skips evaluation; bad data
 (truncated .bin, wrong magic, an index pointing past the end, a token id >= vocabulary size)
-stops with a message naming the file and the offset.
+stops with a message naming the file and the offset; a bad --seed or --data-path blend is named.
 
 usage: indexed_dataset_test.py --tandem BIN   (mpirun from $TANDEM_MPIRUN)"""
 import argparse
@@ -73,6 +74,25 @@ def main():
         a, b = json.load(open(one))["losses"], json.load(open(two))["losses"]
         worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
         check(worst <= 1e-5, f"single rank and DP2 see the same samples (losses within {worst:.1e})")
+
+        other = os.path.join(tmp, "other")
+        write_dataset(other, [[(x * 7 + 3) % 128 for x in d] for d in docs[:30]])
+        p = run(t, 1, "0.3 " + good + " 0.7 " + other)
+        check(p.returncode == 0, "trains on a weighted blend (--data-path 0.3 A 0.7 B)", p.stdout)
+        p = run(t, 1, good + " " + other)
+        check(p.returncode == 0, "trains on a size-weighted blend (--data-path A B)", p.stdout)
+        p = run(t, 1, good, extra="--split 100,0,0 --eval-interval 3 --eval-iters 2")
+        check(p.returncode == 0 and "validation split no share" in p.stdout and "validation loss" not in p.stdout,
+              "--split without a validation share: no evaluation, as Megatron", p.stdout)
+        p = run(t, 1, good, extra="--eval-interval 3 --eval-iters 2")
+        check(p.returncode == 0 and "validation loss" in p.stdout, "evaluates on the validation split", p.stdout)
+        p = run(t, 1, good, extra="--seed 4294967296")
+        check(p.returncode != 0 and "--seed = 4294967296" in p.stdout, "seed outside numpy's range refused", p.stdout)
+        p = run(t, 1, "0.5 " + good + " 0.5 " + os.path.join(tmp, "missing"))
+        check(p.returncode != 0 and "missing.bin" in p.stdout, "missing blend member named", p.stdout)
+        p = run(t, 1, "0.5 " + good + " " + other + " 0.5")
+        check(p.returncode != 0 and "--data-path" in p.stdout and "mixes weights and paths" in p.stdout,
+              "malformed blend refused", p.stdout)
 
         bad = os.path.join(tmp, "trunc")
         write_dataset(bad, docs)
