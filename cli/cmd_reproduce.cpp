@@ -58,6 +58,12 @@ double simulated_metric(const std::string& metric, const sim::SimResult& r, cons
   return r.iteration_time_s;
 }
 
+// The peak-memory column's verdict: a row marked expected_oom says so either way.
+std::string oom_verdict(bool oom, bool expected) {
+  if (oom) return expected ? " OOM (expected)" : " OOM";
+  return expected ? " fits (marked expected_oom)" : "";
+}
+
 std::string percent(double x) { return (x >= 0 ? "+" : "") + fixed(100 * x, 1) + "%"; }
 
 // Layout facts of a row, for grouping errors afterwards (experiments/reproduce/residuals.py).
@@ -80,12 +86,16 @@ json run_row(const ReproduceSet& set, const ReproduceRow& row, const RunOptions&
   json out = {{"label", row.label}, {"family", row.family}, {"precision", row.precision}, {"gpus", job.world_size},
               {"published", row.published}, {"layout", row_layout(job)}};
   const double hbm = job.cluster.gpu.hbm_bytes;
+  const bool oom_expected = !row.expected_oom.empty();
+  if (oom_expected) out["expected_oom"] = row.expected_oom;
   if (opts.resolve_only) {
     const double peak = program_peak_bytes(job);
     const bool oom = hbm > 0 && peak > hbm;
-    summary.oom += oom;
+    summary.oom += oom && !oom_expected;
+    summary.oom_expected += oom && oom_expected;
+    summary.oom_mark_stale += !oom && oom_expected;
     table.add_row({row.label, row.family, with_commas(job.world_size), fixed(row.published, 2), "-", "-", "-", "-",
-                   fixed(peak / kBytesPerGiB, 1) + (oom ? " OOM" : "")});
+                   fixed(peak / kBytesPerGiB, 1) + oom_verdict(oom, oom_expected)});
     out["peak_memory_gib"] = peak / kBytesPerGiB;
     out["oom"] = oom;
     return out;
@@ -93,11 +103,12 @@ json run_row(const ReproduceSet& set, const ReproduceRow& row, const RunOptions&
   const sim::SimResult r = sim::simulate_in_subprocess(job, {});
   const double simulated = simulated_metric(set.metric, r, job);
   const double error = throughput_error(set.metric, simulated, row.published);
-  summary.add(error, r.oom);
-  if (!row.family.empty()) by_family[row.family].add(error, r.oom);
+  summary.add(error, r.oom && !oom_expected);
+  summary.oom_expected += r.oom && oom_expected;
+  if (!row.family.empty()) by_family[row.family].add(error, r.oom && !oom_expected);
   table.add_row({row.label, row.family, with_commas(job.world_size), fixed(row.published, 2), fixed(simulated, 2),
                  percent(error), fixed(r.iteration_time_s, 2), fixed(100 * r.mfu, 1) + "%",
-                 fixed(r.peak_memory_gib, 1) + (r.oom ? " OOM" : "")});
+                 fixed(r.peak_memory_gib, 1) + oom_verdict(r.oom, oom_expected)});
   out.update({{"simulated", simulated}, {"relative_error", error}, {"iteration_time_s", r.iteration_time_s},
               {"mfu", r.mfu}, {"peak_memory_gib", r.peak_memory_gib}, {"oom", r.oom}, {"stack", r.stack},
               {"breakdown", sim::result_to_json(r)["breakdown"]}});
@@ -143,12 +154,18 @@ json run_set(const std::string& path, const RunOptions& opts, bool& all_good,
   }
   if (progress) std::fprintf(stderr, "\r\033[K");
   std::printf("%s", table.render().c_str());
+  for (const auto& row : set.rows)
+    if (!row.expected_oom.empty()) std::printf("  %s: expected OOM: %s\n", row.label.c_str(), row.expected_oom.c_str());
   if (opts.resolve_only) {
-    std::printf("  %zu rows resolved, %d predicted OOM\n\n", rows.size(), summary.oom);
-    all_good = all_good && summary.oom == 0;
+    std::printf("  %zu rows resolved, %d predicted OOM", rows.size(), summary.oom);
+    if (summary.oom_expected) std::printf(", %d more as their expected_oom says", summary.oom_expected);
+    if (summary.oom_mark_stale) std::printf(", %d marked expected_oom that fit (remove the mark)", summary.oom_mark_stale);
+    std::printf("\n\n");
+    all_good = all_good && summary.oom == 0 && summary.oom_mark_stale == 0;
     return {{"set", set.name}, {"path", path}, {"stack", stack}, {"rows", rows}, {"oom", summary.oom}};
   }
-  std::printf("  %s\n\n", summary_text(summary).c_str());
+  std::printf("  %s%s\n\n", summary_text(summary).c_str(),
+              summary.oom_expected ? (", " + std::to_string(summary.oom_expected) + " OOM as expected_oom says").c_str() : "");
   if (by_family.size() > 1) print_families(by_family, "  by family:");
   for (const auto& [f, s] : by_family) {
     ErrorSummary& all = all_families[f];

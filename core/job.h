@@ -69,6 +69,11 @@ struct ModelConfig {
   double moe_expert_capacity_factor = 0.0;              // 0: dropless
   TokenDispatcher moe_token_dispatcher_type = TokenDispatcher::AllGather;
   double moe_aux_loss_coeff = 0.0;
+  // Group-limited routing (DeepSeek-V2's device-limited, V3's node-limited routing): the experts
+  // form moe_router_num_groups equal groups of consecutive experts; a token picks its
+  // moe_router_group_topk best groups, then its top-k experts inside them. 0: not grouped.
+  int64_t moe_router_num_groups = 0;
+  int64_t moe_router_group_topk = 0;
   int64_t mtp_num_layers = 0;                           // DeepSeek-V3 multi-token prediction
   double rotary_base = 10000.0;
   double norm_epsilon = 1e-5;

@@ -1,10 +1,12 @@
 // Megatron-LM's derivations (arguments.py, transformer_config.py) and layout validation.
 // After resolve_job() every derived field is filled and the job is a consistent description.
+#include <algorithm>
 #include <cmath>
 
 #include "core/check.h"
 #include "core/job_fields.h"
 #include "core/job_loader.h"
+#include "core/parallel_grid.h"
 #include "core/schedule.h"
 
 namespace tandem {
@@ -89,6 +91,96 @@ void resolve_moe(ModelConfig& m, const ParallelConfig& p) {
   }
 }
 
+// Multi-latent attention (DeepSeek-V2 §2.1, Megatron-Core's MLATransformerConfig). Per head, queries
+// and keys are [qk_head_dim channels without RoPE | qk_pos_emb_head_dim decoupled RoPE channels],
+// values v_head_dim; keys and values come from a kv_lora_rank latent of the hidden state, queries
+// from a q_lora_rank latent (0: straight from the hidden state). Sizes >= 1 (>= 0 for the RoPE part
+// and q_lora_rank) are enforced when parsed; here, what cannot form the layer together.
+void resolve_mla(const ModelConfig& m) {
+  if (!m.multi_latent_attention) return;
+  const std::string rope = std::to_string(m.qk_pos_emb_head_dim);
+  if (m.qk_pos_emb_head_dim % 2 != 0)
+    throw UserError(flag("qk_pos_emb_head_dim") + " = " + rope +
+                    ": RoPE rotates pairs of channels, so the decoupled RoPE head dimension must be even");
+  if (m.qk_pos_emb_head_dim == 0 && m.position_embedding == PositionEmbedding::Rope)
+    throw UserError(flag("qk_pos_emb_head_dim") + " = 0 with --multi-latent-attention and --position-embedding-type "
+                    "rope: MLA carries positions only in the decoupled RoPE channels (the compressed keys cannot be "
+                    "rotated); give a positive even size or --position-embedding-type none");
+  const std::string h = std::to_string(m.hidden_size);
+  if (m.q_lora_rank > m.hidden_size)
+    throw UserError(flag("q_lora_rank") + " = " + std::to_string(m.q_lora_rank) + " exceeds --hidden-size = " + h +
+                    ": the query latent compresses the hidden state, so its rank cannot exceed it (0: no query "
+                    "compression)");
+  if (m.kv_lora_rank > m.hidden_size)
+    throw UserError(flag("kv_lora_rank") + " = " + std::to_string(m.kv_lora_rank) + " exceeds --hidden-size = " + h +
+                    ": the key/value latent compresses the hidden state, so its rank cannot exceed it");
+}
+
+// Group-limited routing, as Megatron-Core's TransformerConfig validates it (groups divide the
+// experts, group_topk <= groups, groups given when group_topk is) plus what its
+// group_limited_topk needs to return topk experts: topk <= group_topk x experts per group.
+void resolve_router_groups(const ModelConfig& m, std::vector<std::string>& notes) {
+  const int64_t groups = m.moe_router_num_groups, group_topk = m.moe_router_group_topk;
+  if (groups == 0 && group_topk == 0) return;
+  const std::string g = std::to_string(groups), gk = std::to_string(group_topk);
+  if (!m.is_moe())
+    throw UserError(flag(groups ? "moe_router_num_groups" : "moe_router_group_topk") + " = " + (groups ? g : gk) +
+                    " needs an MoE model (--num-experts is 0)");
+  if (groups == 0)
+    throw UserError("--moe-router-group-topk = " + gk + " needs --moe-router-num-groups (group-limited routing "
+                    "picks the best groups of experts first)");
+  require_divides("moe_router_num_groups", groups, "num_experts", m.num_experts);
+  if (group_topk == 0) {
+    notes.push_back("--moe-router-num-groups " + g + " without --moe-router-group-topk: routing is not group-limited "
+                    "(as in Megatron)");
+    return;
+  }
+  if (group_topk > groups)
+    throw UserError("--moe-router-group-topk = " + gk + " exceeds --moe-router-num-groups = " + g);
+  const int64_t reachable = group_topk * (m.num_experts / groups);
+  if (m.moe_router_topk > reachable)
+    throw UserError("--moe-router-topk = " + std::to_string(m.moe_router_topk) + " cannot be reached: " +
+                    "--moe-router-group-topk = " + gk + " groups of " + std::to_string(m.num_experts / groups) +
+                    " experts (--num-experts " + std::to_string(m.num_experts) + " / --moe-router-num-groups " + g +
+                    ") hold only " + std::to_string(reachable));
+}
+
+// Multi-token prediction (DeepSeek-V3 §2.2): D modules on the last pipeline stage, module k
+// predicting the token k + 1 places ahead. Megatron requires RoPE or no position embedding.
+void resolve_mtp(const ModelConfig& m) {
+  if (m.mtp_num_layers == 0) return;
+  const std::string d = std::to_string(m.mtp_num_layers);
+  if (m.position_embedding == PositionEmbedding::LearnedAbsolute)
+    throw UserError("--mtp-num-layers = " + d + " needs --position-embedding-type rope or none (got learned_absolute; "
+                    "as in Megatron)");
+  if (m.mtp_num_layers >= m.seq_length)
+    throw UserError("--mtp-num-layers = " + d + " must be smaller than --seq-length = " + std::to_string(m.seq_length) +
+                    ": the module of depth k predicts the token k + 1 places ahead");
+}
+
+// Where group-limited routing's groups sit on the nodes of an expert-parallel group (DeepSeek-V3's
+// node-limited routing: 8 groups = 8 nodes, each token to at most 4). Not an error either way:
+// Megatron does not relate groups to nodes, and DeepSeek-V2 used one group per device.
+void note_router_groups_on_nodes(Job& job) {
+  const ModelConfig& m = job.model;
+  if (m.moe_router_group_topk == 0 || job.cluster.gpus_per_node <= 0) return;
+  std::vector<int64_t> nodes;
+  for (int64_t r : ParallelGrid::from_job(job).group_at(ParallelGroup::Ep, 0))
+    if (std::find(nodes.begin(), nodes.end(), r / job.cluster.gpus_per_node) == nodes.end())
+      nodes.push_back(r / job.cluster.gpus_per_node);
+  const int64_t n = static_cast<int64_t>(nodes.size()), groups = m.moe_router_num_groups;
+  if (n <= 1 || m.moe_router_group_topk >= groups) return;
+  const std::string head = "--moe-router-num-groups " + std::to_string(groups) + " over the " + std::to_string(n) +
+                           " nodes of an expert-parallel group: ";
+  const std::string sim = " (the simulated routing does not apply the group limit)";
+  if (groups % n == 0)
+    job.notes.push_back(head + "each group lies within one node, so a token reaches at most " +
+                        std::to_string(std::min(m.moe_router_group_topk, n)) + " nodes" + sim);
+  else
+    job.notes.push_back(head + "groups straddle nodes, so --moe-router-group-topk does not bound the nodes a token "
+                        "reaches" + sim);
+}
+
 // Megatron's account_for_embedding/loss_in_pipeline_split: (layers + embedding + loss) over PP x VP.
 void resolve_accounted_split(const ModelConfig& m, ParallelConfig& p) {
   if (p.decoder_first_pipeline_num_layers || p.decoder_last_pipeline_num_layers)
@@ -116,7 +208,9 @@ void resolve_layer_split(const ModelConfig& m, ParallelConfig& p) {
                     std::to_string(pp) +
                     (first ? " with --decoder-first-pipeline-num-layers = " + std::to_string(first) : "") +
                     (last ? " with --decoder-last-pipeline-num-layers = " + std::to_string(last) : "") +
-                    " (the layers of the even stages must divide evenly)");
+                    " (the layers of the even stages must divide evenly" +
+                    (m.mtp_num_layers > 0 ? "; the --mtp-num-layers module is not one of --num-layers: it sits on the "
+                                            "last stage beside that stage's decoder layers)" : ")"));
   const int64_t per_stage = middle_stages > 0 ? middle_layers / middle_stages : 0;
   if (p.num_layers_per_virtual_pipeline_stage > 0) {
     if (first || last) throw UserError("--num-layers-per-virtual-pipeline-stage cannot be combined with uneven first/last stages; use --num-virtual-stages-per-pipeline-rank");
@@ -257,8 +351,12 @@ void resolve_job(Job& job) {
   resolve_attention(job.model, job.parallel, job.notes);
   resolve_mlp_and_vocab(job.model, job.parallel, job.notes);
   resolve_moe(job.model, job.parallel);
+  resolve_mla(job.model);
+  resolve_router_groups(job.model, job.notes);
+  resolve_mtp(job.model);
   resolve_pipeline(job.model, job.parallel, job.notes);
   resolve_world(job);
+  note_router_groups_on_nodes(job);
   resolve_batch(job);
   resolve_optimizer(job);
   resolve_routing(job);

@@ -74,12 +74,16 @@ std::map<std::string, Family> read_families(const json& set, const std::string& 
 ReproduceRow read_row(const json& set, const json& row, const std::string& where, const std::string& metric,
                       const std::map<std::string, Family>& families) {
   if (!row.is_object()) throw UserError(where + ": expected an object");
-  reject_unknown_keys(row, where, {"label", "id", "family", "precision", "gpus", "flags", "published", "source_ref"});
+  reject_unknown_keys(row, where, {"label", "id", "family", "precision", "gpus", "flags", "published", "source_ref",
+                                "expected_oom"});
   ReproduceRow r;
   r.where = where;
   r.label = string_at(row, "label", where, "?");
   r.family = string_at(row, "family", where, "");
   r.precision = string_at(row, "precision", where, "");
+  r.expected_oom = string_at(row, "expected_oom", where, "");
+  if (row.contains("expected_oom") && r.expected_oom.empty())
+    throw UserError(where + ".expected_oom = \"\": give the reason the run is expected out of memory");
   r.request.cluster = string_at(set, "cluster", where, kDefaultCluster);
   if (!row.contains("gpus") || !row["gpus"].is_number_integer() || row["gpus"].get<int64_t>() <= 0)
     throw UserError(where + ".gpus = " + (row.contains("gpus") ? row["gpus"].dump() : "missing") + ": expected a positive integer");

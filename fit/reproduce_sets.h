@@ -6,8 +6,12 @@
 // and optionally the family it belongs to:
 //   { "name", "source", "cluster", "stack", "family", "metric", "assumptions", "common_flags": [...],
 //     "families": { "llama3-8b": {"model": PRESET, "flags": [...], "assumptions": "..."} },
-//     "rows": [ {"label", "family", "precision", "gpus", "flags": [...], "published": {KEY: value}} ],
+//     "rows": [ {"label", "family", "precision", "gpus", "flags": [...], "published": {KEY: value},
+//                "expected_oom": "why"} ],
 //     "skipped": [ {"id", "reason"} ] }
+// "expected_oom": the simulator predicts this published run out of memory and the set says why
+// (memory savings of the source that tandem does not model); the row is still simulated and
+// compared, `--resolve` accepts its OOM and rejects the mark once the row fits.
 // "stack": the software stack the set's runs used (clusters/stacks/); "family": the family of rows
 // that name none (a set without families).
 // A row's job: the family's model preset (architecture only, not the preset's published layout),
@@ -29,6 +33,7 @@ struct ReproduceRow {
   std::string label;
   std::string family;         // "" when the set has no families
   std::string precision;      // "bf16", "fp8", ... as the set states it ("" if not stated)
+  std::string expected_oom;   // why the simulator's OOM verdict is expected ("" = it must fit)
   JobRequest request;
   double published = 0;       // in the set's metric
 };
@@ -60,6 +65,8 @@ double throughput_error(const std::string& metric, double simulated, double publ
 // Mean absolute error, rows within 10%, signed mean, max: of one set or one family.
 struct ErrorSummary {
   int rows = 0, within_10 = 0, oom = 0;
+  int oom_expected = 0;       // rows predicted OOM as their "expected_oom" says (not counted in oom)
+  int oom_mark_stale = 0;     // rows marked expected_oom that fit (--resolve)
   double sum_abs = 0, sum_signed = 0, max_abs = 0;
   void add(double error, bool oom_row);
   double mean_abs() const { return rows ? sum_abs / rows : 0; }
