@@ -66,6 +66,10 @@ struct ExecutorOptions {
   ComputeTimeFn host_time;
   bool free_communication = false;          // every communication takes 0 s; sends are eager
   bool analytic_intra_node = true;          // collectives inside one node are costed analytically
+  // Share of an expert-parallel all-to-all's bytes to members on other nodes that crosses the
+  // network: node-limited routing sends a token once to each node it reaches and fans it out over
+  // NVLink there (DeepSeek-V3 section 3.2.2), group_topk / topk of its copies; 1 otherwise.
+  double ep_remote_share = 1.0;
   // Collectives across nodes; data-parallel groups (dp, dp-cp, tp-dp(-cp), expert dp) spanning
   // datacenters use Algorithm::DatacenterHierarchical instead.
   Algorithm algorithm = Algorithm::Ring;

@@ -122,6 +122,7 @@ GroupInfo& Execution::group(int64_t rank, ParallelGroup kind) {
     slot = std::make_unique<GroupInfo>();
     GroupInfo& g = *slot;
     g.key = key;
+    g.kind = kind;
     g.group.name = to_string(kind) + "#" + std::to_string(m.group_index);
     g.group.gpus = m.ranks;
     g.intra_node = true;
@@ -192,7 +193,7 @@ std::vector<Flow> Execution::unit_flows(const GroupInfo& g, PlanKind kind, doubl
   std::vector<Flow> flows;
   double min_bandwidth = std::numeric_limits<double>::infinity();
   for (size_t i = 0; i < p; ++i) {
-    for (const auto& [via, share] : routes.sends(i, std::vector<double>(p, 1.0 / static_cast<double>(p - 1)))) {
+    for (const auto& [via, share] : routes.sends(i, all_to_all_shares(g, i))) {
       flows.push_back({static_cast<int>(i), static_cast<int>(via), share});
       *latency = std::max(*latency, collectives.latency(gpus[i], gpus[static_cast<size_t>(via)]));
     }
@@ -201,6 +202,17 @@ std::vector<Flow> Execution::unit_flows(const GroupInfo& g, PlanKind kind, doubl
   }
   *seconds_per_byte = p > 1 ? 1.0 / min_bandwidth : 0.0;  // a member sends its whole buffer
   return flows;
+}
+
+std::vector<double> Execution::all_to_all_shares(const GroupInfo& g, size_t i) const {
+  const auto& gpus = g.group.gpus;
+  const size_t p = gpus.size();
+  std::vector<double> share(p, p > 1 ? 1.0 / static_cast<double>(p - 1) : 0.0);
+  if (g.kind != ParallelGroup::Ep || options.ep_remote_share == 1.0) return share;
+  const int64_t node = platform.place(gpus[i]).node;
+  for (size_t j = 0; j < p; ++j)
+    if (platform.place(gpus[j]).node != node) share[j] *= options.ep_remote_share;
+  return share;
 }
 
 double Execution::busiest_link_seconds_per_byte(const GroupInfo& g, const std::vector<Flow>& flows) const {
@@ -627,7 +639,8 @@ void RankPlayer::start_played_collective(GroupInfo& g, PlanKind kind, int32_t op
   static const std::vector<double> kEven;   // no routing model: Instruction::bytes split evenly
   const std::vector<double>& routed = routed_all_to_all(x) ? *x.cost->peer_bytes : kEven;   // EP x EP bytes
   if (kind == PlanKind::AllToAll) {
-    std::vector<double> send(p, x.bytes / static_cast<double>(p - 1));
+    std::vector<double> send = ex_.all_to_all_shares(g, static_cast<size_t>(g.member.at(rank_)));
+    for (double& b : send) b *= x.bytes;
     for (size_t j = 0; j < p && !routed.empty(); ++j) send[j] = pair_bytes(ex_.grid, routed, rank_, gpus[j]);
     Pending pending = ex_.collectives.start_all_to_all_v(g.group, rank_, send);
     for (size_t k = 0; k < pending.comms().size(); ++k) wait_on(op, pending.comms()[k], pending.delays()[k]);

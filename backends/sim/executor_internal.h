@@ -51,6 +51,7 @@ struct PlanInfo;
 // A process group seen by the executor.
 struct GroupInfo {
   uint64_t key = 0;                // (kind, group index)
+  ParallelGroup kind = ParallelGroup::Tp;
   Group group;                     // name "<kind>#<index>", members = GPUs = ranks
   bool intra_node = false;         // every member on one node
   bool spans_dcs = false;          // members in more than one datacenter
@@ -131,6 +132,9 @@ class Execution {
   // The actor playing each played rank (buffered point-to-point messages name their receiver).
   std::unordered_map<int64_t, simgrid::s4u::Actor*> actors;
 
+  // What member `i` of g sends to each member of an all-to-all, per byte of its buffer: an even
+  // split, members on other nodes scaled by ExecutorOptions::ep_remote_share (expert groups).
+  std::vector<double> all_to_all_shares(const GroupInfo& g, size_t i) const;
  private:
   std::vector<Flow> unit_flows(const GroupInfo& g, PlanKind kind, double* latency, double* seconds_per_byte);
   // Uncontended time per buffer byte of a group's flows: max over links of their bytes / bandwidth.

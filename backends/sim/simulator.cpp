@@ -503,11 +503,33 @@ std::string wan_note(const Job& job, const WanReport& w) {
                            : "");
 }
 
+// Node-limited routing (DeepSeek-V3 section 3.2.2): with expert groups that are whole nodes of an
+// expert-parallel group, a token goes to at most group_topk nodes and crosses the network once per
+// node, its copies fanned out over NVLink there. Under balanced routing a token's copies to other
+// nodes are topk (N - 1) / N and the nodes it crosses to group_topk (N - 1) / N, so the
+// all-to-alls carry group_topk / topk of their cross-node bytes. 1 when not grouped that way.
+double node_limited_share(const Job& job, const ParallelGrid& grid, const std::vector<int64_t>& gpu_of) {
+  const ModelConfig& m = job.model;
+  if (!m.is_moe() || m.moe_router_num_groups <= 0 || m.moe_router_group_topk <= 0 || grid.ep_size() < 2) return 1.0;
+  const std::vector<GpuPlace> places = place_gpus(job.cluster, grid.world_size());
+  const auto group = grid.find_group(0, ParallelGroup::Ep);
+  if (!group) return 1.0;
+  std::map<int64_t, int64_t> members_per_node;
+  for (int64_t r : group->ranks) ++members_per_node[places[static_cast<size_t>(gpu_of[static_cast<size_t>(r)])].node];
+  const int64_t per_node = members_per_node.begin()->second;
+  for (const auto& [node, count] : members_per_node)
+    if (count != per_node) return 1.0;
+  const int64_t experts_per_node = m.num_experts / grid.ep_size() * per_node;
+  if (members_per_node.size() < 2 || m.num_experts / m.moe_router_num_groups != experts_per_node) return 1.0;
+  return std::min(1.0, static_cast<double>(m.moe_router_group_topk) / static_cast<double>(m.moe_router_topk));
+}
+
 // How the executor times instructions: the compute model's kernel and launch times, NCCL's SM share,
 // buffered point-to-point for out-of-order schedules, and slow GPUs.
 ExecutorOptions executor_options(ComputeTimes& times, const ComputeModel& model, const Schedule& schedule,
-                                 const SimOptions& options, const Degradation& degradation) {
+                                 const SimOptions& options, const Degradation& degradation, double ep_remote_share) {
   ExecutorOptions exec;
+  exec.ep_remote_share = ep_remote_share;
   exec.compute_time = [&times, &model](const RankProgram&, const Instruction& x) {
     return timed(times, model, x).kernels;
   };
@@ -584,7 +606,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   Collectives collectives(platform);
 
   ComputeTimes times(model);
-  const ExecutorOptions exec = executor_options(times, model, schedule, options, platform.degradation());
+  const double ep_share = node_limited_share(job, grid, gpu_of);
+  const ExecutorOptions exec = executor_options(times, model, schedule, options, platform.degradation(), ep_share);
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
   if (options.trace_path) write_chrome_trace(*options.trace_path, grid, lowered.played, run.ranks);
 
@@ -608,6 +631,10 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.stack = stack.name;
   r.notes.push_back(stack_note(stack, job));
   add_pass_notes(r, job, exec.buffered_p2p, tp_overlap);
+  if (ep_share < 1.0)
+    r.notes.push_back("node-limited routing: a token crosses the network once per node it reaches, so the expert-parallel "
+                      "all-to-alls carry " + fixed(ep_share, 3) + " (group top-k / top-k) of their cross-node bytes; the "
+                      "NVLink fan-out inside the receiving node is not played (balanced routing, approximate)");
   if (fused.pairs > 0)
     r.notes.push_back("overlapped F&B pairs: the first played rank's " + std::to_string(fused.pairs) + " pairs cut at their expert-parallel communication into " +
                       std::to_string(fused.pieces) + " pieces and merged, so one microbatch's all-to-all runs "

@@ -122,6 +122,29 @@ TEST(Simulate, DualPipePairsHideAllToAllsBehindTheOtherMicrobatch) {
   EXPECT_EQ(a["iteration_time_s"].get<double>(), b["iteration_time_s"].get<double>());
 }
 
+// Node-limited routing: 16 experts on EP 16 over two nodes, two groups of 8 (one per node), each
+// token to one group with top-2: it crosses the network once per node it reaches, half the copies,
+// so the exposed EP time drops against ungrouped routing; the reduced run still equals --all-ranks.
+TEST(Simulate, NodeLimitedRoutingHalvesCrossNodeAllToAllBytes) {
+  const std::vector<std::string> moe = {"--num-experts", "16", "--expert-model-parallel-size", "16", "--moe-router-topk", "2",
+                                        "--tensor-model-parallel-size", "1", "--moe-token-dispatcher-type", "alltoall",
+                                        "--global-batch-size", "64"};
+  std::vector<std::string> grouped = moe;
+  grouped.insert(grouped.end(), {"--moe-router-num-groups", "2", "--moe-router-group-topk", "1"});
+  SimOptions all;
+  all.all_ranks = true;
+  const nlohmann::json plain = nlohmann::json::parse(simulate_json(tiny_job(moe, 64)));
+  const nlohmann::json limited = nlohmann::json::parse(simulate_json(tiny_job(grouped, 64)));
+  const nlohmann::json faithful = nlohmann::json::parse(simulate_json(tiny_job(grouped, 64), all));
+  EXPECT_LT(limited["breakdown"]["ep_comm"].get<double>(), 0.8 * plain["breakdown"]["ep_comm"].get<double>());
+  EXPECT_LT(limited["iteration_time_s"].get<double>(), plain["iteration_time_s"].get<double>());
+  const double t = faithful["iteration_time_s"].get<double>();
+  EXPECT_NEAR(limited["iteration_time_s"].get<double>(), t, 1e-9 * t);
+  bool noted = false;
+  for (const auto& note : limited["notes"]) noted = noted || note.get<std::string>().find("node-limited") != std::string::npos;
+  EXPECT_TRUE(noted);
+}
+
 TEST(Simulate, TinyJobGivesTheSameIterationTimeWithAndWithoutAllRanks) {
   const Job job = tiny_job();
   SimOptions all;
