@@ -142,15 +142,23 @@ std::string range_text(double value, double low, double high, int decimals, cons
   return fixed(value, decimals) + unit + " (" + fixed(low, decimals) + "-" + fixed(high, decimals) + unit + ")";
 }
 
+// Expected interrupts of one component over the run's time outside planned maintenance, at its
+// stated MTBF and at the two ends of its range (low MTBF: more interrupts).
+struct ComponentInterrupts {
+  double units = 0, expected = 0, low = 0, high = 0;
+};
+ComponentInterrupts interrupts_of(const RatedComponent& c, const GoodputStudy& s) {
+  const double units = units_of(c, s.gpus, s.nodes);
+  const double hours = (s.wall - s.planned_downtime) / 3600;
+  return {units, units * hours / c.mtbf_hours, units * hours / c.mtbf_high_hours, units * hours / c.mtbf_low_hours};
+}
+
 std::string components_table(const GoodputStudy& s, const FailureRates& rates) {
   Table t({"component", "units", "MTBF of one (h)", "expected interrupts", "source"});
   for (const RatedComponent& c : rates.components) {
-    const double units = units_of(c, s.gpus, s.nodes);
-    const double hours = (s.wall - s.planned_downtime) / 3600;
-    t.add_row({c.name, fixed(units, 0) + " " + c.per + (units == 1 ? "" : "s"),
-               range_text(c.mtbf_hours, c.mtbf_low_hours, c.mtbf_high_hours, 0),
-               range_text(units * hours / c.mtbf_hours, units * hours / c.mtbf_high_hours,
-                          units * hours / c.mtbf_low_hours, 1),
+    const ComponentInterrupts n = interrupts_of(c, s);
+    t.add_row({c.name, fixed(n.units, 0) + " " + c.per + (n.units == 1 ? "" : "s"),
+               range_text(c.mtbf_hours, c.mtbf_low_hours, c.mtbf_high_hours, 0), range_text(n.expected, n.low, n.high, 1),
                c.source});
   }
   return t.render();
@@ -188,12 +196,10 @@ void print_study(const GoodputStudy& s, const Job& job, const FailureRates& rate
 nlohmann::json study_json(const GoodputStudy& s, const FailureRates& rates) {
   nlohmann::json components = nlohmann::json::array();
   for (const RatedComponent& c : rates.components) {
-    const double units = units_of(c, s.gpus, s.nodes);
-    const double hours = (s.wall - s.planned_downtime) / 3600;
-    components.push_back({{"name", c.name}, {"per", c.per}, {"units", units}, {"mtbf_hours", c.mtbf_hours},
+    const ComponentInterrupts n = interrupts_of(c, s);
+    components.push_back({{"name", c.name}, {"per", c.per}, {"units", n.units}, {"mtbf_hours", c.mtbf_hours},
                           {"mtbf_hours_range", {c.mtbf_low_hours, c.mtbf_high_hours}},
-                          {"expected_interruptions", units * hours / c.mtbf_hours},
-                          {"expected_interruptions_range", {units * hours / c.mtbf_high_hours, units * hours / c.mtbf_low_hours}},
+                          {"expected_interruptions", n.expected}, {"expected_interruptions_range", {n.low, n.high}},
                           {"source", c.source}});
   }
   const double mc_wall = s.mc.mean_wall_s + s.planned_downtime;

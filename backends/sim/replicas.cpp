@@ -1,5 +1,6 @@
 // Which ranks the symmetry-reduced simulation plays (executor.h, ReplicaLayout).
 #include <algorithm>
+#include <functional>
 #include <array>
 #include <map>
 #include <string>
@@ -100,6 +101,24 @@ bool groups_shift(const ParallelGrid& grid, const std::vector<int64_t>& played, 
   return true;
 }
 
+// Fills image, preimage and copy of a layout whose played ranks and copies are set: image_of(i, c)
+// is the rank that plays played[i]'s part in copy c. Every rank must be in some copy.
+void fill_copies(ReplicaLayout& layout, int64_t world, const std::function<int64_t(size_t, int64_t)>& image_of) {
+  const size_t n = layout.played.size();
+  layout.image.resize(n * static_cast<size_t>(layout.copies));
+  layout.preimage.assign(static_cast<size_t>(world), -1);
+  layout.copy.assign(static_cast<size_t>(world), -1);
+  for (int64_t c = 0; c < layout.copies; ++c)
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t image = image_of(i, c);
+      layout.image[static_cast<size_t>(c) * n + i] = image;
+      layout.preimage[static_cast<size_t>(image)] = static_cast<int32_t>(i);
+      layout.copy[static_cast<size_t>(image)] = static_cast<int32_t>(c);
+    }
+  for (int64_t r = 0; r < world; ++r)
+    TANDEM_CHECK_MSG(layout.copy[static_cast<size_t>(r)] >= 0, "rank " << r << " is in no copy of the played ranks");
+}
+
 }  // namespace
 
 ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::string* why_not, bool symmetric_experts) {
@@ -126,20 +145,8 @@ ReplicaLayout replica_layout(const ParallelGrid& grid, bool all_ranks, std::stri
   layout.copies = grid.dp_size() / slices;
   if (!groups_shift(grid, layout.played, slices, 0, kinds))
     return fallback("the groups of the other data-parallel replicas are not images of the played one");
-  const size_t n = layout.played.size();
-  layout.image.resize(n * static_cast<size_t>(layout.copies));
-  layout.preimage.assign(static_cast<size_t>(grid.world_size()), -1);
-  layout.copy.assign(static_cast<size_t>(grid.world_size()), -1);
-  for (int64_t c = 0; c < layout.copies; ++c) {
-    for (size_t i = 0; i < n; ++i) {
-      const int64_t image = shifted(grid, layout.played[i], c * slices);
-      layout.image[static_cast<size_t>(c) * n + i] = image;
-      layout.preimage[static_cast<size_t>(image)] = static_cast<int32_t>(i);
-      layout.copy[static_cast<size_t>(image)] = static_cast<int32_t>(c);
-    }
-  }
-  for (int64_t r = 0; r < grid.world_size(); ++r)
-    TANDEM_CHECK_MSG(layout.copy[static_cast<size_t>(r)] >= 0, "rank " << r << " is in no replica");
+  fill_copies(layout, grid.world_size(),
+              [&](size_t i, int64_t c) { return shifted(grid, layout.played[i], c * slices); });
   return layout;
 }
 
@@ -184,21 +191,10 @@ ReplicaLayout narrow_to_tensor_rank_zero(const ParallelGrid& grid, const Replica
   if (!tp_free_groups_shift(grid, out.played)) return layout;
   out.copies = layout.copies * tp;
   out.tp_copies = tp;
-  const size_t n = out.played.size();
-  out.image.resize(n * static_cast<size_t>(out.copies));
-  out.preimage.assign(static_cast<size_t>(grid.world_size()), -1);
-  out.copy.assign(static_cast<size_t>(grid.world_size()), -1);
-  for (int64_t c = 0; c < layout.copies; ++c)
-    for (int64_t t = 0; t < tp; ++t)
-      for (size_t i = 0; i < n; ++i) {
-        const int64_t copy = c * tp + t;   // copy 0: the played ranks themselves
-        const int64_t image = shifted(grid, layout.image_of(old_index[i], c), 0, t);
-        out.image[static_cast<size_t>(copy) * n + i] = image;
-        out.preimage[static_cast<size_t>(image)] = static_cast<int32_t>(i);
-        out.copy[static_cast<size_t>(image)] = static_cast<int32_t>(copy);
-      }
-  for (int64_t r = 0; r < grid.world_size(); ++r)
-    TANDEM_CHECK_MSG(out.copy[static_cast<size_t>(r)] >= 0, "rank " << r << " is in no tensor-parallel copy");
+  // copy = dp copy x TP + tp shift; copy 0 is the played ranks themselves.
+  fill_copies(out, grid.world_size(), [&](size_t i, int64_t copy) {
+    return shifted(grid, layout.image_of(old_index[i], copy / tp), 0, copy % tp);
+  });
   return out;
 }
 

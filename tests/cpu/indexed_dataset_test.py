@@ -15,29 +15,13 @@ import subprocess
 import sys
 import tempfile
 
+from mmidx import write_dataset
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_equality import MODELS  # noqa: E402
 
 TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 6 --lr 1e-3 --seed 7 --init-method-std 0.02 "
             "--hidden-dropout 0 --attention-dropout 0 --split 90,10,0 --log-interval 3")
-
-
-def write_dataset(prefix, docs, dtype_code=8, fmt="H"):
-    pointers, offset = [], 0
-    with open(prefix + ".bin", "wb") as f:
-        for d in docs:
-            pointers.append(offset)
-            f.write(struct.pack(f"<{len(d)}{fmt}", *d))
-            offset += len(d) * struct.calcsize(fmt)
-    with open(prefix + ".idx", "wb") as f:
-        f.write(b"MMIDIDX\x00\x00")
-        f.write(struct.pack("<Q", 1))
-        f.write(struct.pack("<B", dtype_code))
-        f.write(struct.pack("<Q", len(docs)))
-        f.write(struct.pack("<Q", len(docs) + 1))
-        f.write(struct.pack(f"<{len(docs)}i", *[len(d) for d in docs]))
-        f.write(struct.pack(f"<{len(docs)}q", *pointers))
-        f.write(struct.pack(f"<{len(docs) + 1}q", *range(len(docs) + 1)))
 
 
 def run(tandem, ranks, prefix, json_out=None, extra=""):

@@ -11,28 +11,15 @@ import struct
 
 import numpy
 
+from mmidx import write_dataset
+
 DTYPES = {1: numpy.uint8, 2: numpy.int8, 3: numpy.int16, 4: numpy.int32, 5: numpy.int64, 6: numpy.float64,
           7: numpy.float32, 8: numpy.uint16}
 
 
 def write_mmidx(prefix, docs, dtype_code=8):
     """One sequence per document, as preprocess_data.py writes without sentence splitting."""
-    dtype = numpy.dtype(DTYPES[dtype_code])
-    pointers, offset = [], 0
-    with open(prefix + ".bin", "wb") as f:
-        for d in docs:
-            pointers.append(offset)
-            f.write(numpy.asarray(d, dtype=dtype).tobytes())
-            offset += len(d) * dtype.itemsize
-    with open(prefix + ".idx", "wb") as f:
-        f.write(b"MMIDIDX\x00\x00")
-        f.write(struct.pack("<Q", 1))
-        f.write(struct.pack("<B", dtype_code))
-        f.write(struct.pack("<Q", len(docs)))
-        f.write(struct.pack("<Q", len(docs) + 1))
-        f.write(numpy.asarray([len(d) for d in docs], dtype=numpy.int32).tobytes())
-        f.write(numpy.asarray(pointers, dtype=numpy.int64).tobytes())
-        f.write(numpy.arange(len(docs) + 1, dtype=numpy.int64).tobytes())
+    write_dataset(prefix, docs, dtype_code)
 
 
 class IndexedDataset:
