@@ -131,7 +131,7 @@ std::string serialize(ParamStore& params, Device& device) {
 }  // namespace
 
 void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
-                     Communicator& comm) {
+                     Communicator& comm, const std::string& job_json) {
   const fs::path root(dir), final_dir = root / iter_name(iteration), tmp = root / (iter_name(iteration) + ".tmp");
   if (comm.rank() == 0) {
     std::error_code ec;
@@ -149,6 +149,7 @@ void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& para
   if (comm.rank() == 0) {
     nlohmann::json meta = {{"format", "tandem-checkpoint"}, {"version", kVersion}, {"iteration", iteration},
                            {"world_size", comm.world_size()}, {"files", nlohmann::json::array()}};
+    if (!job_json.empty()) meta["job"] = nlohmann::json::parse(job_json);
     for (const std::string& l : lines) {
       std::istringstream in(l);
       int64_t r = 0, size = 0;
@@ -186,20 +187,25 @@ int64_t latest_checkpoint(const std::string& dir) {
 namespace {
 
 struct FullTensor {
+  int64_t rows = 1, cols = 1;
   std::vector<float> value, exp_avg, exp_avg_sq;
   std::vector<bool> filled;
 };
 
-// Verifies every file of the checkpoint, then assembles the full tensors named in `wanted`.
-std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<std::string, ShardRule>& wanted) {
+nlohmann::json read_metadata(const fs::path& dir) {
   const fs::path meta_path = dir / "metadata.json";
   if (!fs::exists(meta_path)) throw UserError("--load: " + meta_path.string() + " is missing (incomplete checkpoint)");
-  nlohmann::json meta;
   try {
-    meta = nlohmann::json::parse(read_file(meta_path));
+    return nlohmann::json::parse(read_file(meta_path));
   } catch (const nlohmann::json::exception& e) {
     throw UserError("--load: " + meta_path.string() + " is corrupted: " + e.what());
   }
+}
+
+// Verifies every file of the checkpoint, then assembles the full tensors named in `wanted`
+// (every tensor when `wanted` is null).
+std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<std::string, ShardRule>* wanted) {
+  const nlohmann::json meta = read_metadata(dir);
   std::map<std::string, FullTensor> full;
   for (const auto& f : meta.at("files")) {
     const fs::path path = dir / f.at("name").get<std::string>();
@@ -232,14 +238,18 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
         const std::string name = h.at("expert").get<bool>()
                                      ? h.at("name").get<std::string>() + "." + std::to_string(h.at("first_expert").get<int64_t>() + e)
                                      : h.at("name").get<std::string>();
-        const auto want = wanted.find(name);
-        if (want == wanted.end()) continue;
-        if (want->second.rows != rule.rows || want->second.cols != rule.cols)
-          throw UserError("--load: tensor " + name + " is [" + std::to_string(rule.rows) + ", " + std::to_string(rule.cols) +
-                          "] in the checkpoint, this job needs [" + std::to_string(want->second.rows) + ", " +
-                          std::to_string(want->second.cols) + "]");
+        if (wanted != nullptr) {
+          const auto want = wanted->find(name);
+          if (want == wanted->end()) continue;
+          if (want->second.rows != rule.rows || want->second.cols != rule.cols)
+            throw UserError("--load: tensor " + name + " is [" + std::to_string(rule.rows) + ", " + std::to_string(rule.cols) +
+                            "] in the checkpoint, this job needs [" + std::to_string(want->second.rows) + ", " +
+                            std::to_string(want->second.cols) + "]");
+        }
         FullTensor& t = full[name];
         if (t.value.empty()) {
+          t.rows = rule.rows;
+          t.cols = rule.cols;
           const size_t size = static_cast<size_t>(rule.rows * rule.cols);
           t.value.assign(size, 0.0f);
           t.exp_avg.assign(size, 0.0f);
@@ -266,7 +276,7 @@ void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& para
   std::map<std::string, ShardRule> wanted;
   for (auto& p : params.params())
     for (int64_t e = 0; e < p->experts; ++e) wanted[p->full_name(e)] = ShardRule{p->full_rows, p->full_cols};
-  const std::map<std::string, FullTensor> full = assemble(path, wanted);
+  const std::map<std::string, FullTensor> full = assemble(path, &wanted);
   for (auto& p : params.params()) {
     std::vector<float> value, m, v;
     for (int64_t e = 0; e < p->experts; ++e) {
@@ -289,6 +299,22 @@ void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& para
         }
   }
   comm.barrier();
+}
+
+CheckpointContents read_checkpoint(const std::string& dir, int64_t iteration) {
+  CheckpointContents out;
+  out.iteration = iteration > 0 ? iteration : latest_checkpoint(dir);
+  if (out.iteration == 0) throw UserError("--load = " + dir + ": no checkpoint there (no " + kTracker + ")");
+  const fs::path path = fs::path(dir) / iter_name(out.iteration);
+  if (!fs::is_directory(path)) throw UserError("--load = " + dir + ": no checkpoint directory " + path.string());
+  const nlohmann::json meta = read_metadata(path);
+  if (meta.contains("job")) out.job_json = meta.at("job").dump();
+  for (auto& [name, t] : assemble(path, nullptr)) {
+    if (std::find(t.filled.begin(), t.filled.end(), false) != t.filled.end())
+      throw UserError("--load: checkpoint " + path.string() + " lacks part of tensor " + name);
+    out.tensors[name] = CheckpointTensor{t.rows, t.cols, std::move(t.value)};
+  }
+  return out;
 }
 
 }  // namespace tandem::exec

@@ -16,7 +16,9 @@
 // previous checkpoint and tracker intact. On load every file's size and checksum is verified
 // before anything is used; a mismatch is a UserError naming the file.
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "backends/executor/communicator.h"
 #include "backends/executor/device.h"
@@ -24,9 +26,11 @@
 
 namespace tandem::exec {
 
-// Collective over the world. Saves iteration `iteration` under `dir`.
+// Collective over the world. Saves iteration `iteration` under `dir`; `job_json` (the job as
+// job_to_json writes it, may be empty) is kept in metadata.json as "job" so that tools reading
+// the checkpoint offline (export, generate) know the model it holds.
 void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
-                     Communicator& comm);
+                     Communicator& comm, const std::string& job_json = "");
 
 // The iteration of the latest checkpoint under `dir` (tracker file), or 0 when there is none.
 int64_t latest_checkpoint(const std::string& dir);
@@ -35,5 +39,23 @@ int64_t latest_checkpoint(const std::string& dir);
 // optimizer state), whatever layout saved it. UserError for missing, truncated or corrupted files.
 void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
                      Communicator& comm);
+
+// One full (unsharded) tensor of a checkpoint: [rows, cols] row-major fp32 (1-D tensors are
+// [1, C]; each expert's tensor has its own name, "<name>.<expert>").
+struct CheckpointTensor {
+  int64_t rows = 1, cols = 1;
+  std::vector<float> value;  // [rows * cols]
+};
+
+// A checkpoint read offline, without MPI: every file verified, every tensor assembled whole.
+struct CheckpointContents {
+  int64_t iteration = 0;
+  std::string job_json;  // metadata.json's "job" (empty for checkpoints saved without it)
+  std::map<std::string, CheckpointTensor> tensors;  // by layout-independent name
+};
+
+// Reads iteration `iteration` (0: the latest) of the checkpoint under `dir`. UserError naming the
+// file for missing, truncated or corrupted files, and naming the tensor when part of it is absent.
+CheckpointContents read_checkpoint(const std::string& dir, int64_t iteration = 0);
 
 }  // namespace tandem::exec

@@ -16,6 +16,7 @@
 #include "backends/executor/param_store.h"
 #include "backends/executor/program_executor.h"
 #include "core/check.h"
+#include "core/job_loader.h"
 #include "program/program.h"
 
 namespace tandem::exec {
@@ -231,7 +232,7 @@ class TrainingRun {
     }
     const auto& t = job_.training;
     if (!t.save.empty() && ((t.save_interval > 0 && it % t.save_interval == 0) || it == iterations_)) {
-      save_checkpoint(t.save, it, params_, device_, comm_);
+      save_checkpoint(t.save, it, params_, device_, comm_, job_to_json(job_).dump());
       log("saved checkpoint " + t.save + " at iteration " + std::to_string(it));
     }
     if (it % std::max<int64_t>(1, t.log_interval) == 0 || it == iterations_)
