@@ -503,25 +503,58 @@ std::string wan_note(const Job& job, const WanReport& w) {
                            : "");
 }
 
+// A token's copies that cross the network, as a share of the all-to-all's cross-node bytes.
+//
 // Node-limited routing (DeepSeek-V3 section 3.2.2): with expert groups that are whole nodes of an
 // expert-parallel group, a token goes to at most group_topk nodes and crosses the network once per
 // node, its copies fanned out over NVLink there. Under balanced routing a token's copies to other
 // nodes are topk (N - 1) / N and the nodes it crosses to group_topk (N - 1) / N, so the
-// all-to-alls carry group_topk / topk of their cross-node bytes. 1 when not grouped that way.
-double node_limited_share(const Job& job, const ParallelGrid& grid, const std::vector<int64_t>& gpu_of) {
+// all-to-alls carry group_topk / topk of their cross-node bytes.
+//
+// The flex dispatcher (Megatron-Core's --moe-token-dispatcher-type flex: DeepEP or HybridEP) sends
+// a token once to each remote node that holds at least one of its experts, whatever the routing.
+// With k experts drawn uniformly from E, E/N on each of the N nodes, a given remote node holds none
+// of them with probability C(E - E/N, k) / C(E, k): the token reaches (N - 1)(1 - that) remote
+// nodes where the plain all-to-all sends k (N - 1) / N copies.
+struct CrossNodeShare {
+  double share = 1.0;
+  std::string why;   // "" when 1
+};
+
+double expected_remote_nodes(int64_t experts, int64_t topk, int64_t nodes) {
+  const int64_t per_node = experts / nodes;
+  double none = 1.0;   // a given remote node holds none of the token's experts
+  for (int64_t i = 0; i < topk && none > 0.0; ++i)
+    none = experts - per_node - i <= 0 ? 0.0 : none * double(experts - per_node - i) / double(experts - i);
+  return double(nodes - 1) * (1.0 - none);
+}
+
+CrossNodeShare cross_node_ep_share(const Job& job, const ParallelGrid& grid, const std::vector<int64_t>& gpu_of) {
   const ModelConfig& m = job.model;
-  if (!m.is_moe() || m.moe_router_num_groups <= 0 || m.moe_router_group_topk <= 0 || grid.ep_size() < 2) return 1.0;
+  if (!m.is_moe() || grid.ep_size() < 2) return {};
   const std::vector<GpuPlace> places = place_gpus(job.cluster, grid.world_size());
   const auto group = grid.find_group(0, ParallelGroup::Ep);
-  if (!group) return 1.0;
+  if (!group) return {};
   std::map<int64_t, int64_t> members_per_node;
   for (int64_t r : group->ranks) ++members_per_node[places[static_cast<size_t>(gpu_of[static_cast<size_t>(r)])].node];
   const int64_t per_node = members_per_node.begin()->second;
   for (const auto& [node, count] : members_per_node)
-    if (count != per_node) return 1.0;
+    if (count != per_node) return {};
+  const int64_t nodes = static_cast<int64_t>(members_per_node.size());
   const int64_t experts_per_node = m.num_experts / grid.ep_size() * per_node;
-  if (members_per_node.size() < 2 || m.num_experts / m.moe_router_num_groups != experts_per_node) return 1.0;
-  return std::min(1.0, static_cast<double>(m.moe_router_group_topk) / static_cast<double>(m.moe_router_topk));
+  if (nodes < 2) return {};
+  if (m.moe_router_num_groups > 0 && m.moe_router_group_topk > 0 && m.num_experts / m.moe_router_num_groups == experts_per_node) {
+    const double share = std::min(1.0, double(m.moe_router_group_topk) / double(m.moe_router_topk));
+    return {share, "node-limited routing: a token crosses the network once per node it reaches, so the expert-parallel "
+                   "all-to-alls carry " + fixed(share, 3) + " (group top-k / top-k) of their cross-node bytes"};
+  }
+  if (m.moe_token_dispatcher_type != TokenDispatcher::Flex) return {};
+  const double copies = double(m.moe_router_topk) * double(nodes - 1) / double(nodes);
+  const double share = std::min(1.0, expected_remote_nodes(m.num_experts, m.moe_router_topk, nodes) / copies);
+  return {share, "flex dispatcher (DeepEP/HybridEP): a token crosses the network once per node holding one of its "
+                 "experts, so the expert-parallel all-to-alls carry " + fixed(share, 3) + " of their cross-node bytes (" +
+                 std::to_string(nodes) + " nodes, top-" + std::to_string(m.moe_router_topk) + " of " +
+                 std::to_string(m.num_experts) + " experts drawn uniformly)"};
 }
 
 // How the executor times instructions: the compute model's kernel and launch times, NCCL's SM share,
@@ -606,8 +639,8 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   Collectives collectives(platform);
 
   ComputeTimes times(model);
-  const double ep_share = node_limited_share(job, grid, gpu_of);
-  const ExecutorOptions exec = executor_options(times, model, schedule, options, platform.degradation(), ep_share);
+  const CrossNodeShare ep_share = cross_node_ep_share(job, grid, gpu_of);
+  const ExecutorOptions exec = executor_options(times, model, schedule, options, platform.degradation(), ep_share.share);
   const ExecutionResult run = execute(platform, collectives, grid, lowered.played, layout, exec);
   if (options.trace_path) write_chrome_trace(*options.trace_path, grid, lowered.played, run.ranks);
 
@@ -631,10 +664,9 @@ SimResult simulate(const Job& job, const SimOptions& options) {
   r.stack = stack.name;
   r.notes.push_back(stack_note(stack, job));
   add_pass_notes(r, job, exec.buffered_p2p, tp_overlap);
-  if (ep_share < 1.0)
-    r.notes.push_back("node-limited routing: a token crosses the network once per node it reaches, so the expert-parallel "
-                      "all-to-alls carry " + fixed(ep_share, 3) + " (group top-k / top-k) of their cross-node bytes; the "
-                      "NVLink fan-out inside the receiving node is not played (balanced routing, approximate)");
+  if (ep_share.share < 1.0)
+    r.notes.push_back(ep_share.why + "; the NVLink fan-out inside the receiving node is not played (balanced routing, "
+                      "approximate)");
   if (fused.pairs > 0)
     r.notes.push_back("overlapped F&B pairs: the first played rank's " + std::to_string(fused.pairs) + " pairs cut at their expert-parallel communication into " +
                       std::to_string(fused.pieces) + " pieces and merged, so one microbatch's all-to-all runs "

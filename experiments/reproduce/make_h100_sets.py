@@ -30,7 +30,13 @@ FAMILIES = {
     "nemotron-22b": {"model": "nemotron-22b", "names": ["Nemotron-22B"]},
     "nemotron4-340b": {"model": "nemotron-4-340b", "names": ["Nemotron-340B"]},
     "mixtral-8x7b": {"model": "mixtral-8x7b", "names": ["MIXTRAL-8x7B"]},
+    "mixtral-8x3b": {"model": "mixtral-8x3b", "names": ["MIXTRAL-8x3B"]},
+    "qwen3-30b-a3b": {"model": "qwen3-30b-a3b", "names": ["Qwen3_30B_a3B", "Qwen3_30B_a3B (tokendrop)"]},
+    "qwen3-235b-a22b": {"model": "qwen3-235b-a22b", "names": ["Qwen3_235B_a22B", "Qwen3_235B_a22B (tokendrop)"]},
 }
+# Mixture-of-experts families: their rows, whatever the source, form one set of their own
+# (MOE_SET), so that MoE accuracy is reported apart from the dense sets.
+MOE_FAMILIES = {"mixtral-8x7b", "mixtral-8x3b", "qwen3-30b-a3b", "qwen3-235b-a22b"}
 
 # Facts of a family's recipes that hold for every source (model-level training settings).
 FAMILY_NOTES = {
@@ -48,6 +54,32 @@ FAMILY_NOTES["mixtral-8x7b"] = (
      "--moe-pad-expert-input-to-capacity", "--attention-dropout", "0", "--hidden-dropout", "0"],
     "the table prints no EP: EP 8, the all-to-all dispatcher and capacity factor 1.0 with padding as the "
     "launcher's mixtral_8x7b config (no grouped GEMM there; tandem's expert GEMMs are not slowed for that); no dropout")
+FAMILY_NOTES["mixtral-8x3b"] = (
+    ["--moe-token-dispatcher-type", "alltoall", "--attention-dropout", "0", "--hidden-dropout", "0"],
+    "the table prints no EP and the launcher's mixtral_8x3b config has EP 1 (the 8 experts on every GPU), "
+    "grouped GEMM, no capacity factor (dropless); no dropout")
+QWEN3_FLAGS = ["--expert-tensor-parallel-size", "1", "--moe-token-dispatcher-type", "alltoall", "--moe-grouped-gemm", "--moe-permute-fusion",
+               "--moe-router-force-load-balancing", "--attention-dropout", "0", "--hidden-dropout", "0"]
+QWEN3_NOTE = ("expert TP 1 (the recipes' expert_tensor_parallel_size); token-dropless with the router forced to balance tokens over experts (the page's footnote), except rows "
+              "labelled tokendrop (capacity factor 1.0 with padding, as Megatron-Bridge's token-drop setting); grouped "
+              "expert GEMMs and fused permutation as the Qwen3 recipes set; the all-to-all dispatcher (the H100 recipes "
+              "at the page's later releases name the flex/HybridEP dispatcher for 30B-A3B and all-to-all with "
+              "--overlap-moe-expert-parallel-comm for 235B-A22B, which tandem does not model: each plays as a plain "
+              "all-to-all); no dropout")
+FAMILY_NOTES["qwen3-30b-a3b"] = (QWEN3_FLAGS, QWEN3_NOTE)
+FAMILY_NOTES["qwen3-235b-a22b"] = (QWEN3_FLAGS + ["--account-for-embedding-in-pipeline-split",
+                                                  "--account-for-loss-in-pipeline-split"],
+                                   QWEN3_NOTE + "; 94 layers over PP x VP = 32 virtual stages: the embedding and the "
+                                   "loss counted as one layer each (Megatron's account_for_embedding/loss_in_pipeline_split), "
+                                   "3 per virtual stage")
+MOE_SET = {
+    "file": "nvidia-moe-h100.json",
+    "name": "NVIDIA mixture-of-experts pre-training on DGX H100 (NeMo launcher 24.05, Megatron-Bridge 25.09-26.06)",
+    "metric": "tokens_per_s_per_gpu",
+    "assumptions": "MoE rows of the NeMo-Framework-Launcher README table and the Megatron-Bridge performance summary. "
+                   "Both publish layout, batch and tokens/s per GPU only; recompute is assumed off; the Bridge 25.09 "
+                   "rows have no precision column and are taken as FP8 like every later release.",
+}
 NO_DROPOUT = ["--attention-dropout", "0", "--hidden-dropout", "0"]
 NO_DROPOUT_NOTE = "no dropout (the Llama and Nemotron recipes set hidden and attention dropout to 0)"
 
@@ -150,13 +182,14 @@ def unsupported_note(model):
         return " (hybrid Mamba-attention model; tandem has no Mamba layers)"
     if "GPT OSS" in model:
         return " (sliding-window attention with attention sinks, not modelled)"
-    if "Qwen3" in model or "DeepSeek" in model or "MIXTRAL" in model:
-        return " (MoE rows deferred: no preset, or its recipe's routing and dispatcher not yet checked)"
+    if "DeepSeek" in model:
+        return (" (the recipe's pipeline layout, Megatron's --pipeline-model-parallel-layout with 61 layers over "
+                "PP 8 x VP 4, is not modelled)")
     return ""
 
 
-def precision_flags(r, source_file):
-    p = r["precision"] or ("FP8" if source_file == "nvidia-megatron-bridge-h100.json" else None)
+def precision_flags(r):
+    p = r["precision"] or ("FP8" if r["source"] == "Megatron-Bridge performance summary" else None)
     if p is None:
         raise SystemExit(r["id"] + ": precision not published and no source rule")
     if p.startswith("FP8"):
@@ -179,6 +212,8 @@ def row_flags(r, fam):
         f += ["--num-virtual-stages-per-pipeline-rank", str(vp), "--overlap-p2p-communication"]
     if (r["ep"] or 1) > 1:
         f += ["--expert-model-parallel-size", str(r["ep"])]
+    if "(tokendrop)" in r["model"]:
+        f += ["--moe-expert-capacity-factor", "1.0", "--moe-pad-expert-input-to-capacity"]
     return f
 
 
@@ -202,6 +237,8 @@ def build(rows):
     sets = {}
     for r in rows:
         spec = SOURCES.get(r["source"])
+        if spec is not None and family_of(r["model"]) in MOE_FAMILIES:
+            spec = MOE_SET
         if spec is None:
             print("no set: %s: %s" % (r["id"], SKIPPED_SOURCES.get(r["source"], "source not mapped to a set")))
             continue
@@ -215,7 +252,7 @@ def build(rows):
             s["skipped"].append({"id": r["id"], "reason": reason})
             continue
         fam = family_of(r["model"])
-        prec, pflags = precision_flags(r, spec["file"])
+        prec, pflags = precision_flags(r)
         s["families"].add(fam)
         label = "%s %s %s %dxH100" % (r["release"].split(" container")[0].split(" /")[0].replace("dgxc-benchmarking ", ""),
                                       fam, prec.upper(), r["num_gpus"])
