@@ -115,6 +115,10 @@ struct ParallelConfig {
   // stage's next compute waits for its send to complete, as Megatron's blocking
   // send_forward_recv_backward and friends do.
   bool overlap_p2p_communication = false;
+  // Megatron-Core's --overlap-moe-expert-parallel-comm (0.14): in the steady state of the schedule
+  // the forward of one microbatch and the backward of another run as one overlapped unit, so one's
+  // expert-parallel all-to-all hides behind the other's compute (as DualPipe's F&B pairs).
+  bool overlap_moe_expert_parallel_comm = false;
   std::string order = "tp-cp-ep-dp-pp";       // Megatron's rank order, fastest-varying first
   std::string pipeline_schedule = "";         // "" = Megatron's choice (1f1b or interleaved)
   DcPlacement dc_placement = DcPlacement::RankOrder;  // tandem: rank -> GPU across datacenters

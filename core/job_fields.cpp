@@ -129,6 +129,9 @@ std::vector<FieldSpec> parallel_fields() {
                  "overlap the backward TP all-reduce/reduce-scatter of dX with the weight-gradient GEMM"),
       bool_field("overlap_p2p_communication", kP, P(overlap_p2p_communication),
                  "pipeline sends/receives overlap compute (off: the next compute waits for the send)"),
+      bool_field("overlap_moe_expert_parallel_comm", kP, P(overlap_moe_expert_parallel_comm),
+                 "steady-state forward and backward of two microbatches overlapped: one's EP all-to-all behind the "
+                 "other's compute"),
       text_field("order", kP, P(order), "rank order, fastest first (default tp-cp-ep-dp-pp)"),
       text_field("pipeline_schedule", kP, P(pipeline_schedule), "tandem schedule name (default 1f1b / interleaved)"),
       choice_field<DcPlacement>("dc_placement", kP, P(dc_placement),

@@ -66,6 +66,26 @@ void resolve_mlp_and_vocab(ModelConfig& m, const ParallelConfig& p, std::vector<
   m.padded_vocab_size = (m.vocab_size + multiple - 1) / multiple * multiple;
 }
 
+// Megatron-Core's conditions for --overlap-moe-expert-parallel-comm (TransformerConfig checks).
+void check_ep_overlap(const Job& job) {
+  const ParallelConfig& p = job.parallel;
+  const char* flag = "--overlap-moe-expert-parallel-comm";
+  if (!job.model.is_moe() || p.expert_model_parallel_size < 2)
+    throw UserError(std::string(flag) + " needs expert parallelism (an MoE model and --expert-model-parallel-size > 1; "
+                    "it is " + std::to_string(p.expert_model_parallel_size) + ")");
+  if (job.model.moe_token_dispatcher_type != TokenDispatcher::AllToAll &&
+      job.model.moe_token_dispatcher_type != TokenDispatcher::Flex)
+    throw UserError(std::string(flag) + " needs --moe-token-dispatcher-type alltoall or flex (it is " +
+                    to_string(job.model.moe_token_dispatcher_type) + ")");
+  if (p.pipeline_model_parallel_size > 1 &&
+      (p.virtual_pipeline_model_parallel_size < 2 || p.pipeline_schedule != "interleaved"))
+    throw UserError(std::string(flag) + " with --pipeline-model-parallel-size = " +
+                    std::to_string(p.pipeline_model_parallel_size) + " needs Megatron-Core's interleaved schedule "
+                    "(--num-virtual-stages-per-pipeline-rank > 1; the schedule is " + p.pipeline_schedule + ")");
+  if (job.training.recompute_granularity == RecomputeGranularity::Full)
+    throw UserError(std::string(flag) + " does not support --recompute-granularity full");
+}
+
 void resolve_moe(ModelConfig& m, const ParallelConfig& p) {
   if (!m.is_moe()) {
     m.moe_layer_pattern.clear();
@@ -287,6 +307,7 @@ void resolve_world(Job& job) {
 }
 
 void resolve_batch(Job& job) {
+  if (job.parallel.overlap_moe_expert_parallel_comm) check_ep_overlap(job);
   auto& t = job.training;
   const int64_t dp = job.parallel.data_parallel_size;
   if (t.global_batch_size == 0) t.global_batch_size = t.micro_batch_size * dp;

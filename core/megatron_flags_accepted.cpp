@@ -89,7 +89,7 @@ const std::vector<FlagAlias>& accepted_megatron_flags() {
         "--nvtx-ranges", "--one-logger-async", "--openai-gelu", "--optimizer-cpu-offload",
         "--optimizer-cuda-graph", "--otel-enabled", "--output-bert-embeddings",
         "--overlap-cpu-optimizer-d2h-h2d", "--overlap-dispatch-backward-with-experts-wgrad",
-        "--overlap-moe-expert-parallel-comm", "--overlap-p2p-comm-warmup-flush",
+        "--overlap-p2p-comm-warmup-flush",
         "--overlap-param-gather-with-optimizer-step", "--override-opt-param-scheduler",
         "--perform-initialization", "--perform-rl-step", "--pytorch-profiler-collect-callstack",
         "--pytorch-profiler-collect-chakra", "--pytorch-profiler-collect-shapes", "--qk-l2-norm",

@@ -6,6 +6,8 @@
 #include "program/lower_context.h"
 #include "program/program.h"
 #include "schedules/registry.h"
+#include "schedules/steady_pairs.h"
+#include "schedules/validate.h"
 
 namespace tandem {
 
@@ -65,6 +67,17 @@ int to_int(int64_t v, const char* field) {
   return static_cast<int>(v);
 }
 
+// --overlap-moe-expert-parallel-comm: the schedule with its steady-state F/B pairs fused.
+Schedule paired_for_ep_overlap(const Schedule& s) {
+  int pairs = 0;
+  Schedule paired = pair_steady_state(s, &pairs);
+  const ValidationReport report = validate_schedule(paired);
+  if (!report.ok())
+    throw UserError("--overlap-moe-expert-parallel-comm: pairing the steady-state forwards and backwards of schedule " +
+                    s.name + " does not give a valid schedule: " + report.summary(3));
+  return paired;
+}
+
 }  // namespace
 
 Schedule schedule_for_job(const Job& job) {
@@ -76,6 +89,7 @@ Schedule schedule_for_job(const Job& job) {
   params.microbatches = to_int(std::max<int64_t>(1, job.training.num_microbatches), "num_microbatches");
   params.chunks = v > 1 ? to_int(v, "virtual_pipeline_model_parallel_size") : 0;
   Schedule s = build_schedule(name, params);
+  if (par.overlap_moe_expert_parallel_comm) s = paired_for_ep_overlap(s);
   const int layers = to_int(job.model.num_layers, "num_layers");
   const int first = params.pp > 1 ? to_int(par.decoder_first_pipeline_num_layers, "decoder_first_pipeline_num_layers") : 0;
   const int last = params.pp > 1 ? to_int(par.decoder_last_pipeline_num_layers, "decoder_last_pipeline_num_layers") : 0;
