@@ -115,8 +115,8 @@ cpu::SamplingOptions sampling_options(const std::map<std::string, std::string>& 
   if (o.count("--temperature")) s.temperature = parse_real("--temperature", o.at("--temperature"), 0.0, 1e6);
   if (o.count("--top-k")) s.top_k = parse_int("--top-k", o.at("--top-k"), 0, INT32_MAX);
   if (o.count("--top-p")) {
-    s.top_p = parse_real("--top-p", o.at("--top-p"), 0.0, 1.0);
-    if (s.top_p <= 0.0) throw_field_error("--top-p", o.at("--top-p"), "must be in (0, 1]");
+    s.top_p = parse_real("--top-p", o.at("--top-p"), -1e300, 1e300);
+    if (!(s.top_p > 0.0 && s.top_p <= 1.0)) throw_field_error("--top-p", o.at("--top-p"), "must be in (0, 1]");
   }
   if (o.count("--seed")) s.seed = static_cast<uint64_t>(parse_int("--seed", o.at("--seed"), 0, INT64_MAX));
   return s;
