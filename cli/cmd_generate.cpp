@@ -8,6 +8,7 @@
 // (backends/cpu/generate.h). Sources of weights and tokenizers are the two seams: a loader gives
 // a Job plus full tensors by tandem name (load_checkpoint_model below), a tokenizer is a
 // TextTokenizer (core/text_tokenizer.h).
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <map>
@@ -15,11 +16,13 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/generate.h"
+#include "backends/cpu/ops_gemm.h"
 #include "backends/executor/checkpoint.h"
 #include "cli/command_registry.h"
 #include "cli/job_options.h"
@@ -51,6 +54,7 @@ void print_generate_help() {
       "  --top-p P             then among the smallest set of probability >= P, in (0, 1] (default 1)\n"
       "  --seed S              sampler seed (default 0): the same seed gives the same tokens\n"
       "  --no-kv-cache         recompute the whole sequence every step (for comparison)\n"
+      "  --threads N           GEMM threads (default: every core)\n"
       "  --json FILE           prompt_ids, generated_ids, logprobs (log-probability of each chosen token\n"
       "                        under the model), last_logits, timings\n");
 }
@@ -59,7 +63,7 @@ void print_generate_help() {
 std::map<std::string, std::string> parse_options(const std::vector<std::string>& args) {
   static const std::set<std::string> valued = {"--load", "--iteration", "--prompt-ids", "--prompt", "--tokenizer-type",
                                                "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
-                                               "--json"};
+                                               "--threads", "--json"};
   static const std::set<std::string> switches = {"--no-kv-cache", "--help", "-h"};
   std::map<std::string, std::string> out;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -124,7 +128,10 @@ cpu::SamplingOptions sampling_options(const std::map<std::string, std::string>& 
 
 std::string join_ids(const std::vector<int32_t>& ids) {
   std::string out;
-  for (size_t i = 0; i < ids.size(); ++i) out += (i ? " " : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0) out += ' ';
+    out += std::to_string(ids[i]);
+  }
   return out;
 }
 
@@ -164,6 +171,8 @@ int run_generate(const std::vector<std::string>& args) {
   g.sampling = sampling_options(o);
   g.kv_cache = !o.count("--no-kv-cache");
   const int64_t iteration = o.count("--iteration") ? parse_int("--iteration", o.at("--iteration"), 1, INT64_MAX) : 0;
+  const int threads = static_cast<int>(o.count("--threads") ? parse_int("--threads", o.at("--threads"), 1, 4096)
+                                                             : std::max(1u, std::thread::hardware_concurrency()));
   std::vector<int32_t> prompt;
   if (o.count("--prompt-ids")) prompt = parse_prompt_ids(o.at("--prompt-ids"));
   if (o.count("--tokenizer-type")) make_text_tokenizer(o.at("--tokenizer-type"), 1);   // known name?
@@ -182,6 +191,7 @@ int run_generate(const std::vector<std::string>& args) {
       }
     }
   }
+  cpu::set_gemm_threads(threads);
   cpu::KvCacheDecoder decoder(m.job.model, std::move(m.weights));
   const cpu::GenerateResult r = cpu::generate(decoder, prompt, g);
   if (o.count("--json")) write_file_atomically("--json", o.at("--json"), result_json(dir, m, prompt, r, g, tok.get()).dump(2) + "\n");

@@ -40,7 +40,10 @@ class NullTokenizer final : public TextTokenizer {
 
   std::string detokenize(std::span<const int32_t> ids) const override {
     std::string out;
-    for (size_t i = 0; i < ids.size(); ++i) out += (i ? " " : "") + std::to_string(ids[i]);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i > 0) out += ' ';
+      out += std::to_string(ids[i]);
+    }
     return out;
   }
 
@@ -58,7 +61,10 @@ std::unique_ptr<TextTokenizer> make_text_tokenizer(const std::string& type, int6
   TANDEM_CHECK(vocab_size >= 1);
   if (type == "NullTokenizer") return std::make_unique<NullTokenizer>(vocab_size);
   std::string known;
-  for (const std::string& t : text_tokenizer_types()) known += (known.empty() ? "" : ", ") + t;
+  for (const std::string& t : text_tokenizer_types()) {
+    if (!known.empty()) known += ", ";
+    known += t;
+  }
   throw_field_error("--tokenizer-type", type, "unknown or not supported here (supported: " + known + ")");
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "backends/cpu/generate.h"
+#include "backends/cpu/ops_gemm.h"
 #include "core/check.h"
 #include "core/text_tokenizer.h"
 
@@ -258,6 +259,29 @@ TEST(Generate, RefusesPromptsBeyondTheModel) {
   EXPECT_NE(message(std::vector<int32_t>(21, 1)).find("--max-new-tokens = 4"), std::string::npos);
   EXPECT_NE(message({1, 50}).find("token id 50 at offset 1"), std::string::npos);   // a padding id
   EXPECT_NE(message({}).find("prompt: empty"), std::string::npos);
+}
+
+// Decoding steps multiply one row by a weight: sgemm's one-row path (GEMV with OpenBLAS) equals
+// Eigen's GEMM for every transpose, with strided rows, beta 0 over a NaN-poisoned output and beta 1.
+TEST(Sgemm, OneRowEqualsEigen) {
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t n = 37, k = 29, ld_pad = 3;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (float beta : {0.0f, 1.0f}) {
+        const int64_t lda = ta ? 1 + ld_pad : k + ld_pad, ldb = (tb ? k : n) + ld_pad;
+        std::vector<float> a(static_cast<size_t>((ta ? k : 1) * lda)), b(static_cast<size_t>((tb ? n : k) * ldb));
+        for (float& x : a) x = normal(rng);
+        for (float& x : b) x = normal(rng);
+        std::vector<float> c(static_cast<size_t>(n), beta == 0.0f ? std::nanf("") : 0.5f), ref(c);
+        if (beta == 0.0f) std::fill(ref.begin(), ref.end(), 0.0f);
+        sgemm(ta, tb, 1, n, k, 0.75f, a.data(), lda, b.data(), ldb, beta, c.data(), n);
+        sgemm_eigen(ta, tb, 1, n, k, 0.75f, a.data(), lda, b.data(), ldb, beta, ref.data(), n);
+        for (int64_t j = 0; j < n; ++j)
+          EXPECT_NEAR(c[static_cast<size_t>(j)], ref[static_cast<size_t>(j)], 1e-4)
+              << "trans_a " << ta << " trans_b " << tb << " beta " << beta << " column " << j;
+      }
 }
 
 TEST(NullTokenizer, IdsInIdsOutEodIsTheLastId) {
