@@ -14,7 +14,7 @@ checkpoint holds each tensor in shards), then for each checkpoint:
    group, rotate-half RoPE, SwiGLU or GeLU, pre-norm blocks, tied or untied output), choosing the
    argmax among the real vocabulary ids;
 3. requires tandem's greedy tokens to equal the reference's, the logits of the last step to agree
-   to 1e-4 (max |diff| / max |logit|) and the per-token log-probabilities to 1e-4;
+   to 1e-5 (max |diff| / max |logit|) and the per-token log-probabilities to 1e-5;
 4. requires the layout checkpoint's greedy tokens to equal the one-rank checkpoint's;
 5. samples with temperature, top-k and top-p and checks, step by step on tandem's own tokens, that
    each sampled token lies in the set the reference allows (the k most likely, then the smallest
@@ -41,7 +41,7 @@ except ImportError:
     sys.exit(77)
 from torch_model_reference import layer, norm  # noqa: E402
 
-TOL = 1e-4
+TOL = 1e-5   # float32 decoding agrees to ~2e-7; GeLU erf in place of tanh already misses by 2.5e-5
 TRAINING = ("--micro-batch-size 1 --global-batch-size 8 --train-iters 40 --lr 3e-3 --min-lr 1e-4 "
             "--lr-decay-style cosine --lr-warmup-iters 2 --seed 1234 --init-method-std 0.02 --mock-data "
             "--hidden-dropout 0 --attention-dropout 0 --clip-grad 1.0 --weight-decay 0.1 --log-interval 10 "
