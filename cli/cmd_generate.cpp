@@ -1,6 +1,6 @@
 // `tandem generate --load DIR [--iteration N] (--prompt-ids 1,2,3 | --prompt TEXT --tokenizer-type T)
 //                  --max-new-tokens N [--temperature T] [--top-k K] [--top-p P] [--seed S]
-//                  [--no-kv-cache] [--json FILE]`
+//                  [--no-kv-cache] [--threads N] [--json FILE]`
 //
 // Generates text from a checkpoint of `tandem train` on one process: the checkpoint is read
 // offline (every tensor gathered whole, whatever layout saved it) with the job it holds, the
@@ -38,7 +38,7 @@ void print_generate_help() {
   std::printf(
       "usage: tandem generate --load DIR [--iteration N] (--prompt-ids 1,2,3 | --prompt TEXT --tokenizer-type T)\n"
       "                       --max-new-tokens N [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
-      "                       [--no-kv-cache] [--json FILE]\n\n"
+      "                       [--no-kv-cache] [--threads N] [--json FILE]\n\n"
       "Generates tokens from a checkpoint saved by `tandem train --save DIR` (any parallel layout: the\n"
       "tensors are gathered whole) on one CPU process, with a KV cache: the prompt runs once, then each\n"
       "new token attends to the cached keys and values. Dense GPT- and LLaMA-style models.\n\n"
