@@ -1,5 +1,6 @@
 #include "backends/cpu/ops_gemm.h"
 
+#include <algorithm>
 #include <numeric>
 #include <vector>
 
@@ -93,6 +94,21 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
     return;
   }
 #if defined(TANDEM_CPU_HAVE_OPENBLAS)
+  if (m == 1) {
+    // One row (a decoding step): GEMV. GEMM would pack all of B on every call, which costs more
+    // than the product itself. c [1, n] = alpha * a · op(B) + beta * c; a's k elements are lda
+    // apart when trans_a. c is zeroed first for beta == 0, so it is never read then.
+    if (beta == 0.0f) std::fill_n(c, n, 0.0f);
+    const blasint inc_a = trans_a ? static_cast<blasint>(lda) : 1;
+    if (trans_b) {   // B [n, k]: c = B a
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(n), static_cast<blasint>(k), alpha, b,
+                  static_cast<blasint>(ldb), a, inc_a, beta, c, 1);
+    } else {         // B [k, n]: c = B^T a
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<blasint>(k), static_cast<blasint>(n), alpha, b,
+                  static_cast<blasint>(ldb), a, inc_a, beta, c, 1);
+    }
+    return;
+  }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
               static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));

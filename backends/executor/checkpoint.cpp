@@ -233,34 +233,44 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
       TANDEM_CHECK(at <= bytes.size());
       const ShardRule rule{h.at("rows"), h.at("cols"), shard_kind(h.at("shard"), path.string()), h.at("parts"), h.at("part")};
       const int64_t block = rule.local_rows() * rule.local_cols();
+      const bool expert = h.at("expert").get<bool>();
+      const std::string base = h.at("name").get<std::string>();
+      const int64_t first_expert = expert ? h.at("first_expert").get<int64_t>() : 0;
+      // The full tensor of the current expert block (one block for dense tensors), looked up once
+      // per block rather than per element; nullptr when `wanted` does not ask for it.
+      int64_t current = -1;
+      FullTensor* t = nullptr;
       for (int64_t k = 0; k < n; ++k) {
         const int64_t flat = begin + k, e = flat / block, rem = flat % block;
-        const std::string name = h.at("expert").get<bool>()
-                                     ? h.at("name").get<std::string>() + "." + std::to_string(h.at("first_expert").get<int64_t>() + e)
-                                     : h.at("name").get<std::string>();
-        if (wanted != nullptr) {
-          const auto want = wanted->find(name);
-          if (want == wanted->end()) continue;
-          if (want->second.rows != rule.rows || want->second.cols != rule.cols)
-            throw UserError("--load: tensor " + name + " is [" + std::to_string(rule.rows) + ", " + std::to_string(rule.cols) +
-                            "] in the checkpoint, this job needs [" + std::to_string(want->second.rows) + ", " +
-                            std::to_string(want->second.cols) + "]");
+        if (e != current) {
+          current = e;
+          t = nullptr;
+          const std::string name = expert ? base + "." + std::to_string(first_expert + e) : base;
+          if (wanted != nullptr) {
+            const auto want = wanted->find(name);
+            if (want == wanted->end()) continue;
+            if (want->second.rows != rule.rows || want->second.cols != rule.cols)
+              throw UserError("--load: tensor " + name + " is [" + std::to_string(rule.rows) + ", " + std::to_string(rule.cols) +
+                              "] in the checkpoint, this job needs [" + std::to_string(want->second.rows) + ", " +
+                              std::to_string(want->second.cols) + "]");
+          }
+          t = &full[name];
+          if (t->value.empty()) {
+            t->rows = rule.rows;
+            t->cols = rule.cols;
+            const size_t size = static_cast<size_t>(rule.rows * rule.cols);
+            t->value.assign(size, 0.0f);
+            t->exp_avg.assign(size, 0.0f);
+            t->exp_avg_sq.assign(size, 0.0f);
+            t->filled.assign(size, false);
+          }
         }
-        FullTensor& t = full[name];
-        if (t.value.empty()) {
-          t.rows = rule.rows;
-          t.cols = rule.cols;
-          const size_t size = static_cast<size_t>(rule.rows * rule.cols);
-          t.value.assign(size, 0.0f);
-          t.exp_avg.assign(size, 0.0f);
-          t.exp_avg_sq.assign(size, 0.0f);
-          t.filled.assign(size, false);
-        }
+        if (t == nullptr) continue;
         const size_t j = static_cast<size_t>(rule.full_index(rem / rule.local_cols(), rem % rule.local_cols()));
-        t.value[j] = data[k];
-        t.exp_avg[j] = data[n + k];
-        t.exp_avg_sq[j] = data[2 * n + k];
-        t.filled[j] = true;
+        t->value[j] = data[k];
+        t->exp_avg[j] = data[n + k];
+        t->exp_avg_sq[j] = data[2 * n + k];
+        t->filled[j] = true;
       }
     }
   }
