@@ -93,7 +93,8 @@ std::vector<std::shared_ptr<exec::TrainingLog>> open_training_logs(const JobOpti
     if (!fs::is_directory(dir) || access(dir.c_str(), W_OK) != 0)
       throw UserError("--plot = " + path + ": cannot write into " + dir.string() + " (missing or not writable)");
   }
-  if (opts.extra.count("--metrics")) logs.push_back(std::make_shared<exec::MetricsLog>("--metrics", opts.extra.at("--metrics")));
+  if (opts.extra.count("--metrics"))
+    logs.push_back(std::make_shared<exec::MetricsLog>("--metrics", opts.extra.at("--metrics")));
   if (!job.training.tensorboard_dir.empty()) logs.push_back(std::make_shared<exec::TensorBoardWriter>(job.training));
   return logs;
 }
@@ -186,7 +187,8 @@ int train_here(const JobOptions& opts, const std::string& backend, cpu::MpiSessi
   try {
     job = load_job(request);
   } catch (const UserError& e) {
-    if (!defaulted) throw;
+    // The hint only where the world size is the cause (not, e.g., a bad logging flag).
+    if (!defaulted || std::string(e.what()).find("--gpus") == std::string::npos) throw;
     throw UserError(std::string(e.what()) + " (--gpus defaults to this run's " + std::to_string(mpi.size()) +
                     " MPI ranks; start more with --ranks N or under mpirun)");
   }

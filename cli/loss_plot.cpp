@@ -84,7 +84,8 @@ class Canvas {
       if (it != font().end())
         for (int r = 0; r < kGlyphH; ++r)
           for (int k = 0; k < kGlyphW; ++k)
-            if (it->second[size_t(r)][k] == '#') fill(x + k * kScale, y + r * kScale, x + k * kScale + kScale - 1, y + r * kScale + kScale - 1, c);
+            if (it->second[size_t(r)][k] == '#')
+              fill(x + k * kScale, y + r * kScale, x + (k + 1) * kScale - 1, y + (r + 1) * kScale - 1, c);
       x += kAdvance;
     }
   }
@@ -164,7 +165,10 @@ std::string loss_plot_png(const LossCurves& curves, int width, int height) {
   if (!all.empty()) {
     x0 = x1 = all.front().first;
     y0 = y1 = all.front().second;
-    for (const auto& [x, y] : all) x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+    for (const auto& [x, y] : all) {
+      x0 = std::min(x0, x), x1 = std::max(x1, x);
+      y0 = std::min(y0, y), y1 = std::max(y1, y);
+    }
     const double pad = (y1 - y0) * 0.05;
     y0 -= pad, y1 += pad;
   }

@@ -115,8 +115,8 @@ TensorBoardWriter::TensorBoardWriter(const TrainingConfig& settings) : settings_
   TANDEM_CHECK_MSG(!dir.empty(), "a TensorBoard writer without a directory");
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir)) throw UserError(std::string(kOption) + " = " + dir + ": cannot create the directory" +
-                                                    (ec ? ": " + ec.message() : ""));
+  if (ec || !fs::is_directory(dir))
+    throw UserError(std::string(kOption) + " = " + dir + ": cannot create the directory" + (ec ? ": " + ec.message() : ""));
   const double start = now_s();
   // Unique per run: seconds, host and process as torch's SummaryWriter names them, then a counter.
   const std::string stem = (fs::path(dir) / "events.out.tfevents.").string() + std::to_string(int64_t(start)) + "." +
@@ -173,7 +173,8 @@ void TensorBoardWriter::record(const IterationRecord& r) {
   }
   if (r.eval_loss) {
     both("lm loss validation", *r.eval_loss);
-    if (settings_.log_validation_ppl_to_tensorboard) both("lm loss validation ppl", std::exp(std::min(20.0, *r.eval_loss)));
+    if (settings_.log_validation_ppl_to_tensorboard)
+      both("lm loss validation ppl", std::exp(std::min(20.0, *r.eval_loss)));   // Megatron caps the exponent at 20
   }
 }
 
