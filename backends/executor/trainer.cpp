@@ -268,8 +268,15 @@ class TrainingRun {
       save_checkpoint(t.save, it, params_, device_, comm_, job_to_json(job_).dump());
       log("saved checkpoint " + t.save + " at iteration " + std::to_string(it));
     }
+    log_iteration(rec);
+  }
+
+  // The console line every log_interval iterations, the evaluation, then rank 0's training logs.
+  void log_iteration(IterationRecord& rec) {
+    const auto& t = job_.training;
+    const int64_t it = rec.iteration;
     interval_.iterations += 1;
-    interval_.seconds += seconds;
+    interval_.seconds += rec.iteration_time_s;
     if (std::isfinite(rec.lm_loss)) {
       interval_.loss_sum += rec.lm_loss;
       interval_.finite += 1;
