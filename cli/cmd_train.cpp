@@ -222,8 +222,9 @@ int train_here(const JobOptions& opts, const std::string& backend, cpu::MpiSessi
 }
 
 int run_train(const std::vector<std::string>& args) {
-  const JobOptions opts = parse_job_options(args, {"--backend", "--ranks", "--trace-ops", "--dump-first-step",
-                                                              "--record-routing", "--metrics", "--plot"}, {"--help", "-h"});
+  const JobOptions opts = parse_job_options(
+      args, {"--backend", "--ranks", "--trace-ops", "--dump-first-step", "--record-routing", "--metrics", "--plot"},
+      {"--help", "-h"});
   if (opts.extra.count("--help") || opts.extra.count("-h")) return print_train_help(), 0;
   const std::string backend = opts.extra.count("--backend") ? opts.extra.at("--backend") : "cpu";
   if (backend != "cpu" && backend != "cuda") throw_field_error("--backend", backend, "must be cpu or cuda");
