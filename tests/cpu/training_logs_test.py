@@ -11,7 +11,8 @@
    at the steps --tensorboard-log-interval chooses; only rank 0 writes (one file for two ranks);
 3. --plot: a valid PNG (chunk CRCs, 800x500 RGB), not blank, whose blue training curve goes down
    where the loss does;
-4. bad inputs (--tensorboard-log-interval 0, unwritable --metrics / --plot / --tensorboard-dir):
+4. the console prints Megatron's training_log line, its numbers equal to the JSONL's;
+5. bad inputs (--tensorboard-log-interval 0, unwritable --metrics / --plot / --tensorboard-dir):
    one line naming the flag, exit code 2, nothing trained.
 
 usage: training_logs_test.py --tandem BIN   (mpirun from $TANDEM_MPIRUN)"""
@@ -19,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -220,6 +222,26 @@ def check_plot(path, recs):
     check(any(p == orange for row in rows for p in row), "validation points are drawn")
 
 
+# Megatron's training_log line (training.py) with the fields tandem has.
+CONSOLE = re.compile(r"^ \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] iteration +(\d+)/ +(\d+) \| consumed samples: +(\d+) \| "
+                     r"elapsed time per iteration \(ms\): [\d.]+ \| throughput per GPU \(TFLOP/s/GPU\): [\d.]+ \| "
+                     r"learning rate: (\S+) \| global batch size: +(\d+) \| lm loss: (\S+) \| loss scale: 1\.0 \| "
+                     r"grad norm: (\S+) \| number of skipped iterations: +0 \| number of nan iterations: +0 \|$")
+
+
+def check_console(stdout, recs):
+    lines = [CONSOLE.match(line) for line in stdout.splitlines() if " iteration " in line and "validation" not in line]
+    check(len(lines) == len(recs) and all(lines), "one Megatron-format line per iteration (--log-interval 1)",
+          stdout)
+    for m, r in zip(lines, recs):
+        it, total, samples, lr, gbs, loss, norm = m.groups()
+        same = (int(it), int(total), int(samples), int(gbs)) == (r["iteration"], 8, r["consumed_samples"], 8)
+        close = (f"{r['lr']:.6E}" == lr and f"{r['lm_loss']:.6E}" == loss and f"{r['grad_norm']:.3f}" == norm)
+        if not (same and close):
+            sys.exit(f"FAILED: console line of iteration {it} disagrees with the JSONL: {m.group(0)}\n{r}")
+    print("ok: the console's iteration, samples, learning rate, loss and grad norm equal the JSONL's")
+
+
 def check_bad_inputs(tandem, tmp):
     small = (MODELS["llama"] + " " + TRAINING).split()
     blocker = os.path.join(tmp, "a-file")
@@ -247,8 +269,9 @@ def main():
         ref, tb, plot = (os.path.join(tmp, n) for n in ("ref.jsonl", "tb", "ref.png"))
         tb_flags = ["--tensorboard-dir", tb, "--tensorboard-log-interval", "2", "--log-timers-to-tensorboard",
                     "--log-validation-ppl-to-tensorboard", "--log-memory-to-tensorboard"]
-        must_train(t, 2, ["--metrics", ref, "--plot", plot], FLAGS + tb_flags)
+        run = must_train(t, 2, ["--metrics", ref, "--plot", plot], FLAGS + tb_flags)
         want = records(ref)
+        check_console(run.stdout, want)
         check([r["iteration"] for r in want] == list(range(1, 9)) and all(list(r) == SCHEMA for r in want),
               "one record per iteration, keys in the documented order")
         check(all(r["mfu"] is None and r["skipped"] is False for r in want) and
