@@ -279,6 +279,9 @@ def main():
               "mfu null on the CPU, no skipped iteration, eval_loss on the evaluation iterations only")
         check_tensorboard(tb, want, 2)
         check_plot(plot, want)
+        short = (MODELS["llama"] + " " + TRAINING.replace("--train-iters 8", "--train-iters 3")).split()
+        must_train(t, 1, [], short + ["--tensorboard-dir", tb])
+        check(len(os.listdir(tb)) == 2, "a second run into the same --tensorboard-dir writes a file of its own")
 
         # Killed while saving iteration 8: records 1..7 are on disk, the checkpoint is iteration 4.
         got, ck = os.path.join(tmp, "resumed.jsonl"), os.path.join(tmp, "ck")
