@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 packages=(build-essential cmake pkg-config libsimgrid-dev libeigen3-dev libboost-graph-dev nlohmann-json3-dev
           libgtest-dev libgmock-dev libbenchmark-dev libopenmpi-dev openmpi-bin libcli11-dev
-          libopenblas-dev python3-torch python3-matplotlib)
+          libopenblas-dev zlib1g-dev python3-torch python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,10 +1,12 @@
-// `tandem train --backend cpu|cuda [--ranks N] [--json FILE] [--trace-ops FILE] [CONFIG] [-- MEGATRON_FLAGS]`
+// `tandem train --backend cpu|cuda [--ranks N] [--json FILE] [--metrics FILE.jsonl] [--plot FILE.png]
+//               [--trace-ops FILE] [CONFIG] [-- MEGATRON_FLAGS]`
 //
 // Trains the job for real. Under an MPI launcher (mpirun, srun) it uses the ranks it is given
 // (--gpus defaults to that world). With --ranks N outside a launcher it starts itself under
 // `mpirun -np N --oversubscribe` and returns that run's exit code ($TANDEM_MPIRUN names another
 // launcher). Rank 0 logs and writes the JSON (losses, grad_norms, lrs per iteration) and the op
-// trace of the first iteration.
+// trace of the first iteration; it appends the metrics JSONL as it trains, writes TensorBoard
+// events under Megatron's --tensorboard-dir and the loss plot at the end.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +23,9 @@
 
 #include "backends/cpu/cpu_train.h"
 #include "backends/cpu/mpi_comm.h"
+#include "backends/executor/metrics_log.h"
+#include "backends/executor/tensorboard_writer.h"
+#include "cli/loss_plot.h"
 #include "cli/command_registry.h"
 #include "cli/job_options.h"
 #include "core/check.h"
@@ -34,14 +41,17 @@ namespace {
 
 void print_train_help() {
   std::printf(
-      "usage: tandem train --backend cpu|cuda [--ranks N] [--json FILE] [--trace-ops FILE]\n"
+      "usage: tandem train --backend cpu|cuda [--ranks N] [--json FILE] [--metrics FILE.jsonl] [--plot FILE.png]\n"
+      "                    [--trace-ops FILE]\n"
       "                    [--cluster NAME|FILE] [--gpus N] [CONFIG.json|PRESET] [-- MEGATRON_FLAGS...]\n\n"
       "Trains the job for real, one process per rank, executing the same per-rank programs that\n"
       "`tandem simulate` plays. Megatron flags choose the rest: data (--mock-data, or Megatron's\n"
       "indexed datasets in Megatron-Core's sample order: --data-path PREFIX or a blend W1 P1 W2 P2 ...,\n"
       "with --split and --seed), --train-iters, --lr/--min-lr/--lr-decay-style/--lr-warmup-iters, --clip-grad,\n"
       "--seed/--init-method-std, --eval-interval/--eval-iters, --save/--save-interval/--load\n"
-      "(checkpoints load into any layout), --log-interval.\n"
+      "(checkpoints load into any layout), --log-interval, --tensorboard-dir DIR (Megatron's event files;\n"
+      "--tensorboard-log-interval, --log-timers-to-tensorboard, --log-validation-ppl-to-tensorboard,\n"
+      "--log-memory-to-tensorboard).\n"
       "e.g. tandem train --backend cpu --ranks 2 -- --num-layers 2 --hidden-size 64 --num-attention-heads 4 \\\n"
       "       --seq-length 32 --vocab-size 128 --train-iters 10 --lr 1e-3 --mock-data --tensor-model-parallel-size 2\n\n"
       "  --backend cpu     fp32 on CPUs, MPI between ranks\n"
@@ -49,11 +59,15 @@ void print_train_help() {
       "                    (memory pool sized from the program; TANDEM_CUDA_POOL_BYTES overrides, 0 grows)\n"
       "  --ranks N         start N ranks with mpirun (not needed under mpirun/srun)\n"
       "  --json FILE       per-iteration losses, grad_norms, lrs, timings\n"
+      "  --metrics FILE    one JSON line per iteration as it trains (README: Training logs); with --load\n"
+      "                    the records up to the checkpoint are kept and the run appends\n"
+      "  --plot FILE.png   the loss curve (train, validation) at the end, %dx%d pixels\n"
       "  --trace-ops FILE  per-rank op trace of the first iteration (compare: tandem simulate --trace-ops)\n"
       "  --dump-first-step FILE  one rank: initial weights, batch, loss and gradients of step 1 (JSON),\n"
       "                    for an independent reference (tests/cpu/torch_model_reference.py)\n"
       "  --record-routing FILE  MoE: routing counts of the first iteration, for tandem simulate\n"
-      "                    --moe-routing trace --moe-routing-trace FILE\n");
+      "                    --moe-routing trace --moe-routing-trace FILE\n",
+      kPlotWidth, kPlotHeight);
 }
 
 // Whether --backend cuda can run here; if not, says why in one line and returns false.
@@ -67,6 +81,34 @@ bool cuda_usable() {
   std::fprintf(stderr, "tandem train: error: no CUDA device: this build has no CUDA backend (TANDEM_WITH_CUDA=OFF)\n");
   return false;
 #endif
+}
+
+// Rank 0's logs, opened before training so a bad path stops the run before its first iteration.
+std::vector<std::shared_ptr<exec::TrainingLog>> open_training_logs(const JobOptions& opts, const Job& job) {
+  std::vector<std::shared_ptr<exec::TrainingLog>> logs;
+  if (opts.extra.count("--plot")) {
+    namespace fs = std::filesystem;
+    const std::string& path = opts.extra.at("--plot");
+    const fs::path dir = fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path();
+    if (!fs::is_directory(dir) || access(dir.c_str(), W_OK) != 0)
+      throw UserError("--plot = " + path + ": cannot write into " + dir.string() + " (missing or not writable)");
+  }
+  if (opts.extra.count("--metrics"))
+    logs.push_back(std::make_shared<exec::MetricsLog>("--metrics", opts.extra.at("--metrics")));
+  if (!job.training.tensorboard_dir.empty()) logs.push_back(std::make_shared<exec::TensorBoardWriter>(job.training));
+  return logs;
+}
+
+void write_plot(const JobOptions& opts, const exec::TrainReport& report) {
+  LossCurves curves;
+  if (opts.extra.count("--metrics")) {
+    curves = curves_from_metrics("--metrics", opts.extra.at("--metrics"));   // the whole run, resumed or not
+  } else {
+    for (size_t i = 0; i < report.losses.size(); ++i)
+      curves.train.emplace_back(double(report.first_iteration + int64_t(i)), report.losses[i]);
+    for (const auto& [it, loss] : report.eval_losses) curves.eval.emplace_back(double(it), loss);
+  }
+  write_file_atomically("--plot", opts.extra.at("--plot"), loss_plot_png(curves));
 }
 
 exec::TrainReport train_on(const std::string& backend, const Job& job, const exec::TrainOptions& options) {
@@ -145,7 +187,8 @@ int train_here(const JobOptions& opts, const std::string& backend, cpu::MpiSessi
   try {
     job = load_job(request);
   } catch (const UserError& e) {
-    if (!defaulted) throw;
+    // The hint only where the world size is the cause (not, e.g., a bad logging flag).
+    if (!defaulted || std::string(e.what()).find("--gpus") == std::string::npos) throw;
     throw UserError(std::string(e.what()) + " (--gpus defaults to this run's " + std::to_string(mpi.size()) +
                     " MPI ranks; start more with --ranks N or under mpirun)");
   }
@@ -158,6 +201,7 @@ int train_here(const JobOptions& opts, const std::string& backend, cpu::MpiSessi
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
   };
+  if (mpi.rank() == 0) options.training_logs = open_training_logs(opts, job);
   const exec::TrainReport report = train_on(backend, job, options);
   if (mpi.rank() != 0) return 0;
   if (report.losses.empty()) {
@@ -168,6 +212,7 @@ int train_here(const JobOptions& opts, const std::string& backend, cpu::MpiSessi
   std::printf("trained %zu iterations on %d ranks in %.2f s: final loss %.6f, %.0f tokens/s\n", report.losses.size(),
               mpi.size(), report.elapsed_s, report.losses.back(), report.tokens_per_s);
   if (opts.json_out) write_file_atomically("--json", *opts.json_out, report_json(backend, job, report, mpi.size()).dump(2) + "\n");
+  if (opts.extra.count("--plot")) write_plot(opts, report);
   if (options.trace_ops) write_file_atomically("--trace-ops", opts.extra.at("--trace-ops"), report.op_trace);
   if (options.dump_first_step)
     write_file_atomically("--dump-first-step", opts.extra.at("--dump-first-step"), report.first_step + "\n");
@@ -177,7 +222,9 @@ int train_here(const JobOptions& opts, const std::string& backend, cpu::MpiSessi
 }
 
 int run_train(const std::vector<std::string>& args) {
-  const JobOptions opts = parse_job_options(args, {"--backend", "--ranks", "--trace-ops", "--dump-first-step", "--record-routing"}, {"--help", "-h"});
+  const JobOptions opts = parse_job_options(
+      args, {"--backend", "--ranks", "--trace-ops", "--dump-first-step", "--record-routing", "--metrics", "--plot"},
+      {"--help", "-h"});
   if (opts.extra.count("--help") || opts.extra.count("-h")) return print_train_help(), 0;
   const std::string backend = opts.extra.count("--backend") ? opts.extra.at("--backend") : "cpu";
   if (backend != "cpu" && backend != "cuda") throw_field_error("--backend", backend, "must be cpu or cuda");

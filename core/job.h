@@ -165,6 +165,12 @@ struct TrainingConfig {
   int64_t log_interval = 100;
   int64_t eval_interval = 1000;
   int64_t eval_iters = 100;
+  // Megatron's TensorBoard logging (`tandem train`; rank 0 writes events.out.tfevents.* files).
+  std::string tensorboard_dir;                // empty: no TensorBoard events
+  int64_t tensorboard_log_interval = 1;       // iterations between training scalars
+  bool log_timers_to_tensorboard = false;     // "iteration-time" (s, mean over --log-interval) and "throughput"
+  bool log_validation_ppl_to_tensorboard = false;   // "lm loss validation ppl" = exp(min(20, loss))
+  bool log_memory_to_tensorboard = false;     // "mem-allocated-bytes", "mem-max-allocated-bytes" of rank 0
   // tandem (simulator): the MoE routing model. Balanced: every expert gets tokens x topk / E
   // copies (the lowering's expected sizes). Zipf: expert popularity proportional to 1 / rank^s
   // over a seeded per-layer permutation of the experts, loads drawn per (layer, microbatch).

@@ -25,8 +25,7 @@ const std::vector<FlagAlias>& ignored_flags_table() {
         "--no-bias-gelu-fusion", "--no-bias-swiglu-fusion", "--no-bias-dropout-fusion", "--no-rope-fusion",
         "--no-gradient-accumulation-fusion",
         "--apply-query-key-layer-scaling", "--attention-softmax-in-fp32", "--accumulate-allreduce-grads-in-fp32",
-        "--log-throughput", "--log-timers-to-tensorboard", "--log-validation-ppl-to-tensorboard",
-        "--log-memory-to-tensorboard", "--log-num-zeros-in-grad", "--log-params-norm", "--log-progress",
+        "--log-throughput", "--log-num-zeros-in-grad", "--log-params-norm", "--log-progress",
         "--log-world-size-to-tensorboard", "--log-loss-scale-to-tensorboard", "--log-batch-size-to-tensorboard",
         "--no-load-optim", "--no-load-rng", "--no-save-optim", "--no-save-rng", "--finetune",
         "--use-checkpoint-args", "--manual-gc", "--async-save", "--use-dist-ckpt", "--auto-detect-ckpt-format",
@@ -45,7 +44,7 @@ const std::vector<FlagAlias>& ignored_flags_table() {
         "--moe-router-enable-expert-bias", "--use-precision-aware-optimizer", "--exit-on-missing-checkpoint"};
     for (const char* f : no_value) v.push_back({f, nullptr, nullptr, 0});
     const char* one_value[] = {
-        "--tensorboard-dir", "--tensorboard-log-interval", "--tensorboard-queue-size", "--wandb-project",
+        "--tensorboard-queue-size", "--wandb-project",
         "--wandb-exp-name", "--wandb-save-dir", "--wandb-entity", "--tokenizer-model", "--vocab-file",
         "--merge-file", "--data-cache-path", "--distributed-backend", "--distributed-timeout-minutes",
         "--rotary-percent", "--ckpt-format", "--exit-duration-in-mins",

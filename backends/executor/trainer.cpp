@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "backends/executor/program_executor.h"
 #include "core/check.h"
 #include "core/job_loader.h"
+#include "models/accounting.h"
 #include "program/program.h"
 
 namespace tandem::exec {
@@ -81,14 +83,32 @@ std::vector<std::string> run_notes(const Job& job) {
   return notes;
 }
 
-std::string iteration_line(int64_t it, int64_t total, double ms, double lr, int64_t gbs, double loss, double norm,
-                           double tokens_per_s) {
-  char buf[320];
+// Iterations since the previous console line (Megatron's total_loss_dict between two log lines).
+struct LogInterval {
+  int64_t iterations = 0, nan_iterations = 0, finite = 0;
+  double seconds = 0, loss_sum = 0;   // loss_sum over the finite losses
+};
+
+// Megatron's console line (training.py training_log) with the fields tandem has: time and loss are
+// means over the interval; tandem has no loss scaler (fp32 math), so the scale is 1 and no
+// iteration is skipped.
+std::string iteration_line(const IterationRecord& r, const LogInterval& in) {
+  char stamp[32] = {};
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &local);
+  const double loss = in.finite > 0 ? in.loss_sum / double(in.finite) : r.lm_loss;
+  char buf[512];
   std::snprintf(buf, sizeof buf,
-                " iteration %8lld/%8lld | elapsed time per iteration (ms): %.1f | learning rate: %.6E | global batch "
-                "size: %5lld | lm loss: %.6E | grad norm: %.4f | tokens/s: %.0f",
-                static_cast<long long>(it), static_cast<long long>(total), ms, lr, static_cast<long long>(gbs), loss,
-                norm, tokens_per_s);
+                " [%s] iteration %8lld/%8lld | consumed samples: %12lld | elapsed time per iteration (ms): %.1f | "
+                "throughput per GPU (TFLOP/s/GPU): %.1f | learning rate: %.6E | global batch size: %5lld | "
+                "lm loss: %.6E | loss scale: 1.0 | grad norm: %.3f | number of skipped iterations: %3d | "
+                "number of nan iterations: %3lld |",
+                stamp, static_cast<long long>(r.iteration), static_cast<long long>(r.train_iters),
+                static_cast<long long>(r.consumed_samples), *r.interval_time_s * 1e3, r.interval_tflops_per_rank, r.lr,
+                static_cast<long long>(r.global_batch_size), loss, r.grad_norm, 0,
+                static_cast<long long>(in.nan_iterations));
   return buf;
 }
 
@@ -148,12 +168,18 @@ class TrainingRun {
     report_.notes = run_notes(job);
     if (!skip_note_.empty()) report_.notes.push_back(skip_note_);
     report_.tokens_per_iteration = gbs_ * job.model.seq_length;
+    model_flops_ = flops_per_iteration(job).model;
   }
 
   TrainReport run() {
     const auto start = Clock::now();
     for (const std::string& n : report_.notes) log("note: " + n);
     report_.first_iteration = resume();
+    // Megatron keeps consumed_valid_samples in its checkpoint; here every eval_interval-th
+    // iteration evaluated eval_iters batches, so the stream continues where it was.
+    if (evaluates_) eval_batches_ = (report_.first_iteration - 1) / job_.training.eval_interval * job_.training.eval_iters;
+    if (rank_ == 0)
+      for (const auto& l : options_.training_logs) l->begin(report_.first_iteration);
     if (options_.dump_first_step) begin_dump();
     for (int64_t it = report_.first_iteration; it <= iterations_; ++it) iteration(it);
     report_.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
@@ -199,6 +225,9 @@ class TrainingRun {
   }
 
   void iteration(int64_t it) {
+    // Per-iteration device peak for the logs; the report keeps the peak over the whole run.
+    report_.device_peak_bytes = std::max(report_.device_peak_bytes, device_.memory_stats().peak_bytes);
+    device_.reset_peak();
     const auto t0 = Clock::now();
     const bool first = it == report_.first_iteration;
     const double rate = lr_.lr_at(it - 1);
@@ -218,8 +247,12 @@ class TrainingRun {
     report_.lrs.push_back(rate);
     report_.iteration_times_s.push_back(seconds);
     report_.program_peak_bytes = stats.peak_bytes;
-    report_.device_peak_bytes = std::max(report_.device_peak_bytes, device_.memory_stats().peak_bytes);
+    const Device::MemoryStats memory = device_.memory_stats();
+    report_.device_peak_bytes = std::max(report_.device_peak_bytes, memory.peak_bytes);
     if (!first) timed_ += seconds;
+    IterationRecord rec = record_of(it, seconds, rate, totals.grad_norm);
+    rec.mem_peak_bytes = memory.peak_bytes;
+    rec.mem_allocated_bytes = memory.live_bytes;
     if (options_.dump_first_step && first) {
       dump_["loss"] = report_.losses.back();
       dump_["grads"] = dump_params(device_, params_, true);
@@ -235,10 +268,46 @@ class TrainingRun {
       save_checkpoint(t.save, it, params_, device_, comm_, job_to_json(job_).dump());
       log("saved checkpoint " + t.save + " at iteration " + std::to_string(it));
     }
-    if (it % std::max<int64_t>(1, t.log_interval) == 0 || it == iterations_)
-      log(iteration_line(it, iterations_, seconds * 1e3, rate, gbs_, report_.losses.back(), totals.grad_norm,
-                         double(report_.tokens_per_iteration) / seconds));
-    if (evaluates_ && it % t.eval_interval == 0) evaluate(it);
+    log_iteration(rec);
+  }
+
+  // The console line every log_interval iterations, the evaluation, then rank 0's training logs.
+  void log_iteration(IterationRecord& rec) {
+    const auto& t = job_.training;
+    const int64_t it = rec.iteration;
+    interval_.iterations += 1;
+    interval_.seconds += rec.iteration_time_s;
+    if (std::isfinite(rec.lm_loss)) {
+      interval_.loss_sum += rec.lm_loss;
+      interval_.finite += 1;
+    } else {
+      interval_.nan_iterations += 1;
+    }
+    if (it % std::max<int64_t>(1, t.log_interval) == 0 || it == iterations_) {
+      rec.interval_time_s = interval_.seconds / double(interval_.iterations);
+      rec.interval_tflops_per_rank = model_flops_ / *rec.interval_time_s / double(comm_.world_size()) / 1e12;
+      log(iteration_line(rec, interval_));
+      interval_ = LogInterval{};
+    }
+    if (evaluates_ && it % t.eval_interval == 0) rec.eval_loss = evaluate(it);
+    if (rank_ == 0)
+      for (const auto& l : options_.training_logs) l->record(rec);
+  }
+
+  IterationRecord record_of(int64_t it, double seconds, double rate, double grad_norm) const {
+    IterationRecord r;
+    r.iteration = it;
+    r.train_iters = iterations_;
+    r.consumed_samples = it * gbs_;
+    r.global_batch_size = gbs_;
+    r.lm_loss = report_.losses.back();
+    r.lr = rate;
+    r.grad_norm = grad_norm;
+    r.iteration_time_s = seconds;
+    r.tokens_per_s = double(report_.tokens_per_iteration) / seconds;
+    r.model_tflops_per_rank = model_flops_ / seconds / double(comm_.world_size()) / 1e12;
+    if (options_.peak_flops_per_rank > 0) r.mfu = r.model_tflops_per_rank * 1e12 / options_.peak_flops_per_rank;
+    return r;
   }
 
   // MoE routing trace: this rank's router counts of the iteration, merged at rank 0.
@@ -267,7 +336,7 @@ class TrainingRun {
   }
 
   // Megatron's evaluate(): eval_iters batches of the validation split, continuing its stream.
-  void evaluate(int64_t it) {
+  double evaluate(int64_t it) {
     const auto& t = job_.training;
     if (!valid_)
       valid_ = t.data_path.empty()
@@ -287,8 +356,9 @@ class TrainingRun {
     report_.eval_losses.emplace_back(it, loss);
     char buf[160];
     std::snprintf(buf, sizeof buf, " validation loss at iteration %lld | lm loss value: %.6E | lm loss PPL: %.6E",
-                  static_cast<long long>(it), loss, std::exp(loss));
+                  static_cast<long long>(it), loss, std::exp(std::min(20.0, loss)));
     log(buf);
+    return loss;
   }
 
   const Job& job_;
@@ -311,6 +381,8 @@ class TrainingRun {
   int64_t eval_batches_ = 0;
   int64_t gbs_ = 1;
   double timed_ = 0;
+  double model_flops_ = 0;                     // Megatron's model FLOPs of one iteration (no recompute)
+  LogInterval interval_;
   TrainReport report_;
   nlohmann::json dump_;
   RoutingCounts routing_;

@@ -9,12 +9,14 @@
 // backend has no forward-only program: the backward runs and its gradients are discarded).
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "backends/executor/communicator.h"
 #include "backends/executor/device.h"
+#include "backends/executor/training_log.h"
 #include "core/job.h"
 
 namespace tandem::exec {
@@ -25,6 +27,9 @@ struct TrainOptions {
   bool dump_first_step = false;                 // one rank: keep weights, batch, loss, gradients of step 1
   bool record_routing = false;                  // MoE: keep the routing counts of the first iteration
   std::function<void(const std::string&)> log;  // called on rank 0 with one line at a time
+  // Rank 0: begin() once after --load, then record() once per iteration (metrics JSONL, TensorBoard).
+  std::vector<std::shared_ptr<TrainingLog>> training_logs;
+  double peak_flops_per_rank = 0;               // the device's dense peak (FLOP/s) for MFU; 0: unknown
 };
 
 // Complete on rank 0 (other ranks hold their own timings only).
