@@ -50,8 +50,8 @@ void print_train_help() {
       "  --ranks N         start N ranks with mpirun (not needed under mpirun/srun)\n"
       "  --json FILE       per-iteration losses, grad_norms, lrs, timings\n"
       "  --trace-ops FILE  per-rank op trace of the first iteration (compare: tandem simulate --trace-ops)\n"
-      "  --dump-first-step FILE  one rank: initial weights, batch, loss and gradients of step 1 (JSON),\n"
-      "                    for an independent reference (tests/cpu/torch_model_reference.py)\n"
+      "  --dump-first-step FILE  one rank: initial weights, batch, logits, loss and gradients of step 1\n"
+      "                    (JSON), for an independent reference (tests/cpu/torch_model_reference.py)\n"
       "  --record-routing FILE  MoE: routing counts of the first iteration, for tandem simulate\n"
       "                    --moe-routing trace --moe-routing-trace FILE\n");
 }
