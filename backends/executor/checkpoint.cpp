@@ -244,14 +244,20 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
       TANDEM_CHECK(at <= bytes.size());
       const ShardRule rule{h.at("rows"), h.at("cols"), shard_kind(h.at("shard"), path.string()), h.at("parts"), h.at("part")};
       const int64_t block = rule.local_rows() * rule.local_cols();
-      for (int64_t k = 0; k < n; ++k) {
-        const int64_t flat = begin + k, e = flat / block, rem = flat % block;
-        const std::string name = h.at("expert").get<bool>()
-                                     ? h.at("name").get<std::string>() + "." + std::to_string(h.at("first_expert").get<int64_t>() + e)
-                                     : h.at("name").get<std::string>();
+      const bool expert = h.at("expert").get<bool>();
+      const std::string base = h.at("name").get<std::string>();
+      const int64_t first_expert = h.at("first_expert").get<int64_t>();
+      // Element k of the piece is element begin + k of the rank's tensor: expert (begin + k) / block,
+      // offset (begin + k) % block in that expert's shard. One run per expert: name and tensor once.
+      for (int64_t k = 0; k < n;) {
+        const int64_t e = (begin + k) / block, stop = std::min(n, (e + 1) * block - begin);
+        const std::string name = expert ? base + "." + std::to_string(first_expert + e) : base;
         if (wanted != nullptr) {
           const auto want = wanted->find(name);
-          if (want == wanted->end()) continue;
+          if (want == wanted->end()) {
+            k = stop;
+            continue;
+          }
           if (want->second.rows != rule.rows || want->second.cols != rule.cols)
             throw UserError("--load: tensor " + name + " is [" + std::to_string(rule.rows) + ", " + std::to_string(rule.cols) +
                             "] in the checkpoint, this job needs [" + std::to_string(want->second.rows) + ", " +
@@ -267,11 +273,14 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
           t.exp_avg_sq.assign(size, 0.0f);
           t.filled.assign(size, false);
         }
-        const size_t j = static_cast<size_t>(rule.full_index(rem / rule.local_cols(), rem % rule.local_cols()));
-        t.value[j] = data[k];
-        t.exp_avg[j] = data[n + k];
-        t.exp_avg_sq[j] = data[2 * n + k];
-        t.filled[j] = true;
+        for (; k < stop; ++k) {
+          const int64_t rem = (begin + k) % block;
+          const size_t j = static_cast<size_t>(rule.full_index(rem / rule.local_cols(), rem % rule.local_cols()));
+          t.value[j] = data[k];
+          t.exp_avg[j] = data[n + k];
+          t.exp_avg_sq[j] = data[2 * n + k];
+          t.filled[j] = true;
+        }
       }
     }
   }
