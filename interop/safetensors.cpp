@@ -138,7 +138,9 @@ std::string safetensors_bytes(const std::vector<StTensorRef>& tensors, StDtype d
   std::vector<const StTensorRef*> order;
   for (const StTensorRef& t : tensors) order.push_back(&t);
   std::sort(order.begin(), order.end(), [](const StTensorRef* a, const StTensorRef* b) { return a->name < b->name; });
-  json header = json::object();
+  // As the safetensors library writes it: __metadata__ first, tensors in data order, each
+  // {"dtype", "shape", "data_offsets"} in that order (ordered_json keeps insertion order).
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   const int64_t esize = st_dtype_bytes(dtype);
   uint64_t offset = 0;
@@ -151,7 +153,7 @@ std::string safetensors_bytes(const std::vector<StTensorRef>& tensors, StDtype d
     header[t->name] = {{"dtype", st_dtype_name(dtype)}, {"shape", t->shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
-  std::string h = header.dump();   // keys in name order: "__metadata__" sorts before lower-case names
+  std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');
   std::string out(8, '\0');
   const uint64_t hlen = h.size();

@@ -35,8 +35,10 @@ struct StTensorRef {
   const std::vector<float>* values = nullptr;
 };
 
-// The bytes of one safetensors file holding `tensors` in `dtype`. Header keys and data are in
-// name order (the same input gives the same bytes); the header is space-padded to 8 bytes.
+// The bytes of one safetensors file holding `tensors` in `dtype`, laid out as the safetensors
+// library lays them out: compact header, "__metadata__" first, then tensors in name order with
+// their data in the same order, header space-padded to a multiple of 8 bytes (the same input gives
+// the same bytes).
 std::string safetensors_bytes(const std::vector<StTensorRef>& tensors, StDtype dtype,
                               const std::map<std::string, std::string>& metadata);
 
