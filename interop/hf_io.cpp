@@ -157,6 +157,34 @@ Job job_for(const HfArch& arch, const std::string& config_path) {
   }
 }
 
+// Writes the HF files of `ck` into `tmp`: shards, config.json, the index when sharded.
+void write_hf_files(const fs::path& tmp, const exec::CheckpointContents& ck, const ExportOptions& options,
+                    ExportReport& report) {
+  const std::vector<HfPiece> pieces = hf_pieces(report.arch);
+  const auto shards = plan_shards(pieces, st_dtype_bytes(options.dtype), options.max_shard_bytes);
+  json weight_map = json::object();
+  for (size_t k = 0; k < shards.size(); ++k) {
+    std::vector<std::vector<float>> values;
+    values.reserve(shards[k].size());
+    std::vector<StTensorRef> refs;
+    for (const HfPiece* p : shards[k]) {
+      values.push_back(piece_from_tandem(*p, ck.tensors.at(p->tandem_name)));
+      report.bytes += static_cast<int64_t>(values.back().size()) * st_dtype_bytes(options.dtype);
+      weight_map[p->hf_name] = shard_name(k, shards.size());
+    }
+    for (size_t i = 0; i < shards[k].size(); ++i) refs.push_back({shards[k][i]->hf_name, shards[k][i]->hf_shape, &values[i]});
+    write_file(tmp / shard_name(k, shards.size()), safetensors_bytes(refs, options.dtype, {{"format", "pt"}}));
+  }
+  report.tensors = static_cast<int64_t>(pieces.size());
+  report.files = static_cast<int64_t>(shards.size());
+  const std::string dtype = options.dtype == StDtype::F32 ? "float32" : "bfloat16";
+  write_file(tmp / "config.json", config_json(report.arch, dtype).dump(2) + "\n");
+  if (shards.size() > 1) {
+    const json index = {{"metadata", {{"total_size", report.bytes}}}, {"weight_map", weight_map}};
+    write_file(tmp / kIndex, index.dump(2) + "\n");
+  }
+}
+
 }  // namespace
 
 int64_t parse_size(const std::string& text, const std::string& field) {
@@ -192,35 +220,20 @@ ExportReport export_hf(const std::string& checkpoint_dir, const std::string& out
   report.arch = arch_from_job(job, word->second.rows, source);
   check_checkpoint_tensors(report.arch, ck, source);
 
-  const fs::path out(out_dir), tmp = out_dir + ".tmp";
+  fs::path out = fs::path(out_dir).lexically_normal();
+  if (out.filename().empty()) out = out.parent_path();   // "DIR/" -> "DIR": DIR.tmp is its sibling
+  const fs::path tmp = out.string() + ".tmp";
   if (fs::exists(out) && !(fs::is_directory(out) && fs::is_empty(out)))
     throw UserError("--out = " + out_dir + ": exists; export writes a new directory");
   std::error_code ec;
   fs::remove_all(tmp, ec);
   if (!fs::create_directories(tmp, ec)) throw UserError("--out = " + out_dir + ": cannot create " + tmp.string());
 
-  const std::vector<HfPiece> pieces = hf_pieces(report.arch);
-  const auto shards = plan_shards(pieces, st_dtype_bytes(options.dtype), options.max_shard_bytes);
-  json weight_map = json::object();
-  for (size_t k = 0; k < shards.size(); ++k) {
-    std::vector<std::vector<float>> values;
-    values.reserve(shards[k].size());
-    std::vector<StTensorRef> refs;
-    for (const HfPiece* p : shards[k]) {
-      values.push_back(piece_from_tandem(*p, ck.tensors.at(p->tandem_name)));
-      report.bytes += static_cast<int64_t>(values.back().size()) * st_dtype_bytes(options.dtype);
-      weight_map[p->hf_name] = shard_name(k, shards.size());
-    }
-    for (size_t i = 0; i < shards[k].size(); ++i) refs.push_back({shards[k][i]->hf_name, shards[k][i]->hf_shape, &values[i]});
-    write_file(tmp / shard_name(k, shards.size()), safetensors_bytes(refs, options.dtype, {{"format", "pt"}}));
-  }
-  report.tensors = static_cast<int64_t>(pieces.size());
-  report.files = static_cast<int64_t>(shards.size());
-  const std::string dtype = options.dtype == StDtype::F32 ? "float32" : "bfloat16";
-  write_file(tmp / "config.json", config_json(report.arch, dtype).dump(2) + "\n");
-  if (shards.size() > 1) {
-    const json index = {{"metadata", {{"total_size", report.bytes}}}, {"weight_map", weight_map}};
-    write_file(tmp / kIndex, index.dump(2) + "\n");
+  try {
+    write_hf_files(tmp, ck, options, report);
+  } catch (...) {
+    fs::remove_all(tmp, ec);   // nothing half-written stays behind
+    throw;
   }
   fs::remove(out, ec);   // an empty directory only (checked above)
   fs::rename(tmp, out, ec);

@@ -359,7 +359,12 @@ void write_checkpoint(const std::string& dir, int64_t iteration, const std::stri
   fs::remove_all(tmp, ec);
   if (!fs::create_directories(tmp, ec) && !fs::is_directory(tmp))
     throw UserError("--save = " + dir + ": cannot create " + tmp.string());
-  write_synced(tmp / rank_file(0), out);
+  try {
+    write_synced(tmp / rank_file(0), out);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
   commit_checkpoint(root, iteration, 1, {"0 " + std::to_string(out.size()) + " " + hex(fnv1a64(out))}, job_json);
 }
 

@@ -44,14 +44,29 @@ def numel(shape):
     return n
 
 
-def safetensors(tensors, edit=None):
-    """Bytes of a safetensors file of F32 `tensors` {name: shape}; edit(header) may lie in the header."""
+def gpt2_hub_shapes(h=16, v=32, p=16, layers=1):
+    """The original GPT-2 checkpoints (saved from GPT2Model): no "transformer." prefix, causal-mask buffers."""
+    s = {"wte.weight": [v, h], "wpe.weight": [p, h], "ln_f.weight": [h], "ln_f.bias": [h]}
+    for i in range(layers):
+        q = f"h.{i}."
+        s.update({q + "ln_1.weight": [h], q + "ln_1.bias": [h], q + "attn.c_attn.weight": [h, 3 * h],
+                  q + "attn.c_attn.bias": [3 * h], q + "attn.c_proj.weight": [h, h], q + "attn.c_proj.bias": [h],
+                  q + "ln_2.weight": [h], q + "ln_2.bias": [h], q + "mlp.c_fc.weight": [h, 4 * h],
+                  q + "mlp.c_fc.bias": [4 * h], q + "mlp.c_proj.weight": [4 * h, h], q + "mlp.c_proj.bias": [h],
+                  q + "attn.bias": [1, 1, p, p]})
+    return s
+
+
+def safetensors(tensors, edit=None, dtype="F32"):
+    """Bytes of a safetensors file of `tensors` {name: shape} (F32 or F16, values from a fixed seed);
+    edit(header) may lie in the header."""
     rng = random.Random(7)
     header, data = {}, b""
+    code, size = {"F32": ("f", 4), "F16": ("e", 2)}[dtype]
     for name in sorted(tensors):
         n = numel(tensors[name])
-        header[name] = {"dtype": "F32", "shape": tensors[name], "data_offsets": [len(data), len(data) + 4 * n]}
-        data += struct.pack(f"<{n}f", *[rng.gauss(0, 0.02) for _ in range(n)])
+        header[name] = {"dtype": dtype, "shape": tensors[name], "data_offsets": [len(data), len(data) + size * n]}
+        data += struct.pack(f"<{n}{code}", *[rng.gauss(0, 0.02) for _ in range(n)])
     if edit:
         edit(header)
     text = json.dumps(header).encode()
@@ -87,6 +102,45 @@ def expect_refusal(tandem, what, args, must_contain, not_created):
         failures.append(what + ": " + "; ".join(problems))
 
 
+def check_gpt2_hub_import(t, tmp):
+    """A GPT-2 directory as the original checkpoints are (no "transformer." prefix, attn.bias buffers,
+    F16 weights) imports; its fp32 export holds the same values under GPT2LMHeadModel's names."""
+    d = os.path.join(tmp, "gpt2-hub")
+    os.makedirs(d)
+    config = {"model_type": "gpt2", "n_embd": 16, "n_head": 2, "n_layer": 1, "n_positions": 16, "n_ctx": 16,
+              "vocab_size": 32, "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f)
+    raw = safetensors(gpt2_hub_shapes(), dtype="F16")
+    with open(os.path.join(d, "model.safetensors"), "wb") as f:
+        f.write(raw)
+    ck, out = os.path.join(tmp, "ck-gpt2-hub"), os.path.join(tmp, "hf-gpt2-hub")
+    for cmd in (["import", "--hf", d, "--save", ck], ["export", "--load", ck, "--format", "hf", "--out", out]):
+        proc = subprocess.run([t] + cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"FAILED: {' '.join(cmd[:1])} of the original-GPT-2-style directory: {proc.stderr}")
+
+    def tensors(path):
+        with open(path, "rb") as f:
+            b = f.read()
+        (n,) = struct.unpack("<Q", b[:8])
+        h = json.loads(b[8:8 + n])
+        out = {}
+        for name, v in h.items():
+            if name != "__metadata__":
+                lo, hi = v["data_offsets"]
+                code, size = {"F32": ("f", 4), "F16": ("e", 2)}[v["dtype"]]
+                out[name] = struct.unpack(f"<{(hi - lo) // size}{code}", b[8 + n + lo:8 + n + hi])
+        return out
+
+    src, dst = tensors(os.path.join(d, "model.safetensors")), tensors(os.path.join(out, "model.safetensors"))
+    want = {"transformer." + k: v for k, v in src.items() if not k.endswith(".attn.bias")}
+    if want != dst:
+        sys.exit(f"FAILED: GPT-2 import: exported names/values differ: {sorted(set(want) ^ set(dst))[:4]}")
+    print(f"ok:  original GPT-2 names, attn.bias buffers and F16 weights import; the fp32 export holds the same "
+          f"{len(dst)} tensors under transformer.*")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tandem", required=True)
@@ -98,6 +152,7 @@ def main():
         if ok.returncode != 0:
             sys.exit("FAILED: the valid directory does not import: " + ok.stderr)
         print("ok:  the valid directory imports")
+        check_gpt2_hub_import(t, tmp)
         (hlen,) = struct.unpack("<Q", raw[:8])
         data_start = 8 + hlen
         last = sorted(llama_shapes(CONFIG))[-1]
