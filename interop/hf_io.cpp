@@ -265,9 +265,8 @@ HfModel load_hf(const std::string& dir) {
       throw UserError(it->second.file + ": tensor " + p.hf_name + " has shape " + shape_text(it->second.tensor.shape) +
                       ", " + config_path.string() + " (hidden_size " + std::to_string(m.arch.hidden) + ", vocab_size " +
                       std::to_string(m.arch.vocab) + ") needs " + shape_text(p.hf_shape));
-    piece_into_tandem(p, it->second.tensor.values, m.tensors.at(p.tandem_name));
+    piece_into_tandem(p, std::move(it->second.tensor.values), m.tensors.at(p.tandem_name));
     it->second.used = true;
-    it->second.tensor.values = {};
   }
   for (const auto& [name, l] : hf)
     if (!l.used)

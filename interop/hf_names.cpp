@@ -127,11 +127,11 @@ std::vector<float> piece_from_tandem(const HfPiece& piece, const exec::Checkpoin
   return out;
 }
 
-void piece_into_tandem(const HfPiece& piece, const std::vector<float>& values, exec::CheckpointTensor& t) {
+void piece_into_tandem(const HfPiece& piece, std::vector<float> values, exec::CheckpointTensor& t) {
   const int64_t rows = t.rows, k = piece.cols.empty() ? t.cols : static_cast<int64_t>(piece.cols.size());
   TANDEM_CHECK(static_cast<int64_t>(values.size()) == rows * k);
   if (piece.cols.empty() && !piece.transpose) {
-    t.value = values;
+    t.value = std::move(values);
     return;
   }
   for (int64_t r = 0; r < rows; ++r)

@@ -50,6 +50,6 @@ std::vector<TandemShape> tandem_shapes(const HfArch& arch);
 // The HF tensor of `piece` (numel(hf_shape) values, row-major) from its tandem tensor.
 std::vector<float> piece_from_tandem(const HfPiece& piece, const exec::CheckpointTensor& t);
 // Writes the HF values of `piece` into their place in tandem tensor `t` (already sized).
-void piece_into_tandem(const HfPiece& piece, const std::vector<float>& values, exec::CheckpointTensor& t);
+void piece_into_tandem(const HfPiece& piece, std::vector<float> values, exec::CheckpointTensor& t);
 
 }  // namespace tandem::interop

@@ -85,11 +85,13 @@ void sync_directory(const fs::path& dir) {
 }
 
 std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw UserError("--load: cannot open checkpoint file " + path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string bytes(static_cast<size_t>(in.tellg()), '\0');   // one buffer, no stream copy
+  in.seekg(0);
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size())))
+    throw UserError("--load: cannot read checkpoint file " + path.string());
+  return bytes;
 }
 
 template <typename T>
@@ -340,7 +342,11 @@ CheckpointContents read_checkpoint(const std::string& dir, int64_t iteration) {
 void write_checkpoint(const std::string& dir, int64_t iteration, const std::string& job_json,
                       const std::map<std::string, CheckpointTensor>& tensors) {
   TANDEM_CHECK(iteration > 0);
-  std::string out(kMagic, sizeof kMagic);
+  size_t total = sizeof kMagic + sizeof kVersion + sizeof(uint64_t);
+  for (const auto& [name, t] : tensors) total += 512 + name.size() + 3 * t.value.size() * sizeof(float);
+  std::string out;
+  out.reserve(total);   // one allocation: the file can be several GB
+  out.append(kMagic, sizeof kMagic);
   append(out, kVersion);
   append(out, static_cast<uint64_t>(tensors.size()));
   for (const auto& [name, t] : tensors) {

@@ -10,7 +10,7 @@
 #   3. tandem export, fp32 in one file: must equal the generated model.safetensors byte for byte
 #      (same tensor order, header and padding conventions);
 #   4. tandem export, bf16 in shards of 100MB.
-# Needs /usr/bin/python3 with numpy. Scratch space: about 2.5 GB under $TMPDIR.
+# Needs /usr/bin/python3 with numpy (Debian's python3-numpy, a dependency of python3-torch). Scratch space: about 2.5 GB under $TMPDIR.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 tandem=${1:-$here/../../build/tandem}
@@ -21,12 +21,12 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export TANDEM_DATA_DIR=${TANDEM_DATA_DIR:-$here/../..}
 
-# timed LABEL CMD...: runs CMD under /usr/bin/time; prints MB/s of the model's fp32 bytes on wall
+# timed LABEL CMD...: runs CMD under bash's `time`; prints MB/s of the model's fp32 bytes on wall
 # time, and the CPU seconds (user + system) beside it (on a busy machine wall >> CPU).
 timed() {
-  local label=$1
+  local label=$1 wall user sys TIMEFORMAT='%R %U %S'
   shift
-  /usr/bin/time -f "%e %U %S" -o "$work/time" "$@" >/dev/null
+  { time "$@" >/dev/null 2>"$work/stderr" || { cat "$work/stderr" >&2; exit 1; }; } 2>"$work/time"
   read -r wall user sys <"$work/time"
   awk -v l="$label" -v b="$bytes" -v w="$wall" -v u="$user" -v s="$sys" \
     'BEGIN { printf "%-44s %7.1f MB in %6.2f s = %7.1f MB/s  (CPU %5.2f s user + %5.2f s system)\n", l, b / 1e6, w, b / 1e6 / w, u, s }'
