@@ -208,6 +208,11 @@ int64_t parse_size(const std::string& text, const std::string& field) {
 
 ExportReport export_hf(const std::string& checkpoint_dir, const std::string& out_dir, const ExportOptions& options) {
   TANDEM_CHECK(options.dtype == StDtype::F32 || options.dtype == StDtype::BF16);
+  fs::path out = fs::path(out_dir).lexically_normal();
+  if (out.filename().empty()) out = out.parent_path();   // "DIR/" -> "DIR": DIR.tmp is its sibling
+  const fs::path tmp = out.string() + ".tmp";
+  if (fs::exists(out) && !(fs::is_directory(out) && fs::is_empty(out)))
+    throw UserError("--out = " + out_dir + ": exists; export writes a new directory");
   const exec::CheckpointContents ck = exec::read_checkpoint(checkpoint_dir, options.iteration);
   char iter[32];
   std::snprintf(iter, sizeof iter, "iter_%07lld", static_cast<long long>(ck.iteration));
@@ -220,11 +225,6 @@ ExportReport export_hf(const std::string& checkpoint_dir, const std::string& out
   report.arch = arch_from_job(job, word->second.rows, source);
   check_checkpoint_tensors(report.arch, ck, source);
 
-  fs::path out = fs::path(out_dir).lexically_normal();
-  if (out.filename().empty()) out = out.parent_path();   // "DIR/" -> "DIR": DIR.tmp is its sibling
-  const fs::path tmp = out.string() + ".tmp";
-  if (fs::exists(out) && !(fs::is_directory(out) && fs::is_empty(out)))
-    throw UserError("--out = " + out_dir + ": exists; export writes a new directory");
   std::error_code ec;
   fs::remove_all(tmp, ec);
   if (!fs::create_directories(tmp, ec)) throw UserError("--out = " + out_dir + ": cannot create " + tmp.string());
