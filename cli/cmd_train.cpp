@@ -63,8 +63,8 @@ void print_train_help() {
       "                    the records up to the checkpoint are kept and the run appends\n"
       "  --plot FILE.png   the loss curve (train, validation) at the end, %dx%d pixels\n"
       "  --trace-ops FILE  per-rank op trace of the first iteration (compare: tandem simulate --trace-ops)\n"
-      "  --dump-first-step FILE  one rank: initial weights, batch, loss and gradients of step 1 (JSON),\n"
-      "                    for an independent reference (tests/cpu/torch_model_reference.py)\n"
+      "  --dump-first-step FILE  one rank: initial weights, batch, logits, loss and gradients of step 1\n"
+      "                    (JSON), for an independent reference (tests/cpu/torch_model_reference.py)\n"
       "  --record-routing FILE  MoE: routing counts of the first iteration, for tandem simulate\n"
       "                    --moe-routing trace --moe-routing-trace FILE\n",
       kPlotWidth, kPlotHeight);

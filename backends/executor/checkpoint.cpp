@@ -85,16 +85,28 @@ void sync_directory(const fs::path& dir) {
 }
 
 std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw UserError("--load: cannot open checkpoint file " + path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string bytes(static_cast<size_t>(in.tellg()), '\0');   // one buffer, no stream copy
+  in.seekg(0);
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size())))
+    throw UserError("--load: cannot read checkpoint file " + path.string());
+  return bytes;
 }
 
 template <typename T>
 void append(std::string& out, const T& v) {
   out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+// One piece: its header (length-prefixed JSON), then values, exp_avg and exp_avg_sq (fp32 each).
+void append_piece(std::string& body, const nlohmann::json& header, const std::vector<float>& value,
+                  const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq) {
+  const std::string h = header.dump();
+  append(body, static_cast<uint32_t>(h.size()));
+  body += h;
+  for (const std::vector<float>* v : {&value, &exp_avg, &exp_avg_sq})
+    body.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(float));
 }
 
 // The pieces this rank owns: [values | exp_avg | exp_avg_sq] of each optimizer segment.
@@ -114,13 +126,8 @@ std::string serialize(ParamStore& params, Device& device) {
                                        {"shard", shard_name(r.kind)}, {"parts", r.parts}, {"part", r.part},
                                        {"expert", p.expert}, {"first_expert", p.first_expert},
                                        {"experts", p.experts}, {"begin", s.begin}, {"end", s.end}};
-        const std::string h = header.dump();
-        append(body, static_cast<uint32_t>(h.size()));
-        body += h;
-        for (const DeviceTensor& t : {p.value.flat().slice(s.begin, {s.end - s.begin}), s.exp_avg, s.exp_avg_sq}) {
-          const std::vector<float> v = device.to_host(t);
-          body.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
-        }
+        append_piece(body, header, device.to_host(p.value.flat().slice(s.begin, {s.end - s.begin})),
+                     device.to_host(s.exp_avg), device.to_host(s.exp_avg_sq));
         ++count;
       }
     }
@@ -128,11 +135,42 @@ std::string serialize(ParamStore& params, Device& device) {
   return out + body;
 }
 
+// Rank 0's part of a save: metadata.json (files with size and checksum, the job), the rename of
+// iter_N.tmp into place and the tracker, each step synced. `lines` holds "rank bytes fnv1a64" per file.
+void commit_checkpoint(const fs::path& root, int64_t iteration, int64_t world_size,
+                       const std::vector<std::string>& lines, const std::string& job_json) {
+  const fs::path final_dir = root / iter_name(iteration), tmp = root / (iter_name(iteration) + ".tmp");
+  nlohmann::json meta = {{"format", "tandem-checkpoint"}, {"version", kVersion}, {"iteration", iteration},
+                         {"world_size", world_size}, {"files", nlohmann::json::array()}};
+  if (!job_json.empty()) meta["job"] = nlohmann::json::parse(job_json);
+  for (const std::string& l : lines) {
+    std::istringstream in(l);
+    int64_t r = 0, size = 0;
+    std::string sum;
+    in >> r >> size >> sum;
+    meta["files"].push_back({{"name", rank_file(r)}, {"bytes", size}, {"fnv1a64", sum}});
+  }
+  write_synced(tmp / "metadata.json", meta.dump(2) + "\n");
+  sync_directory(tmp);
+  // Fault injection for tests: die as a crash would, after the files, before the rename.
+  if (const char* k = std::getenv("TANDEM_FAULT_KILL_IN_SAVE"); k != nullptr && std::atoll(k) == iteration)
+    std::raise(SIGKILL);
+  std::error_code ec;
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) throw UserError("--save: cannot rename " + tmp.string() + " into place: " + ec.message());
+  sync_directory(root);
+  write_synced(root / (std::string(kTracker) + ".tmp"), std::to_string(iteration) + "\n");
+  fs::rename(root / (std::string(kTracker) + ".tmp"), root / kTracker, ec);
+  if (ec) throw UserError("--save: cannot update " + (root / kTracker).string() + ": " + ec.message());
+  sync_directory(root);
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
                      Communicator& comm, const std::string& job_json) {
-  const fs::path root(dir), final_dir = root / iter_name(iteration), tmp = root / (iter_name(iteration) + ".tmp");
+  const fs::path root(dir), tmp = root / (iter_name(iteration) + ".tmp");
   if (comm.rank() == 0) {
     std::error_code ec;
     fs::create_directories(root, ec);
@@ -146,32 +184,7 @@ void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& para
   const std::string line = std::to_string(comm.rank()) + " " + std::to_string(bytes.size()) + " " +
                            hex(fnv1a64(bytes));
   const std::vector<std::string> lines = comm.gather_to_root(line);
-  if (comm.rank() == 0) {
-    nlohmann::json meta = {{"format", "tandem-checkpoint"}, {"version", kVersion}, {"iteration", iteration},
-                           {"world_size", comm.world_size()}, {"files", nlohmann::json::array()}};
-    if (!job_json.empty()) meta["job"] = nlohmann::json::parse(job_json);
-    for (const std::string& l : lines) {
-      std::istringstream in(l);
-      int64_t r = 0, size = 0;
-      std::string sum;
-      in >> r >> size >> sum;
-      meta["files"].push_back({{"name", rank_file(r)}, {"bytes", size}, {"fnv1a64", sum}});
-    }
-    write_synced(tmp / "metadata.json", meta.dump(2) + "\n");
-    sync_directory(tmp);
-    // Fault injection for tests: die as a crash would, after the files, before the rename.
-    if (const char* k = std::getenv("TANDEM_FAULT_KILL_IN_SAVE"); k != nullptr && std::atoll(k) == iteration)
-      std::raise(SIGKILL);
-    std::error_code ec;
-    fs::remove_all(final_dir, ec);
-    fs::rename(tmp, final_dir, ec);
-    if (ec) throw UserError("--save: cannot rename " + tmp.string() + " into place: " + ec.message());
-    sync_directory(root);
-    write_synced(root / (std::string(kTracker) + ".tmp"), std::to_string(iteration) + "\n");
-    fs::rename(root / (std::string(kTracker) + ".tmp"), root / kTracker, ec);
-    if (ec) throw UserError("--save: cannot update " + (root / kTracker).string() + ": " + ec.message());
-    sync_directory(root);
-  }
+  if (comm.rank() == 0) commit_checkpoint(root, iteration, comm.world_size(), lines, job_json);
   comm.barrier();
 }
 
@@ -235,42 +248,41 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
       const int64_t block = rule.local_rows() * rule.local_cols();
       const bool expert = h.at("expert").get<bool>();
       const std::string base = h.at("name").get<std::string>();
-      const int64_t first_expert = expert ? h.at("first_expert").get<int64_t>() : 0;
-      // The full tensor of the current expert block (one block for dense tensors), looked up once
-      // per block rather than per element; nullptr when `wanted` does not ask for it.
-      int64_t current = -1;
-      FullTensor* t = nullptr;
-      for (int64_t k = 0; k < n; ++k) {
-        const int64_t flat = begin + k, e = flat / block, rem = flat % block;
-        if (e != current) {
-          current = e;
-          t = nullptr;
-          const std::string name = expert ? base + "." + std::to_string(first_expert + e) : base;
-          if (wanted != nullptr) {
-            const auto want = wanted->find(name);
-            if (want == wanted->end()) continue;
-            if (want->second.rows != rule.rows || want->second.cols != rule.cols)
-              throw UserError("--load: tensor " + name + " is [" + std::to_string(rule.rows) + ", " + std::to_string(rule.cols) +
-                              "] in the checkpoint, this job needs [" + std::to_string(want->second.rows) + ", " +
-                              std::to_string(want->second.cols) + "]");
+      const int64_t first_expert = h.at("first_expert").get<int64_t>();
+      // Element k of the piece is element begin + k of the rank's tensor: expert (begin + k) / block,
+      // offset (begin + k) % block in that expert's shard. One run per expert: name and tensor once.
+      for (int64_t k = 0; k < n;) {
+        const int64_t e = (begin + k) / block, stop = std::min(n, (e + 1) * block - begin);
+        const std::string name = expert ? base + "." + std::to_string(first_expert + e) : base;
+        if (wanted != nullptr) {
+          const auto want = wanted->find(name);
+          if (want == wanted->end()) {
+            k = stop;
+            continue;
           }
-          t = &full[name];
-          if (t->value.empty()) {
-            t->rows = rule.rows;
-            t->cols = rule.cols;
-            const size_t size = static_cast<size_t>(rule.rows * rule.cols);
-            t->value.assign(size, 0.0f);
-            t->exp_avg.assign(size, 0.0f);
-            t->exp_avg_sq.assign(size, 0.0f);
-            t->filled.assign(size, false);
-          }
+          if (want->second.rows != rule.rows || want->second.cols != rule.cols)
+            throw UserError("--load: tensor " + name + " is [" + std::to_string(rule.rows) + ", " + std::to_string(rule.cols) +
+                            "] in the checkpoint, this job needs [" + std::to_string(want->second.rows) + ", " +
+                            std::to_string(want->second.cols) + "]");
         }
-        if (t == nullptr) continue;
-        const size_t j = static_cast<size_t>(rule.full_index(rem / rule.local_cols(), rem % rule.local_cols()));
-        t->value[j] = data[k];
-        t->exp_avg[j] = data[n + k];
-        t->exp_avg_sq[j] = data[2 * n + k];
-        t->filled[j] = true;
+        FullTensor& t = full[name];
+        if (t.value.empty()) {
+          t.rows = rule.rows;
+          t.cols = rule.cols;
+          const size_t size = static_cast<size_t>(rule.rows * rule.cols);
+          t.value.assign(size, 0.0f);
+          t.exp_avg.assign(size, 0.0f);
+          t.exp_avg_sq.assign(size, 0.0f);
+          t.filled.assign(size, false);
+        }
+        for (; k < stop; ++k) {
+          const int64_t rem = (begin + k) % block;
+          const size_t j = static_cast<size_t>(rule.full_index(rem / rule.local_cols(), rem % rule.local_cols()));
+          t.value[j] = data[k];
+          t.exp_avg[j] = data[n + k];
+          t.exp_avg_sq[j] = data[2 * n + k];
+          t.filled[j] = true;
+        }
       }
     }
   }
@@ -325,6 +337,41 @@ CheckpointContents read_checkpoint(const std::string& dir, int64_t iteration) {
     out.tensors[name] = CheckpointTensor{t.rows, t.cols, std::move(t.value)};
   }
   return out;
+}
+
+void write_checkpoint(const std::string& dir, int64_t iteration, const std::string& job_json,
+                      const std::map<std::string, CheckpointTensor>& tensors) {
+  TANDEM_CHECK(iteration > 0);
+  size_t total = sizeof kMagic + sizeof kVersion + sizeof(uint64_t);
+  for (const auto& [name, t] : tensors) total += 512 + name.size() + 3 * t.value.size() * sizeof(float);
+  std::string out;
+  out.reserve(total);   // one allocation: the file can be several GB
+  out.append(kMagic, sizeof kMagic);
+  append(out, kVersion);
+  append(out, static_cast<uint64_t>(tensors.size()));
+  for (const auto& [name, t] : tensors) {
+    const int64_t n = t.rows * t.cols;
+    TANDEM_CHECK_MSG(static_cast<int64_t>(t.value.size()) == n, "tensor " << name << " holds " << t.value.size()
+                                                                          << " values for [" << t.rows << ", " << t.cols << "]");
+    const nlohmann::json header = {{"name", name}, {"rows", t.rows}, {"cols", t.cols},
+                                   {"shard", shard_name(ShardKind::Replicated)}, {"parts", 1}, {"part", 0},
+                                   {"expert", false}, {"first_expert", 0}, {"experts", 1}, {"begin", 0}, {"end", n}};
+    const std::vector<float> zeros(static_cast<size_t>(n), 0.0f);
+    append_piece(out, header, t.value, zeros, zeros);
+  }
+  const fs::path root(dir), tmp = root / (iter_name(iteration) + ".tmp");
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directories(tmp, ec) && !fs::is_directory(tmp))
+    throw UserError("--save = " + dir + ": cannot create " + tmp.string());
+  try {
+    write_synced(tmp / rank_file(0), out);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  commit_checkpoint(root, iteration, 1, {"0 " + std::to_string(out.size()) + " " + hex(fnv1a64(out))}, job_json);
 }
 
 }  // namespace tandem::exec

@@ -58,4 +58,11 @@ struct CheckpointContents {
 // file for missing, truncated or corrupted files, and naming the tensor when part of it is absent.
 CheckpointContents read_checkpoint(const std::string& dir, int64_t iteration = 0);
 
+// Writes `tensors` (full, fp32) as iteration `iteration` > 0 of a checkpoint under `dir`, offline
+// and as one rank: every tensor one piece with the replicated rule, Adam moments zero, `job_json`
+// kept in metadata.json. Same crash safety as save_checkpoint (iter_N.tmp, rename, tracker), so
+// `tandem train --load dir` loads it into any layout.
+void write_checkpoint(const std::string& dir, int64_t iteration, const std::string& job_json,
+                      const std::map<std::string, CheckpointTensor>& tensors);
+
 }  // namespace tandem::exec

@@ -80,6 +80,9 @@ class ModelRunner final : public InstructionHandler {
   // When set: called by every forward router (not its recompute) with (layer, microbatch, router
   // tokens, copies routed per expert before capacity), for `tandem train --record-routing`.
   std::function<void(int32_t, int32_t, int64_t, const std::vector<int64_t>&)> on_routing;
+  // When set: called by every forward cross-entropy with (microbatch, this rank's logits
+  // [n, V / t], rows sequence-first as MicrobatchData::tokens), for the first-step dump.
+  std::function<void(int32_t, const DeviceTensor&)> on_logits;
   bool poll(int32_t index) override;
   void on_free(const Buffer& buffer) override;
 

@@ -53,6 +53,7 @@ void ModelRunner::embedding_grad(const Instruction& ins) {
 void ModelRunner::cross_entropy(const Instruction& ins) {
   const int32_t mb = ins.microbatch;
   const DeviceTensor& logits = at(kHead, mb, "logits");
+  if (on_logits) on_logits(mb, logits);
   const int64_t n = logits.dim(0);
   DeviceTensor lmax = fresh({n}), sum = fresh({n}), target = fresh({n});
   device_.cross_entropy_partials(logits, data(ins).labels, vocab_start_, lmax, sum, target);

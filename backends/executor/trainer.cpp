@@ -217,6 +217,9 @@ class TrainingRun {
       throw UserError("the first-step dump is for one rank (world size " + std::to_string(comm_.world_size()) + ")");
     dump_["config"] = dump_config(job_, settings_for(job_, grid_));
     dump_["weights"] = dump_params(device_, params_, false);
+    runner_.on_logits = [this](int32_t mb, const DeviceTensor& logits) {
+      dump_["logits"][static_cast<size_t>(mb)] = {{"shape", logits.shape}, {"value", device_.to_host(logits)}};
+    };
     for (const MicrobatchData& mb : rank_batch(*data_, job_, grid_, rank_, report_.first_iteration - 1)) {
       dump_["tokens"].push_back(mb.tokens);
       dump_["labels"].push_back(mb.labels);
@@ -256,6 +259,7 @@ class TrainingRun {
     if (options_.dump_first_step && first) {
       dump_["loss"] = report_.losses.back();
       dump_["grads"] = dump_params(device_, params_, true);
+      runner_.on_logits = nullptr;
       report_.first_step = dump_.dump();
     }
     if (options_.trace_ops && first) {

@@ -44,8 +44,9 @@ struct TrainReport {
   double device_peak_bytes = 0;     // rank 0's device, measured (max over iterations)
   std::string op_trace;             // "# rank R" + op_trace_line per instruction, every rank
   std::vector<std::string> notes;   // what the run did differently from the job (dropout, dtype)
-  // JSON (dump_first_step): "config", "tokens"/"labels" [microbatch][row], "loss" of step 1, and
-  // per parameter "shape", initial "value" and step-1 "grad" — for an independent reference.
+  // JSON (dump_first_step): "config", "tokens"/"labels" [microbatch][row], "loss" of step 1, the
+  // forward's "logits" [microbatch] {"shape": [n, V], "value"}, and per parameter "shape", initial
+  // "value" and step-1 "grad" — for an independent reference.
   std::string first_step;
   // record_routing: the MoE routing trace of the first iteration (JSON, the format of the
   // simulator's --moe-routing-trace): per MoE layer and microbatch the copies per expert that
