@@ -20,6 +20,7 @@
 
 #include "core/check.h"
 #include "data/byte_level_bpe.h"
+#include "data/gpt2_split.h"
 #include "data/regex_split.h"
 #include "data/tokenizer.h"
 
@@ -34,7 +35,8 @@ struct AddedToken {
 };
 
 struct PreStep {
-  std::unique_ptr<RegexSplit> split;   // null: the ByteLevel step without regex
+  std::unique_ptr<RegexSplit> split;   // a Split step's regex
+  bool gpt2_split = false;             // ByteLevel with use_regex: GPT-2's pattern (gpt2_split.h)
   bool add_prefix_space = false;       // ByteLevel: prepend ' ' to a piece that lacks one
 };
 
@@ -74,7 +76,7 @@ void read_pre_tokenizer(HfSpec& s, const json& p, bool& byte_level) {
     byte_level = true;
     PreStep step;
     step.add_prefix_space = p.value("add_prefix_space", false);
-    if (p.value("use_regex", true)) step.split = std::make_unique<RegexSplit>(kGpt2SplitPattern, s.source);
+    step.gpt2_split = p.value("use_regex", true);
     s.steps.push_back(std::move(step));
   } else if (t == "Split") {
     if (p.value("behavior", std::string()) != "Isolated" || p.value("invert", false))
@@ -209,9 +211,10 @@ class HfTokenizer final : public Tokenizer {
         std::vector<std::string> next;
         for (std::string& p : pieces) {
           if (t_.s_.steps[k].add_prefix_space && !p.empty() && p[0] != ' ') p.insert(p.begin(), ' ');
-          if (!matchers_[k]) { next.push_back(std::move(p)); continue; }
           cut.clear();
-          matchers_[k]->split(p, cut);
+          if (matchers_[k]) matchers_[k]->split(p, cut);
+          else if (t_.s_.steps[k].gpt2_split) gpt2_.split(p, cut);
+          else { next.push_back(std::move(p)); continue; }
           for (std::string_view c : cut) next.emplace_back(c);
         }
         pieces.swap(next);
@@ -230,7 +233,8 @@ class HfTokenizer final : public Tokenizer {
       return result;
     }
     const HfTokenizer& t_;
-    std::vector<std::unique_ptr<RegexSplit::Matcher>> matchers_;
+    std::vector<std::unique_ptr<RegexSplit::Matcher>> matchers_;   // [steps], null but for Split steps
+    Gpt2Split gpt2_;
     ByteLevelBpe::Cache cache_;
   };
   std::unique_ptr<Encoder> make_encoder() const override { return std::make_unique<Session>(*this); }

@@ -8,7 +8,7 @@
 
 #include "core/check.h"
 #include "data/byte_level_bpe.h"
-#include "data/regex_split.h"
+#include "data/gpt2_split.h"
 
 namespace tandem::data {
 
@@ -30,23 +30,23 @@ class Gpt2Tokenizer final : public Tokenizer {
  public:
   Gpt2Tokenizer(std::vector<std::pair<std::string, int32_t>> vocab,
                 std::vector<std::pair<std::string, std::string>> merges, const std::string& merge_source, int32_t eod)
-      : bpe_(vocab, merges, merge_source), split_(kGpt2SplitPattern, "GPT-2"), vocab_size_(vocab.size()), eod_(eod) {}
+      : bpe_(vocab, merges, merge_source), vocab_size_(vocab.size()), eod_(eod) {}
   std::string name() const override { return "GPT2BPETokenizer"; }
   int64_t vocab_size() const override { return static_cast<int64_t>(vocab_size_); }
   std::optional<int32_t> eod() const override { return eod_; }
 
   class Session final : public Encoder {
    public:
-    explicit Session(const Gpt2Tokenizer& t) : t_(t), matcher_(t.split_) {}
+    explicit Session(const Gpt2Tokenizer& t) : t_(t) {}
     void encode(std::string_view text, std::vector<int32_t>& out) override {
       pieces_.clear();
-      matcher_.split(text, pieces_);
+      split_.split(text, pieces_);
       for (std::string_view p : pieces_) t_.bpe_.encode_word(p, out, cache_, 0, false);
     }
 
    private:
     const Gpt2Tokenizer& t_;
-    RegexSplit::Matcher matcher_;
+    Gpt2Split split_;
     ByteLevelBpe::Cache cache_;
     std::vector<std::string_view> pieces_;
   };
@@ -54,7 +54,6 @@ class Gpt2Tokenizer final : public Tokenizer {
 
  private:
   ByteLevelBpe bpe_;
-  RegexSplit split_;
   size_t vocab_size_;
   int32_t eod_;
 };
