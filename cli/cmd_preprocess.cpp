@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/command_registry.h"
+#include "cli/table.h"
 #include "core/check.h"
 #include "data/indexed_dataset_writer.h"
 #include "data/preprocess.h"
@@ -101,12 +102,6 @@ Args parse_args(const std::vector<std::string>& args) {
     if (text[required]->empty()) throw UserError(std::string(required) + " is required (see `tandem preprocess --help`)");
   if (a.run.workers > 256) throw_field_error("--workers", a.run.workers, "must be at most 256");
   return a;
-}
-
-std::string with_commas(int64_t v) {
-  std::string s = std::to_string(v);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
-  return s;
 }
 
 int run_preprocess(const std::vector<std::string>& raw) {

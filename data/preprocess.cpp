@@ -36,7 +36,10 @@ void encode_line(LineResult& r, const PreprocessOptions& o, Encoder& encoder, st
       const auto reparsed = nlohmann::json::parse(r.line);   // throws the message
       (void)reparsed;
     } catch (const nlohmann::json::exception& e) {
-      r.error = std::string("invalid JSON (") + e.what() + ")";
+      // "[json.exception.parse_error.101] parse error at line 1, column 15: ..." -> "column 15: ..."
+      std::string what = e.what();
+      const size_t at = what.find("column ");
+      r.error = "invalid JSON (" + (at == std::string::npos ? what : what.substr(at)) + ")";
     }
     if (r.error.empty()) r.error = "invalid JSON";
     return;
