@@ -145,11 +145,13 @@ void read_model(HfSpec& s, const json& m) {
   if (m.contains("unk_token") && m["unk_token"].is_string()) s.unk = id_of_token(s, m["unk_token"].get<std::string>());
 }
 
-// eos_token of tokenizer_config.json beside tokenizer.json; else a well-known end-of-text token.
+// eos_token of tokenizer_config.json (else special_tokens_map.json) beside tokenizer.json, as
+// transformers reads it; without either, a well-known end-of-text token.
 void find_eod(HfSpec& s, const std::filesystem::path& dir) {
-  const auto config = dir / "tokenizer_config.json";
   std::string eos;
-  if (std::filesystem::exists(config)) {
+  for (const char* name : {"tokenizer_config.json", "special_tokens_map.json"}) {
+    const auto config = dir / name;
+    if (!eos.empty() || !std::filesystem::exists(config)) continue;
     json c = json::parse(read_file_for("--tokenizer-model", config.string()), nullptr, false);
     if (c.is_object() && c.contains("eos_token")) {
       const json& e = c["eos_token"];
@@ -257,8 +259,11 @@ std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string& path) {
       !j["model"].contains("vocab") || !j["model"]["vocab"].is_object())
     throw UserError(s.source + ": not a Hugging Face tokenizer.json (expected a JSON object with model.vocab)");
   try {
-    for (const auto& a : j.value("added_tokens", json::array()))
+    for (const auto& a : j.value("added_tokens", json::array())) {
+      for (const char* flag : {"lstrip", "rstrip", "single_word"})
+        if (a.value(flag, false)) unsupported(s, std::string("added token with ") + flag + " (" + a.value("content", std::string()) + ")");
       s.added.push_back({a.at("content").get<std::string>(), a.at("id").get<int32_t>()});
+    }
     read_normalizer(s, j.value("normalizer", json()));
     bool byte_level = false;
     read_pre_tokenizer(s, j.value("pre_tokenizer", json()), byte_level);

@@ -49,7 +49,14 @@ bool LineReader::fill() {
     throw UserError(r.flag + " = " + r.path + ": read error after line " + std::to_string(r.line) + " (" +
                     (code == Z_ERRNO ? std::strerror(errno) : message) + ")");
   }
-  if (got == 0) r.eof = true;
+  if (got == 0) {
+    r.eof = true;
+    int code = 0;
+    gzerror(r.file, &code);
+    if (code == Z_BUF_ERROR)   // a gzip stream that stops before its end
+      throw UserError(r.flag + " = " + r.path + ": compressed data ends early (truncated .gz) after line " +
+                      std::to_string(r.line));
+  }
   r.end += static_cast<size_t>(got);
   return got > 0;
 }

@@ -110,6 +110,21 @@ TEST(LineReader, UniversalNewlinesAndGzip) {
     EXPECT_EQ(bytes, static_cast<int64_t>(text.size()));
   }
   EXPECT_NE(user_error([&] { LineReader r((d / "missing.jsonl").string(), "--input"); }).find("--input = "), std::string::npos);
+  // A .gz cut short is an error, not a shorter file.
+  std::string big;
+  for (int i = 0; i < 20000; ++i) big += "{\"text\": \"line " + std::to_string(i * 7919) + "\"}\n";
+  gz = gzopen((d / "cut.jsonl.gz").c_str(), "wb");
+  gzwrite(gz, big.data(), static_cast<unsigned>(big.size()));
+  gzclose(gz);
+  const std::string whole = slurp(d / "cut.jsonl.gz");
+  spit(d / "cut.jsonl.gz", whole.substr(0, whole.size() / 2));
+  const std::string e = user_error([&] {
+    LineReader r((d / "cut.jsonl.gz").string(), "--input");
+    std::string line;
+    int64_t number = 0, bytes = 0;
+    while (r.next(line, number, bytes)) {}
+  });
+  EXPECT_NE(e.find("truncated .gz"), std::string::npos) << e;
 }
 
 TEST(NullTokenizer, IdsAsTextEodAndRange) {
