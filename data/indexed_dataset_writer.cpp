@@ -46,7 +46,7 @@ IndexedDatasetWriter::~IndexedDatasetWriter() {
 void IndexedDatasetWriter::write_bin(const void* data, size_t bytes) { write_all(bin_, data, bytes, prefix_ + ".bin.tmp"); }
 
 void IndexedDatasetWriter::add_document(const std::vector<int32_t>& tokens, const std::vector<int32_t>& sequence_lengths) {
-  TANDEM_CHECK(!finalized_);
+  TANDEM_CHECK(!finished_);
   int64_t total = 0;
   for (int32_t n : sequence_lengths) total += n;
   TANDEM_CHECK_MSG(total == static_cast<int64_t>(tokens.size()), "sequence lengths add to " << total << ", document has "
@@ -65,8 +65,8 @@ void IndexedDatasetWriter::add_document(const std::vector<int32_t>& tokens, cons
   document_indices_.push_back(static_cast<int64_t>(sequence_lengths_.size()));
 }
 
-void IndexedDatasetWriter::finalize() {
-  TANDEM_CHECK(!finalized_);
+void IndexedDatasetWriter::finish() {
+  TANDEM_CHECK(!finished_);
   const std::string bin_tmp = prefix_ + ".bin.tmp", idx_tmp = prefix_ + ".idx.tmp";
   if (std::fclose(bin_) != 0) {
     bin_ = nullptr;
@@ -92,6 +92,12 @@ void IndexedDatasetWriter::finalize() {
   if (f == nullptr) throw UserError(io_error(idx_tmp, "create"));
   const bool ok = std::fwrite(idx.data(), 1, idx.size(), f) == idx.size();
   if (std::fclose(f) != 0 || !ok) throw UserError(io_error(idx_tmp, "write"));
+  finished_ = true;
+}
+
+void IndexedDatasetWriter::commit() {
+  TANDEM_CHECK(finished_ && !finalized_);
+  const std::string bin_tmp = prefix_ + ".bin.tmp", idx_tmp = prefix_ + ".idx.tmp";
   if (std::rename(bin_tmp.c_str(), (prefix_ + ".bin").c_str()) != 0) throw UserError(io_error(prefix_ + ".bin", "rename to"));
   if (std::rename(idx_tmp.c_str(), (prefix_ + ".idx").c_str()) != 0) throw UserError(io_error(prefix_ + ".idx", "rename to"));
   finalized_ = true;

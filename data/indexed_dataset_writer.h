@@ -32,8 +32,16 @@ class IndexedDatasetWriter {
   // tokens: [sum(sequence_lengths)] ids (each must fit the dtype); sequence_lengths: one per
   // non-empty sequence of the document (preprocessing writes one, or one per sentence).
   void add_document(const std::vector<int32_t>& tokens, const std::vector<int32_t>& sequence_lengths);
-  // Writes the index and renames both files into place.
-  void finalize();
+  // Writes the index and renames both files into place: finish() then commit().
+  void finalize() {
+    finish();
+    commit();
+  }
+  // Closes PREFIX.bin.tmp and writes PREFIX.idx.tmp (several writers: all finish, then all commit,
+  // so a failure leaves none of the outputs).
+  void finish();
+  // Renames both files to PREFIX.bin and PREFIX.idx.
+  void commit();
 
   const std::string& prefix() const { return prefix_; }
   int64_t documents() const { return static_cast<int64_t>(document_indices_.size()) - 1; }
@@ -43,7 +51,7 @@ class IndexedDatasetWriter {
   std::string prefix_;
   TokenDtype dtype_;
   std::FILE* bin_ = nullptr;
-  bool finalized_ = false;
+  bool finished_ = false, finalized_ = false;
   std::vector<int32_t> sequence_lengths_;
   std::vector<int64_t> document_indices_{0};
   std::vector<unsigned char> scratch_;   // one document in the dtype

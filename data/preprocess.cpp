@@ -163,7 +163,8 @@ PreprocessStats preprocess(const PreprocessOptions& o, const Tokenizer& tokenize
       last_report = now;
     }
   }
-  for (auto& w : writers) w->finalize();
+  for (auto& w : writers) w->finish();   // every index written before any output takes its name
+  for (auto& w : writers) w->commit();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
 }
