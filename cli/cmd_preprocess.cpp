@@ -36,7 +36,8 @@ void print_help() {
       "--append-eod    end every non-empty document with the tokenizer's end-of-document token\n"
       "--workers N     tokenize on N threads (output identical for any N; default 1)\n"
       "--skip-bad-lines  warn about a line that is not a JSON object with the keys, and go on\n"
-      "                  (default: stop with FILE:LINE and write nothing)\n");
+      "                  (default: stop with FILE:LINE and write nothing)\n"
+      "Megatron's --log-interval N, --partitions 1 and --dataset-impl mmap are accepted.\n");
 }
 
 struct Args {
@@ -90,6 +91,13 @@ Args parse_args(const std::vector<std::string>& args) {
       if (has_value) a.run.json_keys.push_back(value);
       while (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) a.run.json_keys.push_back(args[++i]);
       if (a.run.json_keys.empty()) throw_field_error("--json-keys", "(none)", "missing value");
+    } else if (flag == "--log-interval") {
+      parse_count(flag, take(), 1);   // Megatron's: progress here is shown twice a second on a terminal
+    } else if (flag == "--partitions") {
+      if (parse_count(flag, take(), 1) != 1)
+        throw_field_error(flag, args[i], "only 1 (one input file, read in order; use --workers for threads)");
+    } else if (flag == "--dataset-impl") {
+      if (take() != "mmap") throw_field_error(flag, args[i], "only mmap (MMIDIDX) is written");
     } else if (flag == "--split-sentences") {
       throw UserError("--split-sentences: sentence splitting (NLTK punkt) is not supported; give each document's "
                       "sentences as a JSON list of strings instead");
