@@ -1,6 +1,7 @@
 // The preprocessing pipeline (preprocess.h).
 #include "data/preprocess.h"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -89,23 +90,71 @@ void encode_line(LineResult& r, const PreprocessOptions& o, Encoder& encoder, st
   }
 }
 
-// Encodes batch[0..n) on the given encoders (one thread each; the first runs here).
-void encode_batch(std::vector<LineResult>& batch, size_t n, const PreprocessOptions& o,
-                  std::vector<std::unique_ptr<Encoder>>& encoders, std::optional<int32_t> eod) {
-  std::atomic<size_t> next{0};
-  auto work = [&](Encoder& e) {
-    for (size_t i = next++; i < n; i = next++) encode_line(batch[i], o, e, eod);
-  };
-  std::vector<std::thread> threads;
-  for (size_t w = 1; w < encoders.size(); ++w) threads.emplace_back(work, std::ref(*encoders[w]));
-  work(*encoders[0]);
-  for (auto& t : threads) t.join();
+// Encodes batch[0..n) on one thread per encoder while the caller goes on (reads the next batch,
+// writes the previous one); join() waits. Joins in its destructor too, so an error thrown by the
+// caller meanwhile does not leave threads running on freed lines.
+class BatchEncoding {
+ public:
+  BatchEncoding() = default;
+  BatchEncoding(const BatchEncoding&) = delete;
+  BatchEncoding& operator=(const BatchEncoding&) = delete;
+  ~BatchEncoding() { join(); }
+  void start(std::vector<LineResult>& batch, size_t n, const PreprocessOptions& o,
+             std::vector<std::unique_ptr<Encoder>>& encoders, std::optional<int32_t> eod) {
+    next_ = 0;
+    for (auto& e : encoders)
+      threads_.emplace_back([this, &batch, n, &o, &e, eod] {
+        for (size_t i = next_++; i < n; i = next_++) encode_line(batch[i], o, *e, eod);
+      });
+  }
+  void join() {
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+ private:
+  std::atomic<size_t> next_{0};
+  std::vector<std::thread> threads_;
+};
+
+// Appends the documents of batch[0..n) to the writers in order (or reports bad lines).
+void write_batch(std::vector<LineResult>& batch, size_t n, const PreprocessOptions& o,
+                 std::vector<std::unique_ptr<IndexedDatasetWriter>>& writers, PreprocessStats& stats,
+                 const PreprocessHooks& hooks) {
+  for (size_t i = 0; i < n; ++i) {
+    const LineResult& r = batch[i];
+    if (!r.error.empty()) {
+      const std::string where = o.input + ":" + std::to_string(r.number) + ": " + r.error;
+      if (!o.skip_bad_lines) throw UserError(where + " (--skip-bad-lines skips such lines)");
+      ++stats.skipped;
+      if (hooks.warn) hooks.warn(where);
+      continue;
+    }
+    for (size_t k = 0; k < writers.size(); ++k) {
+      writers[k]->add_document(r.keys[k].tokens, r.keys[k].lengths);
+      stats.tokens += static_cast<int64_t>(r.keys[k].tokens.size());
+    }
+    ++stats.documents;
+  }
 }
 
 bool blank(const std::string& line) {
   for (char c : line)
     if (c != ' ' && c != '\t' && c != '\n' && c != '\r') return false;
   return true;
+}
+
+// Reads up to batch.size() non-blank lines into batch; returns how many.
+size_t read_batch(LineReader& reader, std::vector<LineResult>& batch, int64_t& bytes) {
+  size_t n = 0;
+  int64_t number = 0;
+  while (n < batch.size() && reader.next(batch[n].line, number, bytes)) {
+    if (blank(batch[n].line)) continue;
+    batch[n].number = number;
+    batch[n].error.clear();
+    ++n;
+  }
+  return n;
 }
 
 }  // namespace
@@ -127,41 +176,29 @@ PreprocessStats preprocess(const PreprocessOptions& o, const Tokenizer& tokenize
   std::vector<std::unique_ptr<Encoder>> encoders;
   for (int w = 0; w < o.workers; ++w) encoders.push_back(tokenizer.make_encoder());
 
+  // Pipeline over two batches: while the workers encode one, this thread reads the next and then
+  // writes the one they finished. Documents are written in input order whatever the timing.
   const size_t batch_lines = 512 * static_cast<size_t>(o.workers);
-  std::vector<LineResult> batch(batch_lines);
+  std::array<std::vector<LineResult>, 2> batches{std::vector<LineResult>(batch_lines), std::vector<LineResult>(batch_lines)};
+  int current = 0;
+  size_t n_current = read_batch(reader, batches[0], stats.bytes);
+  BatchEncoding encoding;
+  if (n_current > 0) encoding.start(batches[0], n_current, o, encoders, eod);
   auto last_report = start;
-  while (true) {
-    size_t n = 0;
-    int64_t number = 0;
-    while (n < batch_lines && reader.next(batch[n].line, number, stats.bytes)) {
-      if (blank(batch[n].line)) continue;
-      batch[n].number = number;
-      batch[n].error.clear();
-      ++n;
-    }
-    if (n == 0) break;
-    encode_batch(batch, n, o, encoders, eod);
-    for (size_t i = 0; i < n; ++i) {
-      LineResult& r = batch[i];
-      if (!r.error.empty()) {
-        const std::string where = o.input + ":" + std::to_string(r.number) + ": " + r.error;
-        if (!o.skip_bad_lines) throw UserError(where + " (--skip-bad-lines skips such lines)");
-        ++stats.skipped;
-        if (hooks.warn) hooks.warn(where);
-        continue;
-      }
-      for (size_t k = 0; k < writers.size(); ++k) {
-        writers[k]->add_document(r.keys[k].tokens, r.keys[k].lengths);
-        stats.tokens += static_cast<int64_t>(r.keys[k].tokens.size());
-      }
-      ++stats.documents;
-    }
+  while (n_current > 0) {
+    const int next = 1 - current;
+    const size_t n_next = read_batch(reader, batches[next], stats.bytes);
+    encoding.join();
+    if (n_next > 0) encoding.start(batches[next], n_next, o, encoders, eod);
+    write_batch(batches[current], n_current, o, writers, stats, hooks);
     const auto now = std::chrono::steady_clock::now();
     if (hooks.progress && now - last_report > std::chrono::milliseconds(500)) {
       stats.seconds = std::chrono::duration<double>(now - start).count();
       hooks.progress(stats);
       last_report = now;
     }
+    current = next;
+    n_current = n_next;
   }
   for (auto& w : writers) w->finish();   // every index written before any output takes its name
   for (auto& w : writers) w->commit();

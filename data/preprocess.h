@@ -9,7 +9,8 @@
 // sequence grows by one); a document without tokens is still a document (no sequence). The .bin
 // dtype follows the tokenizer's vocabulary size.
 //
-// Tokenization runs on `workers` threads over batches of lines; documents are written in input
+// Tokenization runs on `workers` threads over batches of lines, while the calling thread reads the
+// next batch and writes the previous one; documents are written in input
 // order, so the files are identical for any number of workers. Blank lines are skipped. A line
 // that is not a JSON object with every key as a string or list of strings is an error naming
 // FILE:LINE (UserError), or, with skip_bad_lines, a warning and no document.
