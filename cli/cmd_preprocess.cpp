@@ -51,9 +51,7 @@ int64_t parse_count(const std::string& flag, const std::string& text, int64_t mi
   long long v = 0;
   try {
     v = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
+  } catch (const std::exception&) { used = 0; }
   if (text.empty() || used != text.size()) throw_field_error(flag, text, "expected an integer");
   if (v < min) throw_field_error(flag, text, "must be at least " + std::to_string(min));
   return v;
@@ -61,10 +59,12 @@ int64_t parse_count(const std::string& flag, const std::string& text, int64_t mi
 
 Args parse_args(const std::vector<std::string>& args) {
   Args a;
-  std::map<std::string, std::string*> text = {
-      {"--input", &a.run.input},           {"--output-prefix", &a.run.output_prefix},
-      {"--tokenizer-type", &a.tokenizer.type}, {"--vocab-file", &a.tokenizer.vocab_file},
-      {"--merge-file", &a.tokenizer.merge_file}, {"--tokenizer-model", &a.tokenizer.tokenizer_model}};
+  std::map<std::string, std::string*> text = {{"--input", &a.run.input},
+                                              {"--output-prefix", &a.run.output_prefix},
+                                              {"--tokenizer-type", &a.tokenizer.type},
+                                              {"--vocab-file", &a.tokenizer.vocab_file},
+                                              {"--merge-file", &a.tokenizer.merge_file},
+                                              {"--tokenizer-model", &a.tokenizer.tokenizer_model}};
   bool keys_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i], value;
@@ -79,12 +79,18 @@ Args parse_args(const std::vector<std::string>& args) {
       if (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0) throw_field_error(flag, "(none)", "missing value");
       return args[++i];
     };
-    if (flag == "--help" || flag == "-h") a.help = true;
-    else if (text.count(flag)) *text[flag] = take();
-    else if (flag == "--vocab-size") a.tokenizer.vocab_size = parse_count(flag, take(), 1);
-    else if (flag == "--workers") a.run.workers = static_cast<int>(parse_count(flag, take(), 1));
-    else if (flag == "--append-eod") a.run.append_eod = true;
-    else if (flag == "--skip-bad-lines") a.run.skip_bad_lines = true;
+    if (flag == "--help" || flag == "-h")
+      a.help = true;
+    else if (text.count(flag))
+      *text[flag] = take();
+    else if (flag == "--vocab-size")
+      a.tokenizer.vocab_size = parse_count(flag, take(), 1);
+    else if (flag == "--workers")
+      a.run.workers = static_cast<int>(parse_count(flag, take(), 1));
+    else if (flag == "--append-eod")
+      a.run.append_eod = true;
+    else if (flag == "--skip-bad-lines")
+      a.run.skip_bad_lines = true;
     else if (flag == "--json-keys") {
       if (!keys_given) a.run.json_keys.clear();
       keys_given = true;
@@ -92,22 +98,24 @@ Args parse_args(const std::vector<std::string>& args) {
       while (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) a.run.json_keys.push_back(args[++i]);
       if (a.run.json_keys.empty()) throw_field_error("--json-keys", "(none)", "missing value");
     } else if (flag == "--log-interval") {
-      parse_count(flag, take(), 1);   // Megatron's: progress here is shown twice a second on a terminal
+      parse_count(flag, take(), 1);  // Megatron's: progress here is shown twice a second on a terminal
     } else if (flag == "--partitions") {
       if (parse_count(flag, take(), 1) != 1)
         throw_field_error(flag, args[i], "only 1 (one input file, read in order; use --workers for threads)");
     } else if (flag == "--dataset-impl") {
       if (take() != "mmap") throw_field_error(flag, args[i], "only mmap (MMIDIDX) is written");
     } else if (flag == "--split-sentences") {
-      throw UserError("--split-sentences: sentence splitting (NLTK punkt) is not supported; give each document's "
-                      "sentences as a JSON list of strings instead");
+      throw UserError(
+          "--split-sentences: sentence splitting (NLTK punkt) is not supported; give each document's "
+          "sentences as a JSON list of strings instead");
     } else {
       throw_field_error(flag, "", "unknown option (see `tandem preprocess --help`)");
     }
   }
   if (a.help) return a;
   for (const char* required : {"--input", "--output-prefix", "--tokenizer-type"})
-    if (text[required]->empty()) throw UserError(std::string(required) + " is required (see `tandem preprocess --help`)");
+    if (text[required]->empty())
+      throw UserError(std::string(required) + " is required (see `tandem preprocess --help`)");
   if (a.run.workers > 256) throw_field_error("--workers", a.run.workers, "must be at most 256");
   return a;
 }
@@ -146,6 +154,5 @@ int run_preprocess(const std::vector<std::string>& raw) {
 }  // namespace
 }  // namespace tandem::cli
 
-TANDEM_REGISTER_COMMAND(preprocess, "preprocess",
-                        "JSONL text to Megatron indexed datasets (tools/preprocess_data.py)",
+TANDEM_REGISTER_COMMAND(preprocess, "preprocess", "JSONL text to Megatron indexed datasets (tools/preprocess_data.py)",
                         tandem::cli::run_preprocess)

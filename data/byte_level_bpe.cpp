@@ -45,7 +45,7 @@ bool decode_byte_level(std::string_view token, std::string& bytes) {
     if (c < 0x80) {
       cp = c;
       i += 1;
-    } else if ((c & 0xE0) == 0xC0 && i + 1 < token.size()) {   // the map only reaches U+0143
+    } else if ((c & 0xE0) == 0xC0 && i + 1 < token.size()) {  // the map only reaches U+0143
       cp = (static_cast<char32_t>(c & 0x1F) << 6) | (static_cast<unsigned char>(token[i + 1]) & 0x3F);
       i += 2;
     } else {
@@ -65,10 +65,10 @@ int32_t ByteLevelBpe::intern(const std::string& s) {
 
 ByteLevelBpe::ByteLevelBpe(const std::vector<std::pair<std::string, int32_t>>& vocab,
                            const std::vector<std::pair<std::string, std::string>>& merges, const std::string& source) {
-  for (int b = 0; b < 256; ++b) intern(std::string(1, static_cast<char>(b)));   // symbol b = byte b
+  for (int b = 0; b < 256; ++b) intern(std::string(1, static_cast<char>(b)));  // symbol b = byte b
   std::string bytes;
   for (const auto& [text, id] : vocab) {
-    if (!decode_byte_level(text, bytes)) continue;   // e.g. an added token outside the byte map
+    if (!decode_byte_level(text, bytes)) continue;  // e.g. an added token outside the byte map
     token_of_symbol_[static_cast<size_t>(intern(bytes))] = id;
   }
   std::string left, right;
@@ -138,8 +138,10 @@ void ByteLevelBpe::encode_word(std::string_view word, std::vector<int32_t>& out,
     merge(syms);
     for (int32_t s : syms) {
       const int32_t id = token_of_symbol_[static_cast<size_t>(s)];
-      if (id >= 0) ids.push_back(id);
-      else if (unknown_id >= 0) ids.push_back(unknown_id);
+      if (id >= 0)
+        ids.push_back(id);
+      else if (unknown_id >= 0)
+        ids.push_back(unknown_id);
     }
   }
   out.insert(out.end(), ids.begin(), ids.end());

@@ -48,11 +48,11 @@ class ByteLevelBpe {
 
   struct Merge {
     int32_t rank;
-    int32_t result;   // symbol id of the concatenation
+    int32_t result;  // symbol id of the concatenation
   };
-  std::unordered_map<std::string, int32_t> symbol_of_;   // raw bytes -> symbol id
-  std::vector<int32_t> token_of_symbol_;                 // symbol id -> vocabulary id or -1
-  std::unordered_map<uint64_t, Merge> merges_;           // (left << 32 | right) -> merge
+  std::unordered_map<std::string, int32_t> symbol_of_;  // raw bytes -> symbol id
+  std::vector<int32_t> token_of_symbol_;                // symbol id -> vocabulary id or -1
+  std::unordered_map<uint64_t, Merge> merges_;          // (left << 32 | right) -> merge
 };
 
 }  // namespace tandem::data

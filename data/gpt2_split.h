@@ -16,9 +16,9 @@ class Gpt2Split {
 
  private:
   enum class Class : unsigned char { Letter, Number, Space, Other };
-  std::vector<unsigned> offset_;   // [code points + 1] byte offset of each code point, then the end
-  std::vector<char32_t> cp_;       // [code points]
-  std::vector<Class> cls_;         // [code points]
+  std::vector<unsigned> offset_;  // [code points + 1] byte offset of each code point, then the end
+  std::vector<char32_t> cp_;      // [code points]
+  std::vector<Class> cls_;        // [code points]
   static Class classify(char32_t c);
 };
 

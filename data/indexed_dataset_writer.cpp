@@ -24,12 +24,13 @@ void write_all(std::FILE* f, const void* data, size_t bytes, const std::string& 
 template <typename T>
 void append(std::vector<unsigned char>& out, const T& v) {
   const auto* p = reinterpret_cast<const unsigned char*>(&v);
-  out.insert(out.end(), p, p + sizeof(T));   // little-endian hosts only (x86-64, aarch64)
+  out.insert(out.end(), p, p + sizeof(T));  // little-endian hosts only (x86-64, aarch64)
 }
 
 }  // namespace
 
-IndexedDatasetWriter::IndexedDatasetWriter(std::string prefix, TokenDtype dtype) : prefix_(std::move(prefix)), dtype_(dtype) {
+IndexedDatasetWriter::IndexedDatasetWriter(std::string prefix, TokenDtype dtype)
+    : prefix_(std::move(prefix)), dtype_(dtype) {
   const std::string tmp = prefix_ + ".bin.tmp";
   bin_ = std::fopen(tmp.c_str(), "wb");
   if (bin_ == nullptr) throw UserError(io_error(tmp, "create"));
@@ -43,14 +44,17 @@ IndexedDatasetWriter::~IndexedDatasetWriter() {
   }
 }
 
-void IndexedDatasetWriter::write_bin(const void* data, size_t bytes) { write_all(bin_, data, bytes, prefix_ + ".bin.tmp"); }
+void IndexedDatasetWriter::write_bin(const void* data, size_t bytes) {
+  write_all(bin_, data, bytes, prefix_ + ".bin.tmp");
+}
 
-void IndexedDatasetWriter::add_document(const std::vector<int32_t>& tokens, const std::vector<int32_t>& sequence_lengths) {
+void IndexedDatasetWriter::add_document(const std::vector<int32_t>& tokens,
+                                        const std::vector<int32_t>& sequence_lengths) {
   TANDEM_CHECK(!finished_);
   int64_t total = 0;
   for (int32_t n : sequence_lengths) total += n;
-  TANDEM_CHECK_MSG(total == static_cast<int64_t>(tokens.size()), "sequence lengths add to " << total << ", document has "
-                                                                  << tokens.size() << " tokens");
+  TANDEM_CHECK_MSG(total == static_cast<int64_t>(tokens.size()),
+                   "sequence lengths add to " << total << ", document has " << tokens.size() << " tokens");
   scratch_.clear();
   if (dtype_ == TokenDtype::UInt16) {
     for (int32_t t : tokens) {
@@ -82,7 +86,7 @@ void IndexedDatasetWriter::finish() {
   append(idx, static_cast<uint64_t>(sequence_lengths_.size()));
   append(idx, static_cast<uint64_t>(document_indices_.size()));
   for (int32_t n : sequence_lengths_) append(idx, n);
-  int64_t pointer = 0;   // bytes into .bin
+  int64_t pointer = 0;  // bytes into .bin
   for (int32_t n : sequence_lengths_) {
     append(idx, pointer);
     pointer += int64_t{n} * item;
@@ -98,8 +102,10 @@ void IndexedDatasetWriter::finish() {
 void IndexedDatasetWriter::commit() {
   TANDEM_CHECK(finished_ && !finalized_);
   const std::string bin_tmp = prefix_ + ".bin.tmp", idx_tmp = prefix_ + ".idx.tmp";
-  if (std::rename(bin_tmp.c_str(), (prefix_ + ".bin").c_str()) != 0) throw UserError(io_error(prefix_ + ".bin", "rename to"));
-  if (std::rename(idx_tmp.c_str(), (prefix_ + ".idx").c_str()) != 0) throw UserError(io_error(prefix_ + ".idx", "rename to"));
+  if (std::rename(bin_tmp.c_str(), (prefix_ + ".bin").c_str()) != 0)
+    throw UserError(io_error(prefix_ + ".bin", "rename to"));
+  if (std::rename(idx_tmp.c_str(), (prefix_ + ".idx").c_str()) != 0)
+    throw UserError(io_error(prefix_ + ".idx", "rename to"));
   finalized_ = true;
 }
 

@@ -54,7 +54,7 @@ class IndexedDatasetWriter {
   bool finished_ = false, finalized_ = false;
   std::vector<int32_t> sequence_lengths_;
   std::vector<int64_t> document_indices_{0};
-  std::vector<unsigned char> scratch_;   // one document in the dtype
+  std::vector<unsigned char> scratch_;  // one document in the dtype
 };
 
 }  // namespace tandem::data

@@ -15,7 +15,7 @@ struct LineReader::Impl {
   gzFile file = nullptr;
   std::string path, flag;
   std::vector<char> buffer = std::vector<char>(1 << 20);
-  size_t begin = 0, end = 0;   // unread bytes are buffer[begin, end)
+  size_t begin = 0, end = 0;  // unread bytes are buffer[begin, end)
   bool eof = false;
   int64_t line = 0;
 };
@@ -41,7 +41,7 @@ bool LineReader::fill() {
     r.end -= r.begin;
     r.begin = 0;
   }
-  if (r.end == r.buffer.size()) r.buffer.resize(r.buffer.size() * 2);   // a line longer than the buffer
+  if (r.end == r.buffer.size()) r.buffer.resize(r.buffer.size() * 2);  // a line longer than the buffer
   const int got = gzread(r.file, r.buffer.data() + r.end, static_cast<unsigned>(r.buffer.size() - r.end));
   if (got < 0) {
     int code = 0;
@@ -53,7 +53,7 @@ bool LineReader::fill() {
     r.eof = true;
     int code = 0;
     gzerror(r.file, &code);
-    if (code == Z_BUF_ERROR)   // a gzip stream that stops before its end
+    if (code == Z_BUF_ERROR)  // a gzip stream that stops before its end
       throw UserError(r.flag + " = " + r.path + ": compressed data ends early (truncated .gz) after line " +
                       std::to_string(r.line));
   }
@@ -63,12 +63,12 @@ bool LineReader::fill() {
 
 bool LineReader::next(std::string& line, int64_t& line_number, int64_t& bytes) {
   Impl& r = *impl_;
-  size_t scanned = r.begin;   // buffer[begin, scanned) holds no line end
+  size_t scanned = r.begin;  // buffer[begin, scanned) holds no line end
   while (true) {
     for (; scanned < r.end; ++scanned) {
       const char c = r.buffer[scanned];
       if (c != '\n' && c != '\r') continue;
-      if (c == '\r' && scanned + 1 == r.end && !r.eof) break;   // "\r" last: is "\n" next? read on
+      if (c == '\r' && scanned + 1 == r.end && !r.eof) break;  // "\r" last: is "\n" next? read on
       line.assign(r.buffer.data() + r.begin, scanned - r.begin);
       size_t after = scanned + 1;
       if (c == '\r' && after < r.end && r.buffer[after] == '\n') ++after;
@@ -82,7 +82,7 @@ bool LineReader::next(std::string& line, int64_t& line_number, int64_t& bytes) {
     scanned = r.begin + offset;
     if (more || scanned < r.end) continue;
     if (r.begin == r.end) return false;
-    line.assign(r.buffer.data() + r.begin, r.end - r.begin);   // the last line has no end
+    line.assign(r.buffer.data() + r.begin, r.end - r.begin);  // the last line has no end
     bytes += static_cast<int64_t>(r.end - r.begin);
     r.begin = r.end;
     line_number = ++r.line;

@@ -5,9 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "core/check.h"
 #include "data/indexed_dataset_writer.h"
@@ -18,14 +17,14 @@ namespace {
 
 struct KeyResult {
   std::vector<int32_t> tokens;
-  std::vector<int32_t> lengths;   // non-empty sequences
+  std::vector<int32_t> lengths;  // non-empty sequences
 };
 
 struct LineResult {
   std::string line;
   int64_t number = 0;
-  std::string error;              // non-empty: a bad line
-  std::vector<KeyResult> keys;    // [json_keys]
+  std::string error;            // non-empty: a bad line
+  std::vector<KeyResult> keys;  // [json_keys]
 };
 
 // Megatron's Encoder.encode for one line; errors go to r.error (reported in input order later).
@@ -34,7 +33,7 @@ void encode_line(LineResult& r, const PreprocessOptions& o, Encoder& encoder, st
   nlohmann::json j = nlohmann::json::parse(r.line, nullptr, false);
   if (j.is_discarded()) {
     try {
-      const auto reparsed = nlohmann::json::parse(r.line);   // throws the message
+      const auto reparsed = nlohmann::json::parse(r.line);  // throws the message
       (void)reparsed;
     } catch (const nlohmann::json::exception& e) {
       // "[json.exception.parse_error.101] parse error at line 1, column 15: ..." -> "column 15: ..."
@@ -179,7 +178,8 @@ PreprocessStats preprocess(const PreprocessOptions& o, const Tokenizer& tokenize
   // Pipeline over two batches: while the workers encode one, this thread reads the next and then
   // writes the one they finished. Documents are written in input order whatever the timing.
   const size_t batch_lines = 512 * static_cast<size_t>(o.workers);
-  std::array<std::vector<LineResult>, 2> batches{std::vector<LineResult>(batch_lines), std::vector<LineResult>(batch_lines)};
+  std::array<std::vector<LineResult>, 2> batches{std::vector<LineResult>(batch_lines),
+                                                 std::vector<LineResult>(batch_lines)};
   int current = 0;
   size_t n_current = read_batch(reader, batches[0], stats.bytes);
   BatchEncoding encoding;
@@ -200,7 +200,7 @@ PreprocessStats preprocess(const PreprocessOptions& o, const Tokenizer& tokenize
     current = next;
     n_current = n_next;
   }
-  for (auto& w : writers) w->finish();   // every index written before any output takes its name
+  for (auto& w : writers) w->finish();  // every index written before any output takes its name
   for (auto& w : writers) w->commit();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;

@@ -24,28 +24,29 @@
 namespace tandem::data {
 
 struct PreprocessOptions {
-  std::string input;                              // --input
-  std::string output_prefix;                      // --output-prefix
-  std::vector<std::string> json_keys{"text"};     // --json-keys
-  bool append_eod = false;                        // --append-eod
-  int workers = 1;                                // --workers
-  bool skip_bad_lines = false;                    // --skip-bad-lines
+  std::string input;                           // --input
+  std::string output_prefix;                   // --output-prefix
+  std::vector<std::string> json_keys{"text"};  // --json-keys
+  bool append_eod = false;                     // --append-eod
+  int workers = 1;                             // --workers
+  bool skip_bad_lines = false;                 // --skip-bad-lines
 };
 
 struct PreprocessStats {
-  int64_t documents = 0;       // lines written as documents
-  int64_t skipped = 0;         // bad lines skipped
-  int64_t tokens = 0;          // over every key, EOD included
-  int64_t bytes = 0;           // input bytes read (uncompressed, line ends included)
+  int64_t documents = 0;  // lines written as documents
+  int64_t skipped = 0;    // bad lines skipped
+  int64_t tokens = 0;     // over every key, EOD included
+  int64_t bytes = 0;      // input bytes read (uncompressed, line ends included)
   double seconds = 0;
-  std::vector<std::string> outputs;   // the prefixes written, one per key
+  std::vector<std::string> outputs;  // the prefixes written, one per key
 };
 
 struct PreprocessHooks {
-  std::function<void(const PreprocessStats&)> progress;   // now and then while running
-  std::function<void(const std::string&)> warn;           // a skipped line: "FILE:LINE: reason"
+  std::function<void(const PreprocessStats&)> progress;  // now and then while running
+  std::function<void(const std::string&)> warn;          // a skipped line: "FILE:LINE: reason"
 };
 
-PreprocessStats preprocess(const PreprocessOptions& options, const Tokenizer& tokenizer, const PreprocessHooks& hooks = {});
+PreprocessStats preprocess(const PreprocessOptions& options, const Tokenizer& tokenizer,
+                           const PreprocessHooks& hooks = {});
 
 }  // namespace tandem::data

@@ -8,8 +8,7 @@
 
 namespace tandem::data {
 
-const char* const kGpt2SplitPattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const kGpt2SplitPattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 namespace {
 
@@ -19,9 +18,12 @@ std::string with_unicode_whitespace(const std::string& pattern) {
   for (size_t i = 0; i < pattern.size(); ++i) {
     if (pattern[i] == '\\' && i + 1 < pattern.size()) {
       const char next = pattern[i + 1];
-      if (next == 's') out += "\\p{White_Space}";
-      else if (next == 'S') out += "\\P{White_Space}";
-      else out += pattern.substr(i, 2);
+      if (next == 's')
+        out += "\\p{White_Space}";
+      else if (next == 'S')
+        out += "\\P{White_Space}";
+      else
+        out += pattern.substr(i, 2);
       ++i;
     } else {
       out += pattern[i];
@@ -71,7 +73,7 @@ void RegexSplit::Matcher::split(std::string_view text, std::vector<std::string_v
   TANDEM_CHECK_MSG(U_SUCCESS(status), "ICU utext_openUTF8: " << u_errorName(status));
   icu::RegexMatcher& m = *impl_->matcher;
   m.reset(impl_->text);
-  size_t last = 0;   // byte offset: the UTF-8 UText's native index is the byte offset
+  size_t last = 0;  // byte offset: the UTF-8 UText's native index is the byte offset
   while (m.find(status)) {
     const auto start = static_cast<size_t>(m.start64(status));
     const auto end = static_cast<size_t>(m.end64(status));

@@ -2,9 +2,8 @@
 // then <CLS>, <SEP>, <EOD>, <MASK>, the pad, bos and eos pieces (or <PAD>, <BOS>, <EOS> when the
 // model has none) appended when missing; these special tokens are recognised in the text (the
 // earliest occurrence first) and the text between them is encoded by SentencePiece.
-#include "data/tokenizer.h"
-
 #include "core/check.h"
+#include "data/tokenizer.h"
 
 #ifdef TANDEM_HAVE_SENTENCEPIECE
 #include <sentencepiece_processor.h>
@@ -19,7 +18,8 @@ namespace tandem::data {
 std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(const std::string& model_file) {
   throw_field_error("--tokenizer-type", "SentencePieceTokenizer",
                     "this tandem was built without SentencePiece (install Debian's libsentencepiece-dev and "
-                    "re-run cmake); model " + model_file + " not read");
+                    "re-run cmake); model " +
+                        model_file + " not read");
 }
 
 #else
@@ -29,7 +29,7 @@ namespace {
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) {
-    read_file_for("--tokenizer-model", path);   // names the flag when the file is missing
+    read_file_for("--tokenizer-model", path);  // names the flag when the file is missing
     const auto status = sp_.Load(path);
     if (!status.ok())
       throw UserError("--tokenizer-model = " + path + ": not a SentencePiece model (" + status.ToString() + ")");
@@ -66,7 +66,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       while (true) {
         size_t best = std::string_view::npos;
         const std::pair<std::string, int32_t>* hit = nullptr;
-        for (const auto& s : t_.specials_) {   // earliest occurrence; the first listed on a tie
+        for (const auto& s : t_.specials_) {  // earliest occurrence; the first listed on a tie
           const size_t k = text.find(s.first, at);
           if (k < best) {
             best = k;
@@ -95,7 +95,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 
  private:
   sentencepiece::SentencePieceProcessor sp_;
-  std::vector<std::pair<std::string, int32_t>> specials_;   // in Megatron's order
+  std::vector<std::pair<std::string, int32_t> > specials_;  // in Megatron's order
   int64_t size_ = 0;
   int32_t eod_ = 0;
 };

@@ -2,9 +2,8 @@
 #include "data/tokenizer.h"
 
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/check.h"
 #include "data/byte_level_bpe.h"
@@ -83,7 +82,7 @@ std::vector<std::pair<std::string, std::string>> read_gpt2_merges(const std::str
   std::string line;
   std::istringstream in(text);
   while (std::getline(in, line)) lines.push_back(line);
-  if (!text.empty() && text.back() == '\n') lines.push_back("");   // split('\n') keeps the empty tail
+  if (!text.empty() && text.back() == '\n') lines.push_back("");  // split('\n') keeps the empty tail
   std::vector<std::pair<std::string, std::string>> merges;
   for (size_t i = 1; i + 1 < lines.size(); ++i) {
     std::istringstream words(lines[i]);
@@ -128,8 +127,10 @@ class NullTokenizer final : public Tokenizer {
       size_t k = (word[0] == '+') ? 1 : 0;
       bool ok = k < word.size();
       for (; ok && k < word.size(); ++k) {
-        if (!std::isdigit(static_cast<unsigned char>(word[k])) || v > n_) ok = false;
-        else v = v * 10 + (word[k] - '0');
+        if (!std::isdigit(static_cast<unsigned char>(word[k])) || v > n_)
+          ok = false;
+        else
+          v = v * 10 + (word[k] - '0');
       }
       if (!ok || v > n_)
         throw UserError("NullTokenizer: '" + std::string(word.substr(0, 40)) + "' is not a token id in [0, " +
@@ -141,7 +142,7 @@ class NullTokenizer final : public Tokenizer {
   std::unique_ptr<Encoder> make_encoder() const override { return std::make_unique<Session>(n_); }
 
  private:
-  int64_t n_;   // ids 0..n_-1, and n_ for EOD
+  int64_t n_;  // ids 0..n_-1, and n_ for EOD
 };
 
 }  // namespace

@@ -32,17 +32,17 @@ class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
   virtual std::string name() const = 0;
-  virtual int64_t vocab_size() const = 0;              // Megatron's tokenizer.vocab_size
-  virtual std::optional<int32_t> eod() const = 0;      // none: --append-eod is refused
+  virtual int64_t vocab_size() const = 0;          // Megatron's tokenizer.vocab_size
+  virtual std::optional<int32_t> eod() const = 0;  // none: --append-eod is refused
   virtual std::unique_ptr<Encoder> make_encoder() const = 0;
 };
 
 struct TokenizerOptions {
-  std::string type;              // --tokenizer-type
-  std::string vocab_file;        // --vocab-file
-  std::string merge_file;        // --merge-file
-  std::string tokenizer_model;   // --tokenizer-model
-  std::optional<int64_t> vocab_size;   // --vocab-size
+  std::string type;                   // --tokenizer-type
+  std::string vocab_file;             // --vocab-file
+  std::string merge_file;             // --merge-file
+  std::string tokenizer_model;        // --tokenizer-model
+  std::optional<int64_t> vocab_size;  // --vocab-size
 };
 
 // Throws UserError naming the flag and file for a missing or wrong-kind file.

@@ -3,13 +3,14 @@
 // contractions' letters and apostrophes, spaces, tabs, newlines, Unicode letters of every general
 // category (Lu Ll Lt Lm Lo), numbers (Nd Nl No), combining marks (not letters), emoji, and the
 // whitespace characters outside ASCII (NBSP, NEL, ideographic space, line separator).
+#include "data/gpt2_split.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
 #include <string>
 #include <vector>
 
-#include "data/gpt2_split.h"
 #include "data/regex_split.h"
 
 using namespace tandem::data;
@@ -37,10 +38,11 @@ void append_utf8(std::string& s, char32_t c) {
 }  // namespace
 
 TEST(Gpt2Split, EqualsTheRegexOnRandomText) {
-  const std::vector<char32_t> pool = {
-      'a', 'Z', 's', 't', 'r', 'e', 'v', 'l', 'd', 'm', 'S', '\'', '\'', ' ', ' ', ' ', '\t', '\n', '\r', '\v', '\f',
-      '1', '0', '!', '.', ',', '-', '_', '"', 0x1C, 0xE9, 0x01C5, 0x02B0, 0x65E5, 0x0416, 0x0661, 0x2160, 0x00BD,
-      0x0301, 0x1F600, 0x1F44D, 0x200D, 0x00A0, 0x0085, 0x3000, 0x2028, 0x2009, 0xFEFF, 0x00AD};
+  const std::vector<char32_t> pool = {'a',     'Z',    's',    't',    'r',    'e',    'v',    'l',    'd',    'm',
+                                      'S',     '\'',   '\'',   ' ',    ' ',    ' ',    '\t',   '\n',   '\r',   '\v',
+                                      '\f',    '1',    '0',    '!',    '.',    ',',    '-',    '_',    '"',    0x1C,
+                                      0xE9,    0x01C5, 0x02B0, 0x65E5, 0x0416, 0x0661, 0x2160, 0x00BD, 0x0301, 0x1F600,
+                                      0x1F44D, 0x200D, 0x00A0, 0x0085, 0x3000, 0x2028, 0x2009, 0xFEFF, 0x00AD};
   RegexSplit regex(kGpt2SplitPattern, "test");
   RegexSplit::Matcher matcher(regex);
   Gpt2Split by_hand;

@@ -49,9 +49,7 @@ std::string le(T v) {
 std::string user_error(const std::function<void()>& f) {
   try {
     f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
+  } catch (const UserError& e) { return e.what(); }
   return "(no error)";
 }
 
@@ -61,8 +59,8 @@ TEST(IndexedDatasetWriter, MegatronLayoutWithAnEmptyDocument) {
   const fs::path d = scratch("layout");
   {
     IndexedDatasetWriter w((d / "x").string(), TokenDtype::UInt16);
-    w.add_document({5, 6, 7}, {2, 1});   // two sequences
-    w.add_document({}, {});              // a document without tokens: no sequence
+    w.add_document({5, 6, 7}, {2, 1});  // two sequences
+    w.add_document({}, {});             // a document without tokens: no sequence
     w.add_document({65535}, {1});
     w.finalize();
   }
@@ -109,7 +107,8 @@ TEST(LineReader, UniversalNewlinesAndGzip) {
     EXPECT_EQ(number, 5);
     EXPECT_EQ(bytes, static_cast<int64_t>(text.size()));
   }
-  EXPECT_NE(user_error([&] { LineReader r((d / "missing.jsonl").string(), "--input"); }).find("--input = "), std::string::npos);
+  EXPECT_NE(user_error([&] { LineReader r((d / "missing.jsonl").string(), "--input"); }).find("--input = "),
+            std::string::npos);
   // A .gz cut short is an error, not a shorter file.
   std::string big;
   for (int i = 0; i < 20000; ++i) big += "{\"text\": \"line " + std::to_string(i * 7919) + "\"}\n";
@@ -163,8 +162,8 @@ TEST(Preprocess, BadLineNamesFileAndLineAndWritesNothing) {
   EXPECT_NE(warnings[0].find("in.jsonl:2:"), std::string::npos);
   EXPECT_NE(warnings[1].find("in.jsonl:3: key 'text' is neither"), std::string::npos) << warnings[1];
   EXPECT_NE(warnings[2].find("in.jsonl:4: no key 'text'"), std::string::npos) << warnings[2];
-  EXPECT_EQ(slurp(d / "out_text_document.bin"), le<uint16_t>(1) + le<uint16_t>(2) + le<uint16_t>(10) +
-                                                     le<uint16_t>(6) + le<uint16_t>(10));
+  EXPECT_EQ(slurp(d / "out_text_document.bin"),
+            le<uint16_t>(1) + le<uint16_t>(2) + le<uint16_t>(10) + le<uint16_t>(6) + le<uint16_t>(10));
 }
 
 TEST(Preprocess, LargeVocabularyWritesInt32) {
@@ -177,7 +176,7 @@ TEST(Preprocess, LargeVocabularyWritesInt32) {
   o.append_eod = true;
   preprocess(o, *t);
   EXPECT_EQ(slurp(d / "out_text_document.bin"), le<int32_t>(69999) + le<int32_t>(0) + le<int32_t>(70000));
-  EXPECT_EQ(slurp(d / "out_text_document.idx")[17], 4);   // dtype code int32
+  EXPECT_EQ(slurp(d / "out_text_document.idx")[17], 4);  // dtype code int32
 }
 
 TEST(Tokenizers, WrongKindOfFileNamesFlagAndFile) {
@@ -193,7 +192,9 @@ TEST(Tokenizers, WrongKindOfFileNamesFlagAndFile) {
   e = user_error([&] { make_hf_tokenizer(merges); });
   EXPECT_NE(e.find("--tokenizer-model = " + merges), std::string::npos) << e;
   e = user_error([&] { make_sentencepiece_tokenizer(vocab); });
-  EXPECT_TRUE(e.find("--tokenizer-model = " + vocab) != std::string::npos || e.find("without SentencePiece") != std::string::npos) << e;
+  EXPECT_TRUE(e.find("--tokenizer-model = " + vocab) != std::string::npos ||
+              e.find("without SentencePiece") != std::string::npos)
+      << e;
   e = user_error([&] { make_gpt2_tokenizer((d / "none.json").string(), merges); });
   EXPECT_NE(e.find("--vocab-file = "), std::string::npos) << e;
 }
