@@ -58,7 +58,9 @@ void IndexedDatasetWriter::add_document(const std::vector<int32_t>& tokens,
   scratch_.clear();
   if (dtype_ == TokenDtype::UInt16) {
     for (int32_t t : tokens) {
-      TANDEM_CHECK_MSG(t >= 0 && t <= std::numeric_limits<uint16_t>::max(), "token " << t << " does not fit uint16");
+      if (t < 0 || t > std::numeric_limits<uint16_t>::max())   // a tokenizer file with ids past its size
+        throw UserError("token id " + std::to_string(t) + " does not fit uint16, the dtype Megatron's rule picks "
+                        "for this tokenizer's vocabulary size (fewer than 65,500 entries)");
       append(scratch_, static_cast<uint16_t>(t));
     }
   } else {

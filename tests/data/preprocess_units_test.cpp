@@ -80,6 +80,13 @@ TEST(IndexedDatasetWriter, DtypeByVocabularySize) {
   EXPECT_EQ(optimal_dtype(128256), TokenDtype::Int32);
 }
 
+TEST(IndexedDatasetWriter, IdPastUint16IsAUserError) {
+  const fs::path d = scratch("past-uint16");
+  IndexedDatasetWriter w((d / "x").string(), TokenDtype::UInt16);
+  EXPECT_NE(user_error([&] { w.add_document({70000}, {1}); }).find("token id 70000 does not fit uint16"),
+            std::string::npos);
+}
+
 TEST(IndexedDatasetWriter, UnfinishedWriterLeavesNothing) {
   const fs::path d = scratch("unfinished");
   {
