@@ -167,18 +167,11 @@ def tokenizer_json(vocab, merges, nfc):
     }
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tandem", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
-    try:
-        import regex
-    except ImportError:
-        print("SKIPPED: the Python `regex` module is not installed (Debian: python3-regex)")
-        sys.exit(77)
-    os.makedirs(a.work, exist_ok=True)
-    corpus = os.path.join(a.work, "corpus.jsonl")
+def make_fixture(work, regex_module):
+    """The corpus (with added tokens in some texts) and a vocabulary and merges learned from it.
+    Returns (corpus path, rows, vocab, merges)."""
+    os.makedirs(work, exist_ok=True)
+    corpus = os.path.join(work, "corpus.jsonl")
     write_corpus(corpus, docs=800, seed=11, python_ws=True)
     rows = [json.loads(line) for line in open(corpus, encoding="utf-8")]
     for i, r in enumerate(rows):
@@ -187,7 +180,7 @@ def main():
     with open(corpus, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    pattern = regex.compile(LLAMA3_SPLIT)
+    pattern = regex_module.compile(LLAMA3_SPLIT)
     words = [to_byte_level(p) for r in rows[:400] for s in sentences_of(r, "text") for p in split_isolated(pattern, s)]
     merges = learn_merges(words, 300)
     # Vocabulary: the 256 bytes in a shuffled order, the merge results, and three whole words that
@@ -198,12 +191,31 @@ def main():
         vocab.setdefault(x + y, len(vocab))
     for w in (" Megatron", " tokenizer", "Ġpipeline"):
         vocab.setdefault(to_byte_level(w) if not w.startswith("Ġ") else w, len(vocab))
+    return corpus, rows, vocab, merges
+
+
+def write_tokenizer_dir(d, vocab, merges, nfc):
+    """tokenizer.json and tokenizer_config.json (eos_token <|end_of_text|>) in directory d."""
+    os.makedirs(d, exist_ok=True)
+    json.dump(tokenizer_json(vocab, merges, nfc), open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8"))
+    json.dump({"eos_token": {"content": "<|end_of_text|>"}}, open(os.path.join(d, "tokenizer_config.json"), "w"))
+    return d
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tandem", required=True)
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+    try:
+        import regex
+    except ImportError:
+        print("SKIPPED: the Python `regex` module is not installed (Debian: python3-regex)")
+        sys.exit(77)
+    corpus, rows, vocab, merges = make_fixture(a.work, regex)
     check(len(vocab) < 1000, "vocabulary below the added tokens' ids (%d entries, %d merges)" % (len(vocab), len(merges)))
     for nfc in (False, True):
-        d = os.path.join(a.work, "nfc" if nfc else "plain")
-        os.makedirs(d, exist_ok=True)
-        json.dump(tokenizer_json(vocab, merges, nfc), open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8"))
-        json.dump({"eos_token": {"content": "<|end_of_text|>"}}, open(os.path.join(d, "tokenizer_config.json"), "w"))
+        d = write_tokenizer_dir(os.path.join(a.work, "nfc" if nfc else "plain"), vocab, merges, nfc)
         ref = Reference(regex, vocab, merges, nfc)
         docs = [encode_document([ref.encode(s) for s in sentences_of(r, "text")], True, ADDED["<|end_of_text|>"])
                 for r in rows]
