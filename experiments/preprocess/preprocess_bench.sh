@@ -61,5 +61,5 @@ reference() {   # name, megabytes, command...
   awk -v n="$name" -v d="$docs" -v t="$tokens" -v s="$secs" -v c="$(awk -v u="$user" -v s="$sys" 'BEGIN{print u+s}')" \
       -v mbs="$mbs" 'BEGIN { printf "%-38s %10.2f %10.2f %12.0f %10.2f %8.2f\n", n, s, c, d / s, mbs, t / s / 1e6 }'
 }
-reference "Python GPT-2 BPE (first 3 MB)" 3 "$python" "$here/python_gpt2_bpe.py" "$vocab" "$merges" "$corpus"
+reference "Python GPT-2 BPE (first 3 MB)" 3 "$python" "$root/tests/data/megatron_gpt2_reference.py" "$vocab" "$merges" "$corpus"
 reference "JavaScript gpt-3-encoder (first 3 MB)" 3 node "$here/js_gpt2_bpe.js" "$modules" "$corpus"

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Throughput of GPT-2 BPE in pure Python, the algorithm of Megatron's gpt2_tokenization.py
-(GPT2Tokenizer: the `regex` split, byte-to-unicode, merges by rank with a per-word cache) written
-here from the published algorithm, as the reference figure for `tandem preprocess`: Megatron's own
-tools/preprocess_data.py runs this tokenizer in each worker process, plus json.loads per line.
+"""GPT-2 BPE in pure Python, the algorithm of Megatron's gpt2_tokenization.py (GPT2Tokenizer: the
+`regex` module's split, byte-to-unicode, merges by rank with a per-word cache, unknown pieces as
+id 0, no special tokens in the text), written here from the published algorithm. It is the
+reference of preprocess_gpt2_python_test.py and, run as a script, the throughput reference of
+experiments/preprocess/preprocess_bench.sh (Megatron's tools/preprocess_data.py runs this
+tokenizer in each worker process, plus json.loads per line).
 
-usage: python_gpt2_bpe.py ENCODER.json VOCAB.bpe CORPUS.jsonl MEGABYTES
+usage: megatron_gpt2_reference.py ENCODER.json VOCAB.bpe CORPUS.jsonl MEGABYTES
 prints: documents, tokens, seconds, documents/s, MB/s, tokens/s (one process, one core)"""
 import json
 import sys
