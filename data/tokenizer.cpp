@@ -1,9 +1,12 @@
 // The tokenizer factory, GPT-2 BPE and the Null tokenizer (tokenizer.h).
 #include "data/tokenizer.h"
 
+#include <cctype>
 #include <fstream>
-#include <nlohmann/json.hpp>
+#include <limits>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "core/check.h"
 #include "data/byte_level_bpe.h"
