@@ -8,11 +8,14 @@ cd "$(dirname "$0")"
 
 packages=(build-essential cmake pkg-config libsimgrid-dev libeigen3-dev libboost-graph-dev nlohmann-json3-dev
           libgtest-dev libgmock-dev libbenchmark-dev libopenmpi-dev openmpi-bin libcli11-dev
-          libopenblas-dev zlib1g-dev python3-torch python3-matplotlib)
+          libopenblas-dev python3-torch python3-matplotlib
+          libicu-dev zlib1g-dev libsentencepiece-dev sentencepiece python3-sentencepiece python3-regex)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm installs the JavaScript GPT-2 encoder that the preprocessing test compares with (any Node.js will do).
+command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   sudo_cmd=()
