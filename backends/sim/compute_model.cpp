@@ -303,8 +303,11 @@ double ComputeModel::kernel_time(const Instruction& ins) const {
   switch (ins.kind) {
     case OpKind::Gemm:
     case OpKind::GemmGradInput:
-    case OpKind::GemmGradWeight: return gemm_kind_time(ins);
-    case OpKind::Router:
+    case OpKind::GemmGradWeight: {
+      const bool expert = ins.site == Site::ExpertFc1 || ins.site == Site::ExpertFc2;
+      return expert ? gemm_kind_time(ins) / eff_.moe_expert_gemm_efficiency : gemm_kind_time(ins);
+    }
+    case OpKind::Router: return router_time(ins) + eff_.moe_forward_overhead_s;
     case OpKind::RouterGrad: return router_time(ins);
     case OpKind::Attention:
     case OpKind::AttentionGrad: {

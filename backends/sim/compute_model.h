@@ -148,6 +148,10 @@ struct GpuEfficiency {
   double nic_efficiency = 1.0;              // the node's NICs and the fabric behind them
   double collective_base_latency_s = 0;     // NCCL's fixed cost of one collective (launch, setup)
   double nccl_sm_fraction = 0;              // SMs a network collective's kernel holds while it runs
+  // Mixture of experts (stack "moe", optional): expert GEMM throughput relative to a dense GEMM of
+  // the same shape, and GPU time lost per MoE layer in each forward (the dispatcher's host sync).
+  double moe_expert_gemm_efficiency = 1.0;
+  double moe_forward_overhead_s = 0;
 };
 
 // What the job decides beyond the GPU.

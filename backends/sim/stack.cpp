@@ -120,6 +120,14 @@ void read_attention(const StackReader& s, const json& a, GpuEfficiency& e) {
   e.attention_dropout_backward = s.parameter(a, w, "dropout_backward_factor", 0, 1, true);
 }
 
+// Optional: a stack without "moe" times expert GEMMs as dense GEMMs and adds no MoE overhead.
+void read_moe(const StackReader& s, const json& m, GpuEfficiency& e) {
+  const std::string w = "moe";
+  s.r().only(m, w, {"expert_gemm_efficiency", "forward_overhead_us"});
+  e.moe_expert_gemm_efficiency = s.parameter(m, w, "expert_gemm_efficiency", 0.05, 1, true);
+  e.moe_forward_overhead_s = s.parameter(m, w, "forward_overhead_us", 0, 1e5) * 1e-6;
+}
+
 void read_memory(const StackReader& s, const json& m, GpuEfficiency& e) {
   const DataReader& r = s.r();
   const std::string w = "memory";
@@ -192,7 +200,7 @@ Stack parse_stack(const json& doc, const std::string& file) {
   s.doc = doc;
   const DataReader r(file);
   r.only(doc, "", {"stack", "gpu", "description", "source", "tensor_clock_factor", "gemm", "attention", "memory",
-                   "launch_overhead_us", "communication", "fit"});
+                   "launch_overhead_us", "communication", "moe", "fit"});
   s.name = r.text(doc, "", "stack");
   s.gpu = r.text(doc, "", "gpu");
   const StackReader sr(file, s.parameters);
@@ -206,6 +214,7 @@ Stack parse_stack(const json& doc, const std::string& file) {
   read_memory(sr, r.member(doc, "", "memory"), e);
   e.launch_overhead_s = sr.parameter(doc, "", "launch_overhead_us", 0, 1000) * 1e-6;
   read_communication(sr, r.member(doc, "", "communication"), e);
+  if (doc.contains("moe")) read_moe(sr, r.member(doc, "", "moe"), e);
   s.fit = read_fit(r, doc);
   return s;
 }

@@ -58,14 +58,16 @@ FAMILY_NOTES["mixtral-8x3b"] = (
     ["--moe-token-dispatcher-type", "alltoall", "--attention-dropout", "0", "--hidden-dropout", "0"],
     "the table prints no EP and the launcher's mixtral_8x3b config has EP 1 (the 8 experts on every GPU), "
     "grouped GEMM, no capacity factor (dropless); no dropout")
-QWEN3_FLAGS = ["--expert-tensor-parallel-size", "1", "--moe-token-dispatcher-type", "alltoall", "--moe-grouped-gemm", "--moe-permute-fusion",
+QWEN3_FLAGS = ["--expert-tensor-parallel-size", "1", "--moe-grouped-gemm", "--moe-permute-fusion",
                "--moe-router-force-load-balancing", "--attention-dropout", "0", "--hidden-dropout", "0"]
-QWEN3_NOTE = ("expert TP 1 (the recipes' expert_tensor_parallel_size); token-dropless with the router forced to balance tokens over experts (the page's footnote), except rows "
-              "labelled tokendrop (capacity factor 1.0 with padding, as Megatron-Bridge's token-drop setting); grouped "
-              "expert GEMMs and fused permutation as the Qwen3 recipes set; the all-to-all dispatcher (the H100 recipes "
-              "at the page's later releases name the flex/HybridEP dispatcher for 30B-A3B and all-to-all with "
-              "--overlap-moe-expert-parallel-comm for 235B-A22B, which tandem does not model: each plays as a plain "
-              "all-to-all); no dropout")
+QWEN3_NOTE = ("expert TP 1 (the recipes' expert_tensor_parallel_size); token-dropless with the router forced to "
+              "balance tokens over experts (the page's footnote), except rows labelled tokendrop (capacity factor 1.0 "
+              "with padding, as Megatron-Bridge's token-drop setting); grouped expert GEMMs and fused permutation as the "
+              "Qwen3 recipes set; no dropout. The dispatcher and EP overlap are the H100 performance recipe's "
+              "(Megatron-Bridge scripts/performance/configs/qwen/qwen3_workload_base_configs.py) for the rows that "
+              "publish its layout: 30B-A3B with EP 16 and no pipeline runs the flex dispatcher (HybridEP), rows with "
+              "the earlier PP 2 x EP 8 layout the all-to-all dispatcher; 235B-A22B (TP 2, PP 8, VP 4, EP 32, the "
+              "recipe's layout in every release) the all-to-all dispatcher with --overlap-moe-expert-parallel-comm")
 FAMILY_NOTES["qwen3-30b-a3b"] = (QWEN3_FLAGS, QWEN3_NOTE)
 FAMILY_NOTES["qwen3-235b-a22b"] = (QWEN3_FLAGS + ["--account-for-embedding-in-pipeline-split",
                                                   "--account-for-loss-in-pipeline-split"],
@@ -214,7 +216,16 @@ def row_flags(r, fam):
         f += ["--expert-model-parallel-size", str(r["ep"])]
     if "(tokendrop)" in r["model"]:
         f += ["--moe-expert-capacity-factor", "1.0", "--moe-pad-expert-input-to-capacity"]
-    return f
+    return f + qwen3_dispatch_flags(r, fam, pp)
+
+
+def qwen3_dispatch_flags(r, fam, pp):
+    """The H100 recipe's dispatcher for the rows that publish its layout (QWEN3_NOTE)."""
+    if fam == "qwen3-235b-a22b":
+        return ["--moe-token-dispatcher-type", "alltoall", "--overlap-moe-expert-parallel-comm"]
+    if fam == "qwen3-30b-a3b":
+        return ["--moe-token-dispatcher-type", "flex" if (pp == 1 and r["ep"] == 16) else "alltoall"]
+    return []
 
 
 def published(r, metric):

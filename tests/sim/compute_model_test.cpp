@@ -138,6 +138,30 @@ TEST(ComputeModel, GroupedExpertGemmsShareWavesAndEmptyExpertsCostALaunch) {
   EXPECT_DOUBLE_EQ(model.time(empty), model.efficiency().launch_overhead_s);
 }
 
+// The stack's "moe" parameters: expert GEMMs (sites expert-fc1/fc2, every GEMM kind) take
+// 1 / expert_gemm_efficiency the time of the dense GEMM of their shape, other GEMMs are untouched,
+// and each forward router adds forward_overhead_us; the router's backward does not.
+TEST(ComputeModel, MoeStackParametersSlowExpertGemmsAndTheForwardRouterOnly) {
+  Stack s = stack_for_gpu("H100-SXM5-80GB");
+  const ComputeModel before(gpu_of("dgx-h100"), s.efficiency);
+  set_parameter(s, "moe.expert_gemm_efficiency", 0.5);
+  set_parameter(s, "moe.forward_overhead_us", 250.0);
+  const ComputeModel after(gpu_of("dgx-h100"), s.efficiency);
+  for (OpKind kind : {OpKind::Gemm, OpKind::GemmGradInput, OpKind::GemmGradWeight}) {
+    Instruction expert = gemm(2048, 1536, 2048, 16, kind);
+    expert.site = Site::ExpertFc1;
+    const Instruction dense = gemm(2048, 1536, 2048, 16, kind);
+    EXPECT_NEAR(after.op_time(expert).kernels, 2.0 * before.op_time(expert).kernels, 1e-12);
+    EXPECT_DOUBLE_EQ(after.op_time(dense).kernels, before.op_time(dense).kernels);
+  }
+  Instruction router = gemm(4096, 128, 2048, 1, OpKind::Router);
+  router.site = Site::Router;
+  EXPECT_NEAR(after.op_time(router).kernels - before.op_time(router).kernels, 250e-6, 1e-12);
+  Instruction router_grad = router;
+  router_grad.kind = OpKind::RouterGrad;
+  EXPECT_DOUBLE_EQ(after.op_time(router_grad).kernels, before.op_time(router_grad).kernels);
+}
+
 TEST(ComputeModel, MemoryBoundOpTimeIsBytesOverBandwidth) {
   const ComputeModel model = h100();
   const double bytes = 4.0 * 1024 * 1024 * 1024;
