@@ -77,6 +77,7 @@ ModelRunner::Fn ModelRunner::method_of(Handler handler) {
     case Handler::UnpermuteGrad: return &ModelRunner::unpermute_grad;
     case Handler::MoeCollective: return &ModelRunner::moe_collective;
     case Handler::MoeAdd: return &ModelRunner::moe_add;
+    case Handler::MlaAdd: return &ModelRunner::mla_add;
   }
   return nullptr;
 }

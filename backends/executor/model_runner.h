@@ -131,6 +131,23 @@ class ModelRunner final : public InstructionHandler {
   // global head offset and samples: the mask does not depend on the layout.
   AttentionArgs attention_args(const Instruction& ins, std::span<const int32_t> q_positions,
                                std::span<const int32_t> kv_positions) const;
+  // ---- runner_mla.cpp: multi-latent attention (projections, norms, RoPE channels, padded core)
+  static bool mla_site(Site site);   // the MLA GEMM / norm sites
+  int64_t mla_width() const;         // D = max(dn + dr, dv): head width of the padded core
+  int64_t mla_latent_cols() const;   // ql + kl + dr
+  DeviceTensor mla_latent_columns(int32_t layer, int32_t mb, int64_t begin, int64_t width);
+  void mla_gemm(const Instruction& ins);
+  void mla_gemm_grad_input(const Instruction& ins);
+  void mla_gemm_grad_weight(const Instruction& ins);
+  void mla_norm(const Instruction& ins);
+  void mla_norm_grad(const Instruction& ins);
+  void mla_rope(const Instruction& ins);
+  void mla_rope_grad(const Instruction& ins);
+  void mla_positional(int32_t layer, int32_t mb, const Instruction& ins, bool rotate);
+  void mla_attention(const Instruction& ins);
+  void mla_attention_grad(const Instruction& ins);
+  void mla_finish_q_grad(int32_t layer, int32_t mb);
+  void mla_add(const Instruction& ins);
   // ---- runner_attention_cp.cpp: ring attention steps over the CP group
   void attention_cp_step(const Instruction& ins);
   void attention_grad_cp_step(const Instruction& ins);

@@ -215,7 +215,8 @@ Prepared CallBuilder::build(const OpShape& op) {
     case Handler::EmbeddingDropout:
     case Handler::LossReduce:
     case Handler::MirrorAdd:
-    case Handler::MoeAdd: return elementwise(op);
+    case Handler::MoeAdd:
+    case Handler::MlaAdd: return elementwise(op);
     case Handler::Embedding:
     case Handler::EmbeddingGrad: return embedding(op);
     case Handler::CrossEntropy:

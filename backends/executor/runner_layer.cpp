@@ -25,6 +25,7 @@ DeviceTensor value_or_none(Param* p) { return p != nullptr ? p->value : DeviceTe
 // ---- norms --------------------------------------------------------------------------------
 
 void ModelRunner::norm(const Instruction& ins) {
+  if (mla_site(ins.site)) return mla_norm(ins);
   const int32_t mb = ins.microbatch;
   int32_t scope = ins.layer;
   ParamSlot slot = ParamSlot::InputNorm;
@@ -56,6 +57,7 @@ void ModelRunner::norm(const Instruction& ins) {
 }
 
 void ModelRunner::norm_grad(const Instruction& ins) {
+  if (mla_site(ins.site)) return mla_norm_grad(ins);
   const int32_t mb = ins.microbatch;
   int32_t scope = ins.layer;
   ParamSlot slot = ParamSlot::InputNorm;
@@ -98,6 +100,7 @@ struct GemmOperands {
 
 void ModelRunner::gemm(const Instruction& ins) {
   if (expert_op(ins)) return expert_gemm(ins);
+  if (mla_site(ins.site)) return mla_gemm(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool sp = dims_.sp;
   if (ins.site == Site::Qkv) {
@@ -139,6 +142,7 @@ void ModelRunner::gemm(const Instruction& ins) {
 
 void ModelRunner::gemm_grad_input(const Instruction& ins) {
   if (expert_op(ins)) return expert_gemm_grad_input(ins);
+  if (mla_site(ins.site)) return mla_gemm_grad_input(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool sp = dims_.sp;
   DeviceTensor dy, w;
@@ -180,6 +184,7 @@ void ModelRunner::gemm_grad_input(const Instruction& ins) {
 
 void ModelRunner::gemm_grad_weight(const Instruction& ins) {
   if (expert_op(ins) || ins.site == Site::Router) return expert_gemm_grad_weight(ins);
+  if (mla_site(ins.site)) return mla_gemm_grad_weight(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool sp = dims_.sp;
   DeviceTensor x, dy;
@@ -229,6 +234,7 @@ void ModelRunner::split_heads(int32_t layer, int32_t mb) {
 }
 
 void ModelRunner::rope(const Instruction& ins) {
+  if (dims_.mla) return mla_rope(ins);
   split_heads(ins.layer, ins.microbatch);
   const std::vector<int32_t>& pos = data(ins).positions;
   for (const char* name : {"q", "k"}) {
@@ -238,6 +244,7 @@ void ModelRunner::rope(const Instruction& ins) {
 }
 
 void ModelRunner::rope_grad(const Instruction& ins) {
+  if (dims_.mla) return mla_rope_grad(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const std::vector<int32_t>& pos = data(ins).positions;
   for (const char* name : {"dq", "dk"}) {
@@ -267,6 +274,7 @@ AttentionArgs ModelRunner::attention_args(const Instruction& ins, std::span<cons
 }
 
 void ModelRunner::attention(const Instruction& ins) {
+  if (dims_.mla) return mla_attention(ins);
   if (ins.ring_step >= 0) return attention_cp_step(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const DeviceTensor& q = at(L, mb, "q");
@@ -277,6 +285,7 @@ void ModelRunner::attention(const Instruction& ins) {
 }
 
 void ModelRunner::attention_grad(const Instruction& ins) {
+  if (dims_.mla) return mla_attention_grad(ins);
   if (ins.ring_step >= 0) return attention_grad_cp_step(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const DeviceTensor &q = at(L, mb, "q"), &k = at(L, mb, "k"), &v = at(L, mb, "v");

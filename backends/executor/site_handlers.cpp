@@ -70,11 +70,14 @@ Handler handler_of(OpKind kind, Site site) {
     case Site::AttnResidual: return only(kind, K::Elementwise, H::Residual);
     case Site::CpKv: case Site::CpKvDkv: case Site::CpDkv:
       return pick(kind, {{K::Send, H::CpSend}, {K::Recv, H::CpRecv}});
-    // Multi-latent attention: not executed by the real backends yet.
-    case Site::Q: case Site::QAg: case Site::QGradAr: case Site::QGradRs: case Site::QWgradAg:
-    case Site::QDown: case Site::QNorm: case Site::QUp: case Site::KvDown: case Site::KvNorm: case Site::KvUp:
-    case Site::MlaAg: case Site::MlaGradAdd: case Site::MlaGradAr: case Site::MlaGradRs:
-      return H::None;
+    // Multi-latent attention (runner_mla.cpp).
+    case Site::Q: case Site::QDown: case Site::QUp: case Site::KvDown: case Site::KvUp:
+      return gemms(kind);
+    case Site::QNorm: case Site::KvNorm: return norms(kind);
+    case Site::QAg: case Site::QGradAr: case Site::QGradRs: case Site::QWgradAg: case Site::MlaAg:
+    case Site::MlaGradAr: case Site::MlaGradRs:
+      return tp_collective(kind);
+    case Site::MlaGradAdd: return only(kind, K::Elementwise, H::MlaAdd);
     // Dense MLP.
     case Site::PreMlpNorm: return norms(kind);
     case Site::Fc1: case Site::Fc2:
@@ -175,6 +178,7 @@ const char* to_string(Handler handler) {
     case H::UnpermuteGrad: return "unpermute-grad";
     case H::MoeCollective: return "moe-collective";
     case H::MoeAdd: return "moe-add";
+    case H::MlaAdd: return "mla-add";
   }
   return "?";
 }

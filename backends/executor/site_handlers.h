@@ -24,10 +24,12 @@ enum class Handler : std::uint8_t {
   MirrorAdd,
   // MoE (runner_moe.cpp).
   Router, RouterGrad, RouterCounts, Permute, PermuteGrad, Unpermute, UnpermuteGrad, MoeCollective, MoeAdd,
+  // Multi-latent attention's own elementwise op (runner_mla.cpp; its GEMMs and norms use the above).
+  MlaAdd,
 };
 
 // The handler of an instruction of `kind` at `site`; None when the real backends do not execute
-// it (a model feature they do not implement yet: multi-latent attention, multi-token prediction).
+// it (a model feature they do not implement yet: multi-token prediction).
 Handler handler_of(OpKind kind, Site site);
 const char* to_string(Handler handler);
 

@@ -102,7 +102,9 @@ nlohmann::json dump_config(const Job& job, const RunnerSettings& s) {
           {"gelu_tanh", s.activation == ActivationKind::GeluTanh}, {"bias", d.bias}, {"qkv_bias", d.qkv_bias},
           {"tied_embeddings", d.tied}, {"learned_positions", d.positions > 0},
           {"micro_batch_size", d.b}, {"num_microbatches", job.training.num_microbatches},
-          {"hidden_dropout", s.hidden_dropout}, {"attention_dropout", s.attention_dropout}, {"seed", s.seed}};
+          {"hidden_dropout", s.hidden_dropout}, {"attention_dropout", s.attention_dropout}, {"seed", s.seed},
+          {"multi_latent_attention", d.mla}, {"q_lora_rank", d.q_lora}, {"kv_lora_rank", d.kv_lora},
+          {"qk_head_dim", d.d_nope}, {"qk_pos_emb_head_dim", d.d_rope}, {"v_head_dim", d.d_v}};
 }
 
 nlohmann::json dump_params(Device& device, ParamStore& params, bool grads) {

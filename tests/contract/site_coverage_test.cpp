@@ -75,11 +75,9 @@ Job shrunk(const std::string& preset, const Layout& layout, const std::vector<st
 }
 
 // Sites of features the real backends refuse with a clear error before any instruction runs
-// (ParamStore: multi-latent attention, multi-token prediction).
+// (ParamStore: multi-token prediction).
 bool needs_unsupported_feature(Site site) {
   static const std::set<Site> kRefused = {
-      Site::Q, Site::QAg, Site::QGradAr, Site::QGradRs, Site::QWgradAg, Site::QDown, Site::QNorm, Site::QUp,
-      Site::KvDown, Site::KvNorm, Site::KvUp, Site::MlaAg, Site::MlaGradAdd, Site::MlaGradAr, Site::MlaGradRs,
       Site::MtpEmbedding, Site::MtpEnorm, Site::MtpHnorm, Site::MtpProj, Site::MtpProjAg, Site::MtpProjGradAg,
       Site::MtpProjGradAr, Site::MtpProjGradRs, Site::MtpProjOutAg, Site::MtpProjWgradAg, Site::MtpGradAdd};
   return kRefused.count(site) > 0;

@@ -11,7 +11,10 @@ parameter (loss averaged over all tokens of the global batch).
 Error per tensor: max |tandem - torch| / max |torch|; tolerance 1e-5.
 Exit 77 (skipped) without torch.
 
-usage: torch_model_reference.py --tandem BIN --model gpt|llama [--keep FILE]"""
+Multi-latent attention (--model mla, mla-noqlora) is rebuilt from DeepSeek-V2's equations as
+Megatron-Core's MLASelfAttention lays out its weights (per head [q_nope | q_pe] and [k_nope | v]).
+
+usage: torch_model_reference.py --tandem BIN --model gpt|llama|mla|mla-noqlora [--keep FILE]"""
 import argparse
 import json
 import math
@@ -104,11 +107,49 @@ def drop(cfg, x, layer, site, rows):
     return x * dropout_mask(cfg, 1, layer, site, rows, x.shape[-1])
 
 
+def causal_attention(q, k, v, scale):
+    """q, k [s, heads, d_qk], v [s, heads, d_v] -> [s, heads * d_v], causal softmax(q k^T * scale) v."""
+    s = q.shape[0]
+    scores = torch.einsum("shd,thd->hst", q, k) * scale
+    mask = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
+    probs = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+    return torch.einsum("hst,thd->shd", probs, v).reshape(s, -1)
+
+
+def mla_attention(cfg, P, pre, h, positions):
+    """Multi-head latent attention (DeepSeek-V2 section 2.1, Megatron-Core MLASelfAttention, rope_type
+    "rope"): queries from a normalised q_lora_rank latent (or straight from h), keys/values from a
+    normalised kv_lora_rank latent; per head the key is [k_nope | the one decoupled RoPE key shared by
+    all heads], the query [q_nope | RoPE(q_pe)]; scores scaled by 1/sqrt(qk_head_dim + rope dim)."""
+    a, s = cfg["num_attention_heads"], h.shape[0]
+    dn, dr, dv, kl = cfg["qk_head_dim"], cfg["qk_pos_emb_head_dim"], cfg["v_head_dim"], cfg["kv_lora_rank"]
+    if cfg["q_lora_rank"] > 0:
+        cq = norm(cfg, h @ P[pre + "q_down.weight"], P[pre + "q_norm.weight"], P.get(pre + "q_norm.bias"))
+        q = cq @ P[pre + "q_up.weight"]
+    else:
+        q = h @ P[pre + "q.weight"]
+    q = q.view(s, a, dn + dr)
+    ckv = h @ P[pre + "kv_down.weight"]
+    latent, k_pe = ckv[:, :kl], ckv[:, kl:]
+    kv = norm(cfg, latent, P[pre + "kv_norm.weight"], P.get(pre + "kv_norm.bias")) @ P[pre + "kv_up.weight"]
+    kv = kv.view(s, a, dn + dv)
+    q_nope, q_pe = q[..., :dn], q[..., dn:]
+    k_nope, v = kv[..., :dn], kv[..., dn:]
+    k_pe = k_pe.view(s, 1, dr)
+    if cfg["rope"]:
+        q_pe, k_pe = rope(cfg, q_pe, positions), rope(cfg, k_pe, positions)
+    query = torch.cat([q_nope, q_pe], dim=-1)
+    key = torch.cat([k_nope, k_pe.expand(s, a, dr)], dim=-1)
+    return causal_attention(query, key, v, 1.0 / math.sqrt(dn + dr))
+
+
 def layer(cfg, P, i, x, positions, rows, sample):
     g, a, d = cfg["num_query_groups"], cfg["num_attention_heads"], cfg["head_dim"]
     qpg, s = a // g, x.shape[0]
     pre = f"layers.{i}."
     h = norm(cfg, x, P[pre + "input_norm.weight"], P.get(pre + "input_norm.bias"))
+    if cfg.get("multi_latent_attention"):
+        return attention_residual_and_mlp(cfg, P, i, x, mla_attention(cfg, P, pre, h, positions), rows)
     qkv = h @ P[pre + "qkv.weight"]
     if pre + "qkv.bias" in P:
         qkv = qkv + P[pre + "qkv.bias"]
@@ -125,6 +166,12 @@ def layer(cfg, P, i, x, positions, rows, sample):
     if cfg["attention_dropout"] > 0:
         probs = probs * attention_mask(cfg, i, sample, a, s)
     ctx = torch.einsum("hst,thd->shd", probs, v).reshape(s, a * d)
+    return attention_residual_and_mlp(cfg, P, i, x, ctx, rows)
+
+
+def attention_residual_and_mlp(cfg, P, i, x, ctx, rows):
+    """The rest of a pre-norm decoder layer after the attention core: ctx [s, heads * d_v]."""
+    pre = f"layers.{i}."
     proj = ctx @ P[pre + "proj.weight"]
     if pre + "proj.bias" in P:
         proj = proj + P[pre + "proj.bias"]
@@ -162,7 +209,7 @@ def model_loss(cfg, P, tokens, labels, sample):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tandem", required=True)
-    ap.add_argument("--model", choices=["gpt", "llama"], required=True)
+    ap.add_argument("--model", choices=["gpt", "llama", "mla", "mla-noqlora"], required=True)
     ap.add_argument("--keep")
     ap.add_argument("--hidden-dropout", default="0")
     ap.add_argument("--attention-dropout", default="0")

@@ -37,6 +37,14 @@ MODELS = {
 MODELS["moe-ag"] = MODELS["moe"].replace("alltoall", "allgather").replace("--moe-aux-loss-coeff 0.1",
                                                                           "--moe-shared-expert-intermediate-size 64")
 
+# DeepSeek-style multi-latent attention on the LLaMA block: a q_lora_rank 32 / kv_lora_rank 16
+# latent, per head 16 no-RoPE + 8 RoPE query/key channels and 16 value channels (so the core's
+# value width differs from its query/key width), 4 heads. mla-noqlora projects queries directly.
+MLA = ("--multi-latent-attention --kv-lora-rank 16 --qk-head-dim 16 --qk-pos-emb-head-dim 8 --v-head-dim 16")
+MODELS["mla"] = MODELS["llama"].replace("--group-query-attention --num-query-groups 2 ", "") + \
+    " --q-lora-rank 32 " + MLA
+MODELS["mla-noqlora"] = MODELS["mla"].replace(" --q-lora-rank 32 ", " ")
+
 # GPT with Megatron's dropout (hidden and attention): deterministic masks keyed by global indices.
 MODELS["gpt-dropout"] = MODELS["gpt"] + " --hidden-dropout 0.1 --attention-dropout 0.1"
 
