@@ -42,7 +42,7 @@ const std::vector<FlagAlias>& ignored_flags_table() {
         "--no-position-embedding", "--wandb-log-model", "--enable-one-logger", "--no-one-logger",
         "--ckpt-fully-parallel-save", "--ckpt-fully-parallel-load", "--ckpt-assume-constant-structure",
         "--use-persistent-ckpt-worker", "--moe-use-legacy-grouped-gemm", "--moe-pad-expert-input-to-capacity",
-        "--moe-router-enable-expert-bias", "--use-precision-aware-optimizer", "--exit-on-missing-checkpoint"};
+        "--use-precision-aware-optimizer", "--exit-on-missing-checkpoint"};
     for (const char* f : no_value) v.push_back({f, nullptr, nullptr, 0});
     const char* one_value[] = {
         "--tensorboard-dir", "--tensorboard-log-interval", "--tensorboard-queue-size", "--wandb-project",
@@ -51,8 +51,8 @@ const std::vector<FlagAlias>& ignored_flags_table() {
         "--rotary-percent", "--ckpt-format", "--exit-duration-in-mins",
         "--exit-interval", "--dataloader-type", "--num-workers", "--manual-gc-interval", "--timing-log-level",
         "--timing-log-option", "--transformer-impl", "--moe-router-load-balancing-type",
-        "--moe-z-loss-coeff", "--moe-router-dtype", "--moe-input-jitter-eps", "--moe-router-score-function",
-        "--moe-router-topk-scaling-factor", "--moe-router-bias-update-rate", "--num-dataset-builder-threads", "--dist-ckpt-strictness",
+        "--moe-z-loss-coeff", "--moe-router-dtype", "--moe-input-jitter-eps",
+        "--num-dataset-builder-threads", "--dist-ckpt-strictness",
         "--profile-step-start", "--profile-step-end", "--nccl-communicator-config-path", "--tp-comm-overlap-cfg",
         "--ddp-bucket-size", "--eval-interval-samples", "--lr-warmup-init", "--loss-scale", "--initial-loss-scale",
         "--min-loss-scale", "--loss-scale-window", "--hysteresis", "--fp8-margin", "--fp8-interval",

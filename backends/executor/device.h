@@ -78,14 +78,21 @@ struct RoutingResult {
   std::vector<int64_t> routed_per_expert;   // [E] before capacity dropping
   std::vector<int64_t> tokens_per_expert;   // [E] kept
   DeviceTensor probs;                       // [T, k] routing weights (0 where dropped)
-  DeviceTensor scores;                      // [T, E] softmax over all experts
+  DeviceTensor scores;                      // [T, E] softmax over all experts (sigmoid: the sigmoid)
   bool pre_softmax = false;
+  bool sigmoid = false;                     // RouterArgs::sigmoid and scaling_factor the routing used
+  double scaling_factor = 0.0;
 };
 
+// The router's options (backends/cpu/ops_router.h spells out the math).
 struct RouterArgs {
   int64_t topk = 2;
   bool pre_softmax = false;
   double capacity_factor = 0.0;
+  bool sigmoid = false;                     // --moe-router-score-function sigmoid
+  std::span<const float> expert_bias;       // [E] on the choosing scores (host data); empty: none
+  int64_t num_groups = 0, group_topk = 0;   // group-limited routing; 0: not grouped
+  double scaling_factor = 0.0;              // --moe-router-topk-scaling-factor; 0: none
 };
 
 // Column blocks of a row-major copy: for every row r, block j < blocks and c < width,

@@ -78,6 +78,7 @@ ModelRunner::Fn ModelRunner::method_of(Handler handler) {
     case Handler::MoeCollective: return &ModelRunner::moe_collective;
     case Handler::MoeAdd: return &ModelRunner::moe_add;
     case Handler::MlaAdd: return &ModelRunner::mla_add;
+    case Handler::ExpertBias: return &ModelRunner::expert_bias_sync;
   }
   return nullptr;
 }

@@ -55,8 +55,9 @@ struct RunnerSettings {
   double attention_dropout = 0.0;   // dropout of the attention probabilities (masks: see attention_args())
   int64_t seed = 1234;
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, weight_decay = 0.0, clip_grad = 0.0;
-  RouterArgs router;
+  RouterArgs router;                // expert_bias is left empty here: the runner passes each layer's
   double aux_loss_coeff = 0.0;
+  double expert_bias_rate = -1.0;   // aux-loss-free balancing's update rate; < 0: no expert bias
 };
 
 struct IterationTotals {
@@ -197,6 +198,16 @@ class ModelRunner final : public InstructionHandler {
   void moe_collective(const Instruction& ins);
   void moe_add(const Instruction& ins);
   void router_counts(const Instruction& ins);   // aux loss: routing counts summed over TP x CP
+  // ---- runner_expert_bias.cpp: aux-loss-free balancing (DeepSeek-V3 §2.1.2)
+  void expert_bias_sync(const Instruction& ins);   // tokens-per-expert all-reduce / mirror exchange
+  void count_expert_tokens(int32_t layer, const std::vector<int64_t>& tokens_per_expert);
+  void update_expert_bias();                       // after the step: bias += rate sign(mean - load)
+  std::vector<int32_t> bias_layers(int chunk) const;   // MoE layers of a chunk (-1: all), ascending
+ public:
+  // The expert bias of every MoE layer held here (empty without --moe-router-enable-expert-bias).
+  const std::map<int32_t, std::vector<float>>& expert_bias() const { return expert_bias_; }
+
+ private:
   void aux_loss(int32_t layer, int32_t mb, std::vector<int64_t> routed, int64_t tokens);
   DeviceTensor to_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
   DeviceTensor from_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
@@ -246,6 +257,10 @@ class ModelRunner final : public InstructionHandler {
   double dense_sq_ = 0, expert_sq_ = 0;   // squared gradient norms (partial until reduced)
   bool norm_combined_ = false;            // dense_sq_ holds dense + expert (distributed optimizer)
   std::vector<DeviceTensor> mirror_inbox_;   // [chunk] gradients received from the other copy
+  // Aux-loss-free balancing per MoE layer: the bias [E] (host data, the same on every rank holding
+  // the layer) and this iteration's kept tokens per expert [E] (local until expert_bias_sync).
+  std::map<int32_t, std::vector<float>> expert_bias_;
+  std::map<int32_t, std::vector<double>> expert_load_;
 };
 
 }  // namespace tandem::exec

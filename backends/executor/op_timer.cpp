@@ -243,7 +243,8 @@ Prepared CallBuilder::build(const OpShape& op) {
     case Handler::MirrorSend:
     case Handler::MirrorRecv:
     case Handler::RouterCounts:
-    case Handler::MoeCollective: return skip("not a compute kind");
+    case Handler::MoeCollective:
+    case Handler::ExpertBias: return skip("not a compute kind");
   }
   return skip("not a compute kind");
 }

@@ -116,6 +116,10 @@ ParamStore::ParamStore(Device& device, const Job& job, const ParallelGrid& grid,
   distributed_ = job.parallel.use_distributed_optimizer;
   const lower::Dims& d = layout_.dims;
   if (d.mla) check_mla(d);
+  if (job.model.moe_router_score_function == RouterScore::Sigmoid && job.model.moe_aux_loss_coeff > 0)
+    throw_field_error("moe_aux_loss_coeff", job.model.moe_aux_loss_coeff,
+                      "the aux loss with --moe-router-score-function sigmoid is not supported by the CPU backend yet "
+                      "(DeepSeek-V3 balances with --moe-router-enable-expert-bias)");
   if (d.mtp_layers > 0) throw_field_error("mtp_num_layers", d.mtp_layers, "not supported by the CPU backend yet");
   check_divisible("num_query_groups", d.g, d.t, "--tensor-model-parallel-size");
   check_divisible("num_attention_heads", d.a, d.g, "num_query_groups");

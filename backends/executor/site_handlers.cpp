@@ -124,6 +124,8 @@ Handler handler_of(OpKind kind, Site site) {
     case Site::EmbeddingGrad: return only(kind, K::AllReduce, H::EmbeddingGradSync);
     case Site::GradNorm: case Site::GradNormExpert:
       return only(kind, K::AllReduce, H::GradNorm);
+    case Site::ExpertBias:
+      return pick(kind, {{K::AllReduce, H::ExpertBias}, {K::Send, H::ExpertBias}, {K::Recv, H::ExpertBias}});
     case Site::Adam: return only(kind, K::OptimizerStep, H::OptimizerStep);
     case Site::DpParamAg: case Site::EdpParamAg:
       return only(kind, K::AllGather, H::ParamGather);
@@ -179,6 +181,7 @@ const char* to_string(Handler handler) {
     case H::MoeCollective: return "moe-collective";
     case H::MoeAdd: return "moe-add";
     case H::MlaAdd: return "mla-add";
+    case H::ExpertBias: return "expert-bias";
   }
   return "?";
 }

@@ -26,6 +26,8 @@ enum class Handler : std::uint8_t {
   Router, RouterGrad, RouterCounts, Permute, PermuteGrad, Unpermute, UnpermuteGrad, MoeCollective, MoeAdd,
   // Multi-latent attention's own elementwise op (runner_mla.cpp; its GEMMs and norms use the above).
   MlaAdd,
+  // Aux-loss-free balancing: tokens-per-expert reductions and exchanges (runner_expert_bias.cpp).
+  ExpertBias,
 };
 
 // The handler of an instruction of `kind` at `site`; None when the real backends do not execute

@@ -169,6 +169,57 @@ def layer(cfg, P, i, x, positions, rows, sample):
     return attention_residual_and_mlp(cfg, P, i, x, ctx, rows)
 
 
+def mlp(cfg, h, w1, w2, b1=None, b2=None):
+    f1 = h @ w1
+    if b1 is not None:
+        f1 = f1 + b1
+    if cfg["swiglu"]:
+        gate, up = f1.chunk(2, dim=-1)
+        act = F.silu(gate) * up
+    else:
+        act = F.gelu(f1, approximate="tanh" if cfg["gelu_tanh"] else "none")
+    out = act @ w2
+    return out + b2 if b2 is not None else out
+
+
+# Tokens routed to each expert per MoE layer over the step (aux-loss-free balancing's loads).
+LOADS = {}
+
+
+def moe(cfg, P, i, h):
+    """DeepSeek-V3's MoE block as Megatron-Core's TopKRouter + experts + shared expert: sigmoid
+    scores, group-limited top-k (groups ranked by the sum of their top k/group_topk scores), weights
+    normalised over the chosen experts (times the scaling factor), SwiGLU experts, plus the shared
+    expert. The expert bias is 0 in the first step (it only steers the choice)."""
+    pre = f"layers.{i}."
+    E, k = cfg["num_experts"], cfg["moe_router_topk"]
+    groups, gk = cfg["moe_router_num_groups"], cfg["moe_router_group_topk"]
+    if cfg["moe_router_score_function"] != "sigmoid" or cfg["moe_aux_loss_coeff"] > 0:
+        sys.exit("the reference rebuilds the sigmoid router without the aux loss only")
+    s = h.shape[0]
+    scores = torch.sigmoid(h @ P[pre + "router.weight"])
+    choose = scores.detach().clone()
+    if groups > 0 and gk > 0:
+        group_scores = choose.view(s, groups, -1).topk(k // gk, dim=-1)[0].sum(dim=-1)
+        keep = torch.zeros(s, groups, dtype=torch.bool).scatter(1, torch.topk(group_scores, gk, dim=-1)[1], True)
+        choose = choose.masked_fill(~keep.repeat_interleave(E // groups, dim=1), float("-inf"))
+    idx = torch.topk(choose, k, dim=1)[1]
+    sel = scores.gather(1, idx)
+    probs = sel / (sel.sum(-1, keepdim=True) + 1e-20) if k > 1 else sel
+    if cfg["moe_router_topk_scaling_factor"] > 0:
+        probs = probs * cfg["moe_router_topk_scaling_factor"]
+    LOADS[i] = LOADS.get(i, torch.zeros(E)) + torch.bincount(idx.reshape(-1), minlength=E).double()
+    out = torch.zeros_like(h)
+    w1, w2 = P[pre + "experts.fc1.weight"], P[pre + "experts.fc2.weight"]
+    for e in range(E):
+        tok, slot = (idx == e).nonzero(as_tuple=True)
+        if len(tok) > 0:
+            out = out.index_add(0, tok, probs[tok, slot][:, None] * mlp(cfg, h[tok], w1[e], w2[e]))
+    if pre + "shared_fc1.weight" in P:
+        out = out + mlp(cfg, h, P[pre + "shared_fc1.weight"], P[pre + "shared_fc2.weight"])
+    return out
+
+
 def attention_residual_and_mlp(cfg, P, i, x, ctx, rows):
     """The rest of a pre-norm decoder layer after the attention core: ctx [s, heads * d_v]."""
     pre = f"layers.{i}."
@@ -177,17 +228,10 @@ def attention_residual_and_mlp(cfg, P, i, x, ctx, rows):
         proj = proj + P[pre + "proj.bias"]
     x = x + drop(cfg, proj, i, 1, rows)
     h = norm(cfg, x, P[pre + "pre_mlp_norm.weight"], P.get(pre + "pre_mlp_norm.bias"))
-    f1 = h @ P[pre + "fc1.weight"]
-    if pre + "fc1.bias" in P:
-        f1 = f1 + P[pre + "fc1.bias"]
-    if cfg["swiglu"]:
-        gate, up = f1.chunk(2, dim=-1)
-        act = F.silu(gate) * up
+    if i in cfg.get("moe_layers", []):
+        out = moe(cfg, P, i, h)
     else:
-        act = F.gelu(f1, approximate="tanh" if cfg["gelu_tanh"] else "none")
-    out = act @ P[pre + "fc2.weight"]
-    if pre + "fc2.bias" in P:
-        out = out + P[pre + "fc2.bias"]
+        out = mlp(cfg, h, P[pre + "fc1.weight"], P[pre + "fc2.weight"], P.get(pre + "fc1.bias"), P.get(pre + "fc2.bias"))
     return x + drop(cfg, out, i, 2, rows)
 
 
@@ -209,7 +253,7 @@ def model_loss(cfg, P, tokens, labels, sample):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tandem", required=True)
-    ap.add_argument("--model", choices=["gpt", "llama", "mla", "mla-noqlora"], required=True)
+    ap.add_argument("--model", choices=["gpt", "llama", "mla", "mla-noqlora", "deepseek"], required=True)
     ap.add_argument("--keep")
     ap.add_argument("--hidden-dropout", default="0")
     ap.add_argument("--attention-dropout", default="0")
@@ -249,6 +293,15 @@ def main():
         worst = max(worst, err)
         if err > TOL:
             failures.append(f"grad {name}: max error {err:.2e} of max |grad| {scale:.3e}")
+    if cfg.get("moe_router_enable_expert_bias"):
+        rate = cfg["moe_router_bias_update_rate"]
+        for layer, load in sorted(LOADS.items()):
+            want = rate * torch.sign(load.mean() - load)
+            got = torch.tensor(dump["expert_bias"][str(layer)], dtype=torch.float64)
+            err = (got - want).abs().max().item() / rate
+            worst = max(worst, err)
+            if err > TOL:
+                failures.append(f"expert bias of layer {layer} after step 1: tandem {got.tolist()}, torch {want.tolist()}")
     print(f"{args.model} (dropout hidden {cfg['hidden_dropout']}, attention {cfg['attention_dropout']}): loss {loss.item():.6f}, {len(dump['grads'])} parameter gradients, "
           f"worst relative error {worst:.2e}")
     if failures:

@@ -45,6 +45,16 @@ MODELS["mla"] = MODELS["llama"].replace("--group-query-attention --num-query-gro
     " --q-lora-rank 32 " + MLA
 MODELS["mla-noqlora"] = MODELS["mla"].replace(" --q-lora-rank 32 ", " ")
 
+# A tiny DeepSeek-V3: MLA, 4 layers of which the first is dense, then 8 routed experts top-2 in 2
+# groups (group-limited: 1 group per token), sigmoid scores normalised and scaled, one shared
+# expert, aux-loss-free balancing with an expert bias (a large rate, so that it changes choices
+# within 10 iterations), the all-to-all dispatcher.
+MODELS["deepseek"] = MODELS["mla"] + \
+    " --moe-layer-freq ([0]*1+[1]*3) --num-experts 8 --moe-router-topk 2 --moe-ffn-hidden-size 32" \
+    " --moe-shared-expert-intermediate-size 32 --moe-router-num-groups 2 --moe-router-group-topk 1" \
+    " --moe-router-score-function sigmoid --moe-router-enable-expert-bias --moe-router-bias-update-rate 0.01" \
+    " --moe-router-topk-scaling-factor 2.5 --moe-token-dispatcher-type alltoall"
+
 # GPT with Megatron's dropout (hidden and attention): deterministic masks keyed by global indices.
 MODELS["gpt-dropout"] = MODELS["gpt"] + " --hidden-dropout 0.1 --attention-dropout 0.1"
 
