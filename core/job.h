@@ -84,6 +84,7 @@ struct ModelConfig {
   double moe_router_bias_update_rate = 1e-3;
   double moe_router_topk_scaling_factor = 0.0;          // 0: no scaling
   int64_t mtp_num_layers = 0;                           // DeepSeek-V3 multi-token prediction
+  double mtp_loss_scaling_factor = 0.1;                 // weight of the MTP losses (split over the depths)
   double rotary_base = 10000.0;
   double norm_epsilon = 1e-5;
 

@@ -107,6 +107,8 @@ std::vector<FieldSpec> model_fields() {
       real_field("moe_router_topk_scaling_factor", kM, M(moe_router_topk_scaling_factor), 0.0, 1e6,
                  "routing-weight scale (0: none)"),
       int_field("mtp_num_layers", kM, M(mtp_num_layers), 0, 1000, "multi-token-prediction layers"),
+      real_field("mtp_loss_scaling_factor", kM, M(mtp_loss_scaling_factor), 0.0, 1e6,
+                 "weight of the multi-token-prediction loss"),
       real_field("rotary_base", kM, M(rotary_base), 1.0, 1e12, "RoPE base"),
       real_field("norm_epsilon", kM, M(norm_epsilon), 0.0, 1.0, "normalization epsilon"),
   };

@@ -59,7 +59,7 @@ const std::vector<FlagAlias>& ignored_flags_table() {
         "--fp8-amax-history-len", "--fp8-amax-compute-algo", "--fp8-recipe", "--save-retain-interval",
         "--override-opt_param-scheduler", "--use-checkpoint-opt_param-scheduler", "--start-weight-decay",
         "--end-weight-decay", "--weight-decay-incr-style", "--seq-length-dec", "--decoder-seq-length",
-        "--num-distributed-optimizer-instances", "--tokenizer-type", "--mtp-loss-scaling-factor",
+        "--num-distributed-optimizer-instances", "--tokenizer-type",
         "--moe-per-layer-logging", "--qk-clip", "--pretrained-checkpoint", "--log-interval-samples",
         "--kv-lora-rank-dropout", "--optimizer", "--sgd-momentum", "--moe-aux-loss-coeff-decay"};
     for (const char* f : one_value) v.push_back({f, nullptr, nullptr, 1});

@@ -58,6 +58,7 @@ struct RunnerSettings {
   RouterArgs router;                // expert_bias is left empty here: the runner passes each layer's
   double aux_loss_coeff = 0.0;
   double expert_bias_rate = -1.0;   // aux-loss-free balancing's update rate; < 0: no expert bias
+  double mtp_loss_scale = 0.1;      // --mtp-loss-scaling-factor
 };
 
 struct IterationTotals {
@@ -87,6 +88,7 @@ class ModelRunner final : public InstructionHandler {
  private:
   using Fn = void (ModelRunner::*)(const Instruction&);
   static constexpr int32_t kHead = -1, kEmbedding = -2;
+  static constexpr int32_t kMtpScope = -50;   // MTP module i: kMtpScope - i (its own head slots)
   static int32_t stream_scope(int chunk) { return -100 - chunk; }
 
   // ---- activation store
@@ -132,6 +134,24 @@ class ModelRunner final : public InstructionHandler {
   // global head offset and samples: the mask does not depend on the layout.
   AttentionArgs attention_args(const Instruction& ins, std::span<const int32_t> q_positions,
                                std::span<const int32_t> kv_positions) const;
+  // ---- runner_mtp.cpp: multi-token prediction (the module's own ops and its head's scope)
+  bool mtp_layer(int32_t layer) const;   // the MTP module's layer (global index >= num_layers)
+  int32_t head_scope(const Instruction& ins) const;   // kHead, or the MTP module's scope
+  Param& mtp_param(int32_t layer, const std::string& suffix);
+  Param* mtp_param_or_null(int32_t layer, const std::string& suffix);
+  std::vector<int32_t> mtp_shifted(const std::vector<int32_t>& ids, int32_t fill) const;
+  std::vector<int32_t> head_labels(const Instruction& ins) const;
+  std::vector<float> head_loss_grad(const Instruction& ins) const;   // [n] d loss / d token loss
+  void mtp_embedding(const Instruction& ins);
+  void mtp_embedding_grad(const Instruction& ins);
+  void mtp_norm(const Instruction& ins);
+  void mtp_norm_grad(const Instruction& ins);
+  void mtp_gemm(const Instruction& ins);
+  void mtp_gemm_grad_input(const Instruction& ins);
+  void mtp_gemm_grad_weight(const Instruction& ins);
+  void mtp_stream_input(const Instruction& ins, const DeviceTensor& gathered);
+  void mtp_collective(const Instruction& ins);
+  void mtp_add(const Instruction& ins);
   // ---- runner_mla.cpp: multi-latent attention (projections, norms, RoPE channels, padded core)
   static bool mla_site(Site site);   // the MLA GEMM / norm sites
   int64_t mla_width() const;         // D = max(dn + dr, dv): head width of the padded core
@@ -163,7 +183,7 @@ class ModelRunner final : public InstructionHandler {
   void loss_reduce(const Instruction& ins);
   void cross_entropy_grad(const Instruction& ins);
   void ce_collective(const Instruction& ins);
-  void finish_loss(int32_t mb);
+  void finish_loss(const Instruction& ins);
   std::vector<int32_t> position_rows(const MicrobatchData& data) const;   // [n] position of each row
 
   // ---- runner_comm.cpp: TP collectives around layers, pipeline messages

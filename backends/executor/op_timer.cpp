@@ -216,7 +216,8 @@ Prepared CallBuilder::build(const OpShape& op) {
     case Handler::LossReduce:
     case Handler::MirrorAdd:
     case Handler::MoeAdd:
-    case Handler::MlaAdd: return elementwise(op);
+    case Handler::MlaAdd:
+    case Handler::MtpAdd: return elementwise(op);
     case Handler::Embedding:
     case Handler::EmbeddingGrad: return embedding(op);
     case Handler::CrossEntropy:

@@ -120,7 +120,11 @@ ParamStore::ParamStore(Device& device, const Job& job, const ParallelGrid& grid,
     throw_field_error("moe_aux_loss_coeff", job.model.moe_aux_loss_coeff,
                       "the aux loss with --moe-router-score-function sigmoid is not supported by the CPU backend yet "
                       "(DeepSeek-V3 balances with --moe-router-enable-expert-bias)");
-  if (d.mtp_layers > 0) throw_field_error("mtp_num_layers", d.mtp_layers, "not supported by the CPU backend yet");
+  if (d.mtp_layers > 1)
+    throw_field_error("mtp_num_layers", d.mtp_layers, "the CPU backend runs one multi-token-prediction module");
+  if (d.mtp_layers > 0 && d.cp > 1)
+    throw_field_error("context_parallel_size", d.cp, "multi-token prediction with context parallelism is not "
+                                                      "supported by the CPU backend yet");
   check_divisible("num_query_groups", d.g, d.t, "--tensor-model-parallel-size");
   check_divisible("num_attention_heads", d.a, d.g, "num_query_groups");
   for (int c = 0; c < schedule.num_chunks(); ++c)
@@ -174,6 +178,12 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     case ParamSlot::KvDown: replicated(layer + "kv_down", d.h, d.kv_lora + d.d_rope); break;
     case ParamSlot::KvNorm: norm(layer + "kv_norm", d.kv_lora); break;
     case ParamSlot::KvUp: column(layer + "kv_up", d.kv_lora, d.a * (d.d_nope + d.d_v), false, false); break;
+    // Multi-token prediction: enorm, hnorm and the module's final norm; eh_proj [2h, h]
+    // column-parallel (Megatron-Core's MultiTokenPredictionLayer).
+    case ParamSlot::MtpNorms:
+      for (const char* n : {"enorm", "hnorm", "final_norm"}) norm(layer + "mtp." + n);
+      break;
+    case ParamSlot::MtpProj: column(layer + "mtp.eh_proj", 2 * d.h, d.h, false, false); break;
     case ParamSlot::Fc1: column(layer + "fc1", d.h, d.mlp_fc1_cols(d.f), d.gated, d.bias); break;
     case ParamSlot::Fc2: row(layer + "fc2", d.f, d.h); break;
     case ParamSlot::SharedFc1: column(layer + "shared_fc1", d.h, d.mlp_fc1_cols(d.f_shared), d.gated, d.bias); break;
@@ -203,7 +213,7 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     case ParamSlot::Output: add("output.weight", false, {Param::Init::Normal, d.vocab, d.h, ShardKind::Rows, tp, tpr}); break;
     default:
       throw UserError("parameter slot " + std::to_string(static_cast<int>(t.slot)) +
-                      " (MLA / MTP) is not supported by the CPU backend yet");
+                      " is not supported by the CPU backend yet");
   }
   TANDEM_CHECK_MSG(total == std::llround(t.elements), "parameter key " << t.key << ": " << total
                                                                         << " elements, the lowering counts " << t.elements);

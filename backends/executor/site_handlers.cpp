@@ -106,11 +106,15 @@ Handler handler_of(OpKind kind, Site site) {
     case Site::SharedFc1Ag: case Site::SharedFc1GradAr: case Site::SharedFc1GradRs:
     case Site::SharedFc1WgradAg: case Site::SharedFc2Ar: case Site::SharedFc2Rs: case Site::SharedFc2GradAg:
       return tp_collective(kind);
-    // Multi-token prediction: not executed by the real backends yet.
-    case Site::MtpEmbedding: case Site::MtpEnorm: case Site::MtpHnorm: case Site::MtpProj:
+    // Multi-token prediction (runner_mtp.cpp).
+    case Site::MtpEmbedding:
+      return pick(kind, {{K::Embedding, H::Embedding}, {K::EmbeddingGrad, H::EmbeddingGrad}});
+    case Site::MtpEnorm: case Site::MtpHnorm: return norms(kind);
+    case Site::MtpProj: return gemms(kind);
     case Site::MtpProjAg: case Site::MtpProjGradAg: case Site::MtpProjGradAr: case Site::MtpProjGradRs:
-    case Site::MtpProjOutAg: case Site::MtpProjWgradAg: case Site::MtpGradAdd:
-      return H::None;
+    case Site::MtpProjOutAg: case Site::MtpProjWgradAg:
+      return tp_collective(kind);
+    case Site::MtpGradAdd: return only(kind, K::Elementwise, H::MtpAdd);
     // Pipeline.
     case Site::PpActivation: case Site::PpGradient:
       return pick(kind, {{K::Send, H::PpSend}, {K::Recv, H::PpRecv}});
@@ -182,6 +186,7 @@ const char* to_string(Handler handler) {
     case H::MoeAdd: return "moe-add";
     case H::MlaAdd: return "mla-add";
     case H::ExpertBias: return "expert-bias";
+    case H::MtpAdd: return "mtp-add";
   }
   return "?";
 }

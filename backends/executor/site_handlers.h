@@ -28,10 +28,12 @@ enum class Handler : std::uint8_t {
   MlaAdd,
   // Aux-loss-free balancing: tokens-per-expert reductions and exchanges (runner_expert_bias.cpp).
   ExpertBias,
+  // Multi-token prediction's own elementwise op (runner_mtp.cpp; its other ops use the above).
+  MtpAdd,
 };
 
 // The handler of an instruction of `kind` at `site`; None when the real backends do not execute
-// it (a model feature they do not implement yet: multi-token prediction).
+// it (memory instructions: the program executor's).
 Handler handler_of(OpKind kind, Site site);
 const char* to_string(Handler handler);
 

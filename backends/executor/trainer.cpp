@@ -64,6 +64,7 @@ RunnerSettings settings_for(const Job& job, const ParallelGrid& grid) {
   s.router.group_topk = m.moe_router_group_topk;
   s.router.scaling_factor = m.moe_router_topk_scaling_factor;
   s.expert_bias_rate = m.moe_router_enable_expert_bias ? m.moe_router_bias_update_rate : -1.0;
+  s.mtp_loss_scale = m.mtp_loss_scaling_factor;
   s.aux_loss_coeff = m.moe_aux_loss_coeff;
   s.hidden_dropout = t.hidden_dropout;
   s.attention_dropout = t.attention_dropout;
@@ -124,7 +125,8 @@ nlohmann::json dump_config(const Job& job, const RunnerSettings& s) {
           {"moe_router_enable_expert_bias", m.moe_router_enable_expert_bias},
           {"moe_router_bias_update_rate", m.moe_router_bias_update_rate},
           {"moe_router_topk_scaling_factor", m.moe_router_topk_scaling_factor},
-          {"moe_aux_loss_coeff", m.moe_aux_loss_coeff}};
+          {"moe_aux_loss_coeff", m.moe_aux_loss_coeff}, {"mtp_num_layers", m.mtp_num_layers},
+          {"mtp_loss_scaling_factor", m.mtp_loss_scaling_factor}};
 }
 
 nlohmann::json dump_params(Device& device, ParamStore& params, bool grads) {

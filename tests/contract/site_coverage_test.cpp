@@ -75,13 +75,8 @@ Job shrunk(const std::string& preset, const Layout& layout, const std::vector<st
 }
 
 // Sites of features the real backends refuse with a clear error before any instruction runs
-// (ParamStore: multi-token prediction).
-bool needs_unsupported_feature(Site site) {
-  static const std::set<Site> kRefused = {
-      Site::MtpEmbedding, Site::MtpEnorm, Site::MtpHnorm, Site::MtpProj, Site::MtpProjAg, Site::MtpProjGradAg,
-      Site::MtpProjGradAr, Site::MtpProjGradRs, Site::MtpProjOutAg, Site::MtpProjWgradAg, Site::MtpGradAdd};
-  return kRefused.count(site) > 0;
-}
+// (none at present: multi-latent attention and multi-token prediction are executed).
+bool needs_unsupported_feature(Site) { return false; }
 
 // The lowered programs of one job (one per symmetry class), or nothing when the layout does not
 // suit the model (heads over TP, experts over EP, MoE with TP but no SP): a UserError.

@@ -245,15 +245,49 @@ def model_loss(cfg, P, tokens, labels, sample):
     x = drop(cfg, x, -1, 3, rows)
     for i in range(cfg["num_layers"]):
         x = layer(cfg, P, i, x, positions, rows, sample)
-    x = norm(cfg, x, P["final_norm.weight"], P.get("final_norm.bias"))
     w = P["embedding.word"] if cfg["tied_embeddings"] else P["output.weight"]
-    return F.cross_entropy(x @ w.t(), labels, reduction="sum")
+    lm = F.cross_entropy(norm(cfg, x, P["final_norm.weight"], P.get("final_norm.bias")) @ w.t(), labels,
+                         reduction="sum")
+    return lm, mtp_loss(cfg, P, x, tokens, labels, positions, rows, sample, w)
+
+
+def roll_left(t):
+    """Megatron-Core's roll_tensor(t, shifts=-1): one position to the left, the last one 0."""
+    return torch.cat([t[1:], torch.zeros_like(t[:1])])
+
+
+def mtp_loss(cfg, P, h, tokens, labels, positions, rows, sample, w):
+    """DeepSeek-V3's multi-token prediction (§2.2) as Megatron-Core's MultiTokenPredictionBlock:
+    depth k sees the tokens and labels shifted k places (the last k positions masked), combines
+    enorm(embedding) and hnorm(previous depth's hidden state) through eh_proj, runs one decoder layer
+    (global index num_layers + k - 1, built like the last decoder layer), its own final norm and the
+    shared output layer. Returns sum over depths of the masked mean loss x scaling / depths."""
+    total = 0.0
+    depths = cfg.get("mtp_num_layers", 0)
+    mask = torch.ones(len(tokens), dtype=torch.float64)
+    for k in range(depths):
+        i = cfg["num_layers"] + k
+        pre = f"layers.{i}.mtp."
+        tokens, labels, mask = roll_left(tokens), roll_left(labels), roll_left(mask)
+        e = norm(cfg, P["embedding.word"][tokens], P[pre + "enorm.weight"], P.get(pre + "enorm.bias"))
+        hn = norm(cfg, h, P[pre + "hnorm.weight"], P.get(pre + "hnorm.bias"))
+        x = torch.cat([e, hn], dim=-1) @ P[pre + "eh_proj.weight"]
+        was = cfg.get("moe_layers", [])
+        cfg["moe_layers"] = list(was) + ([i] if cfg["num_layers"] - 1 in was else [])
+        h = layer(cfg, P, i, x, positions, rows, sample)
+        cfg["moe_layers"] = was
+        logits = norm(cfg, h, P[pre + "final_norm.weight"], P.get(pre + "final_norm.bias")) @ w.t()
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        total = total + (ce * mask).sum() / mask.sum() * cfg["mtp_loss_scaling_factor"] / depths
+    return total
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tandem", required=True)
-    ap.add_argument("--model", choices=["gpt", "llama", "mla", "mla-noqlora", "deepseek"], required=True)
+    ap.add_argument("--model", choices=["gpt", "llama", "mla", "mla-noqlora", "deepseek", "deepseek-mtp",
+                                        "mla-mtp"],
+                    required=True)
     ap.add_argument("--keep")
     ap.add_argument("--hidden-dropout", default="0")
     ap.add_argument("--attention-dropout", default="0")
@@ -274,12 +308,14 @@ def main():
         sys.exit("the reference assumes --micro-batch-size 1")
     P = {n: torch.tensor(t["value"], dtype=torch.float64).view(t["shape"]).requires_grad_(True)
          for n, t in dump["weights"].items()}
-    total, count = 0.0, 0
+    total, count, objective = 0.0, 0, 0.0
     for toks, labs, samples in zip(dump["tokens"], dump["labels"], dump["samples"]):
-        total = total + model_loss(cfg, P, torch.tensor(toks), torch.tensor(labs), samples[0])
+        lm, mtp = model_loss(cfg, P, torch.tensor(toks), torch.tensor(labs), samples[0])
+        total = total + lm
+        objective = objective + lm / len(toks) + mtp
         count += len(toks)
-    loss = total / count
-    loss.backward()
+    loss = total / count   # the reported LM loss; the gradients are the objective's (+ MTP)
+    (objective / len(dump["tokens"])).backward()
     failures, worst = [], 0.0
     rel = abs(loss.item() - dump["loss"]) / abs(loss.item())
     worst = max(worst, rel)

@@ -55,6 +55,10 @@ MODELS["deepseek"] = MODELS["mla"] + \
     " --moe-router-score-function sigmoid --moe-router-enable-expert-bias --moe-router-bias-update-rate 0.01" \
     " --moe-router-topk-scaling-factor 2.5 --moe-token-dispatcher-type alltoall"
 
+# The same with one multi-token-prediction module (its layer MoE like the last decoder layer).
+MODELS["deepseek-mtp"] = MODELS["deepseek"] + " --mtp-num-layers 1 --mtp-loss-scaling-factor 0.3"
+MODELS["mla-mtp"] = MODELS["mla"] + " --mtp-num-layers 1"
+
 # GPT with Megatron's dropout (hidden and attention): deterministic masks keyed by global indices.
 MODELS["gpt-dropout"] = MODELS["gpt"] + " --hidden-dropout 0.1 --attention-dropout 0.1"
 
