@@ -148,9 +148,6 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     add(name + ".weight", false, {Param::Init::Ones, 1, w, ShardKind::Replicated, 1, 0});
     if (d.norm_factor == 2) add(name + ".bias", true, {Param::Init::Zeros, 1, w, ShardKind::Replicated, 1, 0});
   };
-  auto replicated = [&](const std::string& name, int64_t in, int64_t out) {
-    add(name + ".weight", false, {Param::Init::Normal, in, out, ShardKind::Replicated, 1, 0});
-  };
   auto column = [&](const std::string& name, int64_t in, int64_t out, bool gated, bool bias) {
     const ShardKind k = gated ? ShardKind::GatedColumns : ShardKind::Columns;
     add(name + ".weight", false, {Param::Init::Normal, in, out, k, tp, tpr});
@@ -161,6 +158,10 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     else add(name + ".weight", false, {Param::Init::ScaledNormal, in, out, ShardKind::Rows, tp, tpr});
   };
   const int64_t local_experts = d.experts > 0 ? d.experts / d.ep : 0;
+  const int64_t q_in = d.q_lora > 0 ? d.q_lora : d.h, q_cols = d.a * (d.d_nope + d.d_rope);
+  auto whole = [&](const std::string& name, int64_t in, int64_t out) {   // TP-replicated weight
+    add(name + ".weight", false, {Param::Init::Normal, in, out, ShardKind::Replicated, 1, 0});
+  };
   switch (t.slot) {
     case ParamSlot::InputNorm: norm(layer + "input_norm"); break;
     case ParamSlot::PreMlpNorm: norm(layer + "pre_mlp_norm"); break;
@@ -169,20 +170,15 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     case ParamSlot::Proj: row(layer + "proj", d.a * (d.mla ? d.d_v : d.d), d.h); break;
     // Multi-latent attention: down projections and their norms whole on every TP rank, up
     // projections column-parallel (whole heads per rank: [per head q_nope | q_pe], [k_nope | v]).
-    case ParamSlot::QDown: replicated(layer + "q_down", d.h, d.q_lora); break;
+    case ParamSlot::QDown: whole(layer + "q_down", d.h, d.q_lora); break;
     case ParamSlot::QNorm: norm(layer + "q_norm", d.q_lora); break;
-    case ParamSlot::QUp:
-      column(layer + (d.q_lora > 0 ? "q_up" : "q"), d.q_lora > 0 ? d.q_lora : d.h, d.a * (d.d_nope + d.d_rope), false,
-             false);
-      break;
-    case ParamSlot::KvDown: replicated(layer + "kv_down", d.h, d.kv_lora + d.d_rope); break;
+    case ParamSlot::QUp: column(layer + (d.q_lora > 0 ? "q_up" : "q"), q_in, q_cols, false, false); break;
+    case ParamSlot::KvDown: whole(layer + "kv_down", d.h, d.kv_lora + d.d_rope); break;
     case ParamSlot::KvNorm: norm(layer + "kv_norm", d.kv_lora); break;
     case ParamSlot::KvUp: column(layer + "kv_up", d.kv_lora, d.a * (d.d_nope + d.d_v), false, false); break;
     // Multi-token prediction: enorm, hnorm and the module's final norm; eh_proj [2h, h]
     // column-parallel (Megatron-Core's MultiTokenPredictionLayer).
-    case ParamSlot::MtpNorms:
-      for (const char* n : {"enorm", "hnorm", "final_norm"}) norm(layer + "mtp." + n);
-      break;
+    case ParamSlot::MtpNorms: for (const char* n : {"enorm", "hnorm", "final_norm"}) norm(layer + "mtp." + n); break;
     case ParamSlot::MtpProj: column(layer + "mtp.eh_proj", 2 * d.h, d.h, false, false); break;
     case ParamSlot::Fc1: column(layer + "fc1", d.h, d.mlp_fc1_cols(d.f), d.gated, d.bias); break;
     case ParamSlot::Fc2: row(layer + "fc2", d.f, d.h); break;

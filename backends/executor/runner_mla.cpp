@@ -223,7 +223,8 @@ void ModelRunner::mla_gemm_grad_input(const Instruction& ins) {
     const DeviceTensor& w = params_.get(L, kv_up ? ParamSlot::KvUp : ParamSlot::QUp).value;
     DeviceTensor dx = fresh({dy.dim(0), w.dim(0)});
     device_.gemm_grad_input(dy, w, WeightLayout::InOut, dx);
-    device_.copy_column_blocks(dx, at(L, mb, "mla.d_latent"), blocks(1, w.dim(0), 0, 0, kv_up ? d.q_lora : 0, 0), false);
+    const int64_t at_col = kv_up ? d.q_lora : 0;
+    device_.copy_column_blocks(dx, at(L, mb, "mla.d_latent"), blocks(1, w.dim(0), 0, 0, at_col, 0), false);
     return;
   }
   DeviceTensor dy;
