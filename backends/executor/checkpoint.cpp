@@ -131,7 +131,7 @@ std::string serialize(ParamStore& params, Device& device) {
 }  // namespace
 
 void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
-                     Communicator& comm, const std::string& job_json) {
+                     Communicator& comm, const std::string& job_json, const ExpertBiasMap* expert_bias) {
   const fs::path root(dir), final_dir = root / iter_name(iteration), tmp = root / (iter_name(iteration) + ".tmp");
   if (comm.rank() == 0) {
     std::error_code ec;
@@ -146,10 +146,17 @@ void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& para
   const std::string line = std::to_string(comm.rank()) + " " + std::to_string(bytes.size()) + " " +
                            hex(fnv1a64(bytes));
   const std::vector<std::string> lines = comm.gather_to_root(line);
+  nlohmann::json my_bias = nlohmann::json::object();
+  if (expert_bias != nullptr)
+    for (const auto& [layer, values] : *expert_bias) my_bias[std::to_string(layer)] = values;
+  const std::vector<std::string> biases = comm.gather_to_root(my_bias.dump());
   if (comm.rank() == 0) {
     nlohmann::json meta = {{"format", "tandem-checkpoint"}, {"version", kVersion}, {"iteration", iteration},
                            {"world_size", comm.world_size()}, {"files", nlohmann::json::array()}};
     if (!job_json.empty()) meta["job"] = nlohmann::json::parse(job_json);
+    nlohmann::json bias = nlohmann::json::object();   // layers held by several ranks hold the same bias
+    for (const std::string& b : biases) bias.update(nlohmann::json::parse(b));
+    if (!bias.empty()) meta["expert_bias"] = bias;
     for (const std::string& l : lines) {
       std::istringstream in(l);
       int64_t r = 0, size = 0;
@@ -270,9 +277,20 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
 }  // namespace
 
 void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
-                     Communicator& comm) {
+                     Communicator& comm, ExpertBiasMap* expert_bias) {
   const fs::path path = fs::path(dir) / iter_name(iteration);
   if (!fs::is_directory(path)) throw UserError("--load = " + dir + ": no checkpoint directory " + path.string());
+  if (expert_bias != nullptr) {
+    expert_bias->clear();
+    const nlohmann::json meta = read_metadata(path);
+    try {
+      if (meta.contains("expert_bias"))
+        for (const auto& [layer, values] : meta.at("expert_bias").items())
+          (*expert_bias)[static_cast<int32_t>(std::stol(layer))] = values.get<std::vector<float>>();
+    } catch (const std::exception& e) {
+      throw UserError("--load: " + (path / "metadata.json").string() + ": malformed expert_bias (" + e.what() + ")");
+    }
+  }
   std::map<std::string, ShardRule> wanted;
   for (auto& p : params.params())
     for (int64_t e = 0; e < p->experts; ++e) wanted[p->full_name(e)] = ShardRule{p->full_rows, p->full_cols};

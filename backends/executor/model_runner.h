@@ -226,6 +226,8 @@ class ModelRunner final : public InstructionHandler {
  public:
   // The expert bias of every MoE layer held here (empty without --moe-router-enable-expert-bias).
   const std::map<int32_t, std::vector<float>>& expert_bias() const { return expert_bias_; }
+  // Restores the biases of the MoE layers held here from `all` (a checkpoint's, every layer).
+  void set_expert_bias(const std::map<int32_t, std::vector<float>>& all);
 
  private:
   void aux_loss(int32_t layer, int32_t mb, std::vector<int64_t> routed, int64_t tokens);

@@ -62,6 +62,18 @@ void ModelRunner::expert_bias_sync(const Instruction& ins) {
   }
 }
 
+void ModelRunner::set_expert_bias(const std::map<int32_t, std::vector<float>>& all) {
+  if (settings_.expert_bias_rate < 0) return;
+  for (int32_t layer : bias_layers(-1)) {
+    const auto it = all.find(layer);
+    if (it == all.end()) continue;   // saved without the bias: it starts again from 0
+    if (static_cast<int64_t>(it->second.size()) != dims_.experts)
+      throw UserError("--load: the checkpoint's expert bias of layer " + std::to_string(layer) + " has " +
+                      std::to_string(it->second.size()) + " values, --num-experts is " + std::to_string(dims_.experts));
+    expert_bias_[layer] = it->second;
+  }
+}
+
 void ModelRunner::update_expert_bias() {
   if (settings_.expert_bias_rate < 0) return;
   const float rate = static_cast<float>(settings_.expert_bias_rate);

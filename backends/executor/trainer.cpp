@@ -205,7 +205,9 @@ class TrainingRun {
       log("note: no checkpoint under --load " + dir + "; training from the initial weights");
       return 1;
     }
-    load_checkpoint(dir, saved, params_, device_, comm_);
+    ExpertBiasMap bias;
+    load_checkpoint(dir, saved, params_, device_, comm_, &bias);
+    runner_.set_expert_bias(bias);
     log("loaded checkpoint " + dir + " at iteration " + std::to_string(saved));
     return saved + 1;
   }
@@ -260,7 +262,7 @@ class TrainingRun {
     }
     const auto& t = job_.training;
     if (!t.save.empty() && ((t.save_interval > 0 && it % t.save_interval == 0) || it == iterations_)) {
-      save_checkpoint(t.save, it, params_, device_, comm_, job_to_json(job_).dump());
+      save_checkpoint(t.save, it, params_, device_, comm_, job_to_json(job_).dump(), &runner_.expert_bias());
       log("saved checkpoint " + t.save + " at iteration " + std::to_string(it));
     }
     if (it % std::max<int64_t>(1, t.log_interval) == 0 || it == iterations_)
