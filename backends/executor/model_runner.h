@@ -139,7 +139,8 @@ class ModelRunner final : public InstructionHandler {
   int32_t head_scope(const Instruction& ins) const;   // kHead, or the MTP module's scope
   Param& mtp_param(int32_t layer, const std::string& suffix);
   Param* mtp_param_or_null(int32_t layer, const std::string& suffix);
-  std::vector<int32_t> mtp_shifted(const std::vector<int32_t>& ids, int32_t fill) const;
+  int64_t mtp_depth(int32_t layer) const;   // 1 for the first module
+  std::vector<int32_t> mtp_shifted(const std::vector<int32_t>& ids, int32_t layer) const;
   std::vector<int32_t> head_labels(const Instruction& ins) const;
   std::vector<float> head_loss_grad(const Instruction& ins) const;   // [n] d loss / d token loss
   void mtp_embedding(const Instruction& ins);

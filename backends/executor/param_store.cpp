@@ -120,8 +120,6 @@ ParamStore::ParamStore(Device& device, const Job& job, const ParallelGrid& grid,
     throw_field_error("moe_aux_loss_coeff", job.model.moe_aux_loss_coeff,
                       "the aux loss with --moe-router-score-function sigmoid is not supported by the CPU backend yet "
                       "(DeepSeek-V3 balances with --moe-router-enable-expert-bias)");
-  if (d.mtp_layers > 1)
-    throw_field_error("mtp_num_layers", d.mtp_layers, "the CPU backend runs one multi-token-prediction module");
   if (d.mtp_layers > 0 && d.cp > 1)
     throw_field_error("context_parallel_size", d.cp, "multi-token prediction with context parallelism is not "
                                                       "supported by the CPU backend yet");

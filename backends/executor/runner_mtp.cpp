@@ -1,20 +1,21 @@
 // ModelRunner, multi-token prediction (DeepSeek-V3 §2.2; Megatron-Core's MultiTokenPredictionLayer),
-// one module (depth 1) after the head of the last stage (program/lower_head.cpp's mtp_*). Slots of
+// one module per depth after the head of the last stage (program/lower_head.cpp's mtp_*). Slots of
 // the module's scope mtp_scope(layer) ([rows, cols], rows = n/r with SP, else n):
 //
-//   tokens shifted left by one (the last position gets token 0) -mtp-embedding (+ TP reduction)->
-//   emb -mtp-enorm-> enorm; the decoder output h_in -mtp-hnorm-> hnorm; eh_in [rows, 2h] =
+//   tokens shifted left by k (depth k; the last k positions get token 0) -mtp-embedding (+ TP
+//   reduction)-> emb -mtp-enorm-> enorm; h_in, the residual stream (the decoder's output, or the
+//   previous depth's layer output) -mtp-hnorm-> hnorm; eh_in [rows, 2h] =
 //   [enorm | hnorm] -(SP: mtp-proj-ag)-> eh_in_full -mtp-proj [2h, h/t]-> eh_out [n, h/t]
 //   -(TP: mtp-proj-out-ag, then this rank's sequence rows with SP)-> the residual stream, which the
-//   module's decoder layer (global index num_layers) and its own final norm, output layer and
-//   cross-entropy (the head's ops, in this scope) then use.
+//   module's decoder layer (global index num_layers + k - 1) and its own final norm, output layer
+//   and cross-entropy (the head's ops, in this scope) then use.
 //
-// Its loss: labels shifted left by one, the last position masked; each token's loss weighs
+// Its loss: labels shifted left by k, the last k positions masked; each token's loss weighs
 // mtp_loss_scaling_factor / depths / (tokens of the microbatch with a label) / microbatches / DP
 // (Megatron's MTPLossAutoScaler), and only the LM loss is reported. Backward: the head and layer
 // as usual, then d_eh_out (this rank's columns of the stream gradient) -> d_eh_in [rows, 2h]
 // (partial over TP, reduced) -> enorm / hnorm grads -> d_emb into the word embedding, d_h added to
-// the main head's gradient of the decoder output (mtp-grad-add).
+// the gradient of the hidden state it read (mtp-grad-add: the main head's, or depth k-1's).
 #include <algorithm>
 
 #include "backends/executor/model_runner.h"
@@ -45,26 +46,31 @@ Param* ModelRunner::mtp_param_or_null(int32_t layer, const std::string& suffix) 
   return nullptr;
 }
 
-// Token ids [n] shifted one position to the left within each sequence (rows position-major:
-// row = position * b + sample); the last position gets `fill`.
-std::vector<int32_t> ModelRunner::mtp_shifted(const std::vector<int32_t>& ids, int32_t fill) const {
-  std::vector<int32_t> out(ids.size(), fill);
-  const size_t b = static_cast<size_t>(dims_.b);
-  for (size_t r = 0; r + b < ids.size(); ++r) out[r] = ids[r + b];
+int64_t ModelRunner::mtp_depth(int32_t layer) const { return int64_t(layer) - dims_.layers + 1; }
+
+// Token ids [n] of the MTP module of `layer` (depth k): shifted k positions to the left within
+// each sequence (rows position-major: row = position * b + sample), the last k positions 0
+// (Megatron-Core's roll_tensor, k times).
+std::vector<int32_t> ModelRunner::mtp_shifted(const std::vector<int32_t>& ids, int32_t layer) const {
+  std::vector<int32_t> out(ids.size(), 0);
+  const size_t shift = static_cast<size_t>(dims_.b * mtp_depth(layer));
+  for (size_t r = 0; r + shift < ids.size(); ++r) out[r] = ids[r + shift];
   return out;
 }
 
 std::vector<int32_t> ModelRunner::head_labels(const Instruction& ins) const {
-  return mtp_layer(ins.layer) ? mtp_shifted(data(ins).labels, 0) : data(ins).labels;
+  return mtp_layer(ins.layer) ? mtp_shifted(data(ins).labels, ins.layer) : data(ins).labels;
 }
 
 // d(total loss) / d(token loss) [n]: the LM's 1 / global tokens, or the MTP weight (0 where masked).
 std::vector<float> ModelRunner::head_loss_grad(const Instruction& ins) const {
   std::vector<float> g(static_cast<size_t>(dims_.n), static_cast<float>(settings_.loss_grad));
   if (!mtp_layer(ins.layer)) return g;
+  const int64_t k = mtp_depth(ins.layer);
   const double s = double(dims_.s), scale = settings_.mtp_loss_scale / double(dims_.mtp_layers);
-  const float w = static_cast<float>(settings_.loss_grad * scale * s / (s - 1.0));
-  for (size_t r = 0; r < g.size(); ++r) g[r] = r + static_cast<size_t>(dims_.b) < g.size() ? w : 0.0f;
+  const float w = static_cast<float>(settings_.loss_grad * scale * s / (s - double(k)));
+  const size_t masked = static_cast<size_t>(dims_.b * k);   // the last k positions have no label
+  for (size_t r = 0; r < g.size(); ++r) g[r] = r + masked < g.size() ? w : 0.0f;
   return g;
 }
 
@@ -73,7 +79,7 @@ std::vector<float> ModelRunner::head_loss_grad(const Instruction& ins) const {
 void ModelRunner::mtp_embedding(const Instruction& ins) {
   Param& word = params_.get(lower::kModelLayerKey, ParamSlot::WordEmbedding);
   DeviceTensor out = fresh({dims_.n, dims_.h});
-  device_.embedding_forward(mtp_shifted(data(ins).tokens, 0), word.value, vocab_start_, out);
+  device_.embedding_forward(mtp_shifted(data(ins).tokens, ins.layer), word.value, vocab_start_, out);
   put(head_scope(ins), ins.microbatch, "emb", out);
 }
 
@@ -176,17 +182,17 @@ void ModelRunner::mtp_norm_grad(const Instruction& ins) {
 void ModelRunner::mtp_embedding_grad(const Instruction& ins) {
   const int32_t scope = head_scope(ins), mb = ins.microbatch;
   Param& word = params_.get(lower::kModelLayerKey, ParamSlot::WordEmbedding);
-  device_.embedding_backward(mtp_shifted(data(ins).tokens, 0), at(scope, mb, dims_.sp ? "d_emb_full" : "d_emb"),
-                             vocab_start_, word.grad);
+  const DeviceTensor& dy = at(scope, mb, dims_.sp ? "d_emb_full" : "d_emb");
+  device_.embedding_backward(mtp_shifted(data(ins).tokens, ins.layer), dy, vocab_start_, word.grad);
 }
 
-// mtp-grad-add: the decoder output's gradient from the main head plus the module's hnorm input.
+// mtp-grad-add: the gradient of a hidden state from its own head (the main head: ins.layer -1;
+// depth k's head: ins.layer of depth k) plus that of the next depth's hnorm input.
 void ModelRunner::mtp_add(const Instruction& ins) {
-  TANDEM_CHECK_MSG(dims_.mtp_layers == 1, "the real backends run one MTP module");
   DeviceTensor& g = grad(ins);
-  Instruction first = ins;
-  first.layer = static_cast<int32_t>(dims_.layers);
-  device_.add(g, at(head_scope(first), ins.microbatch, "d_h"), g);
+  Instruction next = ins;
+  next.layer = mtp_layer(ins.layer) ? ins.layer + 1 : static_cast<int32_t>(dims_.layers);
+  device_.add(g, at(head_scope(next), ins.microbatch, "d_h"), g);
 }
 
 // TP collectives of the module: (source scope slot -> destination), as runner_comm's table.

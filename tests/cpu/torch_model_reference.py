@@ -286,7 +286,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tandem", required=True)
     ap.add_argument("--model", choices=["gpt", "llama", "mla", "mla-noqlora", "deepseek", "deepseek-mtp",
-                                        "mla-mtp"],
+                                        "deepseek-mtp2", "mla-mtp"],
                     required=True)
     ap.add_argument("--keep")
     ap.add_argument("--hidden-dropout", default="0")

@@ -58,6 +58,8 @@ MODELS["deepseek"] = MODELS["mla"] + \
 # The same with one multi-token-prediction module (its layer MoE like the last decoder layer).
 MODELS["deepseek-mtp"] = MODELS["deepseek"] + " --mtp-num-layers 1 --mtp-loss-scaling-factor 0.3"
 MODELS["mla-mtp"] = MODELS["mla"] + " --mtp-num-layers 1"
+# Two depths: depth 2 reads depth 1's layer output and predicts the token after the next.
+MODELS["deepseek-mtp2"] = MODELS["deepseek"] + " --mtp-num-layers 2 --mtp-loss-scaling-factor 0.3"
 
 # GPT with Megatron's dropout (hidden and attention): deterministic masks keyed by global indices.
 MODELS["gpt-dropout"] = MODELS["gpt"] + " --hidden-dropout 0.1 --attention-dropout 0.1"
