@@ -107,21 +107,24 @@ def drop(cfg, x, layer, site, rows):
     return x * dropout_mask(cfg, 1, layer, site, rows, x.shape[-1])
 
 
-def causal_attention(q, k, v, scale):
-    """q, k [s, heads, d_qk], v [s, heads, d_v] -> [s, heads * d_v], causal softmax(q k^T * scale) v."""
+def causal_attention(q, k, v, scale, keep=None):
+    """q, k [s, heads, d_qk], v [s, heads, d_v] -> [s, heads * d_v], causal softmax(q k^T * scale) v;
+    keep [heads, s, s]: the dropout mask of the probabilities (already divided by 1 - p)."""
     s = q.shape[0]
     scores = torch.einsum("shd,thd->hst", q, k) * scale
     mask = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
     probs = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+    if keep is not None:
+        probs = probs * keep
     return torch.einsum("hst,thd->shd", probs, v).reshape(s, -1)
 
 
-def mla_attention(cfg, P, pre, h, positions):
+def mla_attention(cfg, P, i, h, positions, sample):
     """Multi-head latent attention (DeepSeek-V2 section 2.1, Megatron-Core MLASelfAttention, rope_type
     "rope"): queries from a normalised q_lora_rank latent (or straight from h), keys/values from a
     normalised kv_lora_rank latent; per head the key is [k_nope | the one decoupled RoPE key shared by
     all heads], the query [q_nope | RoPE(q_pe)]; scores scaled by 1/sqrt(qk_head_dim + rope dim)."""
-    a, s = cfg["num_attention_heads"], h.shape[0]
+    a, s, pre = cfg["num_attention_heads"], h.shape[0], f"layers.{i}."
     dn, dr, dv, kl = cfg["qk_head_dim"], cfg["qk_pos_emb_head_dim"], cfg["v_head_dim"], cfg["kv_lora_rank"]
     if cfg["q_lora_rank"] > 0:
         cq = norm(cfg, h @ P[pre + "q_down.weight"], P[pre + "q_norm.weight"], P.get(pre + "q_norm.bias"))
@@ -140,7 +143,8 @@ def mla_attention(cfg, P, pre, h, positions):
         q_pe, k_pe = rope(cfg, q_pe, positions), rope(cfg, k_pe, positions)
     query = torch.cat([q_nope, q_pe], dim=-1)
     key = torch.cat([k_nope, k_pe.expand(s, a, dr)], dim=-1)
-    return causal_attention(query, key, v, 1.0 / math.sqrt(dn + dr))
+    keep = attention_mask(cfg, i, sample, a, s) if cfg["attention_dropout"] > 0 else None
+    return causal_attention(query, key, v, 1.0 / math.sqrt(dn + dr), keep)
 
 
 def layer(cfg, P, i, x, positions, rows, sample):
@@ -149,7 +153,7 @@ def layer(cfg, P, i, x, positions, rows, sample):
     pre = f"layers.{i}."
     h = norm(cfg, x, P[pre + "input_norm.weight"], P.get(pre + "input_norm.bias"))
     if cfg.get("multi_latent_attention"):
-        return attention_residual_and_mlp(cfg, P, i, x, mla_attention(cfg, P, pre, h, positions), rows)
+        return attention_residual_and_mlp(cfg, P, i, x, mla_attention(cfg, P, i, h, positions, sample), rows)
     qkv = h @ P[pre + "qkv.weight"]
     if pre + "qkv.bias" in P:
         qkv = qkv + P[pre + "qkv.bias"]
