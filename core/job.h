@@ -21,6 +21,8 @@ enum class RecomputeGranularity { None, Selective, Full };
 enum class RecomputeMethod { Uniform, Block };
 enum class LrDecayStyle { Constant, Linear, Cosine, InverseSquareRoot, WSD };
 enum class TokenDispatcher { AllGather, AllToAll, Alltoall_Seq, Flex };
+// Megatron's --moe-router-score-function: softmax (Mixtral, Switch) or sigmoid (DeepSeek-V3).
+enum class RouterScore { Softmax, Sigmoid };
 // Megatron's --attention-backend. auto/flash/fused never materialise the s x s score matrix.
 enum class AttentionBackend { Auto, Flash, Fused, Unfused, Local };
 // tandem: how the simulator draws MoE token-to-expert loads (backends/sim/moe_routing.h).
@@ -74,7 +76,15 @@ struct ModelConfig {
   // moe_router_group_topk best groups, then its top-k experts inside them. 0: not grouped.
   int64_t moe_router_num_groups = 0;
   int64_t moe_router_group_topk = 0;
+  // DeepSeek-V3's router (Megatron-Core TopKRouter): sigmoid scores normalised over the chosen
+  // experts; an expert bias added to the scores for choosing only (aux-loss-free balancing), moved
+  // after every step by rate x sign(mean load - load); the routing weights scaled by a factor.
+  RouterScore moe_router_score_function = RouterScore::Softmax;
+  bool moe_router_enable_expert_bias = false;
+  double moe_router_bias_update_rate = 1e-3;
+  double moe_router_topk_scaling_factor = 0.0;          // 0: no scaling
   int64_t mtp_num_layers = 0;                           // DeepSeek-V3 multi-token prediction
+  double mtp_loss_scaling_factor = 0.1;                 // weight of the MTP losses (split over the depths)
   double rotary_base = 10000.0;
   double norm_epsilon = 1e-5;
 
@@ -237,6 +247,7 @@ std::string to_string(RecomputeGranularity v);
 std::string to_string(RecomputeMethod v);
 std::string to_string(LrDecayStyle v);
 std::string to_string(TokenDispatcher v);
+std::string to_string(RouterScore v);
 std::string to_string(AttentionBackend v);
 std::string to_string(MoeRouting v);
 std::string to_string(DcPlacement v);

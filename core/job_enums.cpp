@@ -61,6 +61,10 @@ template <> TokenDispatcher parse_enum<TokenDispatcher>(const std::string& f, co
                                        {"alltoall_seq", TokenDispatcher::Alltoall_Seq}, {"flex", TokenDispatcher::Flex}});
 }
 
+template <> RouterScore parse_enum<RouterScore>(const std::string& f, const std::string& t) {
+  return lookup<RouterScore>(f, t, {{"softmax", RouterScore::Softmax}, {"sigmoid", RouterScore::Sigmoid}});
+}
+
 template <> AttentionBackend parse_enum<AttentionBackend>(const std::string& f, const std::string& t) {
   return lookup<AttentionBackend>(f, t, {{"auto", AttentionBackend::Auto}, {"flash", AttentionBackend::Flash},
                                         {"fused", AttentionBackend::Fused}, {"unfused", AttentionBackend::Unfused},
@@ -164,6 +168,8 @@ std::string to_string(TokenDispatcher v) {
   }
   return "?";
 }
+
+std::string to_string(RouterScore v) { return v == RouterScore::Sigmoid ? "sigmoid" : "softmax"; }
 
 int64_t bytes_per_element(DType d) { return d == DType::FP32 ? 4 : 2; }
 

@@ -18,6 +18,7 @@ template <> RecomputeGranularity parse_enum<RecomputeGranularity>(const std::str
 template <> RecomputeMethod parse_enum<RecomputeMethod>(const std::string&, const std::string&);
 template <> LrDecayStyle parse_enum<LrDecayStyle>(const std::string&, const std::string&);
 template <> TokenDispatcher parse_enum<TokenDispatcher>(const std::string&, const std::string&);
+template <> RouterScore parse_enum<RouterScore>(const std::string&, const std::string&);
 template <> AttentionBackend parse_enum<AttentionBackend>(const std::string&, const std::string&);
 template <> MoeRouting parse_enum<MoeRouting>(const std::string&, const std::string&);
 template <> DcPlacement parse_enum<DcPlacement>(const std::string&, const std::string&);

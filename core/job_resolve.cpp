@@ -165,6 +165,18 @@ void resolve_router_groups(const ModelConfig& m, std::vector<std::string>& notes
                     ") hold only " + std::to_string(reachable));
 }
 
+// DeepSeek-V3's router options (Megatron-Core's TransformerConfig): the expert bias of
+// aux-loss-free balancing is defined for sigmoid scores only.
+void resolve_router_scores(const ModelConfig& m) {
+  if (m.moe_router_enable_expert_bias && m.moe_router_score_function != RouterScore::Sigmoid)
+    throw UserError("--moe-router-enable-expert-bias needs --moe-router-score-function sigmoid (got " +
+                    to_string(m.moe_router_score_function) + "), as in Megatron-Core");
+  if (!m.is_moe() && (m.moe_router_enable_expert_bias || m.moe_router_score_function != RouterScore::Softmax))
+    throw UserError(std::string(m.moe_router_enable_expert_bias ? "--moe-router-enable-expert-bias"
+                                                                : "--moe-router-score-function sigmoid") +
+                    " needs an MoE model (--num-experts is 0)");
+}
+
 // Multi-token prediction (DeepSeek-V3 §2.2): D modules on the last pipeline stage, module k
 // predicting the token k + 1 places ahead. Megatron requires RoPE or no position embedding.
 void resolve_mtp(const ModelConfig& m) {
@@ -374,6 +386,7 @@ void resolve_job(Job& job) {
   resolve_moe(job.model, job.parallel);
   resolve_mla(job.model);
   resolve_router_groups(job.model, job.notes);
+  resolve_router_scores(job.model);
   resolve_mtp(job.model);
   resolve_pipeline(job.model, job.parallel, job.notes);
   resolve_world(job);

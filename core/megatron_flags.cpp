@@ -41,7 +41,7 @@ const std::vector<FlagAlias>& ignored_flags_table() {
         "--no-position-embedding", "--wandb-log-model", "--enable-one-logger", "--no-one-logger",
         "--ckpt-fully-parallel-save", "--ckpt-fully-parallel-load", "--ckpt-assume-constant-structure",
         "--use-persistent-ckpt-worker", "--moe-use-legacy-grouped-gemm", "--moe-pad-expert-input-to-capacity",
-        "--moe-router-enable-expert-bias", "--use-precision-aware-optimizer", "--exit-on-missing-checkpoint"};
+        "--use-precision-aware-optimizer", "--exit-on-missing-checkpoint"};
     for (const char* f : no_value) v.push_back({f, nullptr, nullptr, 0});
     const char* one_value[] = {
         "--tensorboard-queue-size", "--wandb-project",
@@ -50,15 +50,15 @@ const std::vector<FlagAlias>& ignored_flags_table() {
         "--rotary-percent", "--ckpt-format", "--exit-duration-in-mins",
         "--exit-interval", "--dataloader-type", "--num-workers", "--manual-gc-interval", "--timing-log-level",
         "--timing-log-option", "--transformer-impl", "--moe-router-load-balancing-type",
-        "--moe-z-loss-coeff", "--moe-router-dtype", "--moe-input-jitter-eps", "--moe-router-score-function",
-        "--moe-router-topk-scaling-factor", "--moe-router-bias-update-rate", "--num-dataset-builder-threads", "--dist-ckpt-strictness",
+        "--moe-z-loss-coeff", "--moe-router-dtype", "--moe-input-jitter-eps",
+        "--num-dataset-builder-threads", "--dist-ckpt-strictness",
         "--profile-step-start", "--profile-step-end", "--nccl-communicator-config-path", "--tp-comm-overlap-cfg",
         "--ddp-bucket-size", "--eval-interval-samples", "--lr-warmup-init", "--loss-scale", "--initial-loss-scale",
         "--min-loss-scale", "--loss-scale-window", "--hysteresis", "--fp8-margin", "--fp8-interval",
         "--fp8-amax-history-len", "--fp8-amax-compute-algo", "--fp8-recipe", "--save-retain-interval",
         "--override-opt_param-scheduler", "--use-checkpoint-opt_param-scheduler", "--start-weight-decay",
         "--end-weight-decay", "--weight-decay-incr-style", "--seq-length-dec", "--decoder-seq-length",
-        "--num-distributed-optimizer-instances", "--tokenizer-type", "--mtp-loss-scaling-factor",
+        "--num-distributed-optimizer-instances", "--tokenizer-type",
         "--moe-per-layer-logging", "--qk-clip", "--pretrained-checkpoint", "--log-interval-samples",
         "--kv-lora-rank-dropout", "--optimizer", "--sgd-momentum", "--moe-aux-loss-coeff-decay"};
     for (const char* f : one_value) v.push_back({f, nullptr, nullptr, 1});

@@ -8,7 +8,8 @@
 //               TP all-reduces over [n] fp32 (max, target logit, sum of exponentials).
 //   MTP module  (DeepSeek-V3, after the head on the last stage) embedding of the shifted tokens,
 //               enorm and hnorm, eh projection [n, 2h] x [2h, h/t] gathered over TP, one decoder
-//               layer, its own final norm, output layer and loss.
+//               layer, its own final norm, output layer and loss. Depth k's hnorm reads depth
+//               k-1's layer output (depth 1: the decoder's), so its gradient flows back there.
 // Tied embeddings: the output layer's weight is the word embedding (its gradient goes to the
 // embedding's copy on the last stage, all-reduced with the first stage after the iteration).
 #include "core/check.h"
@@ -108,8 +109,9 @@ int32_t logits_backward(Context& ctx, int32_t norm_layer, ParamSlot norm_slot) {
   return ng;
 }
 
-// One MTP module on the decoder output x; layer is its global layer index.
-int32_t mtp_forward(Context& ctx, int32_t layer, int32_t x) {
+// One MTP module on hidden state x (the decoder's or the previous depth's output); layer is its
+// global layer index. Returns its layer's output (the next depth's hidden state), *loss its loss.
+int32_t mtp_forward(Context& ctx, int32_t layer, int32_t x, int32_t* loss) {
   const Dims& d = ctx.dims;
   ctx.em.cursor.layer = layer;
   const int32_t emb = lookup(ctx, Site::MtpEmbedding, -1);
@@ -125,13 +127,18 @@ int32_t mtp_forward(Context& ctx, int32_t layer, int32_t x) {
   const bool moe = is_moe_layer(ctx.job.model, d.layers - 1);
   out = layer_forward(ctx, layer, moe, out);
   ctx.em.cursor.layer = layer;
-  return logits_forward(ctx, out);
+  *loss = logits_forward(ctx, out);
+  return out;
 }
 
-int32_t mtp_backward(Context& ctx, int32_t layer) {
+// dh_next: the next depth's gradient of this module's layer output (its hnorm input), or -1.
+int32_t mtp_backward(Context& ctx, int32_t layer, int32_t dh_next) {
   const Dims& d = ctx.dims;
   ctx.em.cursor.layer = layer;
   int32_t g = logits_backward(ctx, layer, ParamSlot::MtpNorms);
+  if (dh_next >= 0)
+    g = ctx.em.op(OpKind::Elementwise, Site::MtpGradAdd, d.sp_rows(), d.h,
+                  3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {g, dh_next});
   const bool moe = is_moe_layer(ctx.job.model, d.layers - 1);
   if (full_uniform_recompute(ctx)) {
     ctx.em.cursor.recompute = true;
@@ -194,8 +201,9 @@ int32_t embedding_backward(Context& ctx, int32_t dy) {
 int32_t head_forward(Context& ctx, int32_t x) {
   const int32_t saved = ctx.em.cursor.layer;
   ctx.em.cursor.layer = -1;
-  int32_t out = logits_forward(ctx, x);
-  for (int64_t i = 0; i < ctx.dims.mtp_layers; ++i) out = mtp_forward(ctx, static_cast<int32_t>(ctx.dims.layers + i), x);
+  int32_t out = logits_forward(ctx, x), h = x;
+  for (int64_t i = 0; i < ctx.dims.mtp_layers; ++i)
+    h = mtp_forward(ctx, static_cast<int32_t>(ctx.dims.layers + i), h, &out);
   ctx.em.cursor.layer = saved;
   return out;
 }
@@ -204,11 +212,7 @@ int32_t head_backward(Context& ctx) {
   const Dims& d = ctx.dims;
   const int32_t saved = ctx.em.cursor.layer;
   int32_t dh = -1;
-  for (int64_t i = d.mtp_layers - 1; i >= 0; --i) {
-    const int32_t g = mtp_backward(ctx, static_cast<int32_t>(d.layers + i));
-    dh = dh < 0 ? g : ctx.em.op(OpKind::Elementwise, Site::MtpGradAdd, d.sp_rows(), d.h,
-                                3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {dh, g});
-  }
+  for (int64_t i = d.mtp_layers - 1; i >= 0; --i) dh = mtp_backward(ctx, static_cast<int32_t>(d.layers + i), dh);
   ctx.em.cursor.layer = -1;
   int32_t g = logits_backward(ctx, kModelLayerKey, ParamSlot::FinalNorm);
   if (dh >= 0)

@@ -10,6 +10,9 @@
 //     row-parallel biases, router, MLA down projections).
 //   tied embeddings (or MTP) with the first and last stages on different ranks: all-reduce of the
 //     word-embedding gradient over the embedding group.
+//   aux-loss-free balancing (--moe-router-enable-expert-bias): the iteration's tokens per expert
+//     of every local MoE layer ([layers, E] fp32) all-reduced over TP x DP x CP (Megatron-Core's
+//     _update_router_expert_bias), then exchanged with the other holder of a mirrored stage.
 //   grad norm: a scalar all-reduce over the model-parallel group (and over DP-with-CP with the
 //     distributed optimizer, where each rank holds a shard; without it, MoE adds one over the
 //     expert tp-ep-pp group for the expert optimizer's norm), then the optimizer step on the local
@@ -215,6 +218,46 @@ void BucketTracker::end() {
 
 namespace {
 
+// MoE layers (their routers) of chunk `chunk`.
+int64_t moe_layers_of(const Context& ctx, int chunk) {
+  int64_t n = 0;
+  for (const ParamTensor& t : chunk_tensors(ctx, chunk)) n += t.slot == ParamSlot::Router ? 1 : 0;
+  return n;
+}
+
+// Tokens per expert for the expert-bias update (see the header); returns the last instruction or -1.
+int32_t expert_bias_counts(Context& ctx, int32_t after) {
+  if (!ctx.job.model.moe_router_enable_expert_bias) return -1;
+  int64_t layers = 0;
+  for (int c = 0; c < ctx.schedule.num_chunks(); ++c) layers += moe_layers_of(ctx, c);
+  if (layers == 0) return -1;
+  const int16_t saved_chunk = ctx.em.cursor.chunk;
+  const double per_layer = 4.0 * double(ctx.dims.experts);
+  int32_t last = -1;
+  if (ctx.grid.group_size(ParallelGroup::TpDpCp) > 1)
+    last = ctx.em.collective(OpKind::AllReduce, ParallelGroup::TpDpCp, StreamKind::DpComm, Site::ExpertBias,
+                             double(layers) * per_layer, {after});
+  std::vector<int> chunks(static_cast<size_t>(ctx.schedule.num_chunks()));
+  for (int c = 0; c < ctx.schedule.num_chunks(); ++c) chunks[static_cast<size_t>(c)] = c;
+  std::sort(chunks.begin(), chunks.end(), [&ctx](int a, int b) {
+    return ctx.schedule.stage_of(ctx.pipeline_rank, a) < ctx.schedule.stage_of(ctx.pipeline_rank, b);
+  });
+  for (int c : chunks) {
+    const int other = mirror_pipeline_rank(ctx, c);
+    const int64_t n = moe_layers_of(ctx, c);
+    if (other < 0 || n == 0) continue;
+    ctx.em.cursor.chunk = static_cast<int16_t>(c);
+    const int stage = ctx.schedule.stage_of(ctx.pipeline_rank, c);
+    const int64_t tag = make_tag(TagPurpose::MirrorGrad, false, stage, -1, 1);
+    const int64_t peer = pipeline_peer(ctx, other);
+    ctx.em.send(ParallelGroup::Pp, StreamKind::PpSend, Site::ExpertBias, peer, tag, double(n) * per_layer, {last, after});
+    last = ctx.em.recv(ParallelGroup::Pp, StreamKind::PpRecv, Site::ExpertBias, peer, tag, double(n) * per_layer,
+                       {last, after});
+  }
+  ctx.em.cursor.chunk = saved_chunk;
+  return last;
+}
+
 // All-reduces of finalize_model_grads after the DP reduction; returns the last one (or -1).
 int32_t finalize_grads(Context& ctx, int32_t last_compute) {
   const Dims& d = ctx.dims;
@@ -236,7 +279,8 @@ int32_t finalize_grads(Context& ctx, int32_t last_compute) {
     embedding = ctx.em.collective(OpKind::AllReduce, ParallelGroup::Embedding, StreamKind::DpComm, Site::EmbeddingGrad,
                                   word * bpp.gradients, {ctx.last_grad_sync, last_compute});
   }
-  return std::max({sp_norms, embedding, ctx.last_grad_sync});
+  const int32_t bias = expert_bias_counts(ctx, std::max(ctx.last_grad_sync, last_compute));
+  return std::max({sp_norms, embedding, bias, ctx.last_grad_sync});
 }
 
 }  // namespace

@@ -134,6 +134,7 @@
   X(EmbeddingGrad, "embedding-grad") \
   X(GradNorm, "grad-norm") \
   X(GradNormExpert, "grad-norm-expert") \
+  X(ExpertBias, "expert-bias") \
   X(Adam, "adam") \
   X(DpParamAg, "dp-param-ag") \
   X(EdpParamAg, "edp-param-ag")

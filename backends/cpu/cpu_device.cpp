@@ -375,8 +375,9 @@ void CpuDevice::cross_entropy_backward(const DeviceTensor& logits, std::span<con
 
 exec::RoutingResult CpuDevice::router_forward(const DeviceTensor& logits, const exec::RouterArgs& args) {
   exec::check_router_logits("router_forward", logits.shape, args.topk);
-  const Routing r = tandem::cpu::router_forward(view(logits), RouterOptions{args.topk, args.pre_softmax,
-                                                                            args.capacity_factor});
+  const Routing r = tandem::cpu::router_forward(
+      view(logits), RouterOptions{args.topk, args.pre_softmax, args.capacity_factor, args.sigmoid, args.expert_bias,
+                                  args.num_groups, args.group_topk, args.scaling_factor});
   exec::RoutingResult out;
   out.tokens = r.tokens;
   out.experts = r.experts;
@@ -386,6 +387,8 @@ exec::RoutingResult CpuDevice::router_forward(const DeviceTensor& logits, const 
   out.routed_per_expert = r.routed_per_expert;
   out.tokens_per_expert = r.tokens_per_expert;
   out.pre_softmax = r.pre_softmax;
+  out.sigmoid = r.sigmoid;
+  out.scaling_factor = r.scaling_factor;
   out.probs = empty(r.probs.shape);
   upload(r.probs.data, out.probs);
   out.scores = empty(r.scores.shape);
@@ -401,6 +404,8 @@ Routing routing_of(exec::Device& dev, const exec::RoutingResult& r) {
   out.experts = r.experts;
   out.topk = r.topk;
   out.pre_softmax = r.pre_softmax;
+  out.sigmoid = r.sigmoid;
+  out.scaling_factor = r.scaling_factor;
   out.expert = r.expert;
   out.kept = r.kept;
   out.probs = Tensor(r.probs.shape, dev.to_host(r.probs));

@@ -1,5 +1,5 @@
 #pragma once
-// MoE top-k router (Megatron's TopKRouter with the softmax score function), its auxiliary
+// MoE top-k router (Megatron's TopKRouter with the softmax or sigmoid score function), its auxiliary
 // load-balancing loss (Switch/GShard, Megatron's switch_load_balancing_loss_func), expert
 // capacity with token dropping, and the backward to the router logits. The router GEMM
 // ([T, h] x [h, E] -> logits) is an ordinary gemm_* call before this kernel.
@@ -8,6 +8,12 @@
 // expert index. Routing weights:
 //   pre_softmax = false (Megatron's default): softmax over the k selected logits;
 //   pre_softmax = true  (--moe-router-pre-softmax): softmax over all E logits, then the top k.
+//   sigmoid (DeepSeek-V3): s = sigmoid(logits); choose by s + expert_bias (the bias steers the
+//   choice only), weights s[chosen] / (sum of s[chosen] + 1e-20) when k > 1, else s[chosen].
+// Group-limited routing (num_groups, group_topk > 0): the E experts form num_groups groups of
+// consecutive experts; a group scores the sum of its top (k / group_topk) choosing scores; a token
+// chooses among the experts of its group_topk best groups (ties to the lower index) only.
+// scaling_factor > 0 multiplies the weights (--moe-router-topk-scaling-factor).
 // Capacity (capacity_factor > 0): capacity = ceil(T * k / E * capacity_factor); an expert keeps
 // the `capacity` routed tokens with the largest routing weight (ties: lower token index) and
 // drops the rest (weight 0, kept = 0) — Megatron's "probs" drop policy without padding.
@@ -28,16 +34,22 @@ struct RouterOptions {
   int64_t topk = 2;
   bool pre_softmax = false;
   double capacity_factor = 0.0;   // <= 0: dropless
+  bool sigmoid = false;           // score function sigmoid (else softmax)
+  std::span<const float> expert_bias;   // [E] added to the choosing scores (sigmoid only); empty: none
+  int64_t num_groups = 0, group_topk = 0;   // group-limited routing; 0: not grouped
+  double scaling_factor = 0.0;          // > 0: weights x factor
 };
 
 struct Routing {
   int64_t tokens = 0, experts = 0, topk = 0;
   int64_t capacity = 0;                      // per expert; 0 when dropless
   bool pre_softmax = false;                  // RouterOptions::pre_softmax the routing used
+  bool sigmoid = false;                      // RouterOptions::sigmoid the routing used
+  double scaling_factor = 0.0;               // RouterOptions::scaling_factor the routing used
   std::vector<int32_t> expert;               // [T, k] selected experts, by decreasing logit
   Tensor probs;                              // [T, k] routing weights, 0 where dropped
   std::vector<uint8_t> kept;                 // [T, k] 1 unless dropped by capacity
-  Tensor scores;                             // [T, E] softmax over all experts (aux loss input)
+  Tensor scores;                             // [T, E] softmax over all experts (aux loss input); sigmoid: sigmoid
   std::vector<int64_t> routed_per_expert;    // [E] selections before dropping (aux loss counts)
   std::vector<int64_t> tokens_per_expert;    // [E] selections kept: the experts' input sizes
 };

@@ -12,6 +12,7 @@
 #include "backends/cuda/device_arrays.h"
 #include "backends/cuda/ops_moe.cuh"
 #include "backends/executor/shape_rules.h"
+#include "core/check.h"
 
 namespace tandem::cuda {
 namespace {
@@ -52,6 +53,9 @@ SegmentSum segment_sum_of(const Segments& s, const float* in, int64_t cols, floa
 exec::RoutingResult CudaDevice::router_forward(const DeviceTensor& logits, const exec::RouterArgs& args) {
   const auto [tokens, experts] = exec::check_router_logits("router_forward", logits.shape, args.topk);
   const int64_t k = args.topk;
+  if (args.sigmoid || !args.expert_bias.empty() || args.num_groups > 0 || args.scaling_factor > 0)
+    throw UserError("sigmoid scores, expert bias, group-limited routing and --moe-router-topk-scaling-factor are "
+                    "implemented by the CPU backend's router only (backends/cpu/ops_router.cpp), not by the CUDA one yet");
   exec::RoutingResult r;
   r.tokens = tokens;
   r.experts = experts;

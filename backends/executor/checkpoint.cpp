@@ -138,11 +138,13 @@ std::string serialize(ParamStore& params, Device& device) {
 // Rank 0's part of a save: metadata.json (files with size and checksum, the job), the rename of
 // iter_N.tmp into place and the tracker, each step synced. `lines` holds "rank bytes fnv1a64" per file.
 void commit_checkpoint(const fs::path& root, int64_t iteration, int64_t world_size,
-                       const std::vector<std::string>& lines, const std::string& job_json) {
+                       const std::vector<std::string>& lines, const std::string& job_json,
+                       const nlohmann::json& expert_bias = nlohmann::json::object()) {
   const fs::path final_dir = root / iter_name(iteration), tmp = root / (iter_name(iteration) + ".tmp");
   nlohmann::json meta = {{"format", "tandem-checkpoint"}, {"version", kVersion}, {"iteration", iteration},
                          {"world_size", world_size}, {"files", nlohmann::json::array()}};
   if (!job_json.empty()) meta["job"] = nlohmann::json::parse(job_json);
+  if (!expert_bias.empty()) meta["expert_bias"] = expert_bias;
   for (const std::string& l : lines) {
     std::istringstream in(l);
     int64_t r = 0, size = 0;
@@ -169,7 +171,7 @@ void commit_checkpoint(const fs::path& root, int64_t iteration, int64_t world_si
 }  // namespace
 
 void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
-                     Communicator& comm, const std::string& job_json) {
+                     Communicator& comm, const std::string& job_json, const ExpertBiasMap* expert_bias) {
   const fs::path root(dir), tmp = root / (iter_name(iteration) + ".tmp");
   if (comm.rank() == 0) {
     std::error_code ec;
@@ -184,7 +186,15 @@ void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& para
   const std::string line = std::to_string(comm.rank()) + " " + std::to_string(bytes.size()) + " " +
                            hex(fnv1a64(bytes));
   const std::vector<std::string> lines = comm.gather_to_root(line);
-  if (comm.rank() == 0) commit_checkpoint(root, iteration, comm.world_size(), lines, job_json);
+  nlohmann::json my_bias = nlohmann::json::object();
+  if (expert_bias != nullptr)
+    for (const auto& [layer, values] : *expert_bias) my_bias[std::to_string(layer)] = values;
+  const std::vector<std::string> biases = comm.gather_to_root(my_bias.dump());
+  if (comm.rank() == 0) {
+    nlohmann::json bias = nlohmann::json::object();   // layers held by several ranks hold the same bias
+    for (const std::string& b : biases) bias.update(nlohmann::json::parse(b));
+    commit_checkpoint(root, iteration, comm.world_size(), lines, job_json, bias);
+  }
   comm.barrier();
 }
 
@@ -292,9 +302,20 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
 }  // namespace
 
 void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
-                     Communicator& comm) {
+                     Communicator& comm, ExpertBiasMap* expert_bias) {
   const fs::path path = fs::path(dir) / iter_name(iteration);
   if (!fs::is_directory(path)) throw UserError("--load = " + dir + ": no checkpoint directory " + path.string());
+  if (expert_bias != nullptr) {
+    expert_bias->clear();
+    const nlohmann::json meta = read_metadata(path);
+    try {
+      if (meta.contains("expert_bias"))
+        for (const auto& [layer, values] : meta.at("expert_bias").items())
+          (*expert_bias)[static_cast<int32_t>(std::stol(layer))] = values.get<std::vector<float>>();
+    } catch (const std::exception& e) {
+      throw UserError("--load: " + (path / "metadata.json").string() + ": malformed expert_bias (" + e.what() + ")");
+    }
+  }
   std::map<std::string, ShardRule> wanted;
   for (auto& p : params.params())
     for (int64_t e = 0; e < p->experts; ++e) wanted[p->full_name(e)] = ShardRule{p->full_rows, p->full_cols};

@@ -26,19 +26,28 @@
 
 namespace tandem::exec {
 
+// The expert bias of aux-loss-free balancing per MoE layer ([E] each): not a parameter (no
+// optimizer state, the same on every rank holding the layer), kept in metadata.json as
+// "expert_bias": {"<layer>": [E floats]}.
+using ExpertBiasMap = std::map<int32_t, std::vector<float>>;
+
 // Collective over the world. Saves iteration `iteration` under `dir`; `job_json` (the job as
 // job_to_json writes it, may be empty) is kept in metadata.json as "job" so that tools reading
-// the checkpoint offline (export, generate) know the model it holds.
+// the checkpoint offline (export, generate) know the model it holds; `expert_bias`, when given,
+// the biases of this rank's MoE layers.
 void save_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
-                     Communicator& comm, const std::string& job_json = "");
+                     Communicator& comm, const std::string& job_json = "",
+                     const ExpertBiasMap* expert_bias = nullptr);
 
 // The iteration of the latest checkpoint under `dir` (tracker file), or 0 when there is none.
 int64_t latest_checkpoint(const std::string& dir);
 
 // Collective over the world. Loads iteration `iteration` from `dir` into `params` (values and
 // optimizer state), whatever layout saved it. UserError for missing, truncated or corrupted files.
+// `expert_bias`, when given, receives the saved biases of every MoE layer (empty when the
+// checkpoint holds none).
 void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
-                     Communicator& comm);
+                     Communicator& comm, ExpertBiasMap* expert_bias = nullptr);
 
 // One full (unsharded) tensor of a checkpoint: [rows, cols] row-major fp32 (1-D tensors are
 // [1, C]; each expert's tensor has its own name, "<name>.<expert>").

@@ -1,6 +1,8 @@
 // DeviceTensor views and the Device helpers (device.h).
 #include "backends/executor/device.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 
 namespace tandem::exec {
@@ -46,6 +48,27 @@ std::vector<float> Device::to_host(const DeviceTensor& src) {
   std::vector<float> out(static_cast<size_t>(src.numel()));
   download(src, out);
   return out;
+}
+
+void Device::copy_column_blocks(const DeviceTensor& src, const DeviceTensor& dst, const ColumnBlocks& b,
+                                bool accumulate) {
+  TANDEM_CHECK_MSG(src.shape.size() >= 1 && dst.shape.size() >= 1 && src.dim(0) == dst.dim(0),
+                   "copy_column_blocks: rows " << src.dim(0) << " vs " << dst.dim(0));
+  const int64_t rows = src.dim(0), cs = src.numel() / std::max<int64_t>(rows, 1),
+                cd = dst.numel() / std::max<int64_t>(rows, 1);
+  TANDEM_CHECK_MSG(b.blocks >= 1 && b.width >= 0 && b.src_offset >= 0 && b.dst_offset >= 0 &&
+                       b.src_offset + (b.blocks - 1) * b.src_stride + b.width <= cs &&
+                       b.dst_offset + (b.blocks - 1) * b.dst_stride + b.width <= cd,
+                   "copy_column_blocks: blocks out of range (" << cs << " -> " << cd << " columns)");
+  const std::vector<float> in = to_host(src);
+  std::vector<float> out = to_host(dst);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < b.blocks; ++j) {
+      const float* s = in.data() + r * cs + b.src_offset + j * b.src_stride;
+      float* d = out.data() + r * cd + b.dst_offset + j * b.dst_stride;
+      for (int64_t c = 0; c < b.width; ++c) d[c] = accumulate ? d[c] + s[c] : s[c];
+    }
+  upload(out, dst);
 }
 
 }  // namespace tandem::exec

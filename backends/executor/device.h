@@ -78,14 +78,31 @@ struct RoutingResult {
   std::vector<int64_t> routed_per_expert;   // [E] before capacity dropping
   std::vector<int64_t> tokens_per_expert;   // [E] kept
   DeviceTensor probs;                       // [T, k] routing weights (0 where dropped)
-  DeviceTensor scores;                      // [T, E] softmax over all experts
+  DeviceTensor scores;                      // [T, E] softmax over all experts (sigmoid: the sigmoid)
   bool pre_softmax = false;
+  bool sigmoid = false;                     // RouterArgs::sigmoid and scaling_factor the routing used
+  double scaling_factor = 0.0;
 };
 
+// The router's options (backends/cpu/ops_router.h spells out the math).
 struct RouterArgs {
   int64_t topk = 2;
   bool pre_softmax = false;
   double capacity_factor = 0.0;
+  bool sigmoid = false;                     // --moe-router-score-function sigmoid
+  std::span<const float> expert_bias;       // [E] on the choosing scores (host data); empty: none
+  int64_t num_groups = 0, group_topk = 0;   // group-limited routing; 0: not grouped
+  double scaling_factor = 0.0;              // --moe-router-topk-scaling-factor; 0: none
+};
+
+// Column blocks of a row-major copy: for every row r, block j < blocks and c < width,
+//   dst[r, dst_offset + j * dst_stride + c] (+)= src[r, src_offset + j * src_stride + c].
+// A stride of 0 repeats one block (src: broadcast, dst with accumulate: sum of the blocks).
+// Multi-latent attention splits and joins its per-head [no-RoPE | RoPE] channels with it.
+struct ColumnBlocks {
+  int64_t blocks = 1, width = 0;
+  int64_t src_offset = 0, src_stride = 0;
+  int64_t dst_offset = 0, dst_stride = 0;
 };
 
 // Permutation of token copies to expert-major order (see backends/cpu/ops_permute.h).
@@ -134,6 +151,11 @@ class Device {
   virtual void column_sums_accumulate(const DeviceTensor& x, const DeviceTensor& out) = 0;
   // src [R, C] -> dst [R, w] = columns [begin, begin + w).
   virtual void copy_columns(const DeviceTensor& src, int64_t begin, const DeviceTensor& dst) = 0;
+  // src [R, Cs] -> dst [R, Cd] block by block (ColumnBlocks); columns of dst outside the blocks
+  // keep their values. The default goes through host memory (correct on every device, fast on
+  // the CPU); a device may override it with a kernel.
+  virtual void copy_column_blocks(const DeviceTensor& src, const DeviceTensor& dst, const ColumnBlocks& blocks,
+                                  bool accumulate);
   // x [rows, cols] *= keep / (1 - p), keep[r, c] = hash(key, row_ids[r], c) >= p (a uniform draw).
   virtual void dropout(const DeviceTensor& x, float p, uint64_t key, std::span<const int64_t> row_ids) = 0;
   virtual double sum_of_squares(const DeviceTensor& x) = 0;   // accumulated in double

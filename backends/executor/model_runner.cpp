@@ -77,6 +77,9 @@ ModelRunner::Fn ModelRunner::method_of(Handler handler) {
     case Handler::UnpermuteGrad: return &ModelRunner::unpermute_grad;
     case Handler::MoeCollective: return &ModelRunner::moe_collective;
     case Handler::MoeAdd: return &ModelRunner::moe_add;
+    case Handler::MlaAdd: return &ModelRunner::mla_add;
+    case Handler::ExpertBias: return &ModelRunner::expert_bias_sync;
+    case Handler::MtpAdd: return &ModelRunner::mtp_add;
   }
   return nullptr;
 }
@@ -178,7 +181,10 @@ const MicrobatchData& ModelRunner::data(const Instruction& ins) const {
   return batch_[static_cast<size_t>(ins.microbatch)];
 }
 
-bool ModelRunner::moe_layer(int32_t layer) const { return is_moe_layer(job_.model, layer); }
+// The MTP module's layer is built like the last decoder layer (program/lower_head.cpp).
+bool ModelRunner::moe_layer(int32_t layer) const {
+  return is_moe_layer(job_.model, std::min<int32_t>(layer, static_cast<int32_t>(dims_.layers) - 1));
+}
 
 void ModelRunner::begin_iteration(int64_t step, double lr, std::vector<MicrobatchData> batch, bool update) {
   step_ = step;

@@ -55,8 +55,10 @@ struct RunnerSettings {
   double attention_dropout = 0.0;   // dropout of the attention probabilities (masks: see attention_args())
   int64_t seed = 1234;
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, weight_decay = 0.0, clip_grad = 0.0;
-  RouterArgs router;
+  RouterArgs router;                // expert_bias is left empty here: the runner passes each layer's
   double aux_loss_coeff = 0.0;
+  double expert_bias_rate = -1.0;   // aux-loss-free balancing's update rate; < 0: no expert bias
+  double mtp_loss_scale = 0.1;      // --mtp-loss-scaling-factor
 };
 
 struct IterationTotals {
@@ -89,6 +91,7 @@ class ModelRunner final : public InstructionHandler {
  private:
   using Fn = void (ModelRunner::*)(const Instruction&);
   static constexpr int32_t kHead = -1, kEmbedding = -2;
+  static constexpr int32_t kMtpScope = -50;   // MTP module i: kMtpScope - i (its own head slots)
   static int32_t stream_scope(int chunk) { return -100 - chunk; }
 
   // ---- activation store
@@ -134,6 +137,42 @@ class ModelRunner final : public InstructionHandler {
   // global head offset and samples: the mask does not depend on the layout.
   AttentionArgs attention_args(const Instruction& ins, std::span<const int32_t> q_positions,
                                std::span<const int32_t> kv_positions) const;
+  // ---- runner_mtp.cpp: multi-token prediction (the module's own ops and its head's scope)
+  bool mtp_layer(int32_t layer) const;   // the MTP module's layer (global index >= num_layers)
+  int32_t head_scope(const Instruction& ins) const;   // kHead, or the MTP module's scope
+  Param& mtp_param(int32_t layer, const std::string& suffix);
+  Param* mtp_param_or_null(int32_t layer, const std::string& suffix);
+  int64_t mtp_depth(int32_t layer) const;   // 1 for the first module
+  std::vector<int32_t> mtp_shifted(const std::vector<int32_t>& ids, int32_t layer) const;
+  std::vector<int32_t> head_labels(const Instruction& ins) const;
+  std::vector<float> head_loss_grad(const Instruction& ins) const;   // [n] d loss / d token loss
+  void mtp_embedding(const Instruction& ins);
+  void mtp_embedding_grad(const Instruction& ins);
+  void mtp_norm(const Instruction& ins);
+  void mtp_norm_grad(const Instruction& ins);
+  void mtp_gemm(const Instruction& ins);
+  void mtp_gemm_grad_input(const Instruction& ins);
+  void mtp_gemm_grad_weight(const Instruction& ins);
+  void mtp_stream_input(const Instruction& ins, const DeviceTensor& gathered);
+  void mtp_collective(const Instruction& ins);
+  void mtp_add(const Instruction& ins);
+  // ---- runner_mla.cpp: multi-latent attention (projections, norms, RoPE channels, padded core)
+  static bool mla_site(Site site);   // the MLA GEMM / norm sites
+  int64_t mla_width() const;         // D = max(dn + dr, dv): head width of the padded core
+  int64_t mla_latent_cols() const;   // ql + kl + dr
+  DeviceTensor mla_latent_columns(int32_t layer, int32_t mb, int64_t begin, int64_t width);
+  void mla_gemm(const Instruction& ins);
+  void mla_gemm_grad_input(const Instruction& ins);
+  void mla_gemm_grad_weight(const Instruction& ins);
+  void mla_norm(const Instruction& ins);
+  void mla_norm_grad(const Instruction& ins);
+  void mla_rope(const Instruction& ins);
+  void mla_rope_grad(const Instruction& ins);
+  void mla_positional(int32_t layer, int32_t mb, const Instruction& ins, bool rotate);
+  void mla_attention(const Instruction& ins);
+  void mla_attention_grad(const Instruction& ins);
+  void mla_finish_q_grad(int32_t layer, int32_t mb);
+  void mla_add(const Instruction& ins);
   // ---- runner_attention_cp.cpp: ring attention steps over the CP group
   void attention_cp_step(const Instruction& ins);
   void attention_grad_cp_step(const Instruction& ins);
@@ -148,7 +187,7 @@ class ModelRunner final : public InstructionHandler {
   void loss_reduce(const Instruction& ins);
   void cross_entropy_grad(const Instruction& ins);
   void ce_collective(const Instruction& ins);
-  void finish_loss(int32_t mb);
+  void finish_loss(const Instruction& ins);
   std::vector<int32_t> position_rows(const MicrobatchData& data) const;   // [n] position of each row
 
   // ---- runner_comm.cpp: TP collectives around layers, pipeline messages
@@ -183,6 +222,18 @@ class ModelRunner final : public InstructionHandler {
   void moe_collective(const Instruction& ins);
   void moe_add(const Instruction& ins);
   void router_counts(const Instruction& ins);   // aux loss: routing counts summed over TP x CP
+  // ---- runner_expert_bias.cpp: aux-loss-free balancing (DeepSeek-V3 §2.1.2)
+  void expert_bias_sync(const Instruction& ins);   // tokens-per-expert all-reduce / mirror exchange
+  void count_expert_tokens(int32_t layer, const std::vector<int64_t>& tokens_per_expert);
+  void update_expert_bias();                       // after the step: bias += rate sign(mean - load)
+  std::vector<int32_t> bias_layers(int chunk) const;   // MoE layers of a chunk (-1: all), ascending
+ public:
+  // The expert bias of every MoE layer held here (empty without --moe-router-enable-expert-bias).
+  const std::map<int32_t, std::vector<float>>& expert_bias() const { return expert_bias_; }
+  // Restores the biases of the MoE layers held here from `all` (a checkpoint's, every layer).
+  void set_expert_bias(const std::map<int32_t, std::vector<float>>& all);
+
+ private:
   void aux_loss(int32_t layer, int32_t mb, std::vector<int64_t> routed, int64_t tokens);
   DeviceTensor to_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
   DeviceTensor from_experts(int32_t layer, int32_t mb, const DeviceTensor& src);
@@ -232,6 +283,10 @@ class ModelRunner final : public InstructionHandler {
   double dense_sq_ = 0, expert_sq_ = 0;   // squared gradient norms (partial until reduced)
   bool norm_combined_ = false;            // dense_sq_ holds dense + expert (distributed optimizer)
   std::vector<DeviceTensor> mirror_inbox_;   // [chunk] gradients received from the other copy
+  // Aux-loss-free balancing per MoE layer: the bias [E] (host data, the same on every rank holding
+  // the layer) and this iteration's kept tokens per expert [E] (local until expert_bias_sync).
+  std::map<int32_t, std::vector<float>> expert_bias_;
+  std::map<int32_t, std::vector<double>> expert_load_;
 };
 
 }  // namespace tandem::exec

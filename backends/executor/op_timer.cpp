@@ -215,7 +215,9 @@ Prepared CallBuilder::build(const OpShape& op) {
     case Handler::EmbeddingDropout:
     case Handler::LossReduce:
     case Handler::MirrorAdd:
-    case Handler::MoeAdd: return elementwise(op);
+    case Handler::MoeAdd:
+    case Handler::MlaAdd:
+    case Handler::MtpAdd: return elementwise(op);
     case Handler::Embedding:
     case Handler::EmbeddingGrad: return embedding(op);
     case Handler::CrossEntropy:
@@ -242,7 +244,8 @@ Prepared CallBuilder::build(const OpShape& op) {
     case Handler::MirrorSend:
     case Handler::MirrorRecv:
     case Handler::RouterCounts:
-    case Handler::MoeCollective: return skip("not a compute kind");
+    case Handler::MoeCollective:
+    case Handler::ExpertBias: return skip("not a compute kind");
   }
   return skip("not a compute kind");
 }
@@ -338,7 +341,7 @@ AttentionArgs CallBuilder::attention_args(const std::vector<int32_t>* q_pos, con
 
 // Attention core without CP: q [m, b, hq, d], k/v [n, b, hkv, d]; b x hq = batch.
 Prepared CallBuilder::attention(const OpShape& op) {
-  if (d_.mla) return skip("multi-latent attention is not executed by the real backends");
+  if (d_.mla) return skip("multi-latent attention's padded core and RoPE channels are not timed yet");
   const int64_t s_local = d_.s / d_.cp;
   if (op.batch != d_.b * d_.heads || op.k != d_.d || op.m != s_local || op.n != (op.step >= 0 ? s_local : d_.s))
     return skip("shape does not match the job's micro-batch x heads and sequence");
@@ -459,7 +462,7 @@ Prepared CallBuilder::cp_attention_backward(const OpShape& op) {
 // RoPE over m = tokens rows of (hq + hkv) heads x d: the handler splits qkv and rotates q and k
 // (backward: rotates dq, dk back and merges dq, dk, dv).
 Prepared CallBuilder::rope(const OpShape& op) {
-  if (d_.mla) return skip("multi-latent attention is not executed by the real backends");
+  if (d_.mla) return skip("multi-latent attention's padded core and RoPE channels are not timed yet");
   const int64_t hq = d_.heads, hkv = d_.kv_heads, hd = d_.d, s = d_.s / d_.cp, b = d_.b;
   if (op.m != s * b || op.n != (hq + hkv) * hd) return skip("shape does not match the job's heads");
   auto pos = std::make_shared<std::vector<int32_t>>(positions());
@@ -502,7 +505,7 @@ Prepared CallBuilder::elementwise(const OpShape& op) {
   Device& dev = dev_;
   if (op.site == Site::AttnResidual || op.site == Site::MlpResidual) return residual(op);
   if (op.site == Site::ResidualGrad || op.site == Site::MoeGradAdd || op.site == Site::SharedAdd ||
-      op.site == Site::SharedGradAdd) {
+      op.site == Site::SharedGradAdd || op.site == Site::MlaGradAdd || op.site == Site::MtpGradAdd) {
     DeviceTensor a = random({op.m, op.n}), b = random({op.m, op.n}), out = dev_.empty({op.m, op.n});
     return {"add " + dims_text(a.shape), [=, &dev] { dev.add(a, b, out); }, ""};
   }

@@ -69,6 +69,16 @@ std::vector<float> draw(const std::string& name, int64_t count, Param::Init init
   return v;
 }
 
+// What the real backends' multi-latent attention covers (runner_mla.cpp).
+void check_mla(const lower::Dims& d) {
+  if (d.bias)
+    throw UserError("--multi-latent-attention with linear biases is not supported by the CPU backend (Megatron-Core's "
+                    "MLA projections have none; pass --disable-bias-linear)");
+  if (d.cp > 1)
+    throw_field_error("context_parallel_size", d.cp, "multi-latent attention with context parallelism is not "
+                                                      "supported by the CPU backend yet");
+}
+
 }  // namespace
 
 int64_t ShardRule::full_index(int64_t r, int64_t c) const {
@@ -105,8 +115,14 @@ ParamStore::ParamStore(Device& device, const Job& job, const ParallelGrid& grid,
       layout_(lower::rank_parameters(job, grid, schedule, rank)) {
   distributed_ = job.parallel.use_distributed_optimizer;
   const lower::Dims& d = layout_.dims;
-  if (d.mla) throw UserError("--multi-latent-attention is not supported by the CPU backend yet");
-  if (d.mtp_layers > 0) throw_field_error("mtp_num_layers", d.mtp_layers, "not supported by the CPU backend yet");
+  if (d.mla) check_mla(d);
+  if (job.model.moe_router_score_function == RouterScore::Sigmoid && job.model.moe_aux_loss_coeff > 0)
+    throw_field_error("moe_aux_loss_coeff", job.model.moe_aux_loss_coeff,
+                      "the aux loss with --moe-router-score-function sigmoid is not supported by the CPU backend yet "
+                      "(DeepSeek-V3 balances with --moe-router-enable-expert-bias)");
+  if (d.mtp_layers > 0 && d.cp > 1)
+    throw_field_error("context_parallel_size", d.cp, "multi-token prediction with context parallelism is not "
+                                                      "supported by the CPU backend yet");
   check_divisible("num_query_groups", d.g, d.t, "--tensor-model-parallel-size");
   check_divisible("num_attention_heads", d.a, d.g, "num_query_groups");
   for (int c = 0; c < schedule.num_chunks(); ++c)
@@ -125,9 +141,10 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     params_.push_back(make_param(t, chunk, std::move(name), bias, c, experts, first_expert));
     total += numel_of(params_.back()->shape);
   };
-  auto norm = [&](const std::string& name) {
-    add(name + ".weight", false, {Param::Init::Ones, 1, d.h, ShardKind::Replicated, 1, 0});
-    if (d.norm_factor == 2) add(name + ".bias", true, {Param::Init::Zeros, 1, d.h, ShardKind::Replicated, 1, 0});
+  auto norm = [&](const std::string& name, int64_t width = 0) {
+    const int64_t w = width > 0 ? width : d.h;
+    add(name + ".weight", false, {Param::Init::Ones, 1, w, ShardKind::Replicated, 1, 0});
+    if (d.norm_factor == 2) add(name + ".bias", true, {Param::Init::Zeros, 1, w, ShardKind::Replicated, 1, 0});
   };
   auto column = [&](const std::string& name, int64_t in, int64_t out, bool gated, bool bias) {
     const ShardKind k = gated ? ShardKind::GatedColumns : ShardKind::Columns;
@@ -139,12 +156,28 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     else add(name + ".weight", false, {Param::Init::ScaledNormal, in, out, ShardKind::Rows, tp, tpr});
   };
   const int64_t local_experts = d.experts > 0 ? d.experts / d.ep : 0;
+  const int64_t q_in = d.q_lora > 0 ? d.q_lora : d.h, q_cols = d.a * (d.d_nope + d.d_rope);
+  auto whole = [&](const std::string& name, int64_t in, int64_t out) {   // TP-replicated weight
+    add(name + ".weight", false, {Param::Init::Normal, in, out, ShardKind::Replicated, 1, 0});
+  };
   switch (t.slot) {
     case ParamSlot::InputNorm: norm(layer + "input_norm"); break;
     case ParamSlot::PreMlpNorm: norm(layer + "pre_mlp_norm"); break;
     case ParamSlot::FinalNorm: norm("final_norm"); break;
     case ParamSlot::Qkv: column(layer + "qkv", d.h, (d.a + 2 * d.g) * d.d, false, d.qkv_bias); break;
-    case ParamSlot::Proj: row(layer + "proj", d.a * d.d, d.h); break;
+    case ParamSlot::Proj: row(layer + "proj", d.a * (d.mla ? d.d_v : d.d), d.h); break;
+    // Multi-latent attention: down projections and their norms whole on every TP rank, up
+    // projections column-parallel (whole heads per rank: [per head q_nope | q_pe], [k_nope | v]).
+    case ParamSlot::QDown: whole(layer + "q_down", d.h, d.q_lora); break;
+    case ParamSlot::QNorm: norm(layer + "q_norm", d.q_lora); break;
+    case ParamSlot::QUp: column(layer + (d.q_lora > 0 ? "q_up" : "q"), q_in, q_cols, false, false); break;
+    case ParamSlot::KvDown: whole(layer + "kv_down", d.h, d.kv_lora + d.d_rope); break;
+    case ParamSlot::KvNorm: norm(layer + "kv_norm", d.kv_lora); break;
+    case ParamSlot::KvUp: column(layer + "kv_up", d.kv_lora, d.a * (d.d_nope + d.d_v), false, false); break;
+    // Multi-token prediction: enorm, hnorm and the module's final norm; eh_proj [2h, h]
+    // column-parallel (Megatron-Core's MultiTokenPredictionLayer).
+    case ParamSlot::MtpNorms: for (const char* n : {"enorm", "hnorm", "final_norm"}) norm(layer + "mtp." + n); break;
+    case ParamSlot::MtpProj: column(layer + "mtp.eh_proj", 2 * d.h, d.h, false, false); break;
     case ParamSlot::Fc1: column(layer + "fc1", d.h, d.mlp_fc1_cols(d.f), d.gated, d.bias); break;
     case ParamSlot::Fc2: row(layer + "fc2", d.f, d.h); break;
     case ParamSlot::SharedFc1: column(layer + "shared_fc1", d.h, d.mlp_fc1_cols(d.f_shared), d.gated, d.bias); break;
@@ -174,7 +207,7 @@ void ParamStore::add_tensor(const lower::ParamTensor& t, int chunk) {
     case ParamSlot::Output: add("output.weight", false, {Param::Init::Normal, d.vocab, d.h, ShardKind::Rows, tp, tpr}); break;
     default:
       throw UserError("parameter slot " + std::to_string(static_cast<int>(t.slot)) +
-                      " (MLA / MTP) is not supported by the CPU backend yet");
+                      " is not supported by the CPU backend yet");
   }
   TANDEM_CHECK_MSG(total == std::llround(t.elements), "parameter key " << t.key << ": " << total
                                                                         << " elements, the lowering counts " << t.elements);

@@ -24,6 +24,13 @@ constexpr TpCollective kTpCollectives[] = {
     {Site::EmbedAr, Scope::Hidden, "hidden", "hidden"},
     {Site::EmbedRs, Scope::Hidden, "hidden", "hidden"},
     {Site::QkvAg, Scope::Layer, "ln1", "ln1_full"},
+    {Site::QAg, Scope::Layer, "ln1", "ln1_full"},
+    {Site::MlaAg, Scope::Layer, "mla.latent", "mla.latent_full"},
+    {Site::QWgradAg, Scope::Layer, "ln1", "q.in_w"},
+    {Site::QGradAr, Scope::Layer, "mla.d_x_q", "mla.d_x_q"},
+    {Site::QGradRs, Scope::Layer, "mla.d_x_q", "mla.d_x_q"},
+    {Site::MlaGradAr, Scope::Layer, "mla.d_latent", "mla.d_latent"},
+    {Site::MlaGradRs, Scope::Layer, "mla.d_latent", "mla.d_latent"},
     {Site::ProjAr, Scope::Layer, "proj", "proj"},
     {Site::ProjRs, Scope::Layer, "proj", "proj"},
     {Site::Fc1Ag, Scope::Layer, "ln2", "mlp.in_full"},
@@ -67,12 +74,21 @@ void ModelRunner::check_bytes(const Instruction& ins, int64_t elements) const {
 }
 
 void ModelRunner::tp_collective(const Instruction& ins) {
+  switch (ins.site) {
+    case Site::MtpProjAg: case Site::MtpProjGradAg: case Site::MtpProjGradAr: case Site::MtpProjGradRs:
+    case Site::MtpProjOutAg: case Site::MtpProjWgradAg:
+      return mtp_collective(ins);
+    case Site::EmbedAr: case Site::EmbedRs: case Site::EmbedGradAg:   // the MTP module's embedding
+      if (mtp_layer(ins.layer)) return mtp_collective(ins);
+      break;
+    default: break;
+  }
   const TpCollective& c = find_tp_collective(ins.site);
   const int32_t mb = ins.microbatch;
   int32_t src_scope = ins.layer, dst_scope = ins.layer;
   switch (c.scope) {
     case Scope::Layer: break;
-    case Scope::Head: src_scope = dst_scope = kHead; break;
+    case Scope::Head: src_scope = dst_scope = head_scope(ins); break;
     case Scope::Embedding: src_scope = dst_scope = kEmbedding; break;
     case Scope::Hidden: src_scope = dst_scope = stream_scope(ins.chunk); break;
     case Scope::Grad:

@@ -16,6 +16,7 @@ std::vector<int32_t> ModelRunner::position_rows(const MicrobatchData& d) const {
 // Word rows of this rank's vocabulary slice (zero rows for other ids); the TP reduction that
 // follows sums the slices. Learned positions are added once, by TP rank 0, before that sum.
 void ModelRunner::embedding(const Instruction& ins) {
+  if (ins.site == Site::MtpEmbedding) return mtp_embedding(ins);
   const MicrobatchData& d = data(ins);
   Param& word = params_.get(lower::kModelLayerKey, ParamSlot::WordEmbedding);
   DeviceTensor out = fresh({dims_.n, dims_.h});
@@ -42,6 +43,7 @@ void ModelRunner::embedding_dropout(const Instruction& ins) {
 }
 
 void ModelRunner::embedding_grad(const Instruction& ins) {
+  if (ins.site == Site::MtpEmbedding) return mtp_embedding_grad(ins);
   const MicrobatchData& d = data(ins);
   const DeviceTensor dy = dims_.sp ? at(kEmbedding, ins.microbatch, "d_full") : grad(ins);
   Param& word = params_.get(lower::kModelLayerKey, ParamSlot::WordEmbedding);
@@ -51,62 +53,64 @@ void ModelRunner::embedding_grad(const Instruction& ins) {
 }
 
 void ModelRunner::cross_entropy(const Instruction& ins) {
-  const int32_t mb = ins.microbatch;
-  const DeviceTensor& logits = at(kHead, mb, "logits");
-  if (on_logits) on_logits(mb, logits);
+  const int32_t mb = ins.microbatch, scope = head_scope(ins);
+  const DeviceTensor& logits = at(scope, mb, "logits");
+  if (on_logits && scope == kHead) on_logits(mb, logits);
   const int64_t n = logits.dim(0);
   DeviceTensor lmax = fresh({n}), sum = fresh({n}), target = fresh({n});
-  device_.cross_entropy_partials(logits, data(ins).labels, vocab_start_, lmax, sum, target);
-  put(kHead, mb, "ce_lmax", lmax);
-  put(kHead, mb, "ce_sum", sum);
-  put(kHead, mb, "ce_target", target);
+  device_.cross_entropy_partials(logits, head_labels(ins), vocab_start_, lmax, sum, target);
+  put(scope, mb, "ce_lmax", lmax);
+  put(scope, mb, "ce_sum", sum);
+  put(scope, mb, "ce_target", target);
   if (dims_.t == 1) {
-    put(kHead, mb, "ce_max", lmax);
-    finish_loss(mb);
+    put(scope, mb, "ce_max", lmax);
+    finish_loss(ins);
     return;
   }
   DeviceTensor gmax = fresh({n});
   device_.copy(lmax, gmax);
-  put(kHead, mb, "ce_max", gmax);
+  put(scope, mb, "ce_max", gmax);
 }
 
 void ModelRunner::ce_collective(const Instruction& ins) {
-  const int32_t mb = ins.microbatch;
+  const int32_t mb = ins.microbatch, scope = head_scope(ins);
   const Site site = ins.site;
   if (site == Site::CeMax) {
-    comm_.all_reduce(ParallelGroup::Tp, at(kHead, mb, "ce_max"), ReduceOp::Max);
+    comm_.all_reduce(ParallelGroup::Tp, at(scope, mb, "ce_max"), ReduceOp::Max);
   } else if (site == Site::CeTarget) {
-    comm_.all_reduce(ParallelGroup::Tp, at(kHead, mb, "ce_target"), ReduceOp::Sum);
+    comm_.all_reduce(ParallelGroup::Tp, at(scope, mb, "ce_target"), ReduceOp::Sum);
   } else {
-    DeviceTensor& sum = at(kHead, mb, "ce_sum");
-    device_.rescale_sum_exp(sum, at(kHead, mb, "ce_lmax"), at(kHead, mb, "ce_max"));
+    DeviceTensor& sum = at(scope, mb, "ce_sum");
+    device_.rescale_sum_exp(sum, at(scope, mb, "ce_lmax"), at(scope, mb, "ce_max"));
     comm_.all_reduce(ParallelGroup::Tp, sum, ReduceOp::Sum);
   }
-  check_bytes(ins, at(kHead, mb, "ce_max").numel());
+  check_bytes(ins, at(scope, mb, "ce_max").numel());
 }
 
-void ModelRunner::loss_reduce(const Instruction& ins) { finish_loss(ins.microbatch); }
+void ModelRunner::loss_reduce(const Instruction& ins) { finish_loss(ins); }
 
-void ModelRunner::finish_loss(int32_t mb) {
-  const DeviceTensor& max = at(kHead, mb, "ce_max");
+// The token losses; the reported loss is the LM's (the MTP module's only trains, as in Megatron).
+void ModelRunner::finish_loss(const Instruction& ins) {
+  const int32_t mb = ins.microbatch, scope = head_scope(ins);
+  const DeviceTensor& max = at(scope, mb, "ce_max");
   DeviceTensor loss = fresh(max.shape);
-  device_.cross_entropy_loss(max, at(kHead, mb, "ce_sum"), at(kHead, mb, "ce_target"), loss);
-  put(kHead, mb, "loss", loss);
-  if (tp_rank_ == 0) {
+  device_.cross_entropy_loss(max, at(scope, mb, "ce_sum"), at(scope, mb, "ce_target"), loss);
+  put(scope, mb, "loss", loss);
+  if (tp_rank_ == 0 && scope == kHead) {
     totals_.loss_sum += device_.sum(loss);
     totals_.tokens += static_cast<double>(loss.numel());
   }
 }
 
 void ModelRunner::cross_entropy_grad(const Instruction& ins) {
-  const int32_t mb = ins.microbatch;
-  const DeviceTensor& logits = at(kHead, mb, "logits");
+  const int32_t mb = ins.microbatch, scope = head_scope(ins);
+  const DeviceTensor& logits = at(scope, mb, "logits");
   DeviceTensor d_loss = fresh({logits.dim(0)});
-  device_.fill(d_loss, static_cast<float>(settings_.loss_grad));
+  device_.upload(head_loss_grad(ins), d_loss);
   DeviceTensor d_logits = fresh(logits.shape);
-  device_.cross_entropy_backward(logits, data(ins).labels, vocab_start_, at(kHead, mb, "ce_max"),
-                                 at(kHead, mb, "ce_sum"), d_loss, d_logits);
-  put(kHead, mb, "d_logits", d_logits);
+  device_.cross_entropy_backward(logits, head_labels(ins), vocab_start_, at(scope, mb, "ce_max"),
+                                 at(scope, mb, "ce_sum"), d_loss, d_logits);
+  put(scope, mb, "d_logits", d_logits);
 }
 
 }  // namespace tandem::exec

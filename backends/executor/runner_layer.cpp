@@ -25,6 +25,9 @@ DeviceTensor value_or_none(Param* p) { return p != nullptr ? p->value : DeviceTe
 // ---- norms --------------------------------------------------------------------------------
 
 void ModelRunner::norm(const Instruction& ins) {
+  if (mla_site(ins.site)) return mla_norm(ins);
+  if (ins.site == Site::MtpEnorm || ins.site == Site::MtpHnorm || (ins.site == Site::FinalNorm && mtp_layer(ins.layer)))
+    return mtp_norm(ins);
   const int32_t mb = ins.microbatch;
   int32_t scope = ins.layer;
   ParamSlot slot = ParamSlot::InputNorm;
@@ -56,6 +59,9 @@ void ModelRunner::norm(const Instruction& ins) {
 }
 
 void ModelRunner::norm_grad(const Instruction& ins) {
+  if (mla_site(ins.site)) return mla_norm_grad(ins);
+  if (ins.site == Site::MtpEnorm || ins.site == Site::MtpHnorm || (ins.site == Site::FinalNorm && mtp_layer(ins.layer)))
+    return mtp_norm_grad(ins);
   const int32_t mb = ins.microbatch;
   int32_t scope = ins.layer;
   ParamSlot slot = ParamSlot::InputNorm;
@@ -98,6 +104,8 @@ struct GemmOperands {
 
 void ModelRunner::gemm(const Instruction& ins) {
   if (expert_op(ins)) return expert_gemm(ins);
+  if (mla_site(ins.site)) return mla_gemm(ins);
+  if (ins.site == Site::MtpProj) return mtp_gemm(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool sp = dims_.sp;
   if (ins.site == Site::Qkv) {
@@ -129,16 +137,18 @@ void ModelRunner::gemm(const Instruction& ins) {
     device_.gemm_forward(x, w.value, {}, WeightLayout::InOut, y);
     put(L, mb, p + "out", y);
   } else {   // output layer: logits [n, V/t] = x [n, h] . E^T, E [V/t, h]
-    const DeviceTensor& x = at(kHead, mb, sp ? "in_full" : "final_ln");
+    const DeviceTensor& x = at(head_scope(ins), mb, sp ? "in_full" : "final_ln");
     Param& w = params_.get(lower::kModelLayerKey, dims_.tied ? ParamSlot::WordEmbedding : ParamSlot::Output);
     DeviceTensor y = fresh({x.dim(0), vocab_local_});
     device_.gemm_forward(x, w.value, {}, WeightLayout::OutIn, y);
-    put(kHead, mb, "logits", y);
+    put(head_scope(ins), mb, "logits", y);
   }
 }
 
 void ModelRunner::gemm_grad_input(const Instruction& ins) {
   if (expert_op(ins)) return expert_gemm_grad_input(ins);
+  if (mla_site(ins.site)) return mla_gemm_grad_input(ins);
+  if (ins.site == Site::MtpProj) return mtp_gemm_grad_input(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool sp = dims_.sp;
   DeviceTensor dy, w;
@@ -167,8 +177,8 @@ void ModelRunner::gemm_grad_input(const Instruction& ins) {
     out = p + "d_act";
     cols = w.dim(0);
   } else {
-    scope = kHead;
-    dy = at(kHead, mb, "d_logits");
+    scope = head_scope(ins);
+    dy = at(scope, mb, "d_logits");
     w = params_.get(lower::kModelLayerKey, dims_.tied ? ParamSlot::WordEmbedding : ParamSlot::Output).value;
     layout = WeightLayout::OutIn;
     out = "d_final";
@@ -180,6 +190,8 @@ void ModelRunner::gemm_grad_input(const Instruction& ins) {
 
 void ModelRunner::gemm_grad_weight(const Instruction& ins) {
   if (expert_op(ins) || ins.site == Site::Router) return expert_gemm_grad_weight(ins);
+  if (mla_site(ins.site)) return mla_gemm_grad_weight(ins);
+  if (ins.site == Site::MtpProj) return mtp_gemm_grad_weight(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const bool sp = dims_.sp;
   DeviceTensor x, dy;
@@ -208,8 +220,8 @@ void ModelRunner::gemm_grad_weight(const Instruction& ins) {
     dy = at(L, mb, sp ? p + "d_out_full" : "g_mlp");
     w = &params_.get(L, shared_mlp(ins) ? ParamSlot::SharedFc2 : ParamSlot::Fc2);
   } else {
-    x = at(kHead, mb, sp ? "in_w" : "final_ln");
-    dy = at(kHead, mb, "d_logits");
+    x = at(head_scope(ins), mb, sp ? "in_w" : "final_ln");
+    dy = at(head_scope(ins), mb, "d_logits");
     w = &params_.get(lower::kModelLayerKey, dims_.tied ? ParamSlot::WordEmbedding : ParamSlot::Output);
     layout = WeightLayout::OutIn;
   }
@@ -229,6 +241,7 @@ void ModelRunner::split_heads(int32_t layer, int32_t mb) {
 }
 
 void ModelRunner::rope(const Instruction& ins) {
+  if (dims_.mla) return mla_rope(ins);
   split_heads(ins.layer, ins.microbatch);
   const std::vector<int32_t>& pos = data(ins).positions;
   for (const char* name : {"q", "k"}) {
@@ -238,6 +251,7 @@ void ModelRunner::rope(const Instruction& ins) {
 }
 
 void ModelRunner::rope_grad(const Instruction& ins) {
+  if (dims_.mla) return mla_rope_grad(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const std::vector<int32_t>& pos = data(ins).positions;
   for (const char* name : {"dq", "dk"}) {
@@ -267,6 +281,7 @@ AttentionArgs ModelRunner::attention_args(const Instruction& ins, std::span<cons
 }
 
 void ModelRunner::attention(const Instruction& ins) {
+  if (dims_.mla) return mla_attention(ins);
   if (ins.ring_step >= 0) return attention_cp_step(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const DeviceTensor& q = at(L, mb, "q");
@@ -277,6 +292,7 @@ void ModelRunner::attention(const Instruction& ins) {
 }
 
 void ModelRunner::attention_grad(const Instruction& ins) {
+  if (dims_.mla) return mla_attention_grad(ins);
   if (ins.ring_step >= 0) return attention_grad_cp_step(ins);
   const int32_t L = ins.layer, mb = ins.microbatch;
   const DeviceTensor &q = at(L, mb, "q"), &k = at(L, mb, "k"), &v = at(L, mb, "v");

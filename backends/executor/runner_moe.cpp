@@ -58,8 +58,15 @@ void ModelRunner::router(const Instruction& ins) {
   const DeviceTensor& x = at(L, mb, "ln2");
   const DeviceTensor logits = put(L, mb, "moe.logits", fresh({x.dim(0), dims_.experts}));
   device_.gemm_forward(x, params_.get(L, ParamSlot::Router).value, {}, WeightLayout::InOut, logits);
-  RoutingResult r = device_.router_forward(logits, settings_.router);
+  RouterArgs args = settings_.router;
+  if (settings_.expert_bias_rate >= 0) {
+    std::vector<float>& bias = expert_bias_[L];
+    bias.resize(static_cast<size_t>(dims_.experts), 0.0f);
+    args.expert_bias = bias;
+  }
+  RoutingResult r = device_.router_forward(logits, args);
   if (on_routing && !ins.recompute) on_routing(L, mb, r.tokens, r.routed_per_expert);
+  if (settings_.expert_bias_rate >= 0 && update_ && !ins.recompute) count_expert_tokens(L, r.tokens_per_expert);
   plans_[{L, mb}] = make_plan(r);
   const std::vector<int64_t> routed = r.routed_per_expert;
   const int64_t tokens = r.tokens;

@@ -96,6 +96,7 @@ void ModelRunner::optimizer_step(const Instruction& ins) {
   const double norm = std::sqrt(dense_sq_ + expert_sq_);
   totals_.grad_norm = norm;
   if (!update_) return;   // evaluation: the gradients are discarded
+  update_expert_bias();
   float coef = 1.0f;
   if (settings_.clip_grad > 0) coef = static_cast<float>(std::min(1.0, settings_.clip_grad / (norm + 1.0e-6)));
   for (auto& chunk : params_.buckets())

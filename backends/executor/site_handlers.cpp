@@ -70,11 +70,14 @@ Handler handler_of(OpKind kind, Site site) {
     case Site::AttnResidual: return only(kind, K::Elementwise, H::Residual);
     case Site::CpKv: case Site::CpKvDkv: case Site::CpDkv:
       return pick(kind, {{K::Send, H::CpSend}, {K::Recv, H::CpRecv}});
-    // Multi-latent attention: not executed by the real backends yet.
-    case Site::Q: case Site::QAg: case Site::QGradAr: case Site::QGradRs: case Site::QWgradAg:
-    case Site::QDown: case Site::QNorm: case Site::QUp: case Site::KvDown: case Site::KvNorm: case Site::KvUp:
-    case Site::MlaAg: case Site::MlaGradAdd: case Site::MlaGradAr: case Site::MlaGradRs:
-      return H::None;
+    // Multi-latent attention (runner_mla.cpp).
+    case Site::Q: case Site::QDown: case Site::QUp: case Site::KvDown: case Site::KvUp:
+      return gemms(kind);
+    case Site::QNorm: case Site::KvNorm: return norms(kind);
+    case Site::QAg: case Site::QGradAr: case Site::QGradRs: case Site::QWgradAg: case Site::MlaAg:
+    case Site::MlaGradAr: case Site::MlaGradRs:
+      return tp_collective(kind);
+    case Site::MlaGradAdd: return only(kind, K::Elementwise, H::MlaAdd);
     // Dense MLP.
     case Site::PreMlpNorm: return norms(kind);
     case Site::Fc1: case Site::Fc2:
@@ -103,11 +106,15 @@ Handler handler_of(OpKind kind, Site site) {
     case Site::SharedFc1Ag: case Site::SharedFc1GradAr: case Site::SharedFc1GradRs:
     case Site::SharedFc1WgradAg: case Site::SharedFc2Ar: case Site::SharedFc2Rs: case Site::SharedFc2GradAg:
       return tp_collective(kind);
-    // Multi-token prediction: not executed by the real backends yet.
-    case Site::MtpEmbedding: case Site::MtpEnorm: case Site::MtpHnorm: case Site::MtpProj:
+    // Multi-token prediction (runner_mtp.cpp).
+    case Site::MtpEmbedding:
+      return pick(kind, {{K::Embedding, H::Embedding}, {K::EmbeddingGrad, H::EmbeddingGrad}});
+    case Site::MtpEnorm: case Site::MtpHnorm: return norms(kind);
+    case Site::MtpProj: return gemms(kind);
     case Site::MtpProjAg: case Site::MtpProjGradAg: case Site::MtpProjGradAr: case Site::MtpProjGradRs:
-    case Site::MtpProjOutAg: case Site::MtpProjWgradAg: case Site::MtpGradAdd:
-      return H::None;
+    case Site::MtpProjOutAg: case Site::MtpProjWgradAg:
+      return tp_collective(kind);
+    case Site::MtpGradAdd: return only(kind, K::Elementwise, H::MtpAdd);
     // Pipeline.
     case Site::PpActivation: case Site::PpGradient:
       return pick(kind, {{K::Send, H::PpSend}, {K::Recv, H::PpRecv}});
@@ -121,6 +128,8 @@ Handler handler_of(OpKind kind, Site site) {
     case Site::EmbeddingGrad: return only(kind, K::AllReduce, H::EmbeddingGradSync);
     case Site::GradNorm: case Site::GradNormExpert:
       return only(kind, K::AllReduce, H::GradNorm);
+    case Site::ExpertBias:
+      return pick(kind, {{K::AllReduce, H::ExpertBias}, {K::Send, H::ExpertBias}, {K::Recv, H::ExpertBias}});
     case Site::Adam: return only(kind, K::OptimizerStep, H::OptimizerStep);
     case Site::DpParamAg: case Site::EdpParamAg:
       return only(kind, K::AllGather, H::ParamGather);
@@ -175,6 +184,9 @@ const char* to_string(Handler handler) {
     case H::UnpermuteGrad: return "unpermute-grad";
     case H::MoeCollective: return "moe-collective";
     case H::MoeAdd: return "moe-add";
+    case H::MlaAdd: return "mla-add";
+    case H::ExpertBias: return "expert-bias";
+    case H::MtpAdd: return "mtp-add";
   }
   return "?";
 }

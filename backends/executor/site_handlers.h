@@ -24,10 +24,16 @@ enum class Handler : std::uint8_t {
   MirrorAdd,
   // MoE (runner_moe.cpp).
   Router, RouterGrad, RouterCounts, Permute, PermuteGrad, Unpermute, UnpermuteGrad, MoeCollective, MoeAdd,
+  // Multi-latent attention's own elementwise op (runner_mla.cpp; its GEMMs and norms use the above).
+  MlaAdd,
+  // Aux-loss-free balancing: tokens-per-expert reductions and exchanges (runner_expert_bias.cpp).
+  ExpertBias,
+  // Multi-token prediction's own elementwise op (runner_mtp.cpp; its other ops use the above).
+  MtpAdd,
 };
 
 // The handler of an instruction of `kind` at `site`; None when the real backends do not execute
-// it (a model feature they do not implement yet: multi-latent attention, multi-token prediction).
+// it (memory instructions: the program executor's).
 Handler handler_of(OpKind kind, Site site);
 const char* to_string(Handler handler);
 

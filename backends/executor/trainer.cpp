@@ -61,6 +61,12 @@ RunnerSettings settings_for(const Job& job, const ParallelGrid& grid) {
   s.clip_grad = t.clip_grad;
   s.router.topk = m.moe_router_topk;
   s.router.capacity_factor = m.moe_expert_capacity_factor;
+  s.router.sigmoid = m.moe_router_score_function == RouterScore::Sigmoid;
+  s.router.num_groups = m.moe_router_group_topk > 0 ? m.moe_router_num_groups : 0;
+  s.router.group_topk = m.moe_router_group_topk;
+  s.router.scaling_factor = m.moe_router_topk_scaling_factor;
+  s.expert_bias_rate = m.moe_router_enable_expert_bias ? m.moe_router_bias_update_rate : -1.0;
+  s.mtp_loss_scale = m.mtp_loss_scaling_factor;
   s.aux_loss_coeff = m.moe_aux_loss_coeff;
   s.hidden_dropout = t.hidden_dropout;
   s.attention_dropout = t.attention_dropout;
@@ -112,6 +118,13 @@ std::string iteration_line(const IterationRecord& r, const LogInterval& in) {
   return buf;
 }
 
+std::vector<int64_t> moe_layers(const ModelConfig& m) {
+  std::vector<int64_t> out;
+  for (int64_t l = 0; m.is_moe() && l < m.num_layers; ++l)
+    if (m.layer_is_moe(l)) out.push_back(l);
+  return out;
+}
+
 nlohmann::json dump_config(const Job& job, const RunnerSettings& s) {
   const auto& m = job.model;
   const lower::Dims d = lower::dims_for_job(job, ParallelGrid::from_job(job));
@@ -122,7 +135,18 @@ nlohmann::json dump_config(const Job& job, const RunnerSettings& s) {
           {"gelu_tanh", s.activation == ActivationKind::GeluTanh}, {"bias", d.bias}, {"qkv_bias", d.qkv_bias},
           {"tied_embeddings", d.tied}, {"learned_positions", d.positions > 0},
           {"micro_batch_size", d.b}, {"num_microbatches", job.training.num_microbatches},
-          {"hidden_dropout", s.hidden_dropout}, {"attention_dropout", s.attention_dropout}, {"seed", s.seed}};
+          {"hidden_dropout", s.hidden_dropout}, {"attention_dropout", s.attention_dropout}, {"seed", s.seed},
+          {"multi_latent_attention", d.mla}, {"q_lora_rank", d.q_lora}, {"kv_lora_rank", d.kv_lora},
+          {"qk_head_dim", d.d_nope}, {"qk_pos_emb_head_dim", d.d_rope}, {"v_head_dim", d.d_v},
+          {"num_experts", d.experts}, {"moe_router_topk", d.topk}, {"moe_ffn_hidden_size", d.f_moe},
+          {"moe_shared_expert_intermediate_size", d.f_shared}, {"moe_layers", moe_layers(m)},
+          {"moe_router_score_function", to_string(m.moe_router_score_function)},
+          {"moe_router_num_groups", m.moe_router_num_groups}, {"moe_router_group_topk", m.moe_router_group_topk},
+          {"moe_router_enable_expert_bias", m.moe_router_enable_expert_bias},
+          {"moe_router_bias_update_rate", m.moe_router_bias_update_rate},
+          {"moe_router_topk_scaling_factor", m.moe_router_topk_scaling_factor},
+          {"moe_aux_loss_coeff", m.moe_aux_loss_coeff}, {"mtp_num_layers", m.mtp_num_layers},
+          {"mtp_loss_scaling_factor", m.mtp_loss_scaling_factor}};
 }
 
 nlohmann::json dump_params(Device& device, ParamStore& params, bool grads) {
@@ -207,7 +231,9 @@ class TrainingRun {
       log("note: no checkpoint under --load " + dir + "; training from the initial weights");
       return 1;
     }
-    load_checkpoint(dir, saved, params_, device_, comm_);
+    ExpertBiasMap bias;
+    load_checkpoint(dir, saved, params_, device_, comm_, &bias);
+    runner_.set_expert_bias(bias);
     log("loaded checkpoint " + dir + " at iteration " + std::to_string(saved));
     return saved + 1;
   }
@@ -260,6 +286,10 @@ class TrainingRun {
       dump_["loss"] = report_.losses.back();
       dump_["grads"] = dump_params(device_, params_, true);
       runner_.on_logits = nullptr;
+      // The expert bias after the first update (aux-loss-free balancing), per MoE layer.
+      nlohmann::json bias = nlohmann::json::object();
+      for (const auto& [layer, values] : runner_.expert_bias()) bias[std::to_string(layer)] = values;
+      dump_["expert_bias"] = bias;
       report_.first_step = dump_.dump();
     }
     if (options_.trace_ops && first) {
@@ -269,7 +299,7 @@ class TrainingRun {
     }
     const auto& t = job_.training;
     if (!t.save.empty() && ((t.save_interval > 0 && it % t.save_interval == 0) || it == iterations_)) {
-      save_checkpoint(t.save, it, params_, device_, comm_, job_to_json(job_).dump());
+      save_checkpoint(t.save, it, params_, device_, comm_, job_to_json(job_).dump(), &runner_.expert_bias());
       log("saved checkpoint " + t.save + " at iteration " + std::to_string(it));
     }
     log_iteration(rec);

@@ -1,8 +1,7 @@
 // The contract between the lowering and its interpreters: every (OpKind, Site) the lowering emits
 // for every model preset and a grid of layouts has a handler in the real executor
-// (site_handlers.h) and a finite, positive cost in the simulator's compute model; the only
-// instructions without a handler are those of features the real backends refuse up front
-// (multi-latent attention, multi-token prediction), and the parameter store says so.
+// (site_handlers.h) and a finite, positive cost in the simulator's compute model (multi-latent
+// attention and multi-token prediction included).
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -74,17 +73,6 @@ Job shrunk(const std::string& preset, const Layout& layout, const std::vector<st
   return load_job(r);
 }
 
-// Sites of features the real backends refuse with a clear error before any instruction runs
-// (ParamStore: multi-latent attention, multi-token prediction).
-bool needs_unsupported_feature(Site site) {
-  static const std::set<Site> kRefused = {
-      Site::Q, Site::QAg, Site::QGradAr, Site::QGradRs, Site::QWgradAg, Site::QDown, Site::QNorm, Site::QUp,
-      Site::KvDown, Site::KvNorm, Site::KvUp, Site::MlaAg, Site::MlaGradAdd, Site::MlaGradAr, Site::MlaGradRs,
-      Site::MtpEmbedding, Site::MtpEnorm, Site::MtpHnorm, Site::MtpProj, Site::MtpProjAg, Site::MtpProjGradAg,
-      Site::MtpProjGradAr, Site::MtpProjGradRs, Site::MtpProjOutAg, Site::MtpProjWgradAg, Site::MtpGradAdd};
-  return kRefused.count(site) > 0;
-}
-
 // The lowered programs of one job (one per symmetry class), or nothing when the layout does not
 // suit the model (heads over TP, experts over EP, MoE with TP but no SP): a UserError.
 std::vector<RankProgram> programs_of(const Job& job) {
@@ -116,10 +104,8 @@ TEST(SiteCoverage, EveryEmittedSiteHasAHandlerAndACost) {
           if (is_memory(x.kind)) continue;
           seen.insert({x.kind, x.site});
           ASSERT_NE(x.site, Site::None) << preset << " " << layout.name << ": " << op_trace_line(x);
-          if (!needs_unsupported_feature(x.site)) {
-            EXPECT_NE(exec::handler_of(x.kind, x.site), exec::Handler::None)
-                << preset << " " << layout.name << ": no real-backend handler for " << op_trace_line(x);
-          }
+          EXPECT_NE(exec::handler_of(x.kind, x.site), exec::Handler::None)
+              << preset << " " << layout.name << ": no real-backend handler for " << op_trace_line(x);
           if (is_compute(x.kind)) {
             const double t = model.time(x);
             EXPECT_TRUE(std::isfinite(t) && t > 0)

@@ -123,6 +123,22 @@ TEST(ShardRule, GatedColumnsKeepTheSameBlockOfBothHalves) {
   EXPECT_EQ(rows.full_index(0, 1), 5);
 }
 
+// Multi-latent attention's split / join of per-head channels: strided blocks, a broadcast source
+// (stride 0) and a summing destination (stride 0 with accumulate), other columns untouched.
+TEST(Device, CopyColumnBlocks) {
+  cpu::CpuDevice device;
+  DeviceTensor src = device.empty({2, 6}), dst = device.empty({2, 5});
+  device.upload(std::vector<float>{0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15}, src);
+  device.fill(dst, -1.0f);
+  device.copy_column_blocks(src, dst, ColumnBlocks{2, 2, 1, 3, 0, 3}, false);   // columns 1-2, 4-5 -> 0-1, 3-4
+  EXPECT_EQ(device.to_host(dst), (std::vector<float>{1, 2, -1, 4, 5, 11, 12, -1, 14, 15}));
+  device.copy_column_blocks(src, dst, ColumnBlocks{2, 1, 0, 0, 2, 0}, true);   // -1 + 2 x column 0
+  EXPECT_EQ(device.to_host(dst), (std::vector<float>{1, 2, -1, 4, 5, 11, 12, 19, 14, 15}));
+  device.copy_column_blocks(src, dst, ColumnBlocks{2, 1, 5, 0, 0, 3}, false);   // column 5 to 0 and 3
+  EXPECT_EQ(device.to_host(dst), (std::vector<float>{5, 2, -1, 5, 5, 15, 12, 19, 15, 15}));
+  EXPECT_DEATH(device.copy_column_blocks(src, dst, ColumnBlocks{2, 2, 0, 3, 0, 4}, false), "out of range");
+}
+
 TEST(DataSource, ContextParallelRanksHoldMirroredChunks) {
   // s = 16, CP = 2: chunks of 4; rank 0 holds chunks 0 and 3, rank 1 chunks 1 and 2.
   EXPECT_EQ(context_parallel_positions(0, 2, 16), (std::vector<int32_t>{0, 1, 2, 3, 12, 13, 14, 15}));

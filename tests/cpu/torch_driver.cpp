@@ -94,6 +94,7 @@ class Driver {
   void activations();
   void cross_entropy();
   void router(const std::string& name, bool pre_softmax, double capacity_factor);
+  void router_sigmoid(const std::string& name, int64_t groups, int64_t group_topk, bool bias, double scaling);
   void permute();
   void optimizer();
 
@@ -305,6 +306,29 @@ void Driver::router(const std::string& name, bool pre_softmax, double capacity_f
   out_.end();
 }
 
+// DeepSeek-V3's router: sigmoid scores, an expert bias that steers the choice only, group-limited
+// top-k, weights normalised over the chosen experts and scaled.
+void Driver::router_sigmoid(const std::string& name, int64_t groups, int64_t group_topk, bool with_bias,
+                            double scaling) {
+  const int64_t tokens = 24, experts = 8, k = 2;
+  Tensor logits = random({tokens, experts}, -2, 2), d_probs = random({tokens, k});
+  Tensor bias = with_bias ? random({experts}, -0.3f, 0.3f) : Tensor({experts}, 0.0f);
+  RouterOptions o{k, false, 0.0, true, {}, groups, group_topk, scaling};
+  if (with_bias) o.expert_bias = bias.data;
+  const Routing r = router_forward(logits, o);
+  Tensor d_logits = nan(logits.shape);
+  router_backward(logits, r, d_probs, AuxLossInputs{}, 0.0, d_logits);
+  out_.begin(name, "router_sigmoid",
+             {{"topk", k}, {"num_groups", groups}, {"group_topk", group_topk}, {"scaling", scaling}});
+  out_.add("logits", logits);
+  out_.add("bias", bias);
+  out_.add("expert", r.expert);
+  out_.add("probs", r.probs);
+  out_.add("d_probs", d_probs);
+  out_.add("d_logits", d_logits);
+  out_.end();
+}
+
 void Driver::permute() {
   const int64_t tokens = 10, experts = 4, k = 2, h = 3;
   Tensor logits = random({tokens, experts}, -2, 2), x = random({tokens, h});
@@ -390,6 +414,8 @@ int run(int argc, char** argv) {
   d.router("router_topk_softmax", false, 0.0);
   d.router("router_pre_softmax", true, 0.0);
   d.router("router_capacity", false, 1.0);
+  d.router_sigmoid("router_sigmoid", 0, 0, false, 0.0);
+  d.router_sigmoid("router_sigmoid_bias_groups", 4, 2, true, 2.5);
   d.permute();
   d.optimizer();
   writer.finish();

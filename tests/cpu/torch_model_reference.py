@@ -11,7 +11,10 @@ parameter (loss averaged over all tokens of the global batch).
 Error per tensor: max |tandem - torch| / max |torch|; tolerance 1e-5.
 Exit 77 (skipped) without torch.
 
-usage: torch_model_reference.py --tandem BIN --model gpt|llama [--keep FILE]"""
+Multi-latent attention (--model mla, mla-noqlora) is rebuilt from DeepSeek-V2's equations as
+Megatron-Core's MLASelfAttention lays out its weights (per head [q_nope | q_pe] and [k_nope | v]).
+
+usage: torch_model_reference.py --tandem BIN --model gpt|llama|mla|mla-noqlora [--keep FILE]"""
 import argparse
 import json
 import math
@@ -104,11 +107,53 @@ def drop(cfg, x, layer, site, rows):
     return x * dropout_mask(cfg, 1, layer, site, rows, x.shape[-1])
 
 
+def causal_attention(q, k, v, scale, keep=None):
+    """q, k [s, heads, d_qk], v [s, heads, d_v] -> [s, heads * d_v], causal softmax(q k^T * scale) v;
+    keep [heads, s, s]: the dropout mask of the probabilities (already divided by 1 - p)."""
+    s = q.shape[0]
+    scores = torch.einsum("shd,thd->hst", q, k) * scale
+    mask = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
+    probs = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+    if keep is not None:
+        probs = probs * keep
+    return torch.einsum("hst,thd->shd", probs, v).reshape(s, -1)
+
+
+def mla_attention(cfg, P, i, h, positions, sample):
+    """Multi-head latent attention (DeepSeek-V2 section 2.1, Megatron-Core MLASelfAttention, rope_type
+    "rope"): queries from a normalised q_lora_rank latent (or straight from h), keys/values from a
+    normalised kv_lora_rank latent; per head the key is [k_nope | the one decoupled RoPE key shared by
+    all heads], the query [q_nope | RoPE(q_pe)]; scores scaled by 1/sqrt(qk_head_dim + rope dim)."""
+    a, s, pre = cfg["num_attention_heads"], h.shape[0], f"layers.{i}."
+    dn, dr, dv, kl = cfg["qk_head_dim"], cfg["qk_pos_emb_head_dim"], cfg["v_head_dim"], cfg["kv_lora_rank"]
+    if cfg["q_lora_rank"] > 0:
+        cq = norm(cfg, h @ P[pre + "q_down.weight"], P[pre + "q_norm.weight"], P.get(pre + "q_norm.bias"))
+        q = cq @ P[pre + "q_up.weight"]
+    else:
+        q = h @ P[pre + "q.weight"]
+    q = q.view(s, a, dn + dr)
+    ckv = h @ P[pre + "kv_down.weight"]
+    latent, k_pe = ckv[:, :kl], ckv[:, kl:]
+    kv = norm(cfg, latent, P[pre + "kv_norm.weight"], P.get(pre + "kv_norm.bias")) @ P[pre + "kv_up.weight"]
+    kv = kv.view(s, a, dn + dv)
+    q_nope, q_pe = q[..., :dn], q[..., dn:]
+    k_nope, v = kv[..., :dn], kv[..., dn:]
+    k_pe = k_pe.view(s, 1, dr)
+    if cfg["rope"]:
+        q_pe, k_pe = rope(cfg, q_pe, positions), rope(cfg, k_pe, positions)
+    query = torch.cat([q_nope, q_pe], dim=-1)
+    key = torch.cat([k_nope, k_pe.expand(s, a, dr)], dim=-1)
+    keep = attention_mask(cfg, i, sample, a, s) if cfg["attention_dropout"] > 0 else None
+    return causal_attention(query, key, v, 1.0 / math.sqrt(dn + dr), keep)
+
+
 def layer(cfg, P, i, x, positions, rows, sample):
     g, a, d = cfg["num_query_groups"], cfg["num_attention_heads"], cfg["head_dim"]
     qpg, s = a // g, x.shape[0]
     pre = f"layers.{i}."
     h = norm(cfg, x, P[pre + "input_norm.weight"], P.get(pre + "input_norm.bias"))
+    if cfg.get("multi_latent_attention"):
+        return attention_residual_and_mlp(cfg, P, i, x, mla_attention(cfg, P, i, h, positions, sample), rows)
     qkv = h @ P[pre + "qkv.weight"]
     if pre + "qkv.bias" in P:
         qkv = qkv + P[pre + "qkv.bias"]
@@ -125,22 +170,72 @@ def layer(cfg, P, i, x, positions, rows, sample):
     if cfg["attention_dropout"] > 0:
         probs = probs * attention_mask(cfg, i, sample, a, s)
     ctx = torch.einsum("hst,thd->shd", probs, v).reshape(s, a * d)
-    proj = ctx @ P[pre + "proj.weight"]
-    if pre + "proj.bias" in P:
-        proj = proj + P[pre + "proj.bias"]
-    x = x + drop(cfg, proj, i, 1, rows)
-    h = norm(cfg, x, P[pre + "pre_mlp_norm.weight"], P.get(pre + "pre_mlp_norm.bias"))
-    f1 = h @ P[pre + "fc1.weight"]
-    if pre + "fc1.bias" in P:
-        f1 = f1 + P[pre + "fc1.bias"]
+    return attention_residual_and_mlp(cfg, P, i, x, ctx, rows)
+
+
+def mlp(cfg, h, w1, w2, b1=None, b2=None):
+    f1 = h @ w1
+    if b1 is not None:
+        f1 = f1 + b1
     if cfg["swiglu"]:
         gate, up = f1.chunk(2, dim=-1)
         act = F.silu(gate) * up
     else:
         act = F.gelu(f1, approximate="tanh" if cfg["gelu_tanh"] else "none")
-    out = act @ P[pre + "fc2.weight"]
-    if pre + "fc2.bias" in P:
-        out = out + P[pre + "fc2.bias"]
+    out = act @ w2
+    return out + b2 if b2 is not None else out
+
+
+# Tokens routed to each expert per MoE layer over the step (aux-loss-free balancing's loads).
+LOADS = {}
+
+
+def moe(cfg, P, i, h):
+    """DeepSeek-V3's MoE block as Megatron-Core's TopKRouter + experts + shared expert: sigmoid
+    scores, group-limited top-k (groups ranked by the sum of their top k/group_topk scores), weights
+    normalised over the chosen experts (times the scaling factor), SwiGLU experts, plus the shared
+    expert. The expert bias is 0 in the first step (it only steers the choice)."""
+    pre = f"layers.{i}."
+    E, k = cfg["num_experts"], cfg["moe_router_topk"]
+    groups, gk = cfg["moe_router_num_groups"], cfg["moe_router_group_topk"]
+    if cfg["moe_router_score_function"] != "sigmoid" or cfg["moe_aux_loss_coeff"] > 0:
+        sys.exit("the reference rebuilds the sigmoid router without the aux loss only")
+    s = h.shape[0]
+    scores = torch.sigmoid(h @ P[pre + "router.weight"])
+    choose = scores.detach().clone()
+    if groups > 0 and gk > 0:
+        group_scores = choose.view(s, groups, -1).topk(k // gk, dim=-1)[0].sum(dim=-1)
+        keep = torch.zeros(s, groups, dtype=torch.bool).scatter(1, torch.topk(group_scores, gk, dim=-1)[1], True)
+        choose = choose.masked_fill(~keep.repeat_interleave(E // groups, dim=1), float("-inf"))
+    idx = torch.topk(choose, k, dim=1)[1]
+    sel = scores.gather(1, idx)
+    probs = sel / (sel.sum(-1, keepdim=True) + 1e-20) if k > 1 else sel
+    if cfg["moe_router_topk_scaling_factor"] > 0:
+        probs = probs * cfg["moe_router_topk_scaling_factor"]
+    LOADS[i] = LOADS.get(i, torch.zeros(E)) + torch.bincount(idx.reshape(-1), minlength=E).double()
+    out = torch.zeros_like(h)
+    w1, w2 = P[pre + "experts.fc1.weight"], P[pre + "experts.fc2.weight"]
+    for e in range(E):
+        tok, slot = (idx == e).nonzero(as_tuple=True)
+        if len(tok) > 0:
+            out = out.index_add(0, tok, probs[tok, slot][:, None] * mlp(cfg, h[tok], w1[e], w2[e]))
+    if pre + "shared_fc1.weight" in P:
+        out = out + mlp(cfg, h, P[pre + "shared_fc1.weight"], P[pre + "shared_fc2.weight"])
+    return out
+
+
+def attention_residual_and_mlp(cfg, P, i, x, ctx, rows):
+    """The rest of a pre-norm decoder layer after the attention core: ctx [s, heads * d_v]."""
+    pre = f"layers.{i}."
+    proj = ctx @ P[pre + "proj.weight"]
+    if pre + "proj.bias" in P:
+        proj = proj + P[pre + "proj.bias"]
+    x = x + drop(cfg, proj, i, 1, rows)
+    h = norm(cfg, x, P[pre + "pre_mlp_norm.weight"], P.get(pre + "pre_mlp_norm.bias"))
+    if i in cfg.get("moe_layers", []):
+        out = moe(cfg, P, i, h)
+    else:
+        out = mlp(cfg, h, P[pre + "fc1.weight"], P[pre + "fc2.weight"], P.get(pre + "fc1.bias"), P.get(pre + "fc2.bias"))
     return x + drop(cfg, out, i, 2, rows)
 
 
@@ -154,15 +249,49 @@ def model_loss(cfg, P, tokens, labels, sample):
     x = drop(cfg, x, -1, 3, rows)
     for i in range(cfg["num_layers"]):
         x = layer(cfg, P, i, x, positions, rows, sample)
-    x = norm(cfg, x, P["final_norm.weight"], P.get("final_norm.bias"))
     w = P["embedding.word"] if cfg["tied_embeddings"] else P["output.weight"]
-    return F.cross_entropy(x @ w.t(), labels, reduction="sum")
+    lm = F.cross_entropy(norm(cfg, x, P["final_norm.weight"], P.get("final_norm.bias")) @ w.t(), labels,
+                         reduction="sum")
+    return lm, mtp_loss(cfg, P, x, tokens, labels, positions, rows, sample, w)
+
+
+def roll_left(t):
+    """Megatron-Core's roll_tensor(t, shifts=-1): one position to the left, the last one 0."""
+    return torch.cat([t[1:], torch.zeros_like(t[:1])])
+
+
+def mtp_loss(cfg, P, h, tokens, labels, positions, rows, sample, w):
+    """DeepSeek-V3's multi-token prediction (§2.2) as Megatron-Core's MultiTokenPredictionBlock:
+    depth k sees the tokens and labels shifted k places (the last k positions masked), combines
+    enorm(embedding) and hnorm(previous depth's hidden state) through eh_proj, runs one decoder layer
+    (global index num_layers + k - 1, built like the last decoder layer), its own final norm and the
+    shared output layer. Returns sum over depths of the masked mean loss x scaling / depths."""
+    total = 0.0
+    depths = cfg.get("mtp_num_layers", 0)
+    mask = torch.ones(len(tokens), dtype=torch.float64)
+    for k in range(depths):
+        i = cfg["num_layers"] + k
+        pre = f"layers.{i}.mtp."
+        tokens, labels, mask = roll_left(tokens), roll_left(labels), roll_left(mask)
+        e = norm(cfg, P["embedding.word"][tokens], P[pre + "enorm.weight"], P.get(pre + "enorm.bias"))
+        hn = norm(cfg, h, P[pre + "hnorm.weight"], P.get(pre + "hnorm.bias"))
+        x = torch.cat([e, hn], dim=-1) @ P[pre + "eh_proj.weight"]
+        was = cfg.get("moe_layers", [])
+        cfg["moe_layers"] = list(was) + ([i] if cfg["num_layers"] - 1 in was else [])
+        h = layer(cfg, P, i, x, positions, rows, sample)
+        cfg["moe_layers"] = was
+        logits = norm(cfg, h, P[pre + "final_norm.weight"], P.get(pre + "final_norm.bias")) @ w.t()
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        total = total + (ce * mask).sum() / mask.sum() * cfg["mtp_loss_scaling_factor"] / depths
+    return total
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tandem", required=True)
-    ap.add_argument("--model", choices=["gpt", "llama"], required=True)
+    ap.add_argument("--model", choices=["gpt", "llama", "mla", "mla-noqlora", "deepseek", "deepseek-mtp",
+                                        "deepseek-mtp2", "mla-mtp"],
+                    required=True)
     ap.add_argument("--keep")
     ap.add_argument("--hidden-dropout", default="0")
     ap.add_argument("--attention-dropout", default="0")
@@ -183,12 +312,14 @@ def main():
         sys.exit("the reference assumes --micro-batch-size 1")
     P = {n: torch.tensor(t["value"], dtype=torch.float64).view(t["shape"]).requires_grad_(True)
          for n, t in dump["weights"].items()}
-    total, count = 0.0, 0
+    total, count, objective = 0.0, 0, 0.0
     for toks, labs, samples in zip(dump["tokens"], dump["labels"], dump["samples"]):
-        total = total + model_loss(cfg, P, torch.tensor(toks), torch.tensor(labs), samples[0])
+        lm, mtp = model_loss(cfg, P, torch.tensor(toks), torch.tensor(labs), samples[0])
+        total = total + lm
+        objective = objective + lm / len(toks) + mtp
         count += len(toks)
-    loss = total / count
-    loss.backward()
+    loss = total / count   # the reported LM loss; the gradients are the objective's (+ MTP)
+    (objective / len(dump["tokens"])).backward()
     failures, worst = [], 0.0
     rel = abs(loss.item() - dump["loss"]) / abs(loss.item())
     worst = max(worst, rel)
@@ -202,6 +333,15 @@ def main():
         worst = max(worst, err)
         if err > TOL:
             failures.append(f"grad {name}: max error {err:.2e} of max |grad| {scale:.3e}")
+    if cfg.get("moe_router_enable_expert_bias"):
+        rate = cfg["moe_router_bias_update_rate"]
+        for layer, load in sorted(LOADS.items()):
+            want = rate * torch.sign(load.mean() - load)
+            got = torch.tensor(dump["expert_bias"][str(layer)], dtype=torch.float64)
+            err = (got - want).abs().max().item() / rate
+            worst = max(worst, err)
+            if err > TOL:
+                failures.append(f"expert bias of layer {layer} after step 1: tandem {got.tolist()}, torch {want.tolist()}")
     print(f"{args.model} (dropout hidden {cfg['hidden_dropout']}, attention {cfg['attention_dropout']}): loss {loss.item():.6f}, {len(dump['grads'])} parameter gradients, "
           f"worst relative error {worst:.2e}")
     if failures:

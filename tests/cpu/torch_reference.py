@@ -190,6 +190,33 @@ def op_router(t, p):
             ("d_logits", t["d_logits"], d_logits, DEFAULT_TOL)]
 
 
+def op_router_sigmoid(t, p):
+    """Megatron-Core's topk_routing_with_score_function, score function sigmoid (DeepSeek-V3):
+    s = sigmoid(logits); the expert bias is added for choosing only; with groups a token keeps the
+    group_topk groups whose top (k / group_topk) choosing scores sum highest; weights
+    s[chosen] / sum(s[chosen]) (k > 1), times the scaling factor."""
+    logits = leaf(t["logits"])
+    tokens, experts = logits.shape
+    k, groups, gk = p["topk"], p["num_groups"], p["group_topk"]
+    scores = torch.sigmoid(logits)
+    choose = scores.detach() + t["bias"].double()
+    if groups > 0 and gk > 0:
+        group_scores = choose.view(tokens, groups, -1).topk(k // gk, dim=-1)[0].sum(dim=-1)
+        group_idx = torch.topk(group_scores, k=gk, dim=-1)[1]
+        mask = torch.zeros(tokens, groups, dtype=torch.bool).scatter(1, group_idx, True)
+        mask = mask.unsqueeze(-1).expand(tokens, groups, experts // groups).reshape(tokens, -1)
+        choose = choose.masked_fill(~mask, float("-inf"))
+    idx = torch.topk(choose, k, dim=1)[1]
+    sel = scores.gather(1, idx)
+    probs = sel / (sel.sum(-1, keepdim=True) + 1e-20) if k > 1 else sel
+    if p["scaling"] > 0:
+        probs = probs * p["scaling"]
+    (d_logits,) = grad_of((probs * t["d_probs"]).sum(), logits)
+    return [("expert", t["expert"].reshape(tokens, k), idx, EXACT),
+            ("probs", t["probs"], probs, DEFAULT_TOL),
+            ("d_logits", t["d_logits"], d_logits, DEFAULT_TOL)]
+
+
 def op_permute(t, p):
     x, probs, expert_out = leaf(t["x"]), leaf(t["probs"]), leaf(t["expert_out"])
     tokens, k, experts = x.shape[0], p["topk"], p["experts"]
@@ -237,7 +264,7 @@ def op_bf16_and_norm(t, p):
 OPS = {
     "embedding": op_embedding, "layernorm": op_layernorm, "rmsnorm": op_rmsnorm, "gemm": op_gemm,
     "grouped_gemm": op_grouped_gemm, "attention": op_attention, "rope": op_rope, "gelu": op_gelu,
-    "swiglu": op_swiglu, "cross_entropy": op_cross_entropy, "router": op_router, "permute": op_permute,
+    "swiglu": op_swiglu, "cross_entropy": op_cross_entropy, "router": op_router, "router_sigmoid": op_router_sigmoid, "permute": op_permute,
     "adamw": op_adamw, "bf16_and_norm": op_bf16_and_norm,
 }
 

@@ -37,6 +37,30 @@ MODELS = {
 MODELS["moe-ag"] = MODELS["moe"].replace("alltoall", "allgather").replace("--moe-aux-loss-coeff 0.1",
                                                                           "--moe-shared-expert-intermediate-size 64")
 
+# DeepSeek-style multi-latent attention on the LLaMA block: a q_lora_rank 32 / kv_lora_rank 16
+# latent, per head 16 no-RoPE + 8 RoPE query/key channels and 16 value channels (so the core's
+# value width differs from its query/key width), 4 heads. mla-noqlora projects queries directly.
+MLA = ("--multi-latent-attention --kv-lora-rank 16 --qk-head-dim 16 --qk-pos-emb-head-dim 8 --v-head-dim 16")
+MODELS["mla"] = MODELS["llama"].replace("--group-query-attention --num-query-groups 2 ", "") + \
+    " --q-lora-rank 32 " + MLA
+MODELS["mla-noqlora"] = MODELS["mla"].replace(" --q-lora-rank 32 ", " ")
+
+# A tiny DeepSeek-V3: MLA, 4 layers of which the first is dense, then 8 routed experts top-2 in 2
+# groups (group-limited: 1 group per token), sigmoid scores normalised and scaled, one shared
+# expert, aux-loss-free balancing with an expert bias (a large rate, so that it changes choices
+# within 10 iterations), the all-to-all dispatcher.
+MODELS["deepseek"] = MODELS["mla"] + \
+    " --moe-layer-freq ([0]*1+[1]*3) --num-experts 8 --moe-router-topk 2 --moe-ffn-hidden-size 32" \
+    " --moe-shared-expert-intermediate-size 32 --moe-router-num-groups 2 --moe-router-group-topk 1" \
+    " --moe-router-score-function sigmoid --moe-router-enable-expert-bias --moe-router-bias-update-rate 0.01" \
+    " --moe-router-topk-scaling-factor 2.5 --moe-token-dispatcher-type alltoall"
+
+# The same with one multi-token-prediction module (its layer MoE like the last decoder layer).
+MODELS["deepseek-mtp"] = MODELS["deepseek"] + " --mtp-num-layers 1 --mtp-loss-scaling-factor 0.3"
+MODELS["mla-mtp"] = MODELS["mla"] + " --mtp-num-layers 1"
+# Two depths: depth 2 reads depth 1's layer output and predicts the token after the next.
+MODELS["deepseek-mtp2"] = MODELS["deepseek"] + " --mtp-num-layers 2 --mtp-loss-scaling-factor 0.3"
+
 # GPT with Megatron's dropout (hidden and attention): deterministic masks keyed by global indices.
 MODELS["gpt-dropout"] = MODELS["gpt"] + " --hidden-dropout 0.1 --attention-dropout 0.1"
 
