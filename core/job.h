@@ -4,6 +4,7 @@
 // files, presets and command lines speak the same vocabulary. Values that Megatron derives
 // (ffn size, kv channels, padded vocabulary, data-parallel size, microbatches...) are filled by
 // resolve_job() in job_resolve.cpp; before that they hold 0 / "unset".
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -19,6 +20,11 @@ enum class DType { FP32, FP16, BF16 };
 enum class Fp8Format { None, E4M3, Hybrid };
 enum class RecomputeGranularity { None, Selective, Full };
 enum class RecomputeMethod { Uniform, Block };
+// Megatron-Core's --recompute-modules (selective granularity): the parts of a layer whose forward
+// is replayed in the backward instead of keeping what they saved. core_attn, mlp, moe and
+// shared_experts checkpoint the module (keep its input); moe_act, layernorm and mla_up_proj
+// discard their outputs.
+enum class RecomputeModule { CoreAttn, MoeAct, Layernorm, MlaUpProj, Mlp, Moe, SharedExperts };
 enum class LrDecayStyle { Constant, Linear, Cosine, InverseSquareRoot, WSD };
 enum class TokenDispatcher { AllGather, AllToAll, Alltoall_Seq, Flex };
 // Megatron's --moe-router-score-function: softmax (Mixtral, Switch) or sigmoid (DeepSeek-V3).
@@ -152,6 +158,13 @@ struct TrainingConfig {
   RecomputeGranularity recompute_granularity = RecomputeGranularity::None;
   RecomputeMethod recompute_method = RecomputeMethod::Uniform;
   int64_t recompute_num_layers = 0;
+  // With selective granularity: resolved to {CoreAttn} when not given (Megatron-Core's default);
+  // empty for the other granularities.
+  std::vector<RecomputeModule> recompute_modules;
+  bool recomputes(RecomputeModule m) const {
+    return recompute_granularity == RecomputeGranularity::Selective &&
+           std::find(recompute_modules.begin(), recompute_modules.end(), m) != recompute_modules.end();
+  }
   double lr = 0.0;
   double min_lr = 0.0;
   LrDecayStyle lr_decay_style = LrDecayStyle::Linear;
@@ -245,6 +258,9 @@ std::string to_string(DType v);
 std::string to_string(Fp8Format v);
 std::string to_string(RecomputeGranularity v);
 std::string to_string(RecomputeMethod v);
+std::string to_string(RecomputeModule v);
+// Megatron-Core's module names ("core_attn", ...); UserError naming `field` for an unknown one.
+RecomputeModule parse_recompute_module(const std::string& field, const std::string& name);
 std::string to_string(LrDecayStyle v);
 std::string to_string(TokenDispatcher v);
 std::string to_string(RouterScore v);

@@ -149,6 +149,32 @@ std::string to_string(RecomputeGranularity v) {
   return "?";
 }
 std::string to_string(RecomputeMethod v) { return v == RecomputeMethod::Uniform ? "uniform" : "block"; }
+
+namespace {
+const std::vector<std::pair<const char*, RecomputeModule>>& recompute_module_names() {
+  static const std::vector<std::pair<const char*, RecomputeModule>> t = {
+      {"core_attn", RecomputeModule::CoreAttn}, {"moe_act", RecomputeModule::MoeAct},
+      {"layernorm", RecomputeModule::Layernorm}, {"mla_up_proj", RecomputeModule::MlaUpProj},
+      {"mlp", RecomputeModule::Mlp},           {"moe", RecomputeModule::Moe},
+      {"shared_experts", RecomputeModule::SharedExperts}};
+  return t;
+}
+}  // namespace
+
+std::string to_string(RecomputeModule v) {
+  for (const auto& [name, m] : recompute_module_names())
+    if (m == v) return name;
+  return "?";
+}
+
+RecomputeModule parse_recompute_module(const std::string& field, const std::string& name) {
+  std::string known;
+  for (const auto& [n, m] : recompute_module_names()) {
+    if (name == n) return m;
+    known += std::string(known.empty() ? "" : ", ") + n;
+  }
+  throw_field_error(field, name, "not a module Megatron-Core recomputes (" + known + ")");
+}
 std::string to_string(LrDecayStyle v) {
   switch (v) {
     case LrDecayStyle::Constant: return "constant";

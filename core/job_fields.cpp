@@ -1,9 +1,11 @@
 #include "core/job_fields.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -148,6 +150,20 @@ std::vector<FieldSpec> parallel_fields() {
   };
 }
 
+// "--recompute-modules core_attn mlp" (words) or ["core_attn", "mlp"] (JSON): the modules, once each.
+std::vector<RecomputeModule> parse_recompute_modules(const std::string& field, const std::string& text) {
+  std::string words = text;
+  for (char& c : words)
+    if (c == '[' || c == ']' || c == '"' || c == ',') c = ' ';
+  std::vector<RecomputeModule> out;
+  std::istringstream in(words);
+  for (std::string w; in >> w;) {
+    const RecomputeModule m = parse_recompute_module(field, w);
+    if (std::find(out.begin(), out.end(), m) == out.end()) out.push_back(m);
+  }
+  return out;
+}
+
 std::vector<FieldSpec> training_fields() {
   return {
       int_field("micro_batch_size", kT, T(micro_batch_size), 1, kBig, "sequences per microbatch"),
@@ -162,6 +178,14 @@ std::vector<FieldSpec> training_fields() {
       choice_field<RecomputeGranularity>("recompute_granularity", kT, T(recompute_granularity), "none, selective or full"),
       choice_field<RecomputeMethod>("recompute_method", kT, T(recompute_method), "uniform or block"),
       int_field("recompute_num_layers", kT, T(recompute_num_layers), 1, 100000, "layers per recompute unit"),
+      {"recompute_modules", kT, FieldKind::List,
+       [](Job& j, const std::string& name, const std::string& v) { j.training.recompute_modules = parse_recompute_modules(name, v); },
+       [](const Job& j) {
+         json out = json::array();
+         for (RecomputeModule m : j.training.recompute_modules) out.push_back(to_string(m));
+         return out;
+       },
+       "selective recompute: core_attn, moe_act, layernorm, mla_up_proj, mlp, moe, shared_experts"},
       real_field("lr", kT, T(lr), 0.0, 1e3, "peak learning rate"),
       real_field("min_lr", kT, T(min_lr), 0.0, 1e3, "final learning rate"),
       choice_field<LrDecayStyle>("lr_decay_style", kT, T(lr_decay_style), "constant, linear, cosine, inverse-square-root, WSD"),

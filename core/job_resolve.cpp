@@ -379,6 +379,22 @@ bool ModelConfig::layer_is_moe(int64_t layer) const {
   return moe_layer_pattern[static_cast<size_t>(layer)] != 0;
 }
 
+// Megatron-Core's --recompute-modules: [core_attn] by default with selective granularity; ignored
+// (a note) with the other granularities; mla_up_proj needs multi-latent attention.
+void resolve_recompute_modules(Job& job) {
+  auto& t = job.training;
+  if (t.recompute_granularity != RecomputeGranularity::Selective) {
+    if (!t.recompute_modules.empty())
+      job.notes.push_back("--recompute-modules has effect only with --recompute-granularity selective (ignored, as "
+                          "in Megatron-Core)");
+    t.recompute_modules.clear();
+    return;
+  }
+  if (t.recompute_modules.empty()) t.recompute_modules = {RecomputeModule::CoreAttn};
+  if (t.recomputes(RecomputeModule::MlaUpProj) && !job.model.multi_latent_attention)
+    throw UserError("--recompute-modules mla_up_proj is only supported with --multi-latent-attention (as in Megatron-Core)");
+}
+
 void resolve_job(Job& job) {
   if (job.world_size < 0) throw_field_error("--gpus", job.world_size, "must be positive");
   resolve_attention(job.model, job.parallel, job.notes);
@@ -393,6 +409,7 @@ void resolve_job(Job& job) {
   note_router_groups_on_nodes(job);
   resolve_batch(job);
   resolve_optimizer(job);
+  resolve_recompute_modules(job);
   resolve_routing(job);
 }
 

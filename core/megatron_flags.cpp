@@ -155,7 +155,7 @@ void apply_field_flag(Job& job, const FieldSpec& field, const std::string& flag,
     if (i + 1 >= flags.size() || is_flag(flags[i + 1])) throw UserError(flag + ": missing value");
     value = flags[++i];
   }
-  if (std::string(field.key) == "data_path") {
+  if (std::string(field.key) == "data_path" || std::string(field.key) == "recompute_modules") {
     // Megatron accepts "--data-path [W1] P1 [W2 P2 ...]": keep the blend as written.
     for (const auto& more : take_values(flags, i, kUntilNextFlag)) value += " " + more;
   }

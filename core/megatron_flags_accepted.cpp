@@ -3,7 +3,7 @@
 // dataclasses it turns into flags define them (store_true/false flags take no value, nargs '+',
 // '*' and '?' take the words up to the next flag). They are checkpointing, logging, data,
 // tokenizer, inference, profiling and kernel-fusion settings, or features tandem does not model
-// yet (e.g. --recompute-modules, --pipeline-model-parallel-layout, --cp-comm-type); accepting
+// yet (e.g. --pipeline-model-parallel-layout, --cp-comm-type); accepting
 // them lets a real Megatron command line run, and the report says what was not taken into
 // account. Flags that change what tandem computes are fields (core/job_fields.cpp) or aliases
 // (core/megatron_flags.cpp), never in this list.
@@ -238,7 +238,7 @@ const std::vector<FlagAlias>& accepted_megatron_flags() {
         "--cp-comm-type", "--cuda-graph-modules", "--cuda-graph-scope",
         "--ddp-param-name-patterns-for-fp32-local-accumulation", "--gtp-remat-opt-in-modules",
         "--hierarchical-context-parallel-sizes", "--high-priority-stream-groups", "--iterations-to-skip",
-        "--mrope-section", "--offload-modules", "--profile-ranks", "--recompute-modules",
+        "--mrope-section", "--offload-modules", "--profile-ranks",
         "--retriever-report-topk-accuracies", "--rl-inference-parsers", "--spec", "--special-tokens",
         "--validation-set-names",};
     for (const char* f : value_list) v.push_back({f, nullptr, nullptr, -1});   // up to the next flag

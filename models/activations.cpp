@@ -37,6 +37,13 @@
 //   experts are counted in 16 bits.
 //   full recompute keeps the layer input only: e·n·h / r (Korthikanti: 2sbh/t with SP).
 //
+//   selective recompute replays the modules of --recompute-modules (default core_attn) and drops
+//   what they saved: core_attn the [a, s_l, s_kv] tensors; layernorm the outputs of the input and
+//   pre-MLP norms (QKV / down-projection input, fc1 or router input); mla_up_proj MLA's Q, K, V;
+//   mlp a dense MLP's fc1 and activation outputs (its input stays, unless layernorm drops it);
+//   moe_act the routed experts' activation outputs; shared_experts the shared expert's fc1 and
+//   activation outputs; moe everything of an MoE block but its input.
+//
 //   MLA replaces Q, K, V by the latent path: the down-projection outputs (query latent
 //   [n, q_lora] and its norm output; key/value latent [n, kv_lora + d_rope] and its norm output,
 //   all / r), then Q and K [n, a·(d_nope + d_rope)] and V [n, a·d_v] / t; core as above.
@@ -63,6 +70,28 @@ namespace tandem {
 namespace {
 
 using detail::ModelDims;
+
+// Which modules a layer replays in its backward instead of keeping their saved tensors.
+struct Replays {
+  bool core_attn = false, layernorm = false, mla_up_proj = false, mlp = false, moe_act = false, moe = false,
+       shared_experts = false;
+};
+
+Replays replays_of(const Job& job, RecomputeGranularity gran) {
+  Replays r;
+  if (gran != RecomputeGranularity::Selective) return r;
+  const auto& t = job.training;
+  const bool given = t.recompute_granularity == RecomputeGranularity::Selective && !t.recompute_modules.empty();
+  const auto has = [&](RecomputeModule m) { return given ? t.recomputes(m) : m == RecomputeModule::CoreAttn; };
+  r.core_attn = has(RecomputeModule::CoreAttn);
+  r.layernorm = has(RecomputeModule::Layernorm);
+  r.mla_up_proj = has(RecomputeModule::MlaUpProj);
+  r.mlp = has(RecomputeModule::Mlp);
+  r.moe_act = has(RecomputeModule::MoeAct);
+  r.moe = has(RecomputeModule::Moe);
+  r.shared_experts = has(RecomputeModule::SharedExperts);
+  return r;
+}
 
 struct Geometry {
   double e = 2;          // bytes per activation element
@@ -94,20 +123,19 @@ Geometry geometry(const Job& job, const MemoryOptions& o) {
 }
 
 // The saved [a, s_l, s_kv] tensors, or flash attention's row statistic.
-double attention_core_bytes(const ModelDims& x, const Geometry& g, RecomputeGranularity gran,
-                            const MemoryOptions& o) {
+double attention_core_bytes(const ModelDims& x, const Geometry& g, const Replays& rc, const MemoryOptions& o) {
   const double a = double(x.a);
   if (o.flash_attention) return 4.0 * a * g.n / g.t;
-  if (gran == RecomputeGranularity::Selective) return 0.0;
+  if (rc.core_attn) return 0.0;
   const double scores = a * g.n * g.s_kv / g.t;   // a·s_l·s·b / t elements
   double bytes = g.e * scores;                     // softmax output
   if (o.attention_dropout) bytes += scores + g.e * scores;   // mask + dropout output
   return bytes;
 }
 
-double attention_bytes(const ModelDims& x, const Geometry& g, RecomputeGranularity gran, const MemoryOptions& o) {
+double attention_bytes(const ModelDims& x, const Geometry& g, const Replays& rc, const MemoryOptions& o) {
   const double h = double(x.h), a = double(x.a);
-  double bytes = (g.e + g.e_in) * g.n * h / g.r;   // norm1 input, QKV/down-projection input
+  double bytes = (g.e + (rc.layernorm ? 0.0 : g.e_in)) * g.n * h / g.r;   // norm1 input, QKV/down-projection input
   const double fp8_copy = g.e_in < g.e ? g.e_in : 0.0;   // TE's FP8 copy of the output-projection input
   if (!x.mla) {
     const double d = double(x.d), kv = double(x.g);
@@ -117,10 +145,10 @@ double attention_bytes(const ModelDims& x, const Geometry& g, RecomputeGranulari
     if (x.q_lora > 0) bytes += 2 * g.e * g.n * double(x.q_lora) / g.r;     // query latent, its norm output
     bytes += g.e * g.n * double(x.kv_lora + x.d_rope) / g.r;              // key/value latent (+ rope key)
     bytes += g.e * g.n * double(x.kv_lora) / g.r;                         // its norm output
-    bytes += g.e * g.n * a * (2.0 * double(x.d_nope + x.d_rope) + double(x.d_v)) / g.t;   // Q, K, V
+    if (!rc.mla_up_proj) bytes += g.e * g.n * a * (2.0 * double(x.d_nope + x.d_rope) + double(x.d_v)) / g.t;   // Q, K, V
     bytes += (g.e + fp8_copy) * g.n * a * double(x.d_v) / g.t;             // output-projection input
   }
-  bytes += attention_core_bytes(x, g, gran, o);
+  bytes += attention_core_bytes(x, g, rc, o);
   if (o.hidden_dropout) bytes += g.n * h / g.r;
   return bytes;
 }
@@ -132,18 +160,19 @@ double mlp_inner_bytes(const ModelDims& x, const Geometry& g, double tokens, int
   return tokens * (g.e * (x.gated ? 2.0 : 1.0) * ff + e_out * ff) / split;
 }
 
-double mlp_bytes(const ModelDims& x, const Geometry& g, bool moe, const MemoryOptions& o) {
+double mlp_bytes(const ModelDims& x, const Geometry& g, bool moe, const Replays& rc, const MemoryOptions& o) {
   const double h = double(x.h);
+  const double dropout = o.hidden_dropout ? g.n * h / g.r : 0.0;
   if (!moe) {                                       // norm2 input, fc1 input, fc1 output, fc2 input
-    const double dropout = o.hidden_dropout ? g.n * h / g.r : 0.0;
-    return (g.e + g.e_in) * g.n * h / g.r + dropout + mlp_inner_bytes(x, g, g.n, x.f, g.t, g.e_in);
+    const double fc1_input = rc.layernorm ? 0.0 : g.e_in * g.n * h / g.r;
+    return g.e * g.n * h / g.r + fc1_input + dropout + (rc.mlp ? 0.0 : mlp_inner_bytes(x, g, g.n, x.f, g.t, g.e_in));
   }
-  double bytes = 2 * g.e * g.n * h / g.r;          // norm2 input, router/dispatcher input
-  if (o.hidden_dropout) bytes += g.n * h / g.r;
+  double bytes = (rc.layernorm ? 1 : 2) * g.e * g.n * h / g.r + dropout;   // norm2 input, router/dispatcher input
+  if (rc.moe) return bytes;
   bytes += 2 * 4.0 * g.n * double(x.experts) / g.r;                       // router logits, scores (fp32)
   const double routed = g.sp ? g.n / g.t * double(x.topk) * g.etp : g.n * double(x.topk);
-  bytes += routed * (2 * g.e * h) + mlp_inner_bytes(x, g, routed, x.f_moe, g.etp, g.e);
-  if (x.f_shared > 0) bytes += mlp_inner_bytes(x, g, g.n, x.f_shared, g.t, g.e);
+  bytes += routed * (2 * g.e * h) + mlp_inner_bytes(x, g, routed, x.f_moe, g.etp, rc.moe_act ? 0.0 : g.e);
+  if (x.f_shared > 0 && !rc.shared_experts) bytes += mlp_inner_bytes(x, g, g.n, x.f_shared, g.t, g.e);
   return bytes;
 }
 
@@ -156,7 +185,8 @@ double activation_bytes_per_layer(const Job& job, bool moe_layer, RecomputeGranu
   TANDEM_CHECK_MSG(!moe_layer || x.experts > 0, "MoE layer requested for a dense model");
   const Geometry g = geometry(job, options);
   if (granularity == RecomputeGranularity::Full) return g.e * g.n * double(x.h) / g.r;
-  return attention_bytes(x, g, granularity, options) + mlp_bytes(x, g, moe_layer, options);
+  const Replays rc = replays_of(job, granularity);
+  return attention_bytes(x, g, rc, options) + mlp_bytes(x, g, moe_layer, rc, options);
 }
 
 double activation_bytes_per_layer(const Job& job, bool moe_layer, const MemoryOptions& options) {

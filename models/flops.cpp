@@ -117,6 +117,30 @@ double full_recompute_forward(const Job& job) {
   return sum;
 }
 
+// Forward FLOPs (per sequence) that selective recompute's modules other than core_attn replay:
+// a dense MLP (mlp), a whole MoE block (moe) or its shared expert (shared_experts), MLA's up
+// projections (mla_up_proj); norms and activations (layernorm, moe_act) are elementwise, 0 FLOPs.
+double module_recompute_forward(const Job& job) {
+  const ModelConfig& m = job.model;
+  const auto& t = job.training;
+  const ModelDims x = detail::model_dims(m);
+  double sum = 0;
+  for (int64_t l = 0; l < m.num_layers; ++l) {
+    const bool moe = is_moe_layer(m, l);
+    const ForwardFlops f = layer_forward_flops(m, moe, m.seq_length);
+    if (!moe && t.recomputes(RecomputeModule::Mlp)) sum += f.mlp;
+    if (moe && t.recomputes(RecomputeModule::Moe)) sum += f.router + f.experts + f.mlp;
+    else if (moe && t.recomputes(RecomputeModule::SharedExperts)) sum += f.mlp;
+  }
+  if (x.mla && t.recomputes(RecomputeModule::MlaUpProj)) {
+    const double s = double(m.seq_length), a = double(x.a);
+    const double per_layer = 2 * s * (double(x.q_lora) * a * double(x.d_nope + x.d_rope) +
+                                      double(x.kv_lora) * a * double(x.d_nope + x.d_v));
+    sum += per_layer * double(m.num_layers);
+  }
+  return sum;
+}
+
 }  // namespace
 
 IterationFlops flops_per_iteration(const Job& job) {
@@ -140,7 +164,9 @@ IterationFlops flops_per_iteration(const Job& job) {
         const bool moe = is_moe_layer(job.model, job.model.num_layers - 1);
         core += double(job.model.mtp_num_layers) * layer_forward_flops(job.model, moe, job.model.seq_length).attention_core;
       }
+      if (!t.recomputes(RecomputeModule::CoreAttn) && !t.recompute_modules.empty()) core = 0;
       it.recompute = 3 * core * b;   // Korthikanti eq. (8) convention, see accounting.h
+      it.recompute += module_recompute_forward(job) * b;
       break;
     }
     case RecomputeGranularity::Full: it.recompute = full_recompute_forward(job) * b; break;

@@ -173,15 +173,23 @@ int32_t mlp_core_backward(Context& ctx, const MlpNames& names, int64_t ffn, int3
 
 // ---- lower_layer.cpp: one decoder layer. `x` is the instruction that produced the layer input
 // (or -1); returns the instruction producing its output (forward) or input gradient (backward).
+// What a layer's backward replays (selective recompute, Megatron-Core's --recompute-modules).
 struct LayerOptions {
-  bool selective_recompute = false;   // replay the attention core before its gradient
+  bool core_attn = false;        // the attention core, before its gradient
+  bool layernorm = false;        // the input and pre-MLP norms, before the gradients that read them
+  bool mla_up_proj = false;      // MLA's up projections and RoPE, before the core's gradient
+  bool mlp = false;              // a dense MLP, before its gradient
+  bool moe = false;              // a whole MoE block (router, dispatch, experts, combine)
+  bool moe_act = false;          // the routed experts' activation, before its gradient
+  bool shared_experts = false;   // the shared expert's MLP, before its gradient
 };
+LayerOptions layer_options(const Job& job);
 int32_t layer_forward(Context& ctx, int32_t layer, bool moe, int32_t x);
 int32_t layer_backward(Context& ctx, int32_t layer, bool moe, int32_t dy, const LayerOptions& options);
 
 // ---- lower_moe.cpp: the MoE MLP block on the [n/r, h] shard after the pre-MLP norm.
 int32_t moe_forward(Context& ctx, int32_t x);
-int32_t moe_backward(Context& ctx, int32_t layer, int32_t dy);
+int32_t moe_backward(Context& ctx, int32_t layer, int32_t dy, const LayerOptions& options);
 
 // ---- lower_head.cpp: model-level parts of the first and last stages.
 int32_t embedding_forward(Context& ctx);

@@ -145,8 +145,7 @@ int32_t mtp_backward(Context& ctx, int32_t layer, int32_t dh_next) {
     layer_forward(ctx, layer, moe, -1);
     ctx.em.cursor.recompute = false;
   }
-  g = layer_backward(ctx, layer, moe, g, LayerOptions{ctx.job.training.recompute_granularity ==
-                                                      RecomputeGranularity::Selective});
+  g = layer_backward(ctx, layer, moe, g, layer_options(ctx.job));
   ctx.em.cursor.layer = layer;
   // Backward of gather-then-split: each rank keeps its column slice (free); with SP the
   // sequence split's backward all-gathers.

@@ -20,6 +20,14 @@ namespace {
 
 double e_of(const Context& ctx) { return double(ctx.dims.e); }
 
+// Emits `body`'s instructions as recomputation (selective recompute's replays in the backward).
+template <typename F>
+void replay(Context& ctx, F body) {
+  ctx.em.cursor.recompute = true;
+  body();
+  ctx.em.cursor.recompute = false;
+}
+
 int32_t norm(Context& ctx, Site site, int64_t rows, int64_t cols, Deps deps) {
   return ctx.em.op(OpKind::Norm, site, rows, cols, 2.0 * double(rows) * double(cols) * e_of(ctx), deps);
 }
@@ -208,6 +216,15 @@ int32_t mla_projections_forward(Context& ctx, int32_t x) {
   return r >= 0 ? r : kv;
 }
 
+// The up projections and RoPE again (--recompute-modules mla_up_proj): Q, K, V from the kept latents.
+void mla_up_projections_replay(Context& ctx) {
+  const Dims& d = ctx.dims;
+  const int64_t q_cols = d.heads * (d.d_nope + d.d_rope);
+  if (d.q_lora > 0) ctx.em.gemm(OpKind::Gemm, Site::QUp, d.n, q_cols, d.q_lora, 1, {});
+  const int32_t kv = ctx.em.gemm(OpKind::Gemm, Site::KvUp, d.n, d.heads * (d.d_nope + d.d_v), d.kv_lora, 1, {});
+  rope(ctx, OpKind::Rope, d.heads + 1, d.d_rope, {kv});
+}
+
 int32_t mla_projections_backward(Context& ctx, int32_t layer, int32_t dqkv) {
   const Dims& d = ctx.dims;
   const int64_t rows = d.sp_rows();
@@ -281,12 +298,12 @@ int32_t attention_block_backward(Context& ctx, int32_t layer, int32_t dy, const 
   const int64_t k = d.heads * d.v_head_dim();
   const int32_t dcore = ctx.em.gemm(OpKind::GemmGradInput, Site::Proj, d.n, d.h, k, 1, {g});
   weight_grad(ctx, Site::Proj, d.n, d.h, k, layer, ParamSlot::Proj, {g});
-  if (options.selective_recompute) {
-    ctx.em.cursor.recompute = true;
-    attention_core_forward(ctx, layer, -1);
-    ctx.em.cursor.recompute = false;
-  }
+  ctx.em.cursor.recompute = true;
+  if (options.mla_up_proj && d.mla) mla_up_projections_replay(ctx);
+  if (options.core_attn) attention_core_forward(ctx, layer, -1);
+  ctx.em.cursor.recompute = false;
   const int32_t dqkv = attention_core_backward(ctx, layer, dcore);
+  if (options.layernorm) replay(ctx, [&] { norm(ctx, Site::InputNorm, d.sp_rows(), d.h, {}); });
   const int32_t dx = d.mla ? mla_projections_backward(ctx, layer, dqkv) : qkv_backward(ctx, layer, dqkv);
   const int32_t dn = norm_grad(ctx, Site::InputNorm, d.sp_rows(), d.h, layer, ParamSlot::InputNorm, {dx});
   return ctx.em.op(OpKind::Elementwise, Site::ResidualGrad, d.sp_rows(), d.h,
@@ -335,10 +352,15 @@ int32_t mlp_block_forward(Context& ctx, bool moe, int32_t x) {
   return residual(ctx, Site::MlpResidual, {out});
 }
 
-int32_t mlp_block_backward(Context& ctx, int32_t layer, bool moe, int32_t dy) {
+int32_t mlp_block_backward(Context& ctx, int32_t layer, bool moe, int32_t dy, const LayerOptions& options) {
   const Dims& d = ctx.dims;
   const int32_t ddrop = residual(ctx, Site::MlpResidual, {dy});
-  const int32_t dx = moe ? moe_backward(ctx, layer, ddrop) : mlp_core_backward(ctx, kDenseMlp, d.f, layer, ddrop);
+  replay(ctx, [&] {
+    if (options.layernorm) norm(ctx, Site::PreMlpNorm, d.sp_rows(), d.h, {});
+    if (!moe && options.mlp) mlp_core_forward(ctx, kDenseMlp, d.f, -1);
+    if (moe && options.moe) moe_forward(ctx, -1);
+  });
+  const int32_t dx = moe ? moe_backward(ctx, layer, ddrop, options) : mlp_core_backward(ctx, kDenseMlp, d.f, layer, ddrop);
   const int32_t dn = norm_grad(ctx, Site::PreMlpNorm, d.sp_rows(), d.h, layer, ParamSlot::PreMlpNorm, {dx});
   return ctx.em.op(OpKind::Elementwise, Site::ResidualGrad, d.sp_rows(), d.h,
                    3.0 * double(d.sp_rows()) * double(d.h) * e_of(ctx), {dn, dy});
@@ -358,10 +380,23 @@ int32_t layer_forward(Context& ctx, int32_t layer, bool moe, int32_t x) {
 int32_t layer_backward(Context& ctx, int32_t layer, bool moe, int32_t dy, const LayerOptions& options) {
   const int32_t saved_layer = ctx.em.cursor.layer;
   ctx.em.cursor.layer = layer;
-  const int32_t m = mlp_block_backward(ctx, layer, moe, dy);
+  const int32_t m = mlp_block_backward(ctx, layer, moe, dy, options);
   const int32_t out = attention_block_backward(ctx, layer, m, options);
   ctx.em.cursor.layer = saved_layer;
   return out;
+}
+
+LayerOptions layer_options(const Job& job) {
+  const auto& t = job.training;
+  LayerOptions o;
+  o.core_attn = t.recomputes(RecomputeModule::CoreAttn);
+  o.layernorm = t.recomputes(RecomputeModule::Layernorm);
+  o.mla_up_proj = t.recomputes(RecomputeModule::MlaUpProj);
+  o.mlp = t.recomputes(RecomputeModule::Mlp);
+  o.moe = t.recomputes(RecomputeModule::Moe);
+  o.moe_act = t.recomputes(RecomputeModule::MoeAct) && !o.moe;
+  o.shared_experts = t.recomputes(RecomputeModule::SharedExperts) && !o.moe;
+  return o;
 }
 
 }  // namespace tandem::lower

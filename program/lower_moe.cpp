@@ -162,7 +162,7 @@ int32_t moe_forward(Context& ctx, int32_t x) {
   return ctx.em.op(OpKind::Elementwise, Site::SharedAdd, d.sp_rows(), d.h, 3.0 * z.tokens * h * e, {back, shared});
 }
 
-int32_t moe_backward(Context& ctx, int32_t layer, int32_t dy) {
+int32_t moe_backward(Context& ctx, int32_t layer, int32_t dy, const LayerOptions& options) {
   const Dims& d = ctx.dims;
   const MoeSizes z = moe_sizes(ctx);
   const double e = double(d.e), h = double(d.h);
@@ -173,6 +173,11 @@ int32_t moe_backward(Context& ctx, int32_t layer, int32_t dy) {
   const int64_t cols = d.mlp_fc1_cols(z.f_local);
   const int32_t dact = expert_gemm(ctx, OpKind::GemmGradInput, Site::ExpertFc2, z, d.h, z.f_local, {g});
   expert_weight_grad(ctx, Site::ExpertFc2, z, d.h, z.f_local, layer, ParamSlot::ExpertFc2, {g});
+  if (options.moe_act) {   // the activation again from the kept fc1 output
+    ctx.em.cursor.recompute = true;
+    routed_op(ctx, OpKind::Activation, Site::ExpertAct, z.rows, z.f_local, z.rows * double(z.f_local) * e * (d.gated ? 3.0 : 2.0), {});
+    ctx.em.cursor.recompute = false;
+  }
   const double act_bytes = z.rows * double(z.f_local) * e * (d.gated ? 5.0 : 3.0);
   const int32_t dfc1 = routed_op(ctx, OpKind::ActivationGrad, Site::ExpertAct, z.rows, z.f_local, act_bytes, {dact});
   const int32_t dx = expert_gemm(ctx, OpKind::GemmGradInput, Site::ExpertFc1, z, cols, d.h, {dfc1});
@@ -202,6 +207,11 @@ int32_t moe_backward(Context& ctx, int32_t layer, int32_t dy) {
   ctx.em.weight_grad(std::move(rw), param_key(layer, ParamSlot::Router), {back});
   int32_t out = ctx.em.op(OpKind::Elementwise, Site::MoeGradAdd, d.sp_rows(), d.h, 3.0 * z.tokens * h * e, {drouter, back});
   if (d.f_shared > 0) {
+    if (options.shared_experts) {
+      ctx.em.cursor.recompute = true;
+      mlp_core_forward(ctx, kSharedExpert, d.f_shared, -1);
+      ctx.em.cursor.recompute = false;
+    }
     const int32_t ds = mlp_core_backward(ctx, kSharedExpert, d.f_shared, layer, dy);
     out = ctx.em.op(OpKind::Elementwise, Site::SharedGradAdd, d.sp_rows(), d.h, 3.0 * z.tokens * h * e, {out, ds});
   }

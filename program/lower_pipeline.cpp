@@ -217,7 +217,7 @@ void PipelineWalk::backward_layer(const Action& a, const RecomputePlan& plan, in
     }
     ctx_.em.cursor.recompute = false;
   }
-  const LayerOptions options{ctx_.job.training.recompute_granularity == RecomputeGranularity::Selective};
+  const LayerOptions options = layer_options(ctx_.job);
   dy = layer_backward(ctx_, layer, moe(layer), dy, options);
   const bool deferred = ctx_.em.defer_to != nullptr;
   release(st, st.replay_buffer[k], deferred);

@@ -426,6 +426,11 @@ class TrainingRun {
 }  // namespace
 
 TrainReport train(const Job& job, Device& device, Communicator& comm, const TrainOptions& options) {
+  // Selective recompute replays only the attention core on the real backends so far; the other
+  // modules of --recompute-modules are simulated, not trained.
+  for (RecomputeModule m : job.training.recompute_modules)
+    if (m != RecomputeModule::CoreAttn)
+      throw_field_error("--recompute-modules", to_string(m), "not supported by the real backends yet (core_attn is)");
   return TrainingRun(job, device, comm, options).run();
 }
 

@@ -192,6 +192,33 @@ TEST(Simulate, EpOverlapHidesAllToAllBehindTheOtherMicrobatch) {
   EXPECT_THROW(tiny_job({"--overlap-moe-expert-parallel-comm"}, 16), UserError);
 }
 
+// --recompute-modules: each module replayed in the backward lowers peak memory and costs time
+// (and hardware FLOPs where it replays GEMMs), against selective recompute of the core alone.
+TEST(Simulate, RecomputeModulesTradeTimeForMemory) {
+  const std::vector<std::string> mla_moe = {
+      "--multi-latent-attention", "--q-lora-rank", "256", "--kv-lora-rank", "128", "--qk-head-dim", "64",
+      "--qk-pos-emb-head-dim", "32", "--v-head-dim", "64", "--num-experts", "8", "--moe-router-topk", "2",
+      "--moe-ffn-hidden-size", "1024", "--moe-shared-expert-intermediate-size", "1024", "--expert-model-parallel-size", "2",
+      "--sequence-parallel", "--moe-token-dispatcher-type", "alltoall", "--recompute-granularity", "selective"};
+  const auto run = [&](const std::vector<std::string>& modules) {
+    std::vector<std::string> flags = mla_moe;
+    if (!modules.empty()) flags.push_back("--recompute-modules");
+    flags.insert(flags.end(), modules.begin(), modules.end());
+    return nlohmann::json::parse(simulate_json(tiny_job(flags, 16)));
+  };
+  const nlohmann::json core = run({});
+  for (const std::vector<std::string>& more : {std::vector<std::string>{"core_attn", "layernorm"},
+                                               {"core_attn", "mla_up_proj"}, {"core_attn", "moe_act"},
+                                               {"core_attn", "shared_experts"}, {"core_attn", "moe"}}) {
+    const nlohmann::json r = run(more);
+    EXPECT_LT(r["peak_memory_gib"].get<double>(), core["peak_memory_gib"].get<double>()) << more[1];
+    EXPECT_GT(r["iteration_time_s"].get<double>(), core["iteration_time_s"].get<double>()) << more[1];
+    if (more[1] != "layernorm" && more[1] != "moe_act")
+      EXPECT_GT(r["hfu"].get<double>() / r["mfu"].get<double>(), core["hfu"].get<double>() / core["mfu"].get<double>())
+          << more[1];
+  }
+}
+
 TEST(Simulate, TinyJobGivesTheSameIterationTimeWithAndWithoutAllRanks) {
   const Job job = tiny_job();
   SimOptions all;
