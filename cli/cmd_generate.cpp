@@ -65,7 +65,8 @@ void print_generate_help() {
       "  --no-kv-cache         recompute the whole sequence every step (for comparison)\n"
       "  --threads N           GEMM threads (default: every core)\n"
       "  --json FILE           prompt_ids, generated_ids, logprobs (log-probability of each chosen token\n"
-      "                        under the model), last_logits, timings, and text with a tokenizer\n");
+      "                        under the model), last_logits, timings; with a tokenizer also text (of the\n"
+      "                        generated ids) and prompt_text (the prompt's ids decoded)\n");
 }
 
 // args -> option -> value ("" for switches). UserError naming an unknown or incomplete option.
@@ -196,6 +197,7 @@ nlohmann::json result_json(const std::string& dir, const LoadedModel& m, const s
   if (tok != nullptr) {
     j["tokenizer"] = tok->name();
     j["text"] = tok->decode(r.tokens);
+    j["prompt_text"] = tok->decode(prompt);   // the prompt as the tokenizer reads its ids back
   }
   return j;
 }
