@@ -32,7 +32,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     read_file_for("--tokenizer-model", path);  // names the flag when the file is missing
     const auto status = sp_.Load(path);
     if (!status.ok())
-      throw UserError("--tokenizer-model = " + path + ": not a SentencePiece model (" + status.ToString() + ")");
+      throw UserError("--tokenizer-model = " + path + ": not a SentencePiece model (its model protobuf does not parse)");
     std::map<std::string, int32_t> vocab;
     const int n = sp_.GetPieceSize();
     for (int i = 0; i < n; ++i) vocab.emplace(sp_.IdToPiece(i), i);

@@ -261,9 +261,10 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
             continue;
           }
           if (want->second.rows != rule.rows || want->second.cols != rule.cols)
-            throw UserError("--load: tensor " + name + " is [" + std::to_string(rule.rows) + ", " + std::to_string(rule.cols) +
-                            "] in the checkpoint, this job needs [" + std::to_string(want->second.rows) + ", " +
-                            std::to_string(want->second.cols) + "]");
+            throw UserError("--load: " + path.string() + ": tensor " + name + " is [" + std::to_string(rule.rows) + ", " +
+                            std::to_string(rule.cols) + "] in the checkpoint, this job needs [" +
+                            std::to_string(want->second.rows) + ", " + std::to_string(want->second.cols) +
+                            "] (a checkpoint of another model)");
         }
         FullTensor& t = full[name];
         if (t.value.empty()) {
