@@ -8,7 +8,8 @@ exactly one line on stderr naming the file and the offset, line or tensor, and n
                                         SentencePieceTokenizer (preprocess and generate)
   safetensors (`generate --hf`, `import --hf`)  data_offsets past the end, an unknown dtype, a dtype
                                         whose size does not match the span, a header length past the file
-  checkpoints (`train --load`, one rank) a checkpoint of another model (hidden size, layer count)
+  checkpoints (`train --load`)           a checkpoint of another model (hidden size, layer count; one
+                                        rank, and two ranks, where each rank refuses and one prints)
 
 Every file is made here from tandem's own outputs (a preprocessed corpus, a trained checkpoint and
 its Hugging Face export), then damaged the way the case says.
@@ -192,6 +193,10 @@ def checkpoint_cases(t, w, ck):
             ["iter_0000002", "tensor", "[1, 32]", "[1, 64]"], [(ck, before), metrics])
     refused(t, "--load a checkpoint with fewer layers", base[1:] + ["--hidden-size", "32", "--num-layers", "3"],
             ["iter_0000002", "layers.2"], [(ck, before), metrics])
+    # Two ranks (TP2): every rank refuses, one line from one rank, no MPI abort banner.
+    two = base[1:4] + ["--ranks", "2"] + base[4:] + ["--hidden-size", "64", "--tensor-model-parallel-size", "2"]
+    refused(t, "--load a checkpoint of another model on 2 ranks", two,
+            ["rank_00000.bin", "tensor", "[1, 32]", "[1, 64]"], [(ck, before), metrics])
 
 
 def main():
