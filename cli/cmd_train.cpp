@@ -119,6 +119,11 @@ exec::TrainReport train_on(const std::string& backend, const Job& job, const exe
   return cpu::train_on_cpu(job, options);
 }
 
+// Ranks started by relaunch_under_mpirun that all refuse the same input (AgreedUserError) exit 0,
+// so mpirun adds no banner of its own, and rank 0 writes the exit code into this file for the
+// launcher to return.
+constexpr const char* kRanksStatusEnv = "TANDEM_RANKS_STATUS";
+
 // Re-executes this command under mpirun with N ranks; returns its exit code.
 int relaunch_under_mpirun(int64_t ranks, const std::vector<std::string>& args) {
   char exe[PATH_MAX] = {};
@@ -139,6 +144,13 @@ int relaunch_under_mpirun(int64_t ranks, const std::vector<std::string>& args) {
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
   }
+  const char* tmp = std::getenv("TMPDIR");
+  std::string status_file = std::string(tmp != nullptr && *tmp != 0 ? tmp : "/tmp") + "/tandem-ranks-status-XXXXXX";
+  const int status_fd = mkstemp(status_file.data());
+  if (status_fd >= 0) {
+    close(status_fd);
+    setenv(kRanksStatusEnv, status_file.c_str(), 1);
+  }
   std::fflush(stdout);
   std::fflush(stderr);
   const pid_t pid = fork();
@@ -153,7 +165,15 @@ int relaunch_under_mpirun(int64_t ranks, const std::vector<std::string>& args) {
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  int agreed = 0;
+  if (status_fd >= 0) {
+    if (FILE* f = std::fopen(status_file.c_str(), "r")) {
+      if (std::fscanf(f, "%d", &agreed) != 1) agreed = 0;
+      std::fclose(f);
+    }
+    std::remove(status_file.c_str());
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status) == 0 && agreed != 0 ? agreed : WEXITSTATUS(status);
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
@@ -237,6 +257,19 @@ int run_train(const std::vector<std::string>& args) {
     throw_field_error("--ranks", ranks, "differs from the " + std::to_string(mpi.size()) + " ranks of this MPI run");
   try {
     return train_here(opts, backend, mpi);
+  } catch (const AgreedUserError& e) {
+    // Every rank stopped at the same point: one line from one rank, and a normal exit. Under
+    // --ranks the ranks end with 0 (mpirun would add its own banner) and rank 0 leaves the code.
+    if (e.report()) std::fprintf(stderr, "tandem train: error: %s\n", e.what());
+    const char* status_file = std::getenv(kRanksStatusEnv);
+    if (mpi.size() == 1 || status_file == nullptr) return 2;
+    if (mpi.rank() == 0) {
+      FILE* f = std::fopen(status_file, "w");
+      if (f == nullptr) return 2;
+      std::fprintf(f, "2\n");
+      std::fclose(f);
+    }
+    return 0;
   } catch (const std::exception& e) {
     const bool user = dynamic_cast<const UserError*>(&e) != nullptr;
     std::fprintf(stderr, "tandem train: error: %s%s\n", e.what(),

@@ -15,6 +15,18 @@ class UserError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A UserError that every rank of a run raises at the same point (the ranks agreed on it), so no
+// rank is left waiting in a collective and the run may end normally instead of aborting the
+// world. report() is true on the one rank that prints it (the lowest rank that met the error).
+class AgreedUserError : public UserError {
+ public:
+  AgreedUserError(const std::string& what, bool report) : UserError(what), report_(report) {}
+  bool report() const { return report_; }
+
+ private:
+  bool report_;
+};
+
 [[noreturn]] void check_failed(const char* expr, const char* file, int line, const std::string& msg);
 
 // Builds "field 'name' = value: reason" consistently everywhere.

@@ -1,6 +1,8 @@
 // Byte-level BPE (byte_level_bpe.h).
 #include "data/byte_level_bpe.h"
 
+#include <unicode/unistr.h>
+
 #include <limits>
 
 #include "core/check.h"
@@ -55,6 +57,38 @@ bool decode_byte_level(std::string_view token, std::string& bytes) {
     bytes.push_back(static_cast<char>(inv[cp]));
   }
   return true;
+}
+
+std::string utf8_lossy(std::string_view bytes) {
+  // ICU substitutes U+FFFD per maximal subpart of an ill-formed sequence (Unicode 6.0+ practice).
+  const icu::UnicodeString u =
+      icu::UnicodeString::fromUTF8(icu::StringPiece(bytes.data(), static_cast<int32_t>(bytes.size())));
+  std::string out;
+  u.toUTF8String(out);
+  return out;
+}
+
+void ByteLevelDecoder::add(int32_t id, std::string_view token_text) {
+  TANDEM_CHECK(id >= 0);
+  const auto at = static_cast<size_t>(id);
+  if (at >= bytes_.size()) {
+    bytes_.resize(at + 1);
+    present_.resize(at + 1, false);
+  }
+  std::string raw;
+  if (!decode_byte_level(token_text, raw)) raw.assign(token_text);
+  bytes_[at] = std::move(raw);
+  present_[at] = true;
+}
+
+std::string ByteLevelDecoder::decode(const int32_t* ids, size_t n) const {
+  std::string raw;
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t id = ids[i];
+    if (id >= 0 && static_cast<size_t>(id) < bytes_.size() && present_[static_cast<size_t>(id)])
+      raw += bytes_[static_cast<size_t>(id)];
+  }
+  return utf8_lossy(raw);
 }
 
 int32_t ByteLevelBpe::intern(const std::string& s) {

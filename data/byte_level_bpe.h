@@ -20,6 +20,23 @@ const std::vector<char32_t>& byte_to_unicode();
 // Decodes one byte-level token (UTF-8 of byte-to-unicode code points) into raw bytes; false when
 // the text holds a code point outside the map (then the token is not byte-level).
 bool decode_byte_level(std::string_view token, std::string& bytes);
+// Raw bytes -> valid UTF-8: each maximal ill-formed subsequence becomes U+FFFD (Unicode's
+// recommended practice, as Python's bytes.decode("utf-8", errors="replace") and Rust's
+// String::from_utf8_lossy).
+std::string utf8_lossy(std::string_view bytes);
+
+// Id -> the raw bytes of its token, for decoding: byte-level token text through the byte map,
+// any other text (an added token outside the map) as its own UTF-8. Ids without a token are absent.
+class ByteLevelDecoder {
+ public:
+  void add(int32_t id, std::string_view token_text);
+  // Concatenated bytes of the ids' tokens (ids without a token skipped), then utf8_lossy.
+  std::string decode(const int32_t* ids, size_t n) const;
+
+ private:
+  std::vector<std::string> bytes_;    // [id] token bytes
+  std::vector<bool> present_;         // [id] has a token
+};
 
 class ByteLevelBpe {
  public:

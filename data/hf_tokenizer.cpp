@@ -192,6 +192,8 @@ class HfTokenizer final : public Tokenizer {
     first_byte_.fill(false);
     for (const auto& a : s_.added)
       if (!a.content.empty()) first_byte_[static_cast<unsigned char>(a.content[0])] = true;
+    for (const auto& [token, id] : s_.vocab) decoder_.add(id, token);
+    for (const auto& a : s_.added) decoder_.add(a.id, a.content);   // an added token wins over the model's
   }
   std::string name() const override { return "HuggingFaceTokenizer"; }
   int64_t vocab_size() const override { return s_.vocab_size; }
@@ -272,10 +274,14 @@ class HfTokenizer final : public Tokenizer {
     ByteLevelBpe::Cache cache_;
   };
   std::unique_ptr<Encoder> make_encoder() const override { return std::make_unique<Session>(*this); }
+  // Hugging Face's decode(ids) with the ByteLevel decoder, special tokens kept (transformers'
+  // default, as Megatron's HuggingFaceTokenizer.detokenize calls it); no clean-up of spaces.
+  std::string decode(std::span<const int32_t> ids) const override { return decoder_.decode(ids.data(), ids.size()); }
 
  private:
   HfSpec s_;
   ByteLevelBpe bpe_;
+  ByteLevelDecoder decoder_;
   std::array<bool, 256> first_byte_{};  // bytes that start an added token
 };
 

@@ -32,7 +32,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     read_file_for("--tokenizer-model", path);  // names the flag when the file is missing
     const auto status = sp_.Load(path);
     if (!status.ok())
-      throw UserError("--tokenizer-model = " + path + ": not a SentencePiece model (" + status.ToString() + ")");
+      throw UserError("--tokenizer-model = " + path + ": not a SentencePiece model (its model protobuf does not parse)");
     std::map<std::string, int32_t> vocab;
     const int n = sp_.GetPieceSize();
     for (int i = 0; i < n; ++i) vocab.emplace(sp_.IdToPiece(i), i);
@@ -92,6 +92,34 @@ class SentencePieceTokenizer final : public Tokenizer {
     std::vector<int> ids_;
   };
   std::unique_ptr<Encoder> make_encoder() const override { return std::make_unique<Session>(*this); }
+
+  // Megatron's detokenize: runs of ordinary ids through SentencePiece's DecodeIds; each special
+  // token written as "RUN " + "TOKEN " (the spaces are Megatron's). Ids beyond the model's pieces
+  // that are no special token are skipped.
+  std::string decode(std::span<const int32_t> ids) const override {
+    std::string text;
+    std::vector<int> run;
+    auto flush = [&] {
+      std::string piece;
+      const auto status = sp_.Decode(run, &piece);
+      TANDEM_CHECK_MSG(status.ok(), "SentencePiece Decode: " << status.ToString());
+      text += piece;
+      run.clear();
+    };
+    for (const int32_t id : ids) {
+      const std::string* special = nullptr;
+      for (const auto& s : specials_)
+        if (s.second == id) special = &s.first;
+      if (special != nullptr) {
+        flush();
+        text += " " + *special + " ";
+      } else if (id >= 0 && id < sp_.GetPieceSize()) {
+        run.push_back(id);
+      }
+    }
+    flush();
+    return text;
+  }
 
  private:
   sentencepiece::SentencePieceProcessor sp_;

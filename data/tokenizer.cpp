@@ -24,6 +24,12 @@ std::string read_file_for(const std::string& flag, const std::string& path) {
   return all.str();
 }
 
+std::vector<int32_t> encode_text(const Tokenizer& tokenizer, std::string_view text) {
+  std::vector<int32_t> ids;
+  tokenizer.make_encoder()->encode(text, ids);
+  return ids;
+}
+
 namespace {
 
 // ---- GPT-2 BPE (Megatron's GPT2Tokenizer: no special tokens in text, unknown pieces are id 0) ----
@@ -32,7 +38,9 @@ class Gpt2Tokenizer final : public Tokenizer {
  public:
   Gpt2Tokenizer(std::vector<std::pair<std::string, int32_t>> vocab,
                 std::vector<std::pair<std::string, std::string>> merges, const std::string& merge_source, int32_t eod)
-      : bpe_(vocab, merges, merge_source), vocab_size_(vocab.size()), eod_(eod) {}
+      : bpe_(vocab, merges, merge_source), vocab_size_(vocab.size()), eod_(eod) {
+    for (const auto& [token, id] : vocab) decoder_.add(id, token);
+  }
   std::string name() const override { return "GPT2BPETokenizer"; }
   int64_t vocab_size() const override { return static_cast<int64_t>(vocab_size_); }
   std::optional<int32_t> eod() const override { return eod_; }
@@ -53,9 +61,12 @@ class Gpt2Tokenizer final : public Tokenizer {
     std::vector<std::string_view> pieces_;
   };
   std::unique_ptr<Encoder> make_encoder() const override { return std::make_unique<Session>(*this); }
+  // Megatron's GPT2Tokenizer.decode: the tokens' bytes joined, decoded with errors="replace".
+  std::string decode(std::span<const int32_t> ids) const override { return decoder_.decode(ids.data(), ids.size()); }
 
  private:
   ByteLevelBpe bpe_;
+  ByteLevelDecoder decoder_;
   size_t vocab_size_;
   int32_t eod_;
 };
@@ -119,13 +130,13 @@ class NullTokenizer final : public Tokenizer {
         while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
         size_t j = i;
         while (j < text.size() && !std::isspace(static_cast<unsigned char>(text[j]))) ++j;
-        if (j > i) out.push_back(parse(text.substr(i, j - i)));
+        if (j > i) out.push_back(parse(text.substr(i, j - i), i));
         i = j;
       }
     }
 
    private:
-    int32_t parse(std::string_view word) const {
+    int32_t parse(std::string_view word, size_t at) const {
       int64_t v = 0;
       size_t k = (word[0] == '+') ? 1 : 0;
       bool ok = k < word.size();
@@ -136,13 +147,22 @@ class NullTokenizer final : public Tokenizer {
           v = v * 10 + (word[k] - '0');
       }
       if (!ok || v > n_)
-        throw UserError("NullTokenizer: '" + std::string(word.substr(0, 40)) + "' is not a token id in [0, " +
-                        std::to_string(n_) + "]");
+        throw UserError("NullTokenizer: '" + std::string(word.substr(0, 40)) + "' at character " + std::to_string(at) +
+                        " is not a token id in [0, " + std::to_string(n_) + "]");
       return static_cast<int32_t>(v);
     }
     int64_t n_;
   };
   std::unique_ptr<Encoder> make_encoder() const override { return std::make_unique<Session>(n_); }
+  // Megatron's _NullTokenizer.detokenize: the ids joined by single spaces (every id, in range or not).
+  std::string decode(std::span<const int32_t> ids) const override {
+    std::string out;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i > 0) out += ' ';
+      out += std::to_string(ids[i]);
+    }
+    return out;
+  }
 
  private:
   int64_t n_;  // ids 0..n_-1, and n_ for EOD

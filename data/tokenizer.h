@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,10 @@ class Tokenizer {
   virtual int64_t vocab_size() const = 0;          // Megatron's tokenizer.vocab_size
   virtual std::optional<int32_t> eod() const = 0;  // none: --append-eod is refused
   virtual std::unique_ptr<Encoder> make_encoder() const = 0;
+  // Text of `ids` as Megatron's tokenizer.detokenize gives it (UTF-8; byte sequences that are not
+  // UTF-8 become U+FFFD, as Python's errors="replace"). An id the tokenizer does not have writes
+  // nothing (as Hugging Face's tokenizers do): a model may have more ids than its tokenizer.
+  virtual std::string decode(std::span<const int32_t> ids) const = 0;
 };
 
 struct TokenizerOptions {
@@ -56,5 +61,8 @@ std::unique_ptr<Tokenizer> make_null_tokenizer(int64_t vocab_size);
 
 // Whole file as bytes; throws UserError "FLAG = PATH: cannot read" when it cannot be opened.
 std::string read_file_for(const std::string& flag, const std::string& path);
+
+// Encodes one text with a fresh Encoder (for one-off use; a long run keeps one Encoder per thread).
+std::vector<int32_t> encode_text(const Tokenizer& tokenizer, std::string_view text);
 
 }  // namespace tandem::data

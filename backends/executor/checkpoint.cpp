@@ -271,9 +271,10 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
             continue;
           }
           if (want->second.rows != rule.rows || want->second.cols != rule.cols)
-            throw UserError("--load: tensor " + name + " is [" + std::to_string(rule.rows) + ", " + std::to_string(rule.cols) +
-                            "] in the checkpoint, this job needs [" + std::to_string(want->second.rows) + ", " +
-                            std::to_string(want->second.cols) + "]");
+            throw UserError("--load: " + path.string() + ": tensor " + name + " is [" + std::to_string(rule.rows) + ", " +
+                            std::to_string(rule.cols) + "] in the checkpoint, this job needs [" +
+                            std::to_string(want->second.rows) + ", " + std::to_string(want->second.cols) +
+                            "] (a checkpoint of another model)");
         }
         FullTensor& t = full[name];
         if (t.value.empty()) {
@@ -301,8 +302,11 @@ std::map<std::string, FullTensor> assemble(const fs::path& dir, const std::map<s
 
 }  // namespace
 
-void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
-                     Communicator& comm, ExpertBiasMap* expert_bias) {
+namespace {
+
+// This rank's part of load_checkpoint: no communication.
+void load_checkpoint_here(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
+                          ExpertBiasMap* expert_bias) {
   const fs::path path = fs::path(dir) / iter_name(iteration);
   if (!fs::is_directory(path)) throw UserError("--load = " + dir + ": no checkpoint directory " + path.string());
   if (expert_bias != nullptr) {
@@ -340,6 +344,28 @@ void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& para
           device.upload(std::span<const float>(m).subspan(static_cast<size_t>(s.begin), static_cast<size_t>(s.end - s.begin)), s.exp_avg);
           device.upload(std::span<const float>(v).subspan(static_cast<size_t>(s.begin), static_cast<size_t>(s.end - s.begin)), s.exp_avg_sq);
         }
+  }
+}
+
+}  // namespace
+
+void load_checkpoint(const std::string& dir, int64_t iteration, ParamStore& params, Device& device,
+                     Communicator& comm, ExpertBiasMap* expert_bias) {
+  // Every rank reads its part, then the ranks agree: a refused checkpoint (another model, a missing
+  // or corrupted file) stops every rank here with one message from the lowest rank that met it.
+  std::string error;
+  try {
+    load_checkpoint_here(dir, iteration, params, device, expert_bias);
+  } catch (const UserError& e) {
+    error = e.what();
+  }
+  std::vector<double> failed(static_cast<size_t>(comm.world_size()), 0.0);
+  failed[static_cast<size_t>(comm.rank())] = error.empty() ? 0.0 : 1.0;
+  const std::vector<double> all = comm.world_sum(failed);
+  for (size_t r = 0; r < all.size(); ++r) {
+    if (all[r] == 0.0) continue;
+    if (!error.empty()) throw AgreedUserError(error, static_cast<int64_t>(r) == comm.rank());
+    throw AgreedUserError("--load: refused on rank " + std::to_string(r), false);
   }
   comm.barrier();
 }

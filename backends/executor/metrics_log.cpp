@@ -49,8 +49,18 @@ nlohmann::ordered_json metrics_json(const IterationRecord& r) {
   return j;
 }
 
+// Checks now that the file can be appended to, but creates it only in begin(): a run stopped by
+// bad input before its first iteration (a truncated dataset, a checkpoint of another model) leaves
+// no metrics file behind.
 MetricsLog::MetricsLog(std::string option, std::string path) : option_(std::move(option)), path_(std::move(path)) {
-  open_for_append();
+  if (::access(path_.c_str(), F_OK) == 0) {
+    open_for_append();
+    return;
+  }
+  const std::string::size_type slash = path_.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw UserError(option_ + " = " + path_ + ": cannot open for appending: " + std::strerror(errno));
 }
 
 MetricsLog::~MetricsLog() {
@@ -64,6 +74,7 @@ void MetricsLog::open_for_append() {
 }
 
 void MetricsLog::begin(int64_t first_iteration) {
+  if (fd_ < 0) open_for_append();
   std::ifstream in(path_, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();

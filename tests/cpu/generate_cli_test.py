@@ -113,6 +113,14 @@ def bad_inputs(tandem, ck, moe_ck, tmp):
         (base + ["--prompt-ids", "1", "--temperature", "-1"], ["--temperature = -1"]),
         (base + ["--prompt-ids", "1", "--iteration", "7"], ["iter_0000007"]),
         (base + ["--prompt-ids", "1", "--frobnicate"], ["--frobnicate"]),
+        (base + ["--prompt-ids", "1", "--hf", ck], ["--load / --hf", "exactly one"]),
+        (["--hf", os.path.join(tmp, "no-hf"), "--prompt-ids", "1", "--max-new-tokens", "4", "--json", out],
+         ["--hf", "no-hf", "config.json"]),
+        (base + ["--prompt", "hi", "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", os.path.join(tmp, "nope.json"),
+                 "--merge-file", os.path.join(tmp, "nope.txt")], ["--vocab-file", "nope.json"]),
+        (base + ["--prompt-ids", "1", "--vocab-file", "v.json"], ["--vocab-file", "--tokenizer-type"]),
+        (base + ["--prompt-ids", "1", "--tokenizer-type", "NullTokenizer", "--vocab-size", "500"],
+         ["tokenizer has 501 ids", "vocab_size 128"]),
         (["--load", moe_ck, "--prompt-ids", "1", "--max-new-tokens", "4", "--json", out], ["num_experts = 4", "MoE"]),
     ]
     for args, wants in cases:

@@ -16,7 +16,10 @@ checkpoint holds each tensor in shards), then for each checkpoint:
 3. requires tandem's greedy tokens to equal the reference's, the logits of the last step to agree
    to 1e-5 (max |diff| / max |logit|) and the per-token log-probabilities to 1e-5;
 4. requires the layout checkpoint's greedy tokens to equal the one-rank checkpoint's;
-5. samples with temperature, top-k and top-p and checks, step by step on tandem's own tokens, that
+5. exports the one-rank checkpoint to Hugging Face (`tandem export --format hf`) and requires
+   `tandem generate --hf DIR` to give the reference's greedy tokens and the same tokens, logits and
+   log-probabilities as `--load` (the same weights through another reader: bit for bit);
+6. samples with temperature, top-k and top-p and checks, step by step on tandem's own tokens, that
    each sampled token lies in the set the reference allows (the k most likely, then the smallest
    nucleus of probability >= p of softmax(logits / T)).
 
@@ -187,8 +190,8 @@ def allowed(logits, temperature, top_k, top_p):
 
 # ---- checks --------------------------------------------------------------------------------
 
-def generate(tandem, ck, out, extra=()):
-    run([tandem, "generate", "--load", ck, "--prompt-ids", ",".join(map(str, PROMPT)), "--max-new-tokens",
+def generate(tandem, ck, out, extra=(), source="--load"):
+    run([tandem, "generate", source, ck, "--prompt-ids", ",".join(map(str, PROMPT)), "--max-new-tokens",
          str(NEW_TOKENS), "--json", out, *extra])
     with open(out) as f:
         return json.load(f)
@@ -217,7 +220,18 @@ def check_checkpoint(tandem, ck, name, tmp, failures):
     lp = max(abs(a - b) for a, b in zip(got["logprobs"], ref_logprobs))
     check(lp <= TOL, f"{name}: per-token log-probabilities within {lp:.1e}", failures)
     print(f"   (smallest top-2 logit margin over the reference's steps: {margin:.3e})")
-    return got, cfg, P
+    return got, cfg, P, ref_tokens, ref_last
+
+
+def check_hf(tandem, ck, got, ref_tokens, ref_last, tmp, failures):
+    hf = os.path.join(tmp, "hf")
+    run([tandem, "export", "--load", ck, "--format", "hf", "--out", hf])
+    from_hf = generate(tandem, hf, os.path.join(tmp, "from-hf.json"), source="--hf")
+    check(from_hf["generated_ids"] == ref_tokens, f"--hf: greedy tokens equal the PyTorch reference's", failures)
+    err = relative(from_hf["last_logits"][:len(ref_last)], ref_last)
+    check(err <= TOL, f"--hf: last-step logits within {err:.1e} of the reference", failures)
+    same = all(from_hf[k] == got[k] for k in ("generated_ids", "last_logits", "logprobs"))
+    check(same, "--hf and --load of the same weights: identical tokens, logits and log-probabilities", failures)
 
 
 def check_sampling(tandem, ck, cfg, P, tmp, failures):
@@ -246,10 +260,12 @@ def main():
         one, par = os.path.join(tmp, "ck1"), os.path.join(tmp, "ck-" + args.layout)
         train(args.tandem, args.model, 1, "", one)
         train(args.tandem, args.model, 2, LAYOUTS[args.layout], par)
-        got1, cfg, P = check_checkpoint(args.tandem, one, f"{args.model} one rank", tmp, failures)
-        got2, _, _ = check_checkpoint(args.tandem, par, f"{args.model} {args.layout}", tmp, failures)
+        got1, cfg, P, ref_tokens, ref_last = check_checkpoint(args.tandem, one, f"{args.model} one rank", tmp,
+                                                              failures)
+        got2, *_ = check_checkpoint(args.tandem, par, f"{args.model} {args.layout}", tmp, failures)
         check(got2["generated_ids"] == got1["generated_ids"],
               f"{args.layout} checkpoint: the same greedy tokens as the one-rank checkpoint", failures)
+        check_hf(args.tandem, one, got1, ref_tokens, ref_last, tmp, failures)
         check_sampling(args.tandem, one, cfg, P, tmp, failures)
     if failures:
         print(f"{len(failures)} check(s) failed")

@@ -10,7 +10,6 @@
 #include "backends/cpu/generate.h"
 #include "backends/cpu/ops_gemm.h"
 #include "core/check.h"
-#include "core/text_tokenizer.h"
 
 namespace tandem::cpu {
 namespace {
@@ -282,26 +281,6 @@ TEST(Sgemm, OneRowEqualsEigen) {
           EXPECT_NEAR(c[static_cast<size_t>(j)], ref[static_cast<size_t>(j)], 1e-4)
               << "trans_a " << ta << " trans_b " << tb << " beta " << beta << " column " << j;
       }
-}
-
-TEST(NullTokenizer, IdsInIdsOutEodIsTheLastId) {
-  const auto t = make_text_tokenizer("NullTokenizer", 100);
-  EXPECT_EQ(t->tokenize(" 3  17\n42 "), (std::vector<int32_t>{3, 17, 42}));
-  EXPECT_EQ(t->detokenize(std::vector<int32_t>{3, 17, 42}), "3 17 42");
-  EXPECT_EQ(t->eod(), 99);
-  try {
-    t->tokenize("3 x7");
-    ADD_FAILURE() << "no error";
-  } catch (const UserError& e) {
-    EXPECT_NE(std::string(e.what()).find("'x7' at character 2"), std::string::npos) << e.what();
-  }
-  EXPECT_THROW(t->tokenize("100"), UserError);
-  try {
-    make_text_tokenizer("GPT3Tokenizer", 100);
-    ADD_FAILURE() << "no error";
-  } catch (const UserError& e) {
-    EXPECT_NE(std::string(e.what()).find("--tokenizer-type = GPT3Tokenizer"), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace

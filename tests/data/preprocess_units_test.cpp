@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "data/byte_level_bpe.h"
 #include "data/indexed_dataset_writer.h"
 #include "data/line_reader.h"
 #include "data/preprocess.h"
@@ -141,9 +142,22 @@ TEST(NullTokenizer, IdsAsTextEodAndRange) {
   std::vector<int32_t> ids;
   e->encode("1 2  3\n+4 100", ids);
   EXPECT_EQ(ids, (std::vector<int32_t>{1, 2, 3, 4, 100}));
-  EXPECT_NE(user_error([&] { e->encode("5 x", ids); }).find("'x'"), std::string::npos);
+  EXPECT_NE(user_error([&] { e->encode("5 x", ids); }).find("'x' at character 2"), std::string::npos);
   EXPECT_NE(user_error([&] { e->encode("101", ids); }).find("[0, 100]"), std::string::npos);
   EXPECT_NE(user_error([&] { e->encode("-1", ids); }).find("'-1'"), std::string::npos);
+  EXPECT_EQ(t->decode(std::vector<int32_t>{3, 17, 100}), "3 17 100");
+  EXPECT_EQ(encode_text(*t, " 3  17\n42 "), (std::vector<int32_t>{3, 17, 42}));
+}
+
+TEST(ByteLevelDecode, InvalidUtf8BecomesReplacementCharacters) {
+  // Python: b"a\xffb\xe2\x82c\xe2\x82\xac".decode("utf-8", errors="replace") == "a\ufffdb\ufffdc\u20ac"
+  EXPECT_EQ(utf8_lossy("a\xff" "b\xe2\x82" "c\xe2\x82\xac"), "a\xef\xbf\xbd" "b\xef\xbf\xbd" "c\xe2\x82\xac");
+  // A 4-byte lead with one continuation then the end: one U+FFFD for the maximal subpart.
+  EXPECT_EQ(utf8_lossy("\xf0\x9f"), "\xef\xbf\xbd");
+  ByteLevelDecoder d;
+  d.add(0, "\xc4\xa0hi");   // "Ġhi": byte-level text of " hi"
+  d.add(2, "<|x|>");          // ASCII: itself
+  EXPECT_EQ(d.decode(std::vector<int32_t>{0, 1, 2, 7}.data(), 4), " hi<|x|>");   // ids 1 and 7 have no token
 }
 
 TEST(Preprocess, BadLineNamesFileAndLineAndWritesNothing) {
