@@ -112,6 +112,15 @@ std::string fit_report(const FitResult& r, const FitOptions& o) {
 
 json fitted_stack_document(const FitResult& r, const FitOptions& o) {
   json doc = r.stack.doc;
+  // A fit of some parameters on top of an earlier fit of others keeps the earlier record (newest
+  // first): the parameters it did not free still carry its values and its errors.
+  if (doc.contains("fit")) {
+    json earlier = json::array();
+    earlier.push_back(doc["fit"]);
+    if (doc.contains("earlier_fits"))
+      for (const json& f : doc["earlier_fits"]) earlier.push_back(f);
+    doc["earlier_fits"] = earlier;
+  }
   doc["stack"] = r.stack.name;
   const std::string summary = summary_line(r);
   for (const ParameterFit& p : r.parameters) {

@@ -206,11 +206,12 @@ TEST(MegatronFlags, The2021Gpt3ExampleScriptLoads) {
 // Today's Megatron-Core flags that tandem does not model load and are reported; a flag that
 // Megatron does not have is still an error naming it.
 TEST(MegatronFlags, ModernFlagsAreAcceptedAndReportedUnknownOnesRefused) {
-  const Job j = from_flags(gpt_plus({"--recompute-modules", "core_attn", "mlp", "--cp-comm-type", "p2p",
-                                     "--moe-shared-expert-overlap", "--use-sharp", "--bf16"}));
-  const std::vector<std::string> expect = {"--recompute-modules", "--cp-comm-type", "--moe-shared-expert-overlap",
-                                           "--use-sharp"};
+  const Job j = from_flags(gpt_plus({"--recompute-granularity", "selective", "--recompute-modules", "core_attn", "mlp",
+                                     "--cp-comm-type", "p2p", "--moe-shared-expert-overlap", "--use-sharp", "--bf16"}));
+  const std::vector<std::string> expect = {"--cp-comm-type", "--moe-shared-expert-overlap", "--use-sharp"};
   EXPECT_EQ(j.ignored_flags, expect);
+  const std::vector<RecomputeModule> modules = {RecomputeModule::CoreAttn, RecomputeModule::Mlp};
+  EXPECT_EQ(j.training.recompute_modules, modules);
   EXPECT_EQ(j.training.params_dtype, DType::BF16);
   try {
     from_flags(gpt_plus({"--made-up-megatron-flag", "3"}));

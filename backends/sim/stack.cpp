@@ -200,7 +200,7 @@ Stack parse_stack(const json& doc, const std::string& file) {
   s.doc = doc;
   const DataReader r(file);
   r.only(doc, "", {"stack", "gpu", "description", "source", "tensor_clock_factor", "gemm", "attention", "memory",
-                   "launch_overhead_us", "communication", "moe", "fit"});
+                   "launch_overhead_us", "communication", "moe", "fit", "earlier_fits"});
   s.name = r.text(doc, "", "stack");
   s.gpu = r.text(doc, "", "gpu");
   const StackReader sr(file, s.parameters);
