@@ -143,6 +143,8 @@ TEST(ComputeModel, GroupedExpertGemmsShareWavesAndEmptyExpertsCostALaunch) {
 // and each forward router adds forward_overhead_us; the router's backward does not.
 TEST(ComputeModel, MoeStackParametersSlowExpertGemmsAndTheForwardRouterOnly) {
   Stack s = stack_for_gpu("H100-SXM5-80GB");
+  set_parameter(s, "moe.expert_gemm_efficiency", 1.0);
+  set_parameter(s, "moe.forward_overhead_us", 0.0);
   const ComputeModel before(gpu_of("dgx-h100"), s.efficiency);
   set_parameter(s, "moe.expert_gemm_efficiency", 0.5);
   set_parameter(s, "moe.forward_overhead_us", 250.0);

@@ -27,10 +27,11 @@ using testing::decode;
 using testing::encode;
 using testing::run_isolated;
 
-Job tiny_job(const std::vector<std::string>& extra = {}, int64_t gpus = 16) {
+Job tiny_job(const std::vector<std::string>& extra = {}, int64_t gpus = 16, const char* stack = nullptr) {
   JobRequest request;
   request.cluster = "dgx-h100";
   request.gpus = gpus;
+  if (stack != nullptr) request.stack = stack;
   request.megatron_flags = {"--num-layers", "4", "--hidden-size", "1024", "--num-attention-heads", "16",
                             "--seq-length", "1024", "--max-position-embeddings", "1024", "--vocab-size", "32000",
                             "--micro-batch-size", "1", "--global-batch-size", "16", "--bf16",
@@ -107,9 +108,12 @@ TEST(Simulate, DualPipePairsHideAllToAllsBehindTheOtherMicrobatch) {
   SimOptions serial, all;
   serial.overlap_fused_pairs = false;
   all.all_ranks = true;
-  const nlohmann::json overlapped = nlohmann::json::parse(simulate_json(tiny_job(dual, 64)));
-  const nlohmann::json one_by_one = nlohmann::json::parse(simulate_json(tiny_job(dual, 64), serial));
-  const nlohmann::json faithful = nlohmann::json::parse(simulate_json(tiny_job(dual, 64), all));
+  // The mechanism on a stack without MoE overheads (the fitted default adds a fixed time to every
+  // forward router, which strict alternation of the pieces can place badly in a job this small).
+  const char* stack = "mcore-0.8-h100";
+  const nlohmann::json overlapped = nlohmann::json::parse(simulate_json(tiny_job(dual, 64, stack)));
+  const nlohmann::json one_by_one = nlohmann::json::parse(simulate_json(tiny_job(dual, 64, stack), serial));
+  const nlohmann::json faithful = nlohmann::json::parse(simulate_json(tiny_job(dual, 64, stack), all));
   const double t = overlapped["iteration_time_s"].get<double>();
   EXPECT_LT(t, 0.99 * one_by_one["iteration_time_s"].get<double>());   // 2.9% here: 3 pairs per rank
   EXPECT_LT(overlapped["breakdown"]["ep_comm"].get<double>(), one_by_one["breakdown"]["ep_comm"].get<double>());
