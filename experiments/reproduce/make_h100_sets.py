@@ -202,8 +202,8 @@ def unsupported_note(model):
     if "GPT OSS" in model:
         return " (sliding-window attention with attention sinks, not modelled)"
     if "DeepSeek" in model:
-        return (" (the recipe's pipeline layout, Megatron's --pipeline-model-parallel-layout with 61 layers over "
-                "PP 8 x VP 4, is not modelled)")
+        return (" (the H100 recipe's --pipeline-model-parallel-layout Et|(tt|)*30mL puts MTP and the loss on a "
+                "virtual stage without decoder layers, which tandem's pipeline split cannot express)")
     return ""
 
 
