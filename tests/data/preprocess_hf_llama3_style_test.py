@@ -9,7 +9,6 @@ The reference is Hugging Face's encoding algorithm written here in Python with t
 module (python3-regex) for the split and unicodedata for NFC, and megatron_reference.py for the
 files; tandem's must be byte-identical. Exit 77 (skipped) without the `regex` module.
 usage: preprocess_hf_llama3_style_test.py --tandem BIN --work DIR"""
-import argparse
 import collections
 import json
 import os
@@ -19,33 +18,16 @@ import unicodedata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from test_support import check, require_regex, work_args  # noqa: E402
 from corpus import write_corpus  # noqa: E402
-from megatron_reference import encode_document, sentences_of, write_indexed_dataset  # noqa: E402
+from megatron_reference import bytes_to_unicode, encode_document, sentences_of, write_indexed_dataset  # noqa: E402
 
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 ADDED = {"<|begin_of_text|>": 1000, "<|end_of_text|>": 1001, "<|eot_id|>": 1002}
 
 
-def check(cond, what, detail=""):
-    if not cond:
-        print(detail)
-        sys.exit("FAILED: " + what)
-    print("ok:", what)
-
-
-def byte_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
-
-
-B2U = byte_to_unicode()
+B2U = bytes_to_unicode()
 
 
 def split_isolated(pattern, text):
@@ -203,15 +185,8 @@ def write_tokenizer_dir(d, vocab, merges, nfc):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tandem", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
-    try:
-        import regex
-    except ImportError:
-        print("SKIPPED: the Python `regex` module is not installed (Debian: python3-regex)")
-        sys.exit(77)
+    a = work_args()
+    regex = require_regex()
     corpus, rows, vocab, merges = make_fixture(a.work, regex)
     check(len(vocab) < 1000, "vocabulary below the added tokens' ids (%d entries, %d merges)" % (len(vocab), len(merges)))
     for nfc in (False, True):

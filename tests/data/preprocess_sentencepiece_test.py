@@ -8,7 +8,6 @@ megatron_reference.py writes the files. tandem's must be byte-identical (1 and 2
 
 Exit 77 (skipped) without spm_train, python3-sentencepiece, or a tandem built with SentencePiece.
 usage: preprocess_sentencepiece_test.py --tandem BIN --work DIR"""
-import argparse
 import json
 import os
 import shutil
@@ -18,14 +17,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from corpus import write_corpus  # noqa: E402
+from test_support import check, work_args  # noqa: E402
 from megatron_reference import encode_document, sentences_of, write_indexed_dataset  # noqa: E402
-
-
-def check(cond, what, detail=""):
-    if not cond:
-        print(detail)
-        sys.exit("FAILED: " + what)
-    print("ok:", what)
 
 
 class MegatronSentencePiece:
@@ -64,10 +57,7 @@ class MegatronSentencePiece:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tandem", required=True)
-    ap.add_argument("--work", required=True)
-    a = ap.parse_args()
+    a = work_args()
     if shutil.which("spm_train") is None:
         print("SKIPPED: spm_train not found (Debian: sentencepiece)")
         sys.exit(77)
