@@ -319,7 +319,6 @@ void resolve_world(Job& job) {
 }
 
 void resolve_batch(Job& job) {
-  if (job.parallel.overlap_moe_expert_parallel_comm) check_ep_overlap(job);
   auto& t = job.training;
   const int64_t dp = job.parallel.data_parallel_size;
   if (t.global_batch_size == 0) t.global_batch_size = t.micro_batch_size * dp;
@@ -406,6 +405,7 @@ void resolve_job(Job& job) {
   resolve_mtp(job.model);
   resolve_pipeline(job.model, job.parallel, job.notes);
   resolve_world(job);
+  if (job.parallel.overlap_moe_expert_parallel_comm) check_ep_overlap(job);
   note_router_groups_on_nodes(job);
   resolve_batch(job);
   resolve_optimizer(job);
